@@ -1,0 +1,31 @@
+"""The ``avel`` command: one subcommand per stage, each a thin call of the stage's ``run_*``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Modules that register subcommands, in pipeline order. Each exposes ``register(subparsers)``.
+COMMAND_MODULES = [
+    "pipeline.annotations",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avel", description="Audio-visual event localization: AVE data, features and models."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
