@@ -20,12 +20,31 @@ AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
 AUDIOSET_CSV ?=
 
+# segments / features stages
+FRAMES_PER_SEGMENT ?=
+WORKERS ?=
+FORCE ?=
+FEATURES ?=
+DTYPE ?=
+BATCH_SIZE ?=
+VGGISH_CHECKPOINT ?=
+VGGISH_OUTPUT ?=
+VGGISH_PCA_PARAMS ?=
+AUDIO_MAPS ?=
+ALLOW_RANDOM_WEIGHTS ?=
+NO_DOWNLOAD ?=
+NUM_SHARDS ?=
+SHARD_INDEX ?=
+SHARD_SIZE ?=
+MERGE ?=
+
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
+flag = $(if $(filter 1 yes true,$(strip $(2))),$(1))
 
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup ffmpeg annotations test lint clean
+.PHONY: help setup ffmpeg annotations segments features test lint clean
 
 help:
 	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -55,6 +74,20 @@ ffmpeg:
 annotations: $(STAMP_RUN) ffmpeg
 	$(AVEL) annotations --data-dir "$(DATA_DIR)" $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
 		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--audioset-csv,$(AUDIOSET_CSV))
+
+segments: $(STAMP_RUN) ffmpeg
+	$(AVEL) segments --data-dir "$(DATA_DIR)" $(call opt,--frames-per-segment,$(FRAMES_PER_SEGMENT)) \
+		$(call opt,--workers,$(WORKERS)) $(call flag,--force,$(FORCE))
+
+features: $(STAMP_RUN) ffmpeg
+	$(AVEL) features --data-dir "$(DATA_DIR)" $(call opt,--features,$(FEATURES)) \
+		$(call opt,--dtype,$(DTYPE)) $(call opt,--device,$(DEVICE)) $(call opt,--batch-size,$(BATCH_SIZE)) \
+		$(call opt,--workers,$(WORKERS)) $(call opt,--vggish-checkpoint,$(VGGISH_CHECKPOINT)) \
+		$(call opt,--vggish-output,$(VGGISH_OUTPUT)) $(call opt,--vggish-pca-params,$(VGGISH_PCA_PARAMS)) \
+		$(call flag,--audio-maps,$(AUDIO_MAPS)) $(call flag,--allow-random-weights,$(ALLOW_RANDOM_WEIGHTS)) \
+		$(call flag,--no-download,$(NO_DOWNLOAD)) $(call opt,--num-shards,$(NUM_SHARDS)) \
+		$(call opt,--shard-index,$(SHARD_INDEX)) $(call opt,--shard-size,$(SHARD_SIZE)) \
+		$(call flag,--merge,$(MERGE)) $(call flag,--force,$(FORCE))
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q
