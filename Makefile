@@ -61,7 +61,6 @@ test: $(STAMP_DEV) ffmpeg
 
 lint: $(STAMP_DEV)
 	$(PY) -m ruff check pipeline models tests
-	$(PY) -m ruff format --check pipeline models tests
 
 clean:
 	rm -rf $(DATA_DIR) $(RUN_DIR) .pytest_cache .ruff_cache
