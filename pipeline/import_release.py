@@ -8,7 +8,13 @@ stores and rows of ``DATA_DIR/extra_background.parquet``.
 
 Streaming: a store shard is filled from HDF5 slices of at most ``block_bytes`` (float64 as
 released), converted to the storage dtype as they arrive, so peak memory is bounded by the shard
-size and the block size, never by the file (the visual file is 7.7 GiB).
+size and the block size, never by the file (the visual file is 7.7 GiB). Defaults (shards of 256
+videos, 64 MiB slices): a 2.2 GB float64 visual file imported into ``visual`` + ``visual_vec``
+peaked at 0.54 GB RSS (float16) and 0.92 GB (float32), the same for any number of rows.
+
+Checksums: the sha256 of every feature file read is recorded in the store's ``meta.json``
+(``--no-checksum`` skips it: hashing the 7.7 GiB file reads it once more). A finished store is
+never rewritten without ``--force``; a rerun only compares the recorded file sizes.
 """
 
 from __future__ import annotations
@@ -667,7 +673,8 @@ def _stream(
     from tqdm import tqdm
 
     first = next(iter(writers.values()))
-    pending = sorted({s for w in writers.values() for s, _ in w.pending_shards()})
+    todo_by_store = {s: [shard for shard, _ in w.pending_shards()] for s, w in writers.items()}
+    pending = sorted({shard for shards in todo_by_store.values() for shard in shards})
     kinds = feeds[next(iter(writers))]
     sources = {k: src for k, (src, _) in kinds.items()}
     transforms = {k: {s: feeds[s][k][1] for s in writers} for k in kinds}
@@ -685,7 +692,7 @@ def _stream(
             todo[store].write_shard(shard, dict(zip(ids, out, strict=True)))
         del outputs
     for store, writer in writers.items():
-        summary["stores"][store]["shards_written"] = len(pending)
+        summary["stores"][store]["shards_written"] = len(todo_by_store[store])
         if writer.finalize() is None:
             raise ImportReleaseError(f"{writer.root}: shards still missing after the import")
         summary["stores"][store]["value_range"] = ranges
