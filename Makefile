@@ -20,12 +20,18 @@ AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
 AUDIOSET_CSV ?=
 
+# import-release stage (FORCE / NO_CHECKSUM: any non-empty value turns the flag on)
+RELEASE_DIR ?=
+DTYPE ?=
+FORCE ?=
+NO_CHECKSUM ?=
+
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup ffmpeg annotations test lint clean
+.PHONY: help setup ffmpeg annotations import-release test lint clean
 
 help:
 	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -55,6 +61,10 @@ ffmpeg:
 annotations: $(STAMP_RUN) ffmpeg
 	$(AVEL) annotations --data-dir "$(DATA_DIR)" $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
 		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--audioset-csv,$(AUDIOSET_CSV))
+
+import-release: $(STAMP_RUN) ffmpeg
+	$(AVEL) import-release --data-dir "$(DATA_DIR)" $(call opt,--release-dir,$(RELEASE_DIR)) \
+		$(call opt,--dtype,$(DTYPE)) $(if $(strip $(FORCE)),--force) $(if $(strip $(NO_CHECKSUM)),--no-checksum)
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q
