@@ -278,7 +278,7 @@ def plot_clips(
     samples: list[int] | None,
     count: int,
 ) -> list[Path]:
-    """Pictures for the requested samples (manifest ``sample`` ids), else the first ``count`` clips."""
+    """Pictures for the requested samples (manifest ``sample`` ids), else the first ``count`` evaluated clips."""
     rows = clips.rows
     if samples:
         where = {int(s): k for k, s in enumerate(rows["sample"])}
@@ -287,14 +287,17 @@ def plot_clips(
             raise ValueError(f"samples {unknown} are not in this split (or lack features)")
         picks = [where[s] for s in samples]
     else:
-        picks = list(range(min(count, len(rows))))
+        picks = [int(k) for k in np.flatnonzero(np.asarray(metrics["pred_a2v"]) >= 0)[:count]]
     paths = []
     for k in picks:
         r = rows.iloc[k]
-        title = (
-            f"sample {int(r['sample'])} {r['youtube_id']}  event {int(r['start'])}-{int(r['end'])} s\n"
-            f"A2V start {int(metrics['pred_a2v'][k])}, V2A start {int(metrics['pred_v2a'][k])}"
-        )
+        if int(metrics["pred_a2v"][k]) >= 0:
+            preds = (
+                f"A2V start {int(metrics['pred_a2v'][k])}, V2A start {int(metrics['pred_v2a'][k])}"
+            )
+        else:
+            preds = "not evaluated (event is empty or 10 s long)"
+        title = f"sample {int(r['sample'])} {r['youtube_id']}  event {int(r['start'])}-{int(r['end'])} s\n{preds}"
         paths.append(
             plot_distance_matrix(
                 dist[k], int(r["start"]), int(r["end"]), int(metrics["pred_a2v"][k]), int(metrics["pred_v2a"][k]),

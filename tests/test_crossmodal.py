@@ -35,7 +35,9 @@ CODE = 8
 # --------------------------------------------------------------------------- synthetic store
 
 
-def _write_synthetic(data_dir, seed: int = 0) -> None:
+def _write_synthetic(
+    data_dir, seed: int = 0, plan=(("train", 70), ("val", 16), ("test", 24))
+) -> None:
     """Manifest + visual_vec/audio stores where event seconds share a hidden code across modalities.
 
     Each second draws a code z; on event seconds audio and visual are linear images of the same z,
@@ -44,7 +46,6 @@ def _write_synthetic(data_dir, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     w_visual = rng.normal(size=(CODE, 512)) / np.sqrt(CODE)
     w_audio = rng.normal(size=(CODE, 128)) / np.sqrt(CODE)
-    plan = [("train", 70), ("val", 16), ("test", 24)]
     rows, visual, audio = [], {}, {}
     sample = 0
     for split, n in plan:
