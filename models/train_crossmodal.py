@@ -128,7 +128,9 @@ def train_seed(cfg: CrossmodalConfig, seed: int, data: dict[str, Clips], out: Pa
     seed_config = {**asdict(cfg), "seed": seed, "batch_size": cfg.resolved_batch()}
     done = out / "metrics.json"
     if done.is_file() and (out / "config.json").is_file():
-        if json.loads((out / "config.json").read_text()) == json.loads(json.dumps(seed_config)):
+        if _training_keys(json.loads((out / "config.json").read_text())) == _training_keys(
+            json.loads(json.dumps(seed_config))
+        ):
             print(f"seed {seed}: already trained in {out}, reusing it")
             return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -201,6 +203,14 @@ def train_seed(cfg: CrossmodalConfig, seed: int, data: dict[str, Clips], out: Pa
     }
     write_json(result, done)
     return result
+
+
+#: Settings that do not change what is trained (a finished seed is reused when only these differ).
+_NOT_TRAINING = ("run_dir", "seeds", "device", "plots", "plot_samples")
+
+
+def _training_keys(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in _NOT_TRAINING}
 
 
 def _better(row: dict, best: dict | None, select: str) -> bool:

@@ -201,6 +201,11 @@ def test_avdln_learns_synthetic_codes(synthetic, tmp_path):
     assert (
         summary["seeds"][0]["test"]["clips"] == 22
     )  # 24 test clips less the 10 s and the empty one
+    # a second call reuses the finished seeds (resumable, idempotent)
+    stamp = (seed_dir / "best.pt").stat().st_mtime_ns
+    again = run_train_crossmodal(cfg)
+    assert (seed_dir / "best.pt").stat().st_mtime_ns == stamp
+    assert again["a2v_accuracy"] == summary["a2v_accuracy"]
     # re-evaluation from the run directory alone, through the CLI
     assert cli.main(["evaluate-crossmodal", "--data-dir", str(synthetic), "--run", str(tmp_path / "avdln"),
                      "--plot-samples", "88", "--device", "cpu"]) == 0  # fmt: skip
