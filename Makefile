@@ -15,6 +15,12 @@ MODEL ?= av_att
 EPOCHS ?=
 SEEDS ?=
 
+# cross-modal (AVDLN / DCCA)
+BATCH_SIZE ?=
+MISMATCHED ?=
+WEIGHTS ?=
+RUN ?=
+
 # annotations stage
 AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
@@ -31,7 +37,7 @@ opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup ffmpeg annotations import-release test lint clean
+.PHONY: help setup ffmpeg annotations import-release test lint clean train-avdln evaluate-crossmodal
 
 help:
 	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -65,6 +71,17 @@ annotations: $(STAMP_RUN) ffmpeg
 import-release: $(STAMP_RUN) ffmpeg
 	$(AVEL) import-release --data-dir "$(DATA_DIR)" $(call opt,--release-dir,$(RELEASE_DIR)) \
 		$(call opt,--dtype,$(DTYPE)) $(if $(strip $(FORCE)),--force) $(if $(strip $(NO_CHECKSUM)),--no-checksum)
+
+# cross-modality: MODEL=dcca trains the DCCA baseline, anything else AVDLN; runs go to RUN_DIR/<model>.
+XMODEL = $(if $(filter dcca,$(MODEL)),dcca,avdln)
+train-avdln: $(STAMP_RUN) ffmpeg
+	$(AVEL) train-crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" --model "$(XMODEL)" \
+		--run-dir "$(RUN_DIR)/$(XMODEL)" $(call opt,--epochs,$(EPOCHS)) \
+		$(call opt,--batch-size,$(BATCH_SIZE)) $(call opt,--seeds,$(SEEDS)) $(call opt,--mismatched,$(MISMATCHED))
+
+evaluate-crossmodal: $(STAMP_RUN) ffmpeg
+	$(AVEL) evaluate-crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" \
+		$(call opt,--run,$(RUN)) $(call opt,--weights,$(WEIGHTS))
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

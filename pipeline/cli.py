@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = [
     "pipeline.annotations",
     "pipeline.import_release",
+    "models.cli_crossmodal",
 ]
 
 
