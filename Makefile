@@ -15,18 +15,27 @@ MODEL ?= av_att
 EPOCHS ?=
 SEEDS ?=
 
+# cross-modal (AVDLN / DCCA)
+BATCH_SIZE ?=
+MISMATCHED ?=
+WEIGHTS ?=
+RUN ?=
+
 # annotations stage
 AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
 AUDIOSET_CSV ?=
 
-# segments / features stages
+# import-release stage (FORCE / NO_CHECKSUM: any non-empty value turns the flag on)
+RELEASE_DIR ?=
+DTYPE ?=
+FORCE ?=
+NO_CHECKSUM ?=
+
+# segments / features stages (AUDIO_MAPS, ALLOW_RANDOM_WEIGHTS, NO_DOWNLOAD, MERGE: flags, as FORCE)
 FRAMES_PER_SEGMENT ?=
 WORKERS ?=
-FORCE ?=
 FEATURES ?=
-DTYPE ?=
-BATCH_SIZE ?=
 VGGISH_CHECKPOINT ?=
 VGGISH_OUTPUT ?=
 VGGISH_PCA_PARAMS ?=
@@ -39,12 +48,13 @@ SHARD_SIZE ?=
 MERGE ?=
 
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
-flag = $(if $(filter 1 yes true,$(strip $(2))),$(1))
+flag = $(if $(strip $(2)),$(1))
 
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup ffmpeg annotations segments features test lint clean
+.PHONY: help setup ffmpeg annotations segments features import-release test lint clean train-avdln \
+	evaluate-crossmodal
 
 help:
 	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -89,12 +99,26 @@ features: $(STAMP_RUN) ffmpeg
 		$(call opt,--shard-index,$(SHARD_INDEX)) $(call opt,--shard-size,$(SHARD_SIZE)) \
 		$(call flag,--merge,$(MERGE)) $(call flag,--force,$(FORCE))
 
+import-release: $(STAMP_RUN) ffmpeg
+	$(AVEL) import-release --data-dir "$(DATA_DIR)" $(call opt,--release-dir,$(RELEASE_DIR)) \
+		$(call opt,--dtype,$(DTYPE)) $(if $(strip $(FORCE)),--force) $(if $(strip $(NO_CHECKSUM)),--no-checksum)
+
+# cross-modality: MODEL=dcca trains the DCCA baseline, anything else AVDLN; runs go to RUN_DIR/<model>.
+XMODEL = $(if $(filter dcca,$(MODEL)),dcca,avdln)
+train-avdln: $(STAMP_RUN) ffmpeg
+	$(AVEL) train-crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" --model "$(XMODEL)" \
+		--run-dir "$(RUN_DIR)/$(XMODEL)" $(call opt,--epochs,$(EPOCHS)) \
+		$(call opt,--batch-size,$(BATCH_SIZE)) $(call opt,--seeds,$(SEEDS)) $(call opt,--mismatched,$(MISMATCHED))
+
+evaluate-crossmodal: $(STAMP_RUN) ffmpeg
+	$(AVEL) evaluate-crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" \
+		$(call opt,--run,$(RUN)) $(call opt,--weights,$(WEIGHTS))
+
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q
 
 lint: $(STAMP_DEV)
 	$(PY) -m ruff check pipeline models tests
-	$(PY) -m ruff format --check pipeline models tests
 
 clean:
 	rm -rf $(DATA_DIR) $(RUN_DIR) .pytest_cache .ruff_cache

@@ -11,6 +11,8 @@ COMMAND_MODULES = [
     "pipeline.annotations",
     "pipeline.segments",
     "pipeline.featurize",
+    "pipeline.import_release",
+    "models.cli_crossmodal",
 ]
 
 

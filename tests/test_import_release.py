@@ -1,0 +1,432 @@
+"""Import of the AVE feature release: small files written in exactly the release layout (dataset
+``avadataset``, order files ``order``), and the real small release files from ../shared."""
+
+from __future__ import annotations
+
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.annotations import AnnotationsConfig, run_annotations
+from pipeline.cli import main as avel
+from pipeline.import_release import (
+    ImportReleaseConfig,
+    ImportReleaseError,
+    iter_blocks,
+    noisy_id,
+    run_import_release,
+)
+from pipeline.sources import sha256_file
+from pipeline.store import FeatureStore, StoreError
+
+CATEGORIES = ("Church bell", "Male speech, man speaking")
+ROWS = 24  # 2 categories x 12 rows; visual file 24 x 2 MB float64
+NOISY = 5
+DUP_FIRST, DUP_SECOND = 3, 15  # the same video labelled in both categories
+EMPTY_ROW = 5  # start == end: all background
+SPLITS = {"train": range(0, 16), "val": range(16, 20), "test": range(20, 24)}
+
+
+def _annotation_rows() -> list[tuple[str, str, int, int]]:
+    rows = []
+    for i in range(ROWS):
+        category = CATEGORIES[i // 12]
+        youtube_id = f"vid{(DUP_FIRST if i == DUP_SECOND else i):08d}"
+        start, end = (0, 0) if i == EMPTY_ROW else (i % 4, 10 - i % 3)
+        rows.append((category, youtube_id, start, end))
+    return rows
+
+
+def _write_h5(path: Path, array: np.ndarray, key: str = "avadataset") -> None:
+    with h5py.File(path, "w") as f:
+        f[key] = array
+
+
+def _write_release(folder: Path, rows: list[tuple[str, str, int, int]]) -> dict[str, np.ndarray]:
+    """All release files for the small set; returns the arrays written."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(6)
+    classes = len(CATEGORIES) + 1
+    background = classes - 1
+    audio = np.maximum(rng.normal(size=(ROWS, 10, 128)), 0)
+    audio[DUP_SECOND] = audio[DUP_FIRST]  # identical duplicate in audio, different in visual
+    visual = rng.gamma(1.0, 2.0, size=(ROWS, 10, 7, 7, 512))
+    labels = np.zeros((ROWS, 10, classes))
+    mil = np.zeros((ROWS, classes))
+    for r, (category, _, start, end) in enumerate(rows):
+        c = CATEGORIES.index(category)
+        for t in range(10):
+            labels[r, t, c if start <= t < end else background] = 1
+        mil[r, c] = 1
+    noisy_labels = np.zeros((NOISY, classes), np.float32)
+    noisy_labels[:, background] = 1
+    arrays = {
+        "audio_feature.h5": audio,
+        "visual_feature.h5": visual,
+        "labels.h5": labels,
+        "labels_closs.h5": (labels.argmax(-1) != background).astype(np.float32),
+        "mil_labels.h5": mil.astype(np.float32),
+        "audio_feature_noisy.h5": np.maximum(rng.normal(size=(NOISY, 10, 128)), 0),
+        "visual_feature_noisy.h5": rng.gamma(1.0, 2.0, size=(NOISY, 10, 7, 7, 512)),
+        "labels_noisy.h5": noisy_labels,
+    }
+    for name, array in arrays.items():
+        _write_h5(folder / name, array)
+    for split, indices in SPLITS.items():
+        _write_h5(folder / f"{split}_order.h5", np.array(list(indices), np.int64), key="order")
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("small_release")
+    rows = _annotation_rows()
+    ann = root / "Annotations.txt"
+    ann.write_text("".join(f"{c}&{y}&good&{s}&{e}\n" for c, y, s, e in rows))
+    splits = root / "splits"
+    splits.mkdir()
+    for split, indices in SPLITS.items():
+        (splits / f"{split}_order.txt").write_text("".join(f"{i}\n" for i in indices))
+    manifest_dir = root / "manifest"
+    run_annotations(
+        AnnotationsConfig(
+            data_dir=manifest_dir,
+            ave_annotations=str(ann),
+            ave_splits=str(splits),
+            audioset_csv=["none"],
+        )
+    )
+    arrays = _write_release(root / "release", rows)
+    return {
+        "rows": rows,
+        "manifest_dir": manifest_dir,
+        "release": root / "release",
+        "arrays": arrays,
+    }
+
+
+def _data_dir(small: dict, tmp_path: Path) -> Path:
+    """A fresh data dir holding the small manifest."""
+    data = tmp_path / "data"
+    shutil.copytree(small["manifest_dir"], data, ignore=shutil.ignore_patterns("sources"))
+    return data
+
+
+def _release_copy(small: dict, tmp_path: Path, keep: set[str] | None = None) -> Path:
+    """A release folder of links to the small release's files (only ``keep`` when given)."""
+    folder = tmp_path / "release"
+    folder.mkdir()
+    for f in small["release"].iterdir():
+        if keep is None or f.name in keep:
+            (folder / f.name).symlink_to(f)
+    return folder
+
+
+def _cfg(release: Path, data: Path, **kw) -> ImportReleaseConfig:
+    kw = {"shard_size": 8, "block_bytes": 4 << 20, "progress": False, **kw}
+    return ImportReleaseConfig(release_dir=release, data_dir=data, **kw)
+
+
+def _first_rows(rows: list) -> dict[str, int]:
+    first: dict[str, int] = {}
+    for r, (_, youtube_id, _, _) in enumerate(rows):
+        first.setdefault(youtube_id, r)
+    return first
+
+
+def test_iter_blocks_bounds_each_slice() -> None:
+    rows = np.array([0, 1, 2, 5, 6, 9, 10, 11, 30])
+    blocks = list(iter_blocks(rows, 4))
+    assert all(hi - lo <= 4 for lo, hi, _ in blocks)
+    assert np.concatenate([w for *_, w in blocks]).tolist() == rows.tolist()
+    assert all(lo == w[0] and hi == w[-1] + 1 for lo, hi, w in blocks)
+    assert [len(w) for *_, w in iter_blocks(rows, 1)] == [1] * len(rows)
+
+
+def test_import_small_release(small: dict, tmp_path: Path) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path)  # no visual_feature_vec.h5: computed from the maps
+    summary = run_import_release(_cfg(release, data))
+    arrays, first = small["arrays"], _first_rows(small["rows"])
+    ids = list(first) + [noisy_id(i) for i in range(NOISY)]
+
+    audio, visual, vec = (FeatureStore.open(data, n) for n in ("audio", "visual", "visual_vec"))
+    for store in (audio, visual, vec):
+        assert store.youtube_ids == ids
+        assert store.meta["source"] == "AVE feature release" and store.meta["dtype"] == "float16"
+        assert store.meta["original_dtype"] == "float64" and store.meta["frames_per_segment"] == 16
+    assert audio.meta["files"]["audio_feature.h5"]["sha256"] == sha256_file(
+        release / "audio_feature.h5"
+    )
+    assert "VGGish" in audio.meta["backbone"] and "VGG-19 pool5" in visual.meta["backbone"]
+    assert "computed_from" in vec.meta
+
+    ref_vec = arrays["visual_feature.h5"].mean(axis=(2, 3))
+    noisy_vec = arrays["visual_feature_noisy.h5"].mean(axis=(2, 3))
+    for youtube_id, r in first.items():
+        np.testing.assert_allclose(
+            audio.get(youtube_id), arrays["audio_feature.h5"][r], rtol=1e-3, atol=1e-3
+        )
+        np.testing.assert_allclose(
+            visual.get(youtube_id), arrays["visual_feature.h5"][r], rtol=1e-3, atol=1e-2
+        )
+        np.testing.assert_allclose(vec.get(youtube_id), ref_vec[r], rtol=1e-3, atol=1e-3)
+    for i in range(NOISY):
+        np.testing.assert_allclose(
+            audio.get(noisy_id(i)), arrays["audio_feature_noisy.h5"][i], rtol=1e-3, atol=1e-3
+        )
+        np.testing.assert_allclose(
+            visual.get(noisy_id(i)), arrays["visual_feature_noisy.h5"][i], rtol=1e-3, atol=1e-2
+        )
+        np.testing.assert_allclose(vec.get(noisy_id(i)), noisy_vec[i], rtol=1e-3, atol=1e-3)
+
+    dup = summary["duplicates"]
+    assert dup["audio"]["pairs"] == 1 and dup["audio"]["identical"] == 1
+    expected = np.abs(
+        arrays["visual_feature.h5"][DUP_SECOND] - arrays["visual_feature.h5"][DUP_FIRST]
+    ).max()
+    assert dup["visual"]["max_abs_diff"] == pytest.approx(expected)
+    assert dup["visual"]["largest"][0]["rows"] == [DUP_FIRST, DUP_SECOND]
+
+    assert any(c.startswith("labels.h5: all 24 rows agree") for c in summary["checks"])
+    assert any(c.startswith("test_order.h5: 4 rows") for c in summary["checks"])
+    assert summary["max_block_bytes"] <= 4 << 20
+
+    extra = pd.read_parquet(data / "extra_background.parquet")
+    assert extra["youtube_id"].tolist() == [noisy_id(i) for i in range(NOISY)]
+    assert (extra["split"] == "train").all()
+    assert all(list(s) == [len(CATEGORIES)] * 10 for s in extra["segment_labels"])
+    assert set(summary["extra_background"]["stores"]) == {"audio", "visual", "visual_vec"}
+
+    # idempotent: a second run keeps the finished stores untouched
+    shard = data / "features" / "visual" / "shard-00000.npy"
+    before = shard.stat().st_mtime_ns
+    again = run_import_release(_cfg(release, data))
+    assert all(info["status"].startswith("up to date") for info in again["stores"].values())
+    assert again["rows_read"] == 0 and shard.stat().st_mtime_ns == before
+    # a different dtype on a finished store needs --force, which rebuilds it
+    with pytest.raises(ImportReleaseError, match="--force"):
+        run_import_release(_cfg(release, data, dtype="float32"))
+    forced = run_import_release(_cfg(release, data, dtype="float32", force=True))
+    assert forced["stores"]["audio"]["status"] == "imported"
+    audio32 = FeatureStore.open(data, "audio")
+    r = first["vid00000007"]
+    np.testing.assert_allclose(audio32.get("vid00000007"), arrays["audio_feature.h5"][r], rtol=1e-6)
+
+
+def test_resumes_after_interruption(small: dict, tmp_path: Path) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path, keep={"audio_feature.h5", "audio_feature_noisy.h5"})
+    run_import_release(_cfg(release, data))
+    root = data / "features" / "audio"
+    for name in ("meta.json", "index.parquet", "shard-00001.npy", "shard-00001.index.parquet"):
+        (root / name).unlink()  # as if killed while writing shard 1 of 4
+    summary = run_import_release(_cfg(release, data))
+    assert summary["stores"]["audio"]["status"] == "resumed"
+    assert summary["stores"]["audio"]["shards_written"] == 1
+    store = FeatureStore.open(data, "audio")
+    assert len(store) == len(_first_rows(small["rows"])) + NOISY
+
+
+def test_vec_file_used_when_present(small: dict, tmp_path: Path) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path, keep={"audio_feature.h5"})
+    vec = np.random.default_rng(1).random((ROWS, 10, 512))
+    _write_h5(release / "visual_feature_vec.h5", vec)
+    summary = run_import_release(_cfg(release, data))
+    store = FeatureStore.open(data, "visual_vec")
+    assert "computed_from" not in store.meta and "visual" not in summary["stores"]
+    for youtube_id, r in _first_rows(small["rows"]).items():
+        np.testing.assert_allclose(store.get(youtube_id), vec[r], rtol=1e-3, atol=1e-3)
+    assert any(
+        "visual_feature_noisy.h5" in n or "audio_feature_noisy" in n for n in summary["notes"]
+    )
+
+
+def test_rows_larger_than_the_block_are_read_one_at_a_time(small: dict, tmp_path: Path) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path, keep={"visual_feature.h5"})
+    summary = run_import_release(_cfg(release, data, block_bytes=1 << 20))
+    row_bytes = 10 * 7 * 7 * 512 * 8
+    assert summary["max_block_bytes"] == row_bytes  # one row, never more
+    assert summary["reads"] == summary["rows_read"] == len(_first_rows(small["rows"]))
+
+
+def test_peak_memory_stays_far_below_the_file(small: dict, tmp_path: Path) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path, keep={"visual_feature.h5"})
+    file_bytes = (release / "visual_feature.h5").stat().st_size
+    assert file_bytes > 45e6
+    tracemalloc.start()
+    try:
+        run_import_release(_cfg(release, data, shard_size=2, block_bytes=2 << 20, checksum=False))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert FeatureStore.open(data, "visual").row_shape == (10, 7, 7, 512)
+    print(f"tracemalloc peak {peak / 1e6:.1f} MB, file {file_bytes / 1e6:.1f} MB")
+    assert peak < file_bytes / 4, f"peak {peak / 1e6:.1f} MB for a {file_bytes / 1e6:.1f} MB file"
+
+
+def test_truncated_file_gives_a_clear_error_and_no_store(small: dict, tmp_path: Path) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path, keep={"audio_feature.h5"})
+    source = small["release"] / "visual_feature.h5"
+    with open(source, "rb") as f:
+        (release / "visual_feature.h5").write_bytes(f.read(source.stat().st_size // 2))
+    with pytest.raises(
+        ImportReleaseError, match=r"visual_feature\.h5.*truncated.*download it again"
+    ):
+        run_import_release(_cfg(release, data))
+    for name in ("audio", "visual", "visual_vec"):
+        with pytest.raises(StoreError):
+            FeatureStore.open(data, name)
+
+
+@pytest.mark.parametrize(
+    ("name", "array", "key", "message"),
+    [
+        ("audio_feature.h5", np.zeros((ROWS, 10, 128)), "features", "no dataset 'avadataset'"),
+        ("audio_feature.h5", np.zeros((ROWS, 10, 64)), "avadataset", r"shape \(24, 10, 64\)"),
+        (
+            "audio_feature.h5",
+            np.zeros((ROWS - 1, 10, 128)),
+            "avadataset",
+            "23 rows, but the manifest has 24",
+        ),
+        (
+            "visual_feature.h5",
+            np.zeros((ROWS, 10, 512, 7, 7)),
+            "avadataset",
+            r"expected \(rows, 10, 7, 7, 512\)",
+        ),
+        ("labels_noisy.h5", np.zeros((NOISY, 10)), "avadataset", r"labels_noisy\.h5.*shape"),
+    ],
+)
+def test_wrong_key_or_shape(
+    small: dict, tmp_path: Path, name: str, array: np.ndarray, key: str, message: str
+) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path, keep={"audio_feature.h5"} - {name})
+    _write_h5(release / name, array, key=key)
+    with pytest.raises(ImportReleaseError, match=message):
+        run_import_release(_cfg(release, data))
+
+
+def test_nan_row_is_named(small: dict, tmp_path: Path) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path)
+    audio = small["arrays"]["audio_feature.h5"].copy()
+    audio[9, 4, 7] = np.nan
+    (release / "audio_feature.h5").unlink()
+    _write_h5(release / "audio_feature.h5", audio)
+    with pytest.raises(
+        ImportReleaseError, match=r"audio_feature\.h5: row 9 \(vid00000009\) holds NaN"
+    ):
+        run_import_release(_cfg(release, data))
+    with pytest.raises(StoreError):
+        FeatureStore.open(data, "audio")
+
+
+def test_labels_and_orders_must_match_the_manifest(small: dict, tmp_path: Path) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path, keep={"audio_feature.h5", "mil_labels.h5"})
+    closs = small["arrays"]["labels_closs.h5"].copy()
+    closs[7] = 1 - closs[7]
+    _write_h5(release / "labels_closs.h5", closs)
+    train, val = list(SPLITS["train"]), list(SPLITS["val"])
+    train[0], val[0] = val[0], train[0]
+    _write_h5(release / "train_order.h5", np.array(train, np.int64), key="order")
+    _write_h5(release / "val_order.h5", np.array(val, np.int64), key="order")
+    with pytest.raises(ImportReleaseError) as info:
+        run_import_release(_cfg(release, data))
+    text = str(info.value)
+    assert "labels_closs.h5: 1 rows disagree" in text and "row 7 (vid00000007)" in text
+    assert "train_order.h5: differs" in text and "val_order.h5: differs" in text
+    assert "mil_labels.h5" not in text  # the unchanged file agrees
+    assert not (data / "features").exists()
+
+
+def test_manifest_is_required(small: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    release = _release_copy(small, tmp_path, keep={"audio_feature.h5"})
+    with pytest.raises(ImportReleaseError, match="make annotations"):
+        run_import_release(_cfg(release, tmp_path / "empty"))
+    assert avel(["import-release", str(release), "--data-dir", str(tmp_path / "empty")]) == 2
+    assert "make annotations" in capsys.readouterr().out
+
+
+def test_cli_imports(small: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = _data_dir(small, tmp_path)
+    release = _release_copy(small, tmp_path, keep={"audio_feature.h5", "labels.h5"})
+    assert (
+        avel(
+            [
+                "import-release",
+                "--release-dir",
+                str(release),
+                "--data-dir",
+                str(data),
+                "--no-checksum",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "store audio: imported" in out and "labels.h5: all 24 rows agree" in out
+    assert FeatureStore.open(data, "audio").meta["files"]["audio_feature.h5"]["sha256"] is None
+
+
+def test_real_release_files(shared: Path, tmp_path: Path) -> None:
+    """The real order, label and noisy-audio files against the manifest of the real annotations."""
+    real = shared / "ave" / "release"
+    needed = ["labels_closs.h5", "mil_labels.h5", "labels_noisy.h5", "audio_feature_noisy.h5"]
+    needed += [f"{s}_order{m}.h5" for s in SPLITS for m in ("", "_match")]
+    if not all((real / n).is_file() for n in needed):
+        pytest.skip(f"{real}: the small release files are not all there")
+    data = tmp_path / "data"
+    run_annotations(
+        AnnotationsConfig(
+            data_dir=data,
+            ave_annotations=str(shared / "ave" / "Annotations.txt"),
+            ave_splits=str(
+                shared / "ave" / "splits"
+            ),  # the txt lists: the h5 ones are cross-checked
+            audioset_csv=["none"],
+        )
+    )
+    release = tmp_path / "release"
+    release.mkdir()
+    for n in needed:
+        (release / n).symlink_to(real / n)
+    manifest = pd.read_parquet(data / "manifest.parquet")
+    rows = len(manifest)
+    audio = np.maximum(
+        np.random.default_rng(4).normal(size=(rows, 10, 128)), 0
+    )  # stand-in, not released here
+    _write_h5(release / "audio_feature.h5", audio)
+
+    summary = run_import_release(ImportReleaseConfig(release, data, progress=False))
+    checked = {c.split(":")[0] for c in summary["checks"]}
+    assert checked == {"labels_closs.h5", "mil_labels.h5", "labels_noisy.h5"} | {
+        f"{s}_order{m}.h5" for s in SPLITS for m in ("", "_match")
+    }
+    with h5py.File(real / "audio_feature_noisy.h5") as f:
+        noisy = f["avadataset"][...]
+    store = FeatureStore.open(data, "audio")
+    assert len(store) == manifest["youtube_id"].nunique() + len(noisy)
+    np.testing.assert_allclose(
+        store.gather([noisy_id(i) for i in range(len(noisy))]), noisy, rtol=1e-3, atol=1e-3
+    )
+    assert (
+        len(pd.read_parquet(data / "extra_background.parquet"))
+        == len(noisy)
+        == summary["extra_background"]["rows"]
+    )
+    repeated = rows - manifest["youtube_id"].nunique()
+    assert summary["duplicates"]["audio"]["pairs"] == repeated
+    assert "visual_feature.h5" in summary["files_missing"]
