@@ -219,6 +219,8 @@ def audio_meta(model, cfg: FeaturesConfig, frames_per_segment: int, device: str)
     info = model.weights_info.with_mode(output=cfg.vggish_output, framing="ave")
     meta = info.to_dict()
     meta.update(
+        source="avel features (self-extracted)",
+        storage_dtype=cfg.dtype,
         random_weights=info.is_random,
         precision="fp32",
         device=device,
@@ -329,7 +331,12 @@ def run_visual(
     extractor = load_visual_backend(cfg)
     meta = dict(extractor.meta)
     meta.setdefault("random_weights", (meta.get("weights") or {}).get("sha256") == "random")
-    meta.update(frames_per_segment=frames_per_segment, code_version=code_version())
+    meta.update(
+        source="avel features (self-extracted)",
+        storage_dtype=cfg.dtype,
+        frames_per_segment=frames_per_segment,
+        code_version=code_version(),
+    )
     writers = {
         "visual": _open_store(cfg, "visual", ids, VISUAL_ROW, dict(meta, feature="visual")),
         "visual_vec": _open_store(

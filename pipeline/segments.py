@@ -215,7 +215,7 @@ def audio_16k(path: Path, stream: dict | None) -> tuple[np.ndarray, dict[str, An
 
 def audio_patches(wave16k: np.ndarray) -> np.ndarray:
     """(10, 96, 64) float32 patches of the first 10 s (zero-padded) with the VGGish AVE framing."""
-    from pipeline.features.vggish import log_mel_patches
+    from pipeline.features.vggish_frontend import log_mel_patches  # NumPy only: no torch import
 
     full = np.zeros(SECONDS * SAMPLE_RATE, dtype=np.float64)
     n = min(len(wave16k), full.size)
@@ -415,6 +415,8 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
     if cfg.frames_per_segment < 1:
         raise ValueError(f"--frames-per-segment must be at least 1, got {cfg.frames_per_segment}")
     require_ffmpeg()
+    import pipeline.features.vggish_frontend  # noqa: F401  (imported once, before forking workers)
+
     clips, problems, source = list_clips(data_dir)
     pending = [
         (y, p)
