@@ -283,6 +283,8 @@ def segment_clip(youtube_id: str, clip: Path, data_dir: Path, frames_per_segment
         receipt["status"], receipt["reason"] = "ok", ""
     except (MediaError, OSError, ValueError) as exc:
         receipt.update(status="failed", reason=str(exc))
+    except Exception as exc:  # anything else about this clip: record it, keep going with the rest
+        receipt.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
     write_json(receipt, receipt_path(data_dir, youtube_id))
     return receipt
 
@@ -331,7 +333,7 @@ def _segment(
                 "short_clip": bool(plan["short_clip"]),
                 "long_clip": bool(plan["long_clip"]),
                 "vfr": bool(plan["vfr"]),
-                "missing_audio": audio is None,
+                "missing_audio": audio is None or len(wave) == 0,
                 "padded_video": bool(plan["real_frames"][second] < frames_per_segment),
                 "padded_audio": bool(real[second] < PATCH_SAMPLES),
                 "decode_errors": bool(decode_errors),
