@@ -53,6 +53,7 @@ flag = $(if $(strip $(2)),$(1))
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
+.PHONY: convert-vggish
 .PHONY: help setup ffmpeg annotations segments features import-release test lint clean train-avdln \
 	evaluate-crossmodal
 
@@ -113,6 +114,11 @@ train-avdln: $(STAMP_RUN) ffmpeg
 evaluate-crossmodal: $(STAMP_RUN) ffmpeg
 	$(AVEL) evaluate-crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" \
 		$(call opt,--run,$(RUN)) $(call opt,--weights,$(WEIGHTS))
+
+# VGGish: convert the official TF checkpoint (downloaded, or VGGISH_CHECKPOINT=path) into torch once.
+VGGISH_CHECKPOINT ?=
+convert-vggish: $(STAMP_RUN)
+	$(AVEL) convert-vggish --data-dir "$(DATA_DIR)" $(call opt,--vggish-checkpoint,$(VGGISH_CHECKPOINT))
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

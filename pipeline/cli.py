@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "pipeline.featurize",
     "pipeline.import_release",
     "models.cli_crossmodal",
+    "pipeline.features.convert_vggish",
 ]
 
 
