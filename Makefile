@@ -36,6 +36,8 @@ NO_CHECKSUM ?=
 FRAMES_PER_SEGMENT ?=
 WORKERS ?=
 FEATURES ?=
+VGG19_WEIGHTS ?=
+PRECISION ?=
 VGGISH_OUTPUT ?=
 VGGISH_PCA_PARAMS ?=
 AUDIO_MAPS ?=
@@ -93,6 +95,7 @@ features: $(STAMP_RUN) ffmpeg
 	$(AVEL) features --data-dir "$(DATA_DIR)" $(call opt,--features,$(FEATURES)) \
 		$(call opt,--dtype,$(DTYPE)) $(call opt,--device,$(DEVICE)) $(call opt,--batch-size,$(BATCH_SIZE)) \
 		$(call opt,--workers,$(WORKERS)) $(call opt,--vggish-checkpoint,$(VGGISH_CHECKPOINT)) \
+		$(call opt,--vgg19-weights,$(VGG19_WEIGHTS)) $(call opt,--precision,$(PRECISION)) \
 		$(call opt,--vggish-output,$(VGGISH_OUTPUT)) $(call opt,--vggish-pca-params,$(VGGISH_PCA_PARAMS)) \
 		$(call flag,--audio-maps,$(AUDIO_MAPS)) $(call flag,--allow-random-weights,$(ALLOW_RANDOM_WEIGHTS)) \
 		$(call flag,--no-download,$(NO_DOWNLOAD)) $(call opt,--num-shards,$(NUM_SHARDS)) \

@@ -17,7 +17,6 @@ unless ``--allow-random-weights``, and then marks the store ``random_weights`` a
 from __future__ import annotations
 
 import argparse
-import importlib
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -36,8 +35,8 @@ AUDIO_ROW = (10, 128)
 AUDIO_MAP_ROW = (10, 6, 4, 512)
 VISUAL_ROW = (10, 7, 7, 512)
 VISUAL_VEC_ROW = (10, 512)
-#: ``module:function`` building the visual extractor from a FeaturesConfig (issue 5 plugs in here).
-VISUAL_BACKEND = "pipeline.features.vgg19:build_visual_extractor"
+#: Default forward-pass batch sizes when ``--batch-size`` is not given.
+DEFAULT_BATCH = {"audio": 256, "visual": 64}
 RANDOM_BANNER = "!!! RANDOM WEIGHTS: {what} are NOT pretrained features (smoke run only) !!!"
 
 
@@ -50,7 +49,7 @@ VisualItem = tuple[str, Path, np.ndarray]
 
 
 class VisualExtractor(Protocol):
-    """What ``VISUAL_BACKEND`` returns: metadata plus a batched extractor over clips.
+    """What a visual backend factory returns: metadata plus a batched extractor over clips.
 
     ``meta`` is written into the visual stores: backbone, weights {source, sha256} (or "random"),
     preprocessing, precision, ``random_weights``. Calling it with work items yields, per item and in
@@ -68,8 +67,11 @@ class FeaturesConfig:
     features: tuple[str, ...] = KINDS
     dtype: str = "float16"
     device: str = "auto"
-    batch_size: int = 256  # examples per forward pass (audio patches / visual frames)
-    workers: int = 1  # decoding processes for the visual extractor
+    batch_size: int | None = None  # examples per forward pass (audio patches / visual frames)
+    workers: int = 2  # decoding processes for the visual extractor
+    vgg19_weights: str = "torchvision"  # torchvision, keras, random or a .pth/.h5 path
+    precision: str = "auto"  # visual: fp32, bf16, fp16; auto = fp32
+    frame_size: int = 224  # visual frame side (224 = release; smaller only for fast tests)
     vggish_checkpoint: str | None = None  # TF checkpoint (path/URL) or a converted .pt state dict
     vggish_output: str = "ave"
     vggish_pca_params: str | None = None
@@ -82,10 +84,13 @@ class FeaturesConfig:
     merge: bool = False
     force: bool = False
     progress: bool = True
-    #: Override of ``VISUAL_BACKEND`` (a factory taking this config); None uses the import path.
+    #: Visual extractor factory taking this config; None = :func:`vgg19_visual_backend`.
     visual_backend: Callable[[FeaturesConfig], VisualExtractor] | None = field(
         default=None, repr=False
     )
+
+    def batch(self, kind: str) -> int:
+        return self.batch_size or DEFAULT_BATCH[kind]
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -284,7 +289,7 @@ def run_audio(cfg: FeaturesConfig, ids: list[str], frames_per_segment: int) -> d
                 else np.zeros((0, 96, 64), np.float32)
             )
             emb, pool5 = embed_patches(
-                model, stacked, cfg.vggish_output, need_maps, cfg.batch_size, device
+                model, stacked, cfg.vggish_output, need_maps, cfg.batch("audio"), device
             )
             for name, values in (("audio", emb), ("audio_maps", pool5)):
                 writer = writers.get(name)
@@ -307,25 +312,70 @@ def run_audio(cfg: FeaturesConfig, ids: list[str], frames_per_segment: int) -> d
 
 
 def load_visual_backend(cfg: FeaturesConfig) -> VisualExtractor:
-    """The visual extractor from ``cfg.visual_backend`` or the ``VISUAL_BACKEND`` import path."""
-    factory = cfg.visual_backend
-    if factory is None:
-        module_name, func = VISUAL_BACKEND.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise FeaturesError(
-                f"visual features need the VGG-19 extractor ({module_name}, issue 5), which this "
-                "build does not have; run with --features audio"
-            ) from exc
-        factory = getattr(module, func)
-    return factory(cfg)
+    """The visual extractor: ``cfg.visual_backend`` or :func:`vgg19_visual_backend`."""
+    return (cfg.visual_backend or vgg19_visual_backend)(cfg)
+
+
+def vgg19_visual_backend(cfg: FeaturesConfig) -> VisualExtractor:
+    """VGG-19 pool5 (issue 5's ``pipeline.features.vgg19`` / ``visual``) behind the visual seam."""
+    try:
+        from pipeline.features.vgg19 import WeightsError, build_vgg19_pool5
+        from pipeline.features.visual import extract_visual
+    except ModuleNotFoundError as exc:
+        raise FeaturesError(
+            "visual features need the VGG-19 extractor (pipeline.features.vgg19 / visual, issue 5), "
+            f"which this build does not have ({exc}); run with --features audio"
+        ) from exc
+    device = resolve_device(cfg.device)
+    cache = Path(cfg.data_dir) / "weights" / "vgg19"
+    try:
+        model, weights = build_vgg19_pool5(
+            cfg.vgg19_weights, allow_random=cfg.allow_random_weights, cache_dir=cache
+        )
+    except WeightsError as exc:
+        named = cfg.vgg19_weights in ("torchvision", "keras")
+        if not (named and cfg.allow_random_weights):
+            raise FeaturesError(str(exc)) from exc
+        model, weights = build_vgg19_pool5("random", allow_random=True, cache_dir=cache)
+    precision = "fp32" if cfg.precision == "auto" else cfg.precision
+    record = weights.meta()
+    meta = {
+        "backbone": "vgg19 pool5 (torchvision vgg19().features), mean over the frames of each second",
+        "weights": {
+            "source": weights.source or weights.url or weights.name,
+            "sha256": weights.sha256,
+        },
+        "weights_record": record,
+        "preprocessing": record.get("preprocessing"),
+        "frame_size": cfg.frame_size,
+        "precision": precision,
+        "device": device,
+        "random_weights": bool(weights.is_random),
+    }
+
+    class _Extractor:
+        def __init__(self) -> None:
+            self.meta = meta
+
+        def __call__(self, items: Iterable[VisualItem]) -> Iterator[tuple[str, np.ndarray | str]]:
+            return extract_visual(
+                list(items), model, weights, device=device, precision=precision,
+                batch_size=cfg.batch("visual"), num_workers=cfg.workers, size=cfg.frame_size,
+            )  # fmt: skip
+
+    return _Extractor()
+
+
+def visual_rows(frame_size: int) -> dict[str, tuple[int, ...]]:
+    """Row shapes of the visual stores: pool5 is 1/32 of the frame side (7 x 7 at 224)."""
+    side = frame_size // 32
+    return {"visual": (10, side, side, 512), "visual_vec": VISUAL_VEC_ROW}
 
 
 def run_visual(
     cfg: FeaturesConfig, ids: list[str], segments, frames_per_segment: int
 ) -> dict[str, Any]:
-    names = {"visual": VISUAL_ROW, "visual_vec": VISUAL_VEC_ROW}
+    names = visual_rows(cfg.frame_size)
     if cfg.merge:
         return {n: _merge(cfg, n, ids, row) for n, row in names.items()}
     extractor = load_visual_backend(cfg)
@@ -338,7 +388,7 @@ def run_visual(
         code_version=code_version(),
     )
     writers = {
-        "visual": _open_store(cfg, "visual", ids, VISUAL_ROW, dict(meta, feature="visual")),
+        "visual": _open_store(cfg, "visual", ids, names["visual"], dict(meta, feature="visual")),
         "visual_vec": _open_store(
             cfg,
             "visual_vec",
@@ -417,7 +467,7 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
         raise FeaturesError(f"--dtype must be one of {sorted(DTYPES)}, got {cfg.dtype}")
     if not 0 <= cfg.shard_index < cfg.num_shards:
         raise FeaturesError(f"--shard-index {cfg.shard_index} outside 0..{cfg.num_shards - 1}")
-    if cfg.batch_size < 1 or cfg.shard_size < 1:
+    if (cfg.batch_size is not None and cfg.batch_size < 1) or cfg.shard_size < 1:
         raise FeaturesError("--batch-size and --shard-size must be positive")
     segments = load_segments(cfg.data_dir)
     ids = list(dict.fromkeys(segments["youtube_id"]))
@@ -510,8 +560,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="storage dtype")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--batch-size", type=int, default=256, help="examples per forward pass")
-    p.add_argument("--workers", type=int, default=1, help="decoding processes (visual)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="examples per forward pass (audio 256, visual 64)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="frame-decoding processes (visual)")
+    p.add_argument(
+        "--vgg19-weights",
+        default="torchvision",
+        help="torchvision, keras, random, or a .pth/.h5 file",
+    )
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--frame-size", type=int, default=224, help="visual frame side (224 = release)")
     p.add_argument(
         "--vggish-checkpoint", help="official TF checkpoint (path/URL) or a converted .pt file"
     )
@@ -548,6 +610,9 @@ def _main(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         workers=args.workers,
+        vgg19_weights=args.vgg19_weights,
+        precision=args.precision,
+        frame_size=args.frame_size,
         vggish_checkpoint=args.vggish_checkpoint,
         vggish_output=args.vggish_output,
         vggish_pca_params=args.vggish_pca_params,
