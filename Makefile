@@ -20,15 +20,30 @@ AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
 AUDIOSET_CSV ?=
 
+# download stage
+URL_TEMPLATE ?=
+FROM_DIR ?=
+WORKERS ?=
+SLEEP ?=
+RATE_LIMIT ?=
+COOKIES ?=
+LIMIT ?=
+RETRY_FAILED ?=
+FORMAT ?=
+MAX_RATE_LIMITED ?=
+RATE_LIMIT_PAUSE ?=
+RETRIES ?=
+BACKOFF ?=
+
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup ffmpeg annotations test lint clean
+.PHONY: help setup ffmpeg annotations download test lint clean
 
 help:
-	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
+	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +70,14 @@ ffmpeg:
 annotations: $(STAMP_RUN) ffmpeg
 	$(AVEL) annotations --data-dir "$(DATA_DIR)" $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
 		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--audioset-csv,$(AUDIOSET_CSV))
+
+download: $(STAMP_RUN) ffmpeg
+	$(AVEL) download --data-dir "$(DATA_DIR)" $(call opt,--url-template,$(URL_TEMPLATE)) \
+		$(call opt,--from-dir,$(FROM_DIR)) $(call opt,--workers,$(WORKERS)) $(call opt,--sleep,$(SLEEP)) \
+		$(call opt,--rate-limit,$(RATE_LIMIT)) $(call opt,--cookies,$(COOKIES)) $(call opt,--limit,$(LIMIT)) \
+		$(if $(filter 1 yes true,$(RETRY_FAILED)),--retry-failed) $(call opt,--format,$(FORMAT)) \
+		$(call opt,--max-rate-limited,$(MAX_RATE_LIMITED)) $(call opt,--rate-limit-pause,$(RATE_LIMIT_PAUSE)) \
+		$(call opt,--retries,$(RETRIES)) $(call opt,--backoff,$(BACKOFF))
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q
