@@ -19,7 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 CHUNK = 16 * 1024
-CONTENT_TYPES = {".mp4": "video/mp4", ".m4a": "audio/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska"}
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+}
 
 
 @dataclass
@@ -137,7 +142,9 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             if route.delay:
                 time.sleep(route.delay)
             if route.status is not None:
-                self._error(name, route.status, route.body or f"status {route.status}", range_header)
+                self._error(
+                    name, route.status, route.body or f"status {route.status}", range_header
+                )
                 return
             path = route.file or (server.root / name)
             if not path.is_file() or ".." in Path(name).parts:
@@ -158,7 +165,9 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             first, last = span if span is not None else (0, size - 1)
             status = 206 if span is not None else 200
             self.send_response(status)
-            self.send_header("Content-Type", CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
+            self.send_header(
+                "Content-Type", CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+            )
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(last - first + 1))
             if span is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -83,10 +84,14 @@ def write_ave_inputs(folder: Path, ids: list[str], offsets: dict[str, tuple[floa
     return {"annotations": folder / "Annotations.txt", "splits": splits, "csv": csv}
 
 
-def make_manifest(data_dir: Path, ids: list[str], without_offset: tuple[str, ...] = ()) -> None:
-    inputs = write_ave_inputs(
-        data_dir.parent / f"{data_dir.name}_inputs", ids, {v: OFFSET for v in ids if v not in without_offset}
-    )
+def make_manifest(
+    data_dir: Path,
+    ids: list[str],
+    without_offset: tuple[str, ...] = (),
+    offsets: dict | None = None,
+) -> None:
+    offsets = {v: (offsets or {}).get(v, OFFSET) for v in ids if v not in without_offset}
+    inputs = write_ave_inputs(data_dir.parent / f"{data_dir.name}_inputs", ids, offsets)
     run_annotations(
         AnnotationsConfig(
             data_dir=data_dir,
@@ -118,7 +123,8 @@ def media_requests(server: LoopbackServer, vid: str) -> int:
 
 def test_range_download_exact_cuts_and_idempotent_rerun(tmp_path, server):
     data = tmp_path / "data"
-    make_manifest(data, [DASH, FAST, DASH])  # DASH twice: a video shared by two samples
+    # DASH twice: a video shared by two samples; FAST cut from 0 s (no seek, still re-encoded)
+    make_manifest(data, [DASH, FAST, DASH], offsets={FAST: (0.0, 10.0)})
     summary = run_download(config(data, server))
     assert summary["exit_code"] == 0
     assert summary["this_run"]["downloaded"] == 2 and summary["videos"] == 2
@@ -170,7 +176,13 @@ def test_failure_classes_summary_and_retries(tmp_path, server):
     assert not any((clips / ".partial").glob("*"))
 
     # summary numbers agree with the ledger
-    assert summary["status"] == {"ok": 1, "unavailable": 2, "unusable": 1, "transient": 3, "pending": 0}
+    assert summary["status"] == {
+        "ok": 1,
+        "unavailable": 2,
+        "unusable": 1,
+        "transient": 3,
+        "pending": 0,
+    }
     assert summary["availability"] == pytest.approx(1 / 7)
     assert summary["this_run"]["downloaded"] == 1 and summary["this_run"]["no_offset"] == 1
     assert sum(r["count"] for r in summary["top_failures"]) == 6
@@ -219,19 +231,36 @@ def test_classifier_reads_youtube_reasons():
         return DownloadError(f"ERROR: {cause}", (type(cause), cause, None))
 
     cases = {
-        "[youtube] x: Sign in to confirm you're not a bot. Use --cookies": ("transient", "rate_limited"),
-        "[youtube] x: This content isn't available, try again later.": ("transient", "rate_limited"),
-        "[youtube] x: Private video. Sign in if you've been granted access": ("unavailable", "private"),
+        "[youtube] x: Sign in to confirm you're not a bot. Use --cookies": (
+            "transient",
+            "rate_limited",
+        ),
+        "[youtube] x: This content isn't available, try again later.": (
+            "transient",
+            "rate_limited",
+        ),
+        "[youtube] x: Private video. Sign in if you've been granted access": (
+            "unavailable",
+            "private",
+        ),
         "[youtube] x: Video unavailable. This video is no longer available because the YouTube "
-        "account associated with this video has been terminated.": ("unavailable", "account_terminated"),
-        "[youtube] x: Video unavailable. This video has been removed by the uploader": ("unavailable", "removed"),
+        "account associated with this video has been terminated.": (
+            "unavailable",
+            "account_terminated",
+        ),
+        "[youtube] x: Video unavailable. This video has been removed by the uploader": (
+            "unavailable",
+            "removed",
+        ),
         "[youtube] x: Video unavailable": ("unavailable", "unavailable"),
     }
     for message, want in cases.items():
         out = classify_exception(wrapped(ExtractorError(message, expected=True)))
         assert (out.status, out.kind) == want, message
         assert out.rate_limited == (want[1] == "rate_limited")
-    geo = classify_exception(wrapped(GeoRestrictedError("The uploader has not made this video available")))
+    geo = classify_exception(
+        wrapped(GeoRestrictedError("The uploader has not made this video available"))
+    )
     assert (geo.status, geo.kind) == ("unavailable", "geo_blocked")
     full = classify_exception(wrapped(OSError(28, "No space left on device")))
     assert full.systemic
@@ -254,15 +283,18 @@ def test_from_dir_ingestion(tmp_path):
     assert (rows[NO_AUDIO]["status"], rows[NO_AUDIO]["kind"]) == ("unusable", "no_audio")
     assert rows["missing_zip"]["status"] == "pending"
     assert summary["this_run"]["ingested"] == 2 and summary["this_run"]["not_in_from_dir"] == 1
-    assert sorted(p.name for p in (data / "clips").glob("*.mp4")) == sorted(f"{v}.mp4" for v in (DASH, FAST))
+    assert sorted(p.name for p in (data / "clips").glob("*.mp4")) == sorted(
+        f"{v}.mp4" for v in (DASH, FAST)
+    )
     assert not (data / "clips" / "notInManife.mp4").exists()
     # a second ingestion is a no-op
     again = run_download(config(data, None, from_dir=tmp_path / "AVE_Dataset"))
     assert again["this_run"]["new_ok"] == 0 and again["this_run"]["already_ok"] == 2
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", *args]
+def _download_in_new_session(cfg: DownloadConfig) -> None:
+    os.setsid()  # its own process group: the kill reaches its ffmpeg children too
+    os._exit(run_download(cfg)["exit_code"])
 
 
 def test_sigkill_mid_download_then_resume(tmp_path, sources):
@@ -271,32 +303,29 @@ def test_sigkill_mid_download_then_resume(tmp_path, sources):
     size = (sources / f"{SLOW}.mp4").stat().st_size
     with LoopbackServer(sources) as srv:
         srv.route(f"{SLOW}.mp4", bytes_per_second=size / 20)  # ~20 s to serve the file
-        proc = subprocess.Popen(
-            _cli("download", "--data-dir", str(data), "--url-template", srv.base_url + "/{youtube_id}.mp4",
-                 "--sleep", "0", "--no-progress"),
-            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        # a forked run (modules already imported: no interpreter start-up on a busy machine)
+        proc = multiprocessing.get_context("fork").Process(
+            target=_download_in_new_session, args=(config(data, srv, workers=1),)
+        )
+        proc.start()
         try:
             deadline = time.monotonic() + 30
             while not any(r.range for r in srv.requests_for(f"{SLOW}.mp4")):  # ffmpeg is reading
-                assert time.monotonic() < deadline and proc.poll() is None, "download never started"
+                assert time.monotonic() < deadline and proc.is_alive(), "download never started"
                 time.sleep(0.1)
             time.sleep(1.0)
             assert any((data / "clips" / ".partial").rglob("*")), "no partial output to kill"
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # the run and its ffmpeg child, mid-download
-            proc.wait()
-        assert proc.returncode == -signal.SIGKILL
+            proc.join()
+        assert proc.exitcode == -signal.SIGKILL
         assert not (data / "clips" / f"{SLOW}.mp4").exists()
         assert ledger_rows(data)[SLOW]["status"] == "pending"  # the ledger is readable and honest
+        assert any((data / "clips" / ".partial").rglob("*"))  # the half file is there, not counted
 
         srv.route(f"{SLOW}.mp4")  # the server is fast again
-        done = subprocess.run(
-            _cli("download", "--data-dir", str(data), "--url-template", srv.base_url + "/{youtube_id}.mp4",
-                 "--sleep", "0", "--no-progress"),
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+        summary = run_download(config(data, srv))
+    assert summary["exit_code"] == 0 and summary["this_run"]["downloaded"] == 1
     assert ledger_rows(data)[SLOW]["status"] == "ok"
     assert abs(duration(data / "clips" / f"{SLOW}.mp4") - 10.0) < 0.02
     assert not any((data / "clips" / ".partial").glob("*"))

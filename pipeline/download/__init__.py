@@ -68,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--url-template", default=DEFAULT_URL_TEMPLATE,
         help="source URL per video; fields {youtube_id} {start} {end} (default: the YouTube watch URL)",
     )  # fmt: skip
-    p.add_argument("--from-dir", type=Path, help="ingest existing <youtube_id>.mp4 clips (no network)")
+    p.add_argument(
+        "--from-dir", type=Path, help="ingest existing <youtube_id>.mp4 clips (no network)"
+    )
     p.add_argument("--workers", type=int, default=d.workers, help="parallel downloads (default 4)")
     p.add_argument("--sleep", type=float, default=d.sleep,
                    help="seconds (jittered) each worker waits before a request (default 5)")  # fmt: skip
@@ -77,7 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="only the first N unique IDs of the manifest (trials)")
     p.add_argument("--retry-failed", action="store_true",
                    help="also retry permanent failures (unavailable / unusable)")  # fmt: skip
-    p.add_argument("--format", default=DEFAULT_FORMAT, help=f"yt-dlp format (default {DEFAULT_FORMAT})")
+    p.add_argument(
+        "--format", default=DEFAULT_FORMAT, help=f"yt-dlp format (default {DEFAULT_FORMAT})"
+    )
     p.add_argument("--max-rate-limited", type=int, default=d.max_rate_limited,
                    help="stop after this many rate-limited answers in a row (default 5)")  # fmt: skip
     p.add_argument("--rate-limit-pause", type=float, default=d.rate_limit_pause,

@@ -13,7 +13,13 @@ import re
 from dataclasses import dataclass
 
 #: Ledger statuses. ``pending``: not tried yet (or stopped before it was).
-OK, UNAVAILABLE, UNUSABLE, TRANSIENT, PENDING = "ok", "unavailable", "unusable", "transient", "pending"
+OK, UNAVAILABLE, UNUSABLE, TRANSIENT, PENDING = (
+    "ok",
+    "unavailable",
+    "unusable",
+    "transient",
+    "pending",
+)
 STATUSES = (OK, UNAVAILABLE, UNUSABLE, TRANSIENT, PENDING)
 PERMANENT = (UNAVAILABLE, UNUSABLE)
 

@@ -69,7 +69,9 @@ def ydl_params(start: float, end: float, outdir: Path, opts: FetchOptions) -> di
     if opts.rate_limit:
         rate = parse_bytes(opts.rate_limit)
         if rate is None:
-            raise ValueError(f"--rate-limit {opts.rate_limit!r}: expected bytes/s such as 500K or 2M")
+            raise ValueError(
+                f"--rate-limit {opts.rate_limit!r}: expected bytes/s such as 500K or 2M"
+            )
         params["ratelimit"] = rate
     return params
 
@@ -85,7 +87,11 @@ def fetch_clip(url: str, start: float, end: float, outdir: Path, opts: FetchOpti
     outdir.mkdir(parents=True, exist_ok=True)
     with yt_dlp.YoutubeDL(ydl_params(start, end, outdir, opts)) as ydl:
         info = ydl.extract_info(url, download=True)
-    paths = [Path(d["filepath"]) for d in (info or {}).get("requested_downloads") or [] if d.get("filepath")]
+    paths = [
+        Path(d["filepath"])
+        for d in (info or {}).get("requested_downloads") or []
+        if d.get("filepath")
+    ]
     paths = [p for p in paths if p.is_file()] or sorted(outdir.glob("clip.*"))
     if not paths:
         raise FileNotFoundError(f"yt-dlp finished without an output file for {url}")

@@ -15,7 +15,17 @@ import pandas as pd
 from pipeline.download.classify import PENDING, STATUSES
 from pipeline.io import write_parquet
 
-COLUMNS = ("youtube_id", "status", "kind", "reason", "attempts", "bytes", "duration", "source", "updated_at")
+COLUMNS = (
+    "youtube_id",
+    "status",
+    "kind",
+    "reason",
+    "attempts",
+    "bytes",
+    "duration",
+    "source",
+    "updated_at",
+)
 
 
 def _now() -> pd.Timestamp:
@@ -33,7 +43,9 @@ class Ledger:
             table = pd.read_parquet(self.path)
             missing = set(COLUMNS) - set(table.columns)
             if missing:
-                raise ValueError(f"{self.path}: not a download ledger (missing columns {sorted(missing)})")
+                raise ValueError(
+                    f"{self.path}: not a download ledger (missing columns {sorted(missing)})"
+                )
             for rec in table.to_dict("records"):
                 self.rows[rec["youtube_id"]] = {k: _plain(rec.get(k)) for k in COLUMNS}
 

@@ -7,6 +7,7 @@ import fcntl
 import os
 import random
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -162,7 +163,9 @@ class Stage:
 
     # ----------------------------------------------------------------- one video
 
-    def _accept(self, video: Video, produced: Path, check: ClipCheck, source: str, attempts: int) -> None:
+    def _accept(
+        self, video: Video, produced: Path, check: ClipCheck, source: str, attempts: int
+    ) -> None:
         os.replace(produced, self.clip_path(video.youtube_id))
         self.ledger.update(video.youtube_id, OK, "ok", "", attempts=attempts, bytes=check.bytes,
                            duration=check.duration, source=source)  # fmt: skip
@@ -179,7 +182,11 @@ class Stage:
         check = check_clip(produced, video.expected)
         if not check.ok:
             shutil.rmtree(workdir, ignore_errors=True)
-            return Outcome(CHECK_STATUS.get(check.kind, TRANSIENT), check.kind, check.problem), None, check
+            return (
+                Outcome(CHECK_STATUS.get(check.kind, TRANSIENT), check.kind, check.problem),
+                None,
+                check,
+            )
         return Outcome(OK, "ok", ""), produced, check
 
     def download(self, video: Video) -> str:
@@ -256,7 +263,9 @@ class Stage:
 
     # ----------------------------------------------------------------- the run
 
-    def plan(self, videos: list[Video], from_files: dict[str, Path] | None) -> list[tuple[str, Video]]:
+    def plan(
+        self, videos: list[Video], from_files: dict[str, Path] | None
+    ) -> list[tuple[str, Video]]:
         """Decide per video: skip, record, or queue a job (``download``/``ingest``/``adopt``)."""
         jobs: list[tuple[str, Video]] = []
         counts = self.state.counts
@@ -303,6 +312,19 @@ class Stage:
         self.state.counts["queued"] = len(jobs)
 
         def work(job: tuple[str, Video]) -> tuple[str, str]:
+            try:
+                return run_job(job)
+            except Exception as exc:  # noqa: BLE001 - one bad video is recorded, not fatal
+                outcome = classify_exception(exc)
+                if outcome.systemic:
+                    self.state.stop(outcome.reason, EXIT_SYSTEMIC)
+                reason = f"{type(exc).__name__}: {exc}"
+                with contextlib.suppress(Exception):
+                    self.ledger.update(job[1].youtube_id, TRANSIENT, outcome.kind, reason)
+                self.state.notes.append(f"{job[1].youtube_id}: {reason}")
+                return job[0], TRANSIENT
+
+        def run_job(job: tuple[str, Video]) -> tuple[str, str]:
             action, video = job
             if self.state.stopped:
                 return action, "not started"
@@ -324,7 +346,9 @@ class Stage:
         if self.cfg.progress and jobs:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(jobs), unit="video", desc="download" if from_files is None else "ingest")
+            bar = tqdm(
+                total=len(jobs), unit="video", desc="download" if from_files is None else "ingest"
+            )
         seen_notes = 0
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
             futures = [pool.submit(work, job) for job in jobs]
@@ -334,10 +358,12 @@ class Stage:
                     run_counts[f"{action}:{status}"] += 1
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(ok=sum(v for k, v in run_counts.items() if k.endswith(":ok")))
-                        for note in self.state.notes[seen_notes:]:
-                            bar.write(note)
-                        seen_notes = len(self.state.notes)
+                        bar.set_postfix(
+                            ok=sum(v for k, v in run_counts.items() if k.endswith(":ok"))
+                        )
+                    for note in self.state.notes[seen_notes:]:
+                        (bar.write if bar is not None else _stderr)(note)
+                    seen_notes = len(self.state.notes)
             except KeyboardInterrupt:
                 self.state.stop("interrupted (Ctrl-C)", 130)
                 for f in futures:
@@ -386,12 +412,18 @@ class Stage:
         }
 
 
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def manifest_videos(data_dir: Path, limit: int | None = None) -> list[Video]:
     """Unique YouTube IDs of the manifest in first-appearance order, with their clip offsets."""
     manifest = load_manifest(data_dir).drop_duplicates("youtube_id", keep="first")
     videos = [
         Video(str(v), None if pd.isna(s) else float(s), None if pd.isna(e) else float(e))
-        for v, s, e in zip(manifest["youtube_id"], manifest["clip_start"], manifest["clip_end"], strict=True)
+        for v, s, e in zip(
+            manifest["youtube_id"], manifest["clip_start"], manifest["clip_end"], strict=True
+        )
     ]
     return videos[:limit] if limit is not None else videos
 

@@ -44,7 +44,9 @@ def probe(path: str | Path, timeout: float = 60) -> dict:
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     if out.returncode != 0:
-        raise ValueError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "ffprobe failed")
+        raise ValueError(
+            out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "ffprobe failed"
+        )
     return json.loads(out.stdout)
 
 
@@ -61,7 +63,9 @@ def _decodes(path: Path, start: float, seconds: float, timeout: float = 60) -> s
     return None
 
 
-def check_clip(path: str | Path, expected: float, tolerance: float = DURATION_TOLERANCE) -> ClipCheck:
+def check_clip(
+    path: str | Path, expected: float, tolerance: float = DURATION_TOLERANCE
+) -> ClipCheck:
     """Validate ``path`` as a clip of ``expected`` seconds with a video and an audio stream."""
     path = Path(path)
     size = path.stat().st_size if path.is_file() else 0
@@ -83,10 +87,15 @@ def check_clip(path: str | Path, expected: float, tolerance: float = DURATION_TO
     if abs(duration - expected) > tolerance:
         kind = "truncated" if duration < expected else "wrong_length"
         return ClipCheck(
-            f"duration {duration:.3f} s, expected {expected:.3f} s (+-{tolerance} s)", kind, duration, size
+            f"duration {duration:.3f} s, expected {expected:.3f} s (+-{tolerance} s)",
+            kind,
+            duration,
+            size,
         )
     for start in (0.0, duration - 1.0):
         error = _decodes(path, start, 1.0)
         if error:
-            return ClipCheck(f"second at {start:.1f} s does not decode: {error}", "undecodable", duration, size)
+            return ClipCheck(
+                f"second at {start:.1f} s does not decode: {error}", "undecodable", duration, size
+            )
     return ClipCheck(None, "ok", duration, size)
