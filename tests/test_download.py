@@ -146,6 +146,17 @@ def test_range_download_exact_cuts_and_idempotent_rerun(tmp_path, server):
     assert again["this_run"]["new_ok"] == 0 and again["this_run"]["already_ok"] == 2
     assert again["status"]["ok"] == 2 and again["exit_code"] == 0
 
+    # killed between the rename and the ledger update: the valid file is adopted, a bad one redone
+    (data / "clips" / "status.parquet").unlink()
+    clip = data / "clips" / f"{FAST}.mp4"
+    clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    third = run_download(config(data, server))
+    assert third["this_run"]["adopted"] == 1 and third["this_run"]["downloaded"] == 1
+    assert len(server.requests_for(f"{DASH}.mp4")) == len(
+        [r for r in server.requests[:before] if r.path == f"{DASH}.mp4"]
+    )
+    assert abs(duration(clip) - 10.0) < 0.02 and ledger_rows(data)[FAST]["status"] == "ok"
+
 
 def test_failure_classes_summary_and_retries(tmp_path, server):
     data = tmp_path / "data"
@@ -275,6 +286,8 @@ def test_from_dir_ingestion(tmp_path):
         make_clip(zip_dir / f"{vid}.mp4", duration=10.0, fps=8)
     make_clip(zip_dir / f"{NO_AUDIO}.mp4", duration=10.0, fps=8, audio=False)
     make_clip(zip_dir / "notInManife.mp4", duration=10.0, fps=8)
+    trial = run_download(config(data, None, from_dir=tmp_path / "AVE_Dataset", limit=1))
+    assert trial["videos"] == 1 and trial["this_run"]["ingested"] == 1
     summary = run_download(config(data, None, from_dir=tmp_path / "AVE_Dataset"))
     assert summary["exit_code"] == 0 and summary["mode"] == "from-dir"
     rows = ledger_rows(data)
@@ -282,7 +295,8 @@ def test_from_dir_ingestion(tmp_path):
     assert rows[DASH]["source"] == "from-dir"
     assert (rows[NO_AUDIO]["status"], rows[NO_AUDIO]["kind"]) == ("unusable", "no_audio")
     assert rows["missing_zip"]["status"] == "pending"
-    assert summary["this_run"]["ingested"] == 2 and summary["this_run"]["not_in_from_dir"] == 1
+    assert summary["this_run"]["ingested"] == 1 and summary["this_run"]["already_ok"] == 1
+    assert summary["this_run"]["not_in_from_dir"] == 1
     assert sorted(p.name for p in (data / "clips").glob("*.mp4")) == sorted(
         f"{v}.mp4" for v in (DASH, FAST)
     )
@@ -358,3 +372,15 @@ def test_make_download_rebuilds_small_ave_manifest(tmp_path, server):
     manifest = pd.read_parquet(data / "manifest.parquet")
     for vid in set(manifest["youtube_id"]) - {GONE, NO_OFFSET}:
         assert abs(duration(data / "clips" / f"{vid}.mp4") - 10.0) < 0.02
+
+
+def test_stalled_server_is_a_transient_timeout(tmp_path, sources):
+    data = tmp_path / "data"
+    make_manifest(data, ["stalled_abc"])
+    with LoopbackServer(sources) as srv:
+        srv.route("stalled_abc.mp4", delay=4.0, file=sources / f"{FAST}.mp4")
+        summary = run_download(config(data, srv, retries=1, socket_timeout=1.0))
+    row = ledger_rows(data)["stalled_abc"]
+    assert (row["status"], row["kind"]) == ("transient", "network"), row["reason"]
+    assert "timed out" in row["reason"].lower()
+    assert summary["exit_code"] == 0 and not (data / "clips" / "stalled_abc.mp4").exists()

@@ -109,5 +109,8 @@ def _main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, SystemicError) as exc:
         print(f"error: {exc}")
         return EXIT_SETUP
+    except KeyboardInterrupt:
+        print("interrupted: the ledger holds every finished video; run the same command to resume")
+        return 130
     print(format_summary(summary))
     return int(summary["exit_code"])

@@ -63,6 +63,8 @@ def ydl_params(start: float, end: float, outdir: Path, opts: FetchOptions) -> di
         "retries": 2,
         "extractor_retries": 1,
         "socket_timeout": opts.socket_timeout,
+        # YouTube needs a JavaScript runtime (and the yt-dlp-ejs scripts); use whichever is installed
+        "js_runtimes": {"deno": {}, "node": {}, "bun": {}},
     }
     if opts.cookies:
         params["cookiefile"] = str(opts.cookies)
