@@ -140,7 +140,7 @@ class RunState:
                 return
             pause = self.pause * 2 ** (n - 1) * random.uniform(1.0, 1.25)
             self.resume_at = max(self.resume_at, time.monotonic() + pause)
-            self.notes.append(f"rate limited ({reason[:120]}): all workers pause {pause:.0f} s")
+            self.notes.append(f"rate limited ({reason[:120]}): all workers pause {pause:.1f} s")
 
     def answered(self) -> None:
         with self.lock:
