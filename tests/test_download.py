@@ -344,6 +344,8 @@ def test_sigkill_mid_download_then_resume(tmp_path, sources):
     assert ledger_rows(data)[SLOW]["status"] == "ok"
     assert abs(duration(data / "clips" / f"{SLOW}.mp4") - 10.0) < 0.02
     assert not any((data / "clips" / ".partial").glob("*"))
+    left = {p.name for p in (data / "clips").iterdir()}
+    assert left == {f"{SLOW}.mp4", ".partial", "status.parquet", ".download.lock"}
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -306,6 +306,8 @@ class Stage:
     def run(self, videos: list[Video], from_files: dict[str, Path] | None) -> dict:
         self.clips.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.partial, ignore_errors=True)  # leftovers of a killed run
+        for stale in self.clips.glob(f".{self.ledger.path.name}.*"):  # a ledger write cut short
+            stale.unlink(missing_ok=True)
         self.ledger.ensure([v.youtube_id for v in videos])
         jobs = self.plan(videos, from_files)
         run_counts: Counter = Counter()
