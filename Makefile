@@ -31,6 +31,20 @@ RELEASE_DIR ?=
 DTYPE ?=
 FORCE ?=
 NO_CHECKSUM ?=
+# download stage
+URL_TEMPLATE ?=
+FROM_DIR ?=
+WORKERS ?=
+SLEEP ?=
+RATE_LIMIT ?=
+COOKIES ?=
+LIMIT ?=
+RETRY_FAILED ?=
+FORMAT ?=
+MAX_RATE_LIMITED ?=
+RATE_LIMIT_PAUSE ?=
+RETRIES ?=
+BACKOFF ?=
 
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 
@@ -40,9 +54,10 @@ STAMP_DEV := $(VENV)/.installed-dev
 
 .PHONY: convert-vggish
 .PHONY: help setup ffmpeg annotations import-release test lint clean train-avdln evaluate-crossmodal
+.PHONY: help setup ffmpeg annotations download test lint clean
 
 help:
-	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
+	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +104,14 @@ evaluate-crossmodal: $(STAMP_RUN) ffmpeg
 VGGISH_CHECKPOINT ?=
 convert-vggish: $(STAMP_RUN)
 	$(AVEL) convert-vggish --data-dir "$(DATA_DIR)" $(call opt,--vggish-checkpoint,$(VGGISH_CHECKPOINT))
+
+download: $(STAMP_RUN) ffmpeg
+	$(AVEL) download --data-dir "$(DATA_DIR)" $(call opt,--url-template,$(URL_TEMPLATE)) \
+		$(call opt,--from-dir,$(FROM_DIR)) $(call opt,--workers,$(WORKERS)) $(call opt,--sleep,$(SLEEP)) \
+		$(call opt,--rate-limit,$(RATE_LIMIT)) $(call opt,--cookies,$(COOKIES)) $(call opt,--limit,$(LIMIT)) \
+		$(if $(filter 1 yes true,$(RETRY_FAILED)),--retry-failed) $(call opt,--format,$(FORMAT)) \
+		$(call opt,--max-rate-limited,$(MAX_RATE_LIMITED)) $(call opt,--rate-limit-pause,$(RATE_LIMIT_PAUSE)) \
+		$(call opt,--retries,$(RETRIES)) $(call opt,--backoff,$(BACKOFF))
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

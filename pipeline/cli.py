@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "pipeline.import_release",
     "models.cli_crossmodal",
     "pipeline.features.convert_vggish",
+    "pipeline.download",
 ]
 
 
