@@ -21,12 +21,19 @@ Layout: contiguous datasets without compression by default, as in the release: a
 and no decompression. ``--compression gzip|lzf`` chunks whole rows (about 1 MiB per chunk, so a row
 slice decompresses only its own chunks) with the byte shuffle filter. Writes stream in blocks of at
 most ``block_bytes`` of output, so peak memory stays far below the files.
+
+Measured (busy 2-core machine, synthetic stores of the real manifest: 4,143 rows, 4,097 videos,
+float16 stores through StoreWriter): the full export (visual_feature.h5 4.16 GB float32) took
+24-39 s at 0.28 GB peak RSS. Reading back, contiguous: visual_feature.h5 whole 14.6 s, 64 rows
+as a slice 0.08 s; visual_feature_vec.h5 whole 0.18 s vs 1.1 s (gzip) / 0.9 s (lzf), 64 single
+rows 0.006 s vs 0.66 s / 0.39 s. Hence no compression by default.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,11 +191,19 @@ def _create(h5: Any, shape: tuple[int, ...], dtype: Any, compression: str, key: 
     )
 
 
+def _readable(path: Path) -> None:
+    """Temp files are created 0600; exported files are for other programs and users (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
 def _write_array(path: Path, array: np.ndarray, key: str = KEY) -> None:
     import h5py
 
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(key, data=array)
+    _readable(path)
 
 
 def _block_rows(row_bytes: int, block_bytes: int, compression: str, rows: int) -> int:
@@ -231,6 +246,8 @@ def write_features(
             ds[lo : lo + len(chunk)] = block
             largest = max(largest, block.nbytes)
             del block
+            store.close()  # unmap the shards read so far: resident memory stays one block
+    _readable(path)
     return {
         "rows": len(ids),
         "bytes": path.stat().st_size,
@@ -368,6 +385,7 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
     )
     with atomic_path(cfg.out_dir / ROWS_FILE, suffix=".csv") as tmp:
         rows.to_csv(tmp, index=False)
+    _readable(cfg.out_dir / ROWS_FILE)
     written += [ROWS_FILE, SUMMARY_FILE]
     stale = sorted(set(previous) - set(written))
     for file in stale:
@@ -375,6 +393,7 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
     summary["removed_stale"] = stale
     summary["written"] = written
     write_json(summary, cfg.out_dir / SUMMARY_FILE)
+    _readable(cfg.out_dir / SUMMARY_FILE)
     return summary
 
 

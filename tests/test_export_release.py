@@ -3,6 +3,7 @@ with h5py and imported again with import-release; small files compared with the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import tracemalloc
 from pathlib import Path
@@ -141,6 +142,9 @@ def test_export_layout_and_round_trip(small: dict, tmp_path: Path) -> None:
             assert ds.shape == shape and ds.dtype == dtype, name
             assert ds.chunks is None and ds.compression is None, name  # contiguous, as released
     assert not (out / MASK_FILE).exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "visual_feature.h5").stat().st_mode & 0o777 == 0o666 & ~umask
 
     # features: one row per annotation row, the repeated video twice
     visual = FeatureStore.open(small["data"], "visual")
