@@ -46,6 +46,12 @@ RATE_LIMIT_PAUSE ?=
 RETRIES ?=
 BACKOFF ?=
 
+# export-release stage (DTYPE above: float32|float64 here)
+OUT_DIR ?=
+ROWS ?=
+MISSING ?=
+COMPRESSION ?=
+
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 
 STAMP_RUN := $(VENV)/.installed-run
@@ -55,6 +61,7 @@ STAMP_DEV := $(VENV)/.installed-dev
 .PHONY: convert-vggish
 .PHONY: help setup ffmpeg annotations import-release test lint clean train-avdln evaluate-crossmodal
 .PHONY: help setup ffmpeg annotations download test lint clean
+.PHONY: export-release
 
 help:
 	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -112,6 +119,11 @@ download: $(STAMP_RUN) ffmpeg
 		$(if $(filter 1 yes true,$(RETRY_FAILED)),--retry-failed) $(call opt,--format,$(FORMAT)) \
 		$(call opt,--max-rate-limited,$(MAX_RATE_LIMITED)) $(call opt,--rate-limit-pause,$(RATE_LIMIT_PAUSE)) \
 		$(call opt,--retries,$(RETRIES)) $(call opt,--backoff,$(BACKOFF))
+
+export-release: $(STAMP_RUN) ffmpeg
+	$(AVEL) export-release --data-dir "$(DATA_DIR)" $(call opt,--out-dir,$(OUT_DIR)) \
+		$(call opt,--rows,$(ROWS)) $(call opt,--dtype,$(DTYPE)) $(call opt,--missing,$(MISSING)) \
+		$(call opt,--compression,$(COMPRESSION))
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

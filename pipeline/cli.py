@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "models.cli_crossmodal",
     "pipeline.features.convert_vggish",
     "pipeline.download",
+    "pipeline.export_release",
 ]
 
 
