@@ -31,10 +31,30 @@ RELEASE_DIR ?=
 DTYPE ?=
 FORCE ?=
 NO_CHECKSUM ?=
-
-# segments / features stages (AUDIO_MAPS, ALLOW_RANDOM_WEIGHTS, NO_DOWNLOAD, MERGE: flags, as FORCE)
-FRAMES_PER_SEGMENT ?=
+# download stage
+URL_TEMPLATE ?=
+FROM_DIR ?=
 WORKERS ?=
+SLEEP ?=
+RATE_LIMIT ?=
+COOKIES ?=
+LIMIT ?=
+RETRY_FAILED ?=
+FORMAT ?=
+MAX_RATE_LIMITED ?=
+RATE_LIMIT_PAUSE ?=
+RETRIES ?=
+BACKOFF ?=
+
+# export-release stage (DTYPE above: float32|float64 here)
+OUT_DIR ?=
+ROWS ?=
+MISSING ?=
+COMPRESSION ?=
+
+# segments / features stages (WORKERS above; AUDIO_MAPS, ALLOW_RANDOM_WEIGHTS, NO_DOWNLOAD, MERGE:
+# flags, any non-empty value turns them on, as FORCE)
+FRAMES_PER_SEGMENT ?=
 FEATURES ?=
 VGG19_WEIGHTS ?=
 PRECISION ?=
@@ -55,11 +75,11 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
 .PHONY: convert-vggish
-.PHONY: help setup ffmpeg annotations segments features import-release test lint clean train-avdln \
-	evaluate-crossmodal
+.PHONY: help setup ffmpeg annotations download segments features import-release export-release \
+	test lint clean train-avdln evaluate-crossmodal
 
 help:
-	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
+	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -121,6 +141,19 @@ evaluate-crossmodal: $(STAMP_RUN) ffmpeg
 VGGISH_CHECKPOINT ?=
 convert-vggish: $(STAMP_RUN)
 	$(AVEL) convert-vggish --data-dir "$(DATA_DIR)" $(call opt,--vggish-checkpoint,$(VGGISH_CHECKPOINT))
+
+download: $(STAMP_RUN) ffmpeg
+	$(AVEL) download --data-dir "$(DATA_DIR)" $(call opt,--url-template,$(URL_TEMPLATE)) \
+		$(call opt,--from-dir,$(FROM_DIR)) $(call opt,--workers,$(WORKERS)) $(call opt,--sleep,$(SLEEP)) \
+		$(call opt,--rate-limit,$(RATE_LIMIT)) $(call opt,--cookies,$(COOKIES)) $(call opt,--limit,$(LIMIT)) \
+		$(if $(filter 1 yes true,$(RETRY_FAILED)),--retry-failed) $(call opt,--format,$(FORMAT)) \
+		$(call opt,--max-rate-limited,$(MAX_RATE_LIMITED)) $(call opt,--rate-limit-pause,$(RATE_LIMIT_PAUSE)) \
+		$(call opt,--retries,$(RETRIES)) $(call opt,--backoff,$(BACKOFF))
+
+export-release: $(STAMP_RUN) ffmpeg
+	$(AVEL) export-release --data-dir "$(DATA_DIR)" $(call opt,--out-dir,$(OUT_DIR)) \
+		$(call opt,--rows,$(ROWS)) $(call opt,--dtype,$(DTYPE)) $(call opt,--missing,$(MISSING)) \
+		$(call opt,--compression,$(COMPRESSION))
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

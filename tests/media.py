@@ -58,7 +58,16 @@ def make_clip(
 def probe(path: str | Path) -> dict:
     """ffprobe's JSON (format + streams) for ``path``."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            str(path),
+        ],
         check=True,
         capture_output=True,
         text=True,
