@@ -83,6 +83,7 @@ def test_count_frames(clips: dict[str, Path]) -> None:
         count_frames(clips["corrupt"])
 
 
+@pytest.mark.slow
 def test_parity_with_independent_decoding(clips: dict[str, Path], random_vgg) -> None:
     model, weights = random_vgg
     per_second = 2
@@ -159,6 +160,7 @@ np.savez(out + "/io.npz", image=image, x=x, pool5=model(x, training=False).numpy
 """
 
 
+@pytest.mark.slow
 def test_keras_h5_conversion(tmp_path: Path) -> None:
     """A random Keras VGG19 notop model (TF in a subprocess: TF and torch in one process can crash)
     saved as h5 (full model and weights-only) converts to the same pool5 in torch."""
@@ -233,3 +235,17 @@ def test_gpu_throughput_sanity(clips: dict[str, Path]) -> None:
     frames_per_s = len(items) * 160 / (time.perf_counter() - start)
     assert all(isinstance(m, np.ndarray) for _, m in out)
     assert frames_per_s > 200, f"only {frames_per_s:.0f} frames/s on the GPU"
+
+
+@pytest.mark.slow
+def test_bench_visual_small(tmp_path: Path) -> None:
+    """The benchmark runs both paths and reports positive rates and ratios (tiny frames: speed only)."""
+    from pipeline.bench_features import bench_visual, format_bench
+
+    res = bench_visual(n_clips=1, per_second=1, size=32, model_frames=2, work_dir=tmp_path)
+    assert res["planned_frames"] == 10
+    for side in ("optimised", "naive"):
+        for key in ("decode_frames_per_s", "vgg19_frames_per_s", "clips_per_s", "peak_pss_mib"):
+            assert res[side][key] > 0, (side, key)
+    assert set(res["speedup"]) == {"decode_frames_per_s", "vgg19_frames_per_s", "clips_per_s"}
+    assert "end-to-end clips/s" in format_bench(res)

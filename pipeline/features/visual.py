@@ -146,7 +146,14 @@ def extract_visual(
             while queue and queue[0][1].done == len(queue[0][1].frames):
                 i, p = queue.pop(0)
                 maps = (p.sums / p.per_second).permute(0, 2, 3, 1).contiguous()
-                results[i] = maps.cpu().numpy()
+                if cuda:  # copy back without stalling the stream; _drain waits on the event
+                    host = torch.empty(maps.shape, dtype=maps.dtype, pin_memory=True)
+                    host.copy_(maps, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record()
+                    results[i] = (host, event)
+                else:
+                    results[i] = maps.numpy()
 
     with torch.inference_mode():
         for sample in loader:
@@ -159,15 +166,25 @@ def extract_visual(
                 per_second = items[i][2].shape[1]
                 queue.append((i, _Pending(items[i][0], frames[inverse], per_second)))
                 run_batch(final=False)
-            yield from _drain(results, items)
+            yield from _drain(results, items, wait=False)
         run_batch(final=True)
-        yield from _drain(results, items)
+        yield from _drain(results, items, wait=True)
 
 
-def _drain(results: OrderedDict[int, Any], items: Sequence[Item]) -> Iterator[tuple[str, np.ndarray | str]]:
+def _drain(
+    results: OrderedDict[int, Any], items: Sequence[Item], wait: bool
+) -> Iterator[tuple[str, np.ndarray | str]]:
+    """Yield finished results from the front (input order); CUDA copies still in flight stop the
+    drain unless ``wait``."""
     while results:
         i, value = next(iter(results.items()))
         if value is None:
             return
+        if isinstance(value, tuple):
+            host, event = value
+            if not wait and not event.query():
+                return
+            event.synchronize()
+            value = host.numpy()
         del results[i]
         yield items[i][0], value
