@@ -210,8 +210,10 @@ def _gpu_items(clips: dict[str, Path], copies: int) -> list:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_gpu_reduced_precision_error(clips: dict[str, Path], precision: str) -> None:
+@pytest.mark.parametrize(("precision", "bound"), [("bf16", 5e-2), ("fp16", 1e-2)])
+def test_gpu_reduced_precision_error(clips: dict[str, Path], precision: str, bound: float) -> None:
+    """pool5 error of autocast against fp32 (max abs error / max abs value); the issue's rule picks
+    the fastest precision under 1e-2 as the GPU default, so the figure is printed for the README."""
     try:
         model, weights = build_vgg19_pool5("torchvision")
     except WeightsError:
@@ -221,7 +223,8 @@ def test_gpu_reduced_precision_error(clips: dict[str, Path], precision: str) -> 
     low = dict(extract_visual(items, model, weights, device="cuda", precision=precision, num_workers=2))
     for key, maps in ref.items():
         rel = np.abs(low[key] - maps).max() / np.abs(maps).max()
-        assert rel < 3e-2, f"{precision}: pool5 max relative error {rel:.2e} against fp32"
+        print(f"{precision} vs fp32 ({weights.name}): pool5 max relative error {rel:.2e}")
+        assert rel < bound, f"{precision}: pool5 max relative error {rel:.2e} against fp32"
 
 
 @pytest.mark.gpu

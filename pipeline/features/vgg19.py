@@ -94,7 +94,7 @@ class VGG19Weights:
         out = asdict(self)
         out["random_weights"] = self.is_random
         out["preprocessing"] = (
-            f"resize 224x224 bilinear (no crop); {self.channel_order}; x*{self.scale:g} - mean {self.mean}"
+            f"frames resized to 224x224 by ffmpeg swscale bilinear (no crop); {self.channel_order}; x*{self.scale:g} - mean {self.mean}"
             f" / std {self.std}"
         )
         return out
