@@ -82,7 +82,8 @@ def extract_visual(
     """Yield ``(youtube_id, pool5 maps (10, 7, 7, 512) float32 | error string)`` in input order.
 
     ``items``: ``(youtube_id, clip_path, frame_indices (10, F))``; each second's F planned frames are
-    averaged after pool5. ``model``/``weights`` come from :func:`build_vgg19_pool5`. ``precision``
+    averaged after pool5. ``model``/``weights`` come from :func:`build_vgg19_pool5` (the model is
+    moved to ``device`` in channels-last layout, in place). ``precision``
     bf16/fp16 need CUDA (autocast; sums stay fp32). ``num_workers`` decoder processes (0: in this
     process); ``prefetch_clips`` clips decoded ahead per worker. ``size`` is the frame side (224 for
     the release features; smaller sizes give smaller maps and exist for fast tests).
@@ -111,7 +112,7 @@ def extract_visual(
         prefetch_factor=prefetch_clips if num_workers > 0 else None,
         persistent_workers=False,
     )
-    results: OrderedDict[int, np.ndarray | str | None] = OrderedDict((i, None) for i in range(len(items)))
+    results: OrderedDict[int, Any] = OrderedDict((i, None) for i in range(len(items)))
     queue: list[tuple[int, _Pending]] = []  # clips whose frames are on the device, in order
 
     def run_batch(final: bool) -> None:
