@@ -26,12 +26,7 @@ import numpy as np
 from pipeline.features.frames import count_frames
 from pipeline.features.vgg19 import build_vgg19_pool5
 from pipeline.features.visual import _ClipFrames, extract_visual
-
-
-def release_plan(n: int, per_second: int = 16) -> np.ndarray:
-    """(10, per_second) frame numbers by the release rule (the segments stage owns the real plan)."""
-    interval = n // 10
-    return (np.arange(10)[:, None] * interval * per_second + np.arange(per_second)[None, :] * interval) // per_second
+from pipeline.segments import release_frame_indices
 
 
 def make_bench_clips(directory: Path, count: int, size: str = "320x240", fps: int = 25) -> list[Path]:
@@ -176,7 +171,7 @@ def bench_visual(
     model, record = build_vgg19_pool5(weights, allow_random=weights == "random")
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(c) for c in clips] if clips else make_bench_clips(Path(work_dir or tmp), n_clips)
-        items = [(p.stem, p, release_plan(count_frames(p), per_second)) for p in paths]
+        items = [(p.stem, p, release_frame_indices(count_frames(p), per_second)) for p in paths]
         planned = sum(int(plan.size) for _, _, plan in items)
         res: dict[str, Any] = {
             "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
