@@ -15,6 +15,17 @@ MODEL ?= av_att
 EPOCHS ?=
 SEEDS ?=
 
+# models stage (MODEL, EPOCHS, SEEDS, RUN_DIR, DEVICE above)
+BATCH_SIZE ?=
+LR ?=
+LOSS ?=
+MIL ?=
+NAME ?=
+RUN ?=
+SPLIT ?=
+VIDEO ?=
+BACKGROUND_VIDEOS ?=
+
 # annotations stage
 AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
@@ -25,7 +36,7 @@ opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup ffmpeg annotations test lint clean
+.PHONY: help setup ffmpeg annotations train-supervised train-weak evaluate attention-maps test lint clean
 
 help:
 	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -55,6 +66,23 @@ ffmpeg:
 annotations: $(STAMP_RUN) ffmpeg
 	$(AVEL) annotations --data-dir "$(DATA_DIR)" $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
 		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--audioset-csv,$(AUDIOSET_CSV))
+
+TRAIN_OPTS = --model "$(MODEL)" --run-dir "$(RUN_DIR)" --device "$(DEVICE)" $(call opt,--epochs,$(EPOCHS)) \
+	$(call opt,--seeds,$(SEEDS)) $(call opt,--batch-size,$(BATCH_SIZE)) $(call opt,--lr,$(LR)) \
+	$(call opt,--loss,$(LOSS)) $(call opt,--name,$(NAME))
+
+train-supervised: $(STAMP_RUN) ffmpeg
+	$(AVEL) train supervised --data-dir "$(DATA_DIR)" $(TRAIN_OPTS)
+
+train-weak: $(STAMP_RUN) ffmpeg
+	$(AVEL) train weak --data-dir "$(DATA_DIR)" $(TRAIN_OPTS) $(call opt,--mil,$(MIL)) \
+		$(if $(strip $(BACKGROUND_VIDEOS)),--background-videos)
+
+evaluate: $(STAMP_RUN) ffmpeg
+	$(AVEL) evaluate --data-dir "$(DATA_DIR)" --run "$(RUN)" --device "$(DEVICE)" $(call opt,--split,$(SPLIT))
+
+attention-maps: $(STAMP_RUN) ffmpeg
+	$(AVEL) attention-maps "$(RUN)" --data-dir "$(DATA_DIR)" --video "$(VIDEO)"
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

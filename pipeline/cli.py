@@ -9,6 +9,9 @@ import sys
 #: Modules that register subcommands, in pipeline order. Each exposes ``register(subparsers)``.
 COMMAND_MODULES = [
     "pipeline.annotations",
+    "models.train",
+    "models.evaluate",
+    "models.attention_maps",
 ]
 
 
