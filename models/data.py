@@ -77,7 +77,8 @@ class AVEDataset:
         path = extra_background_path(self.data_dir)
         if self.background_videos and self.split == "train" and path.is_file():
             extra = pd.read_parquet(path)
-            extra = extra[(extra.get("split", "train") == "train")]
+            if "split" in extra.columns:
+                extra = extra[extra["split"] == "train"]
             extra_ids = [
                 y for y in extra["youtube_id"] if all(y in s for s in self._stores.values())
             ]

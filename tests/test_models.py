@@ -149,3 +149,20 @@ def test_segment_metrics_counts_background():
     assert m["accuracy"] == 6 / 8 and m["segments"] == 8
     assert m["per_class_accuracy"] == {"x": 0.5, "y": 1.0, "bg": 4 / 5}
     assert np.asarray(m["confusion"]).sum() == 8
+
+
+def test_release_loss_is_soft_margin_on_softmax():
+    from models.train import loss_fn
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(4, 10, 29), torch.randint(0, 29, (4, 10))
+    p = torch.softmax(logits, -1).reshape(-1, 29)
+    y = nn.functional.one_hot(target.reshape(-1), 29).float()
+    manual = (
+        -(y * nn.functional.logsigmoid(p) + (1 - y) * nn.functional.logsigmoid(-p)).mean(-1).mean()
+    )
+    torch.testing.assert_close(loss_fn(logits, target, "release", 29), manual)
+    torch.testing.assert_close(
+        loss_fn(logits, target, "ce", 29),
+        nn.functional.cross_entropy(logits.reshape(-1, 29), target.reshape(-1)),
+    )

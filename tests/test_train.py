@@ -135,3 +135,12 @@ def test_attention_maps_for_generated_clip(av_att_run, data_dir, tmp_path):
     finally:
         (data_dir / "segments.parquet").unlink()
     assert matplotlib.image.imread(out2).shape == image.shape
+
+
+@pytest.mark.gpu
+def test_training_on_gpu_matches_protocol(data_dir, tmp_path):
+    cfg = TrainConfig(
+        str(data_dir), model="dmrn", epochs=2, batch_size=8, run_dir=str(tmp_path), device="cuda"
+    )
+    metrics = train_seed(cfg, progress=False)
+    assert metrics["device"].startswith("cuda") and metrics["test_segments"] == 40
