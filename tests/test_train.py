@@ -144,3 +144,20 @@ def test_training_on_gpu_matches_protocol(data_dir, tmp_path):
     )
     metrics = train_seed(cfg, progress=False)
     assert metrics["device"].startswith("cuda") and metrics["test_segments"] == 40
+
+
+def test_videos_missing_from_a_store_are_left_out_and_counted(tmp_path):
+    import numpy as np
+
+    from pipeline.store import StoreWriter
+
+    make_synthetic_store(tmp_path, 10, num_classes=2, splits=(0.6, 0.2, 0.2), stores=("audio",))
+    full = AVEDataset(tmp_path, "train", ("audio",))
+    ids = FeatureStore.open(tmp_path, "audio").youtube_ids
+    writer = StoreWriter.open(tmp_path, "audio", ids, (10, 128), "float32", 256, force=True)
+    rows = {y: np.zeros((10, 128), np.float32) for y in ids}
+    rows[full.youtube_ids[0]] = "download failed"
+    writer.write_shard(0, rows)
+    writer.finalize()
+    partial = AVEDataset(tmp_path, "train", ("audio",))
+    assert partial.missing == [full.youtube_ids[0]] and len(partial) == len(full) - 1
