@@ -132,7 +132,7 @@ def _main(args: argparse.Namespace) -> int:
         path = run_attention_maps(
             args.run, args.video, args.data_dir, args.clip, args.out, args.device
         )
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # StoreError is a RuntimeError
         print(f"error: {exc}")
         return 2
     print(f"attention maps for {args.video} -> {path}")

@@ -47,10 +47,14 @@ class AVEDataset:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        manifest = load_manifest(self.data_dir)
+        if not (self.data_dir / "classes.parquet").is_file():
+            raise FileNotFoundError(
+                f"{self.data_dir}/classes.parquet not found: run `make annotations` first"
+            )
         self.class_names = load_classes(self.data_dir)
         self.num_classes = len(self.class_names)
         background = self.num_classes - 1
-        manifest = load_manifest(self.data_dir)
         rows = manifest[manifest["split"] == self.split]
         if rows.empty:
             raise ValueError(f"{self.data_dir}/manifest.parquet: no rows in split {self.split!r}")

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from pipeline.io import write_json
+from pipeline.store import StoreError
 
 
 def run_evaluate(run: str | Path, split: str = "test", data_dir: str | Path | None = None,
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     try:
         r = run_evaluate(args.run, args.split, args.data_dir, args.device, args.batch_size)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, StoreError) as exc:
         print(f"error: {exc}")
         return 2
     print(f"{r['run']}: {r['split']} segment accuracy {r['accuracy']:.4f} over {r['segments']} seconds "

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.io import atomic_path, write_json
+from pipeline.store import StoreError
 
 MODES = ("supervised", "weak")
 DEFAULT_EPOCHS = {"supervised": 300, "weak": 250}
@@ -388,7 +389,7 @@ def _main(args: argparse.Namespace) -> int:
             )
     try:
         summary = run_train(cfg, seeds, force=args.force)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, StoreError) as exc:
         print(f"error: {exc}")
         return 2
     print(format_summary(summary))
