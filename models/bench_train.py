@@ -2,8 +2,9 @@
 
 ``bench_training()`` writes (or reuses) a synthetic store of 4,143 rows with random values in the
 real layout (visual maps float16, ~2 GiB), trains one seed for ``epochs`` epochs and returns a dict.
-Peak RAM is the process's resident set sampled during training (store generation excluded); the
-shards are memory-mapped, so page cache is not counted. ``python -m models.bench_train`` prints it.
+Peak RAM is the process's resident set sampled during training and evaluation (store generation
+excluded): ``peak_rss_gib`` includes the memory-mapped store pages the process touched (file-backed,
+reclaimable), ``peak_anon_rss_gib`` only its own allocations. ``python -m models.bench_train`` prints it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import time
 from pathlib import Path
 
 
-def _rss_bytes() -> int:
+def _rss_bytes(field: str = "VmRSS") -> int:
+    """Resident memory from /proc/self/status: ``VmRSS`` (all, incl. mapped store pages) or ``RssAnon``."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -25,11 +27,13 @@ def _rss_bytes() -> int:
 class _PeakRSS:
     def __init__(self, interval: float = 0.05):
         self.peak, self.interval, self._stop = _rss_bytes(), interval, threading.Event()
+        self.peak_anon = _rss_bytes("RssAnon")
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, _rss_bytes())
+            self.peak_anon = max(self.peak_anon, _rss_bytes("RssAnon"))
 
     def __enter__(self):
         self._thread.start()
@@ -39,6 +43,7 @@ class _PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, _rss_bytes())
+        self.peak_anon = max(self.peak_anon, _rss_bytes("RssAnon"))
 
 
 def bench_training(data_dir: str | Path | None = None, rows: int = 4143, model: str = "av_att",
@@ -57,7 +62,10 @@ def bench_training(data_dir: str | Path | None = None, rows: int = 4143, model: 
     data_dir = Path(data_dir)
     t0 = time.time()
     if not (data_dir / "features" / "visual" / "meta.json").is_file():
-        make_synthetic_store(data_dir, rows, seed=seed, visual_dtype=visual_dtype, shard_size=128)
+        splits = (3339, 402, 402)  # the AVE localization split sizes
+        make_synthetic_store(
+            data_dir, rows, seed=seed, splits=splits, visual_dtype=visual_dtype, shard_size=128
+        )
     generate = time.time() - t0
     store_bytes = sum(f.stat().st_size for f in (data_dir / "features").rglob("*.npy"))
     dev = resolve_device(device)
@@ -81,6 +89,7 @@ def bench_training(data_dir: str | Path | None = None, rows: int = 4143, model: 
         "epoch_seconds": [round(h["seconds"], 2) for h in history],
         "total_seconds_incl_eval": round(total, 2), "store_generate_seconds": round(generate, 2),
         "store_gib": round(store_bytes / 2**30, 3), "peak_rss_gib": round(rss.peak / 2**30, 3),
+        "peak_anon_rss_gib": round(rss.peak_anon / 2**30, 3),
         "gpu_peak_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 3) if dev.type == "cuda" else None,
     }  # fmt: skip
     if tmp is not None:
