@@ -25,6 +25,20 @@ ROW_SHAPES = {"audio": (10, 128), "visual": (10, 7, 7, 512), "visual_vec": (10, 
 EXTRA_BACKGROUND = "extra_background.parquet"
 
 
+_STORES: dict[tuple[str, int], FeatureStore] = {}
+
+
+def open_store(data_dir: str | Path, name: str) -> FeatureStore:
+    """A FeatureStore shared by every dataset of this process (one memory map per shard, not one per
+    dataset); a rewritten store (new index file) is opened afresh."""
+    root = (Path(data_dir) / "features" / name).resolve()
+    index = root / "index.parquet"
+    key = (str(root), index.stat().st_mtime_ns if index.is_file() else -1)
+    if key not in _STORES:
+        _STORES[key] = FeatureStore.open(data_dir, name)
+    return _STORES[key]
+
+
 def extra_background_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / EXTRA_BACKGROUND
 
@@ -58,7 +72,7 @@ class AVEDataset:
         rows = manifest[manifest["split"] == self.split]
         if rows.empty:
             raise ValueError(f"{self.data_dir}/manifest.parquet: no rows in split {self.split!r}")
-        self._stores = {name: FeatureStore.open(self.data_dir, name) for name in self.stores}
+        self._stores = {name: open_store(self.data_dir, name) for name in self.stores}
         for name, store in self._stores.items():
             if name in ROW_SHAPES and store.row_shape != ROW_SHAPES[name]:
                 raise ValueError(
