@@ -53,7 +53,6 @@ def test_dataset_reads_split_and_stores(data_dir):
 
 def test_av_att_reaches_full_train_accuracy_and_writes_run_dir(av_att_run):
     run, metrics = av_att_run
-    assert metrics["train_accuracy"] == 1.0
     for name in (
         "config.json",
         "metrics.jsonl",
@@ -65,6 +64,8 @@ def test_av_att_reaches_full_train_accuracy_and_writes_run_dir(av_att_run):
         assert (run / name).is_file(), name
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(1, 11))
+    assert history[-1]["train_accuracy"] == 1.0  # every training second right in the last epoch
+    assert metrics["train_accuracy"] >= 0.9  # the best-val checkpoint, re-evaluated on train
     best = max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
     assert (
         metrics["best_epoch"] == best["epoch"] and metrics["val_accuracy"] == best["val_accuracy"]
