@@ -20,6 +20,16 @@ BATCH_SIZE ?=
 MISMATCHED ?=
 WEIGHTS ?=
 RUN ?=
+# models stage (MODEL, EPOCHS, SEEDS, RUN_DIR, DEVICE above)
+BATCH_SIZE ?=
+LR ?=
+LOSS ?=
+MIL ?=
+NAME ?=
+RUN ?=
+SPLIT ?=
+VIDEO ?=
+BACKGROUND_VIDEOS ?=
 
 # annotations stage
 AVE_ANNOTATIONS ?=
@@ -74,9 +84,7 @@ flag = $(if $(strip $(2)),$(1))
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: convert-vggish
-.PHONY: help setup ffmpeg annotations download segments features import-release export-release \
-	test lint clean train-avdln evaluate-crossmodal
+.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps bench
 
 help:
 	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -154,6 +162,29 @@ export-release: $(STAMP_RUN) ffmpeg
 	$(AVEL) export-release --data-dir "$(DATA_DIR)" $(call opt,--out-dir,$(OUT_DIR)) \
 		$(call opt,--rows,$(ROWS)) $(call opt,--dtype,$(DTYPE)) $(call opt,--missing,$(MISSING)) \
 		$(call opt,--compression,$(COMPRESSION))
+
+TRAIN_OPTS = --model "$(MODEL)" --run-dir "$(RUN_DIR)" --device "$(DEVICE)" $(call opt,--epochs,$(EPOCHS)) \
+	$(call opt,--seeds,$(SEEDS)) $(call opt,--batch-size,$(BATCH_SIZE)) $(call opt,--lr,$(LR)) \
+	$(call opt,--loss,$(LOSS)) $(call opt,--name,$(NAME))
+
+train-supervised: $(STAMP_RUN) ffmpeg
+	$(AVEL) train supervised --data-dir "$(DATA_DIR)" $(TRAIN_OPTS)
+
+train-weak: $(STAMP_RUN) ffmpeg
+	$(AVEL) train weak --data-dir "$(DATA_DIR)" $(TRAIN_OPTS) $(call opt,--mil,$(MIL)) \
+		$(if $(strip $(BACKGROUND_VIDEOS)),--background-videos)
+
+evaluate: $(STAMP_RUN) ffmpeg
+	$(AVEL) evaluate --data-dir "$(DATA_DIR)" --run "$(RUN)" --device "$(DEVICE)" $(call opt,--split,$(SPLIT))
+
+attention-maps: $(STAMP_RUN) ffmpeg
+	$(AVEL) attention-maps "$(RUN)" --data-dir "$(DATA_DIR)" --video "$(VIDEO)"
+
+# benchmarks: every stage vs its naive baseline -> bench/results.json + bench/results.md
+QUICK ?=
+bench: $(STAMP_RUN) ffmpeg
+	$(AVEL) bench --data-dir "$(DATA_DIR)" --device "$(DEVICE)" $(call opt,--out-dir,$(OUT_DIR)) \
+		$(if $(strip $(QUICK)),--quick)
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

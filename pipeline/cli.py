@@ -16,6 +16,10 @@ COMMAND_MODULES = [
     "pipeline.import_release",
     "pipeline.export_release",
     "models.cli_crossmodal",
+    "models.train",
+    "models.evaluate",
+    "models.attention_maps",
+    "pipeline.bench",
 ]
 
 
