@@ -2,7 +2,10 @@
 
 Reads ``RUN_DIR/config.json`` (data folder, batch size) and ``RUN_DIR/best.pt`` (network config and
 weights), evaluates the split (default test) with the reference protocol and writes
-``RUN_DIR/eval-<split>.json``. ``--data-dir`` evaluates the same network on another data folder.
+``RUN_DIR/eval-<split>.json``: segment accuracy, per-class accuracy, confusion, the decomposed
+metrics (``localization``: video-class accuracy, event precision/recall/F1, boundary error, full vs
+short clips) and the reference rows for the same clips (``reference``: all background, oracle video
+class, best single label per video; see ``models.metrics``). ``--data-dir`` evaluates the same network on another data folder.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pipeline.store import StoreError
 def run_evaluate(run: str | Path, split: str = "test", data_dir: str | Path | None = None,
                  device: str = "auto", batch_size: int | None = None) -> dict:  # fmt: skip
     from models.data import AVEDataset
+    from models.metrics import reference_rows
     from models.train import evaluate, load_checkpoint, resolve_device
 
     run = Path(run)
@@ -36,7 +40,8 @@ def run_evaluate(run: str | Path, split: str = "test", data_dir: str | Path | No
         "run": str(run), "split": split, "data_dir": str(data_dir), "epoch": payload.get("epoch"),
         "accuracy": m["accuracy"], "segments": m["segments"], "samples": m["samples"],
         "missing_videos": m["missing_videos"], "per_class_accuracy": m["per_class_accuracy"],
-        "confusion": m["confusion"],
+        "confusion": m["confusion"], "localization": m["localization"],
+        "reference": reference_rows(dataset.segment_labels, dataset.video_labels, dataset.num_classes - 1),
     }  # fmt: skip
     write_json(result, run / f"eval-{split}.json")
     return result
@@ -64,4 +69,24 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     print(f"{r['run']}: {r['split']} segment accuracy {r['accuracy']:.4f} over {r['segments']} seconds "
           f"({r['samples']} clips, {r['missing_videos']} missing) -> {args.run / ('eval-' + r['split'] + '.json')}")  # fmt: skip
+    print(format_localization(r["localization"], r["reference"]))
     return 0
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def format_localization(loc: dict, reference: dict | None = None) -> str:
+    """A small text table: the decomposed metrics of a run, and the reference rows under it."""
+    from models.metrics import REFERENCE_LABELS
+
+    head = "                                      seg acc  video acc  ev P   ev R   ev F1  bound.err(s)  full   short"
+    rows = [("this model", loc)] + [(REFERENCE_LABELS[k], v) for k, v in (reference or {}).items()]
+    lines = [head]
+    for label, m in rows:
+        b = "–" if m["boundary_error_s"] is None else f"{m['boundary_error_s']:.2f}"
+        lines.append(f"  {label:36s} {_pct(m['accuracy']):>6s}  {_pct(m['video_class_accuracy']):>8s}  "
+                     f"{_pct(m['event_precision']):>5s}  {_pct(m['event_recall']):>5s}  {_pct(m['event_f1']):>5s}  "
+                     f"{b:>12s}  {_pct(m['accuracy_full']):>5s}  {_pct(m['accuracy_short']):>5s}")  # fmt: skip
+    return "\n".join(lines)

@@ -134,14 +134,42 @@ def predict(model, dataset, batch_size: int, device) -> np.ndarray:
 
 
 def evaluate(model, dataset, batch_size: int, device) -> dict:
-    from models.metrics import segment_metrics
+    """Segment accuracy, per-class accuracy, confusion, and (``localization``) the decomposed
+    metrics of ``models.metrics.localization_metrics``."""
+    from models.metrics import localization_metrics, segment_metrics
 
-    m = segment_metrics(
-        predict(model, dataset, batch_size, device), dataset.segment_labels, dataset.class_names
+    pred = predict(model, dataset, batch_size, device)
+    m = segment_metrics(pred, dataset.segment_labels, dataset.class_names)
+    m["localization"] = localization_metrics(
+        pred, dataset.segment_labels, dataset.video_labels, dataset.num_classes - 1
     )
     m["samples"] = len(dataset)
     m["missing_videos"] = len(dataset.missing)
     return m
+
+
+def training_loss(model, batch: dict, cfg: TrainConfig, num_classes: int, device):
+    """(loss, per-second logits) of one batch: the configured loss on the per-second logits (weak:
+    on their MIL pooling), plus ``model.extra_loss(outputs, labels)`` for networks that define it
+    (their ``forward_outputs`` returns a dict with ``logits`` and whatever that term needs; weak
+    training passes ``segment_labels=None``)."""
+    from models.data import model_inputs
+
+    seg = batch["segment_labels"].to(device)
+    video = batch["video_labels"].to(device)
+    inputs = model_inputs(batch, device)
+    extra = getattr(model, "extra_loss", None)
+    outputs = model.forward_outputs(*inputs) if extra is not None else {"logits": model(*inputs)}
+    logits = outputs["logits"]
+    if cfg.mode == "weak":
+        loss = loss_fn(model.video_logits(logits), video, cfg.loss, num_classes)
+    else:
+        loss = loss_fn(logits, seg, cfg.loss, num_classes)
+    if extra is not None:
+        labels = {"segment_labels": seg if cfg.mode == "supervised" else None,
+                  "video_labels": video}  # fmt: skip
+        loss = loss + extra(outputs, labels)
+    return loss, logits
 
 
 def save_checkpoint(model, path: Path, **extra: Any) -> None:
@@ -175,7 +203,8 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
     import torch
     from tqdm import tqdm
 
-    from models.data import AVEDataset, model_inputs
+    from models.data import AVEDataset
+    from models.metrics import reference_rows
     from models.plots import plot_confusion, plot_curves
 
     out = cfg.seed_dir()
@@ -223,16 +252,7 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
         total, count, correct, seconds, t0 = 0.0, 0, 0, 0, time.time()
         for batch in train.batches(cfg.batch_size, shuffle=True, generator=generator):
             seg = batch["segment_labels"].to(device)
-            logits = model(*model_inputs(batch, device))
-            if cfg.mode == "weak":
-                loss = loss_fn(
-                    model.video_logits(logits),
-                    batch["video_labels"].to(device),
-                    cfg.loss,
-                    num_classes,
-                )
-            else:
-                loss = loss_fn(logits, seg, cfg.loss, num_classes)
+            loss, logits = training_loss(model, batch, cfg, num_classes, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -273,6 +293,8 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
         "test_accuracy": test_m["accuracy"], "test_segments": test_m["segments"],
         "per_class_accuracy": {"val": val_m["per_class_accuracy"], "test": test_m["per_class_accuracy"]},
         "confusion_test": test_m["confusion"], "missing_videos": {"test": test_m["missing_videos"]},
+        "localization": {"val": val_m["localization"], "test": test_m["localization"]},
+        "reference_test": reference_rows(test.segment_labels, test.video_labels, test.num_classes - 1),
         "train_seconds": time.time() - started, "device": str(device),
         "random_features": any(s.is_random for s in train._stores.values()),
     }  # fmt: skip

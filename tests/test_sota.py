@@ -1,0 +1,163 @@
+"""Decomposed evaluation, reference rows, the later-literature networks and avel-net (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+import torch
+
+from models.avelnet import segment_contrastive
+from models.data import AVEDataset, make_synthetic_store
+from models.evaluate import run_evaluate
+from models.metrics import localization_metrics, reference_rows, split_reference
+from models.registry import build_model
+from models.synthetic import make_agreement_store
+from models.train import TrainConfig, load_checkpoint, save_checkpoint, train_seed
+from pipeline.annotations import AnnotationsConfig, load_manifest, run_annotations
+
+torch.set_num_threads(1)
+BG = 4  # background index of a 5-class (4 events + background) store
+
+
+def test_localization_metrics_on_a_hand_worked_example():
+    target = np.array([[BG, 1, 1, 1, BG], [2, 2, 2, 2, 2], [BG, BG, 3, 3, 3]])
+    pred = np.array([[1, 1, 1, BG, BG], [2, 2, 0, 2, 2], [BG, BG, BG, BG, BG]])
+    m = localization_metrics(pred, target, np.array([1, 2, 3]), BG)
+    assert m["accuracy"] == pytest.approx(9 / 15)  # 3 + 4 + 2 right seconds
+    assert m["video_class_accuracy"] == pytest.approx(2 / 3)  # clip 3 predicts no event
+    # event detection: 8 predicted event seconds, 7 of them on true event seconds; 11 true ones
+    assert m["event_precision"] == pytest.approx(7 / 8)
+    assert m["event_recall"] == pytest.approx(7 / 11)
+    assert m["event_f1"] == pytest.approx(2 * 7 / (8 + 11))
+    # clip 1: predicted [0, 3) vs true [1, 4): 1 s + 1 s; clip 2: [0, 5) both: 0 + 0
+    assert m["boundary_error_s"] == pytest.approx(2 / 4) and m["boundary_clips"] == 2
+    assert m["missed_event_clips"] == 1
+    assert m["accuracy_full"] == pytest.approx(4 / 5) and m["clips_full"] == 1
+    assert m["accuracy_short"] == pytest.approx(5 / 10) and m["clips_short"] == 2
+
+
+def test_reference_rows_on_a_small_split():
+    target = np.array([[BG] * 3 + [0] * 7, [BG] * 6 + [1] * 4, [2] * 10])
+    rows = reference_rows(target, np.array([0, 1, 2]), BG)
+    assert rows["all_background"]["accuracy"] == pytest.approx(9 / 30)
+    assert rows["oracle_video_class"]["accuracy"] == pytest.approx(21 / 30)
+    assert rows["oracle_video_class"]["video_class_accuracy"] == 1.0
+    assert rows["best_single_label"]["accuracy"] == pytest.approx((7 + 6 + 10) / 30)
+    assert rows["all_background"]["event_precision"] is None  # no predicted event second
+
+
+def test_reference_rows_of_the_real_ave_test_split(shared, tmp_path):
+    cfg = AnnotationsConfig(data_dir=tmp_path, ave_annotations=str(shared / "ave" / "Annotations.txt"),
+                            ave_splits=str(shared / "ave" / "release"), audioset_csv=["none"])  # fmt: skip
+    run_annotations(cfg)
+    ref = split_reference(tmp_path, "test")
+    assert ref["clips"] == 402 and ref["segments"] == 4020
+    rows = ref["rows"]
+    # the figures the issue quotes for the AVE test split (percent)
+    assert abs(100 * rows["all_background"]["accuracy"] - 17.8) <= 0.05
+    assert abs(100 * rows["oracle_video_class"]["accuracy"] - 82.2) <= 0.05
+    assert abs(100 * rows["best_single_label"]["accuracy"] - 88.7) <= 0.05
+    assert int((load_manifest(tmp_path)["split"] == "test").sum()) == ref["clips"]
+    assert round(rows["all_background"]["accuracy"] * 4020) == 715  # AVE reference 1.2
+
+
+@pytest.mark.parametrize("name", ["psp", "cmbs", "avel-net"])
+def test_network_outputs_losses_and_checkpoint(name, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=BG + 1)
+    audio, visual = torch.randn(3, 10, 128), torch.rand(3, 10, 7, 7, 512)
+    seg = torch.tensor([[BG] * 4 + [1] * 6, [2] * 10, [BG] * 10])
+    outputs = model.forward_outputs(audio, visual)
+    assert outputs["logits"].shape == (3, 10, BG + 1)
+    if name != "psp":  # decoupled heads give log-probabilities
+        torch.testing.assert_close(outputs["logits"].exp().sum(-1), torch.ones(3, 10))
+    losses = [model.extra_loss(outputs, {"segment_labels": s, "video_labels": torch.tensor([1, 2, BG])})
+              for s in (seg, None)]  # supervised, weak  # fmt: skip
+    assert all(torch.isfinite(x) for x in losses) and losses[0] > 0
+    losses[0].backward()
+    assert model.attention.affine_audio.weight.grad is not None
+    save_checkpoint(model, tmp_path / "m.pt")
+    loaded, _ = load_checkpoint(tmp_path / "m.pt")
+    model.eval(), loaded.eval()
+    torch.testing.assert_close(loaded(audio, visual), model(audio, visual))
+
+
+def test_segment_contrastive_prefers_aligned_modalities():
+    z = torch.nn.functional.normalize(torch.randn(2, 10, 16), dim=-1)
+    event = torch.zeros(2, 10, dtype=torch.bool)
+    event[:, 3:8] = True
+    aligned = segment_contrastive(z, z, event)
+    shuffled = segment_contrastive(z, z[:, torch.randperm(10)], event)
+    assert aligned < shuffled
+    assert segment_contrastive(z, z, torch.zeros_like(event)) == 0
+    supcon = segment_contrastive(z, z, event, positives="event")
+    assert torch.isfinite(supcon)
+
+
+@pytest.fixture(scope="module")
+def agreement_runs(tmp_path_factory):
+    """dmrn, psp and avel-net trained on the agreement store, two seeds each (small, CPU)."""
+    root = tmp_path_factory.mktemp("agree")
+    summary = make_agreement_store(root, 80, num_classes=BG, types=8, splits=(0.6, 0.2, 0.2),
+                                   shard_size=64)  # fmt: skip
+    runs = tmp_path_factory.mktemp("runs")
+    out = {}
+    for model in ("avel-net", "dmrn", "psp"):
+        for seed in (1, 2):
+            cfg = TrainConfig(str(root), model=model, epochs=5, batch_size=16, lr=3e-3, seed=seed,
+                              run_dir=str(runs))  # fmt: skip
+            out[model, seed] = (cfg.seed_dir(), train_seed(cfg, progress=False))
+    return root, summary, out
+
+
+def test_agreement_store_hides_background_from_each_modality(agreement_runs):
+    root, summary, _ = agreement_runs
+    assert all(0.3 < f < 0.8 for f in summary["background_fraction"].values())
+    data = AVEDataset(root, "train", ("audio", "visual_vec"))
+    batch = data.batch(range(len(data)))
+    background = batch["segment_labels"] == BG
+    # per-modality means: equal on event and background seconds
+    for name in ("audio", "visual_vec"):
+        x = batch[name]
+        gap = (x[background].mean(0) - x[~background].mean(0)).abs().mean()
+        assert gap < 0.25 * x.std(), name
+
+
+def test_avel_net_beats_dmrn_and_psp_where_background_is_the_hard_part(agreement_runs):
+    _, _, runs = agreement_runs
+    test = {m: statistics.fmean(runs[m, s][1]["test_accuracy"] for s in (1, 2))
+            for m in ("avel-net", "dmrn", "psp")}  # fmt: skip
+    f1 = {m: statistics.fmean(runs[m, s][1]["localization"]["test"]["event_f1"] or 0 for s in (1, 2))
+          for m in test}  # fmt: skip
+    print("agreement store, test segment accuracy (2 seeds):", test, "event F1:", f1)
+    assert test["avel-net"] > test["dmrn"] + 0.1 and test["avel-net"] > test["psp"] + 0.1
+    assert f1["avel-net"] > max(f1["dmrn"], f1["psp"])
+
+
+def test_metrics_json_and_evaluate_report_decomposition_and_reference(agreement_runs):
+    root, _, runs = agreement_runs
+    run, metrics = runs["avel-net", 1]
+    data = load_manifest(root)
+    test = data[data["split"] == "test"]
+    target = np.stack([np.asarray(s) for s in test["segment_labels"]])
+    expected = reference_rows(target, test["label"].to_numpy(), BG)
+    assert json.loads(json.dumps(metrics["reference_test"])) == json.loads(json.dumps(expected))
+    loc = metrics["localization"]["test"]
+    assert loc["accuracy"] == metrics["test_accuracy"] and loc["clips"] == len(test)
+    result = run_evaluate(run, "test", device="cpu")
+    assert result["localization"] == loc and set(result["reference"]) == set(expected)
+    saved = json.loads((run / "eval-test.json").read_text())
+    assert saved["localization"]["event_f1"] == loc["event_f1"]
+
+
+def test_weak_training_of_a_decoupled_network(tmp_path):
+    make_synthetic_store(tmp_path / "data", 20, num_classes=BG, splits=(0.6, 0.2, 0.2), shard_size=8,
+                         background_videos=2)  # fmt: skip
+    cfg = TrainConfig(str(tmp_path / "data"), mode="weak", model="cmbs", epochs=1, batch_size=8,
+                      background_videos=True, run_dir=str(tmp_path / "runs"))  # fmt: skip
+    metrics = train_seed(cfg, progress=False)
+    assert metrics["mode"] == "weak" and metrics["test_segments"] == 40
+    assert 0.0 <= metrics["localization"]["test"]["accuracy"] <= 1.0
