@@ -366,7 +366,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("mode", choices=MODES)
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument(
-        "--model", default="av_att", help="a, v, v_att, av, av_att, dmrn, dmrfe (default av_att)"
+        "--model",
+        default="av_att",
+        help="a, v, v_att, av, av_att, dmrn, dmrfe, psp, cmbs, avel-net (default av_att)",
     )
     p.add_argument("--epochs", type=int, help="default 300 supervised, 250 weak")
     p.add_argument("--batch-size", type=int, default=64)
