@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 
 import numpy as np
 import pytest
@@ -97,17 +96,20 @@ def test_segment_contrastive_prefers_aligned_modalities():
     assert torch.isfinite(supcon)
 
 
+SEEDS = {"avel-net": (1, 2), "dmrn": (1,), "psp": (1,)}  # kept small: < 90 s on 2 busy cores
+
+
 @pytest.fixture(scope="module")
 def agreement_runs(tmp_path_factory):
-    """dmrn, psp and avel-net trained on the agreement store, two seeds each (small, CPU)."""
+    """avel-net (two seeds), dmrn and psp (one seed each) trained on the agreement store (CPU)."""
     root = tmp_path_factory.mktemp("agree")
     summary = make_agreement_store(root, 80, num_classes=BG, types=8, splits=(0.6, 0.2, 0.2),
                                    shard_size=64)  # fmt: skip
     runs = tmp_path_factory.mktemp("runs")
     out = {}
-    for model in ("avel-net", "dmrn", "psp"):
-        for seed in (1, 2):
-            cfg = TrainConfig(str(root), model=model, epochs=5, batch_size=16, lr=3e-3, seed=seed,
+    for model, seeds in SEEDS.items():
+        for seed in seeds:
+            cfg = TrainConfig(str(root), model=model, epochs=5, batch_size=8, lr=3e-3, seed=seed,
                               run_dir=str(runs))  # fmt: skip
             out[model, seed] = (cfg.seed_dir(), train_seed(cfg, progress=False))
     return root, summary, out
@@ -128,13 +130,13 @@ def test_agreement_store_hides_background_from_each_modality(agreement_runs):
 
 def test_avel_net_beats_dmrn_and_psp_where_background_is_the_hard_part(agreement_runs):
     _, _, runs = agreement_runs
-    test = {m: statistics.fmean(runs[m, s][1]["test_accuracy"] for s in (1, 2))
-            for m in ("avel-net", "dmrn", "psp")}  # fmt: skip
-    f1 = {m: statistics.fmean(runs[m, s][1]["localization"]["test"]["event_f1"] or 0 for s in (1, 2))
-          for m in test}  # fmt: skip
-    print("agreement store, test segment accuracy (2 seeds):", test, "event F1:", f1)
-    assert test["avel-net"] > test["dmrn"] + 0.1 and test["avel-net"] > test["psp"] + 0.1
-    assert f1["avel-net"] > max(f1["dmrn"], f1["psp"])
+    test = {key: m["test_accuracy"] for key, (_, m) in runs.items()}
+    f1 = {key: m["localization"]["test"]["event_f1"] or 0.0 for key, (_, m) in runs.items()}
+    print("agreement store, test segment accuracy:", test, "event F1:", f1)
+    ours = [k for k in runs if k[0] == "avel-net"]
+    others = [k for k in runs if k[0] != "avel-net"]
+    assert min(test[k] for k in ours) > max(test[k] for k in others) + 0.1
+    assert min(f1[k] for k in ours) > max(f1[k] for k in others)
 
 
 def test_metrics_json_and_evaluate_report_decomposition_and_reference(agreement_runs):
