@@ -1,0 +1,141 @@
+"""Importing the AVE release's PyTorch-0.3 whole-module pickles (AV_att, AV_att_weak, DMRN).
+
+The real files cannot be fetched here, so the tests write such pickles themselves
+(``tests/release_pickles.py``: release-style networks saved the way PyTorch 0.3 did) and read them
+with the restricted unpickler.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickletools
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from models.release_checkpoint import ReleaseCheckpointError, read_release_checkpoint
+from models.release_import import RELEASE_CLASS, check_release_tensors, release_spec
+from tests.release_pickles import Evil, release_network, save_release_pickle
+
+ARCHS = ("av_att", "av_att_weak", "dmrn")
+
+
+def _pickle_globals(path) -> list[list[str]]:
+    """The globals each of the pickles in a legacy torch file names (magic, protocol, sys info, data)."""
+    raw = io.BytesIO(path.read_bytes())
+    out = []
+    for _ in range(4):
+        names, strings = [], []
+        for op, arg, _pos in pickletools.genops(raw):
+            if op.name == "GLOBAL":
+                names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":
+                names.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+        out.append(names)
+    return out
+
+
+def test_fixture_pickles_like_pytorch_03(tmp_path):
+    """The written file has the 0.3 layout and names the release's class, and sys.modules is restored."""
+    import models
+
+    path = save_release_pickle(release_network("av_att"), tmp_path / "AV_att.pt", "av_att")
+    magic, protocol, sys_info, data = _pickle_globals(path)
+    assert magic == protocol == sys_info == []
+    for name in ("models.att_Net", "torch.nn.parameter.Parameter", "torch._utils._rebuild_tensor",
+                 "torch.nn.backends.thnn._get_thnn_function_backend",
+                 "torch.nn._functions.rnn.Unserializable", "torch.nn.modules.rnn.LSTM"):  # fmt: skip
+        assert name in data, name
+    assert "torch._utils._rebuild_tensor_v2" not in data
+    assert sys.modules["models"] is models
+    assert "torch.nn._functions.rnn" not in sys.modules
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_reads_legacy_pickle(tmp_path, arch):
+    kwargs = {"nb_block": 2} if arch == "dmrn" else {}
+    net = release_network(arch, **kwargs)
+    ckpt = read_release_checkpoint(save_release_pickle(net, tmp_path / "release.pt", arch))
+    assert ckpt.format == "legacy" and ckpt.release_class == RELEASE_CLASS[arch]
+    expected = net.state_dict()
+    assert sorted(ckpt.tensors) == sorted(expected)
+    for name, tensor in expected.items():
+        assert torch.equal(ckpt.tensors[name], tensor), name
+    assert ckpt.attributes["hidden_dim"] == 128
+    if arch == "dmrn":
+        assert ckpt.attributes["nb_block"] == 2
+    spec = check_release_tensors(arch, ckpt)
+    assert spec == {k: tuple(v.shape) for k, v in expected.items()}
+    assert len(ckpt.sha256) == 64
+
+
+def test_reads_zip_whole_module_and_state_dict(tmp_path):
+    net = release_network("dmrn")
+    zipped = read_release_checkpoint(
+        save_release_pickle(net, tmp_path / "z.pt", "dmrn", zip_format=True)
+    )
+    torch.save(net.state_dict(), tmp_path / "sd.pt", _use_new_zipfile_serialization=False)
+    state = read_release_checkpoint(tmp_path / "sd.pt")
+    assert zipped.format == "zip" and zipped.release_class == "models_fusion.TBMRF_Net"
+    assert state.format == "legacy" and state.release_class is None
+    for ckpt in (zipped, state):
+        assert sorted(ckpt.tensors) == sorted(release_spec("dmrn"))
+        for name, tensor in net.state_dict().items():
+            assert torch.equal(ckpt.tensors[name], tensor), name
+
+
+@pytest.mark.parametrize(
+    ("zip_format", "func", "recorded"),
+    [(False, os.system, "posix.system"), (True, eval, "builtins.eval")],
+)
+def test_refuses_foreign_globals_without_running_them(tmp_path, zip_format, func, recorded):
+    marker = tmp_path / "executed"
+    net = release_network("av_att")
+    command = f"touch {marker}" if func is os.system else f"open({str(marker)!r}, 'w')"
+    net.payload = Evil(func, command)
+    path = save_release_pickle(net, tmp_path / "evil.pt", "av_att", zip_format=zip_format)
+    if not zip_format:  # the file really calls the global when unpickled normally
+        assert recorded in _pickle_globals(path)[3]
+    with pytest.raises(ReleaseCheckpointError, match="not on the allow-list") as err:
+        read_release_checkpoint(path)
+    assert recorded in str(err.value) and "nothing was executed" in str(err.value)
+    assert not marker.exists()
+
+
+def test_refuses_missing_misshapen_and_unexpected_tensors(tmp_path):
+    net = release_network("av_att")
+    net.L1.bias = None
+    net.lstm_video.bias_hh_l0_reverse = None
+    net.affine_h.weight = nn.Parameter(torch.zeros(1, 50))
+    net.extra = nn.Linear(2, 2)
+    ckpt = read_release_checkpoint(save_release_pickle(net, tmp_path / "bad.pt", "av_att"))
+    with pytest.raises(ReleaseCheckpointError) as err:
+        check_release_tensors("av_att", ckpt)
+    message = str(err.value)
+    assert "missing: lstm_video.bias_hh_l0_reverse, L1.bias" in message
+    assert "misshapen: affine_h.weight (found (1, 50), expected (1, 49))" in message
+    assert "unexpected: extra.bias, extra.weight" in message
+
+
+def test_refuses_the_wrong_release_network(tmp_path):
+    ckpt = read_release_checkpoint(
+        save_release_pickle(release_network("av_att_weak"), tmp_path / "w.pt", "av_att_weak")
+    )
+    with pytest.raises(ReleaseCheckpointError, match="--arch av_att_weak"):
+        check_release_tensors("av_att", ckpt)
+    with pytest.raises(ReleaseCheckpointError, match="--arch av_att_weak"):
+        check_release_tensors("dmrn", ckpt)
+
+
+def test_unreadable_and_absent_files(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(256))
+    with pytest.raises(ReleaseCheckpointError, match="junk.pt"):
+        read_release_checkpoint(junk)
+    with pytest.raises(ReleaseCheckpointError, match="AV_att.pt"):
+        read_release_checkpoint(tmp_path / "absent.pt")
