@@ -134,12 +134,12 @@ def release_options(arch: str, ckpt: ReleaseCheckpoint) -> tuple[str, dict[str, 
 
 def build_release_model(arch: str, ckpt: ReleaseCheckpoint):
     """Our network with the checkpoint's tensors (checked first), in eval mode."""
+    check_release_tensors(arch, ckpt)
     import torch
 
     from models import build_model
     from models.release_names import to_ours
 
-    check_release_tensors(arch, ckpt)
     name, options = release_options(arch, ckpt)
     model = build_model(name, num_classes=_num_classes(ckpt), **options)
     ours = model.state_dict()

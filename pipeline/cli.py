@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "pipeline.annotations",
     "pipeline.import_release",
     "models.cli_crossmodal",
+    "models.cli_checkpoint",
 ]
 
 

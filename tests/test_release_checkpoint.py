@@ -8,6 +8,7 @@ with the restricted unpickler.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickletools
 import sys
@@ -139,3 +140,102 @@ def test_unreadable_and_absent_files(tmp_path):
         read_release_checkpoint(junk)
     with pytest.raises(ReleaseCheckpointError, match="AV_att.pt"):
         read_release_checkpoint(tmp_path / "absent.pt")
+
+
+# --- onto our networks (needs models.release_names / build_model) -----------------------------
+
+
+def _our_networks():
+    return pytest.importorskip("models.release_names", reason="avel's localization networks needed")
+
+
+def _inputs(batch: int = 3):
+    g = torch.Generator().manual_seed(1)
+    audio = torch.rand(batch, 10, 128, generator=g) * 2
+    visual = torch.rand(batch, 10, 7, 7, 512, generator=g) * 3  # pool5-like: >= 0
+    return audio, visual
+
+
+@pytest.mark.parametrize(
+    ("arch", "nb_block"), [("av_att", None), ("av_att_weak", None), ("dmrn", 1), ("dmrn", 2)]
+)
+def test_mapped_network_computes_the_release_forward(tmp_path, arch, nb_block):
+    _our_networks()
+    from models import build_model
+    from models.release_import import load_release_model
+
+    net = release_network(arch, **({"nb_block": nb_block} if nb_block else {}))
+    model, ckpt = load_release_model(save_release_pickle(net, tmp_path / "r.pt", arch), arch)
+    audio, visual = _inputs()
+    with torch.no_grad():
+        logits, theirs = model(audio, visual), net(audio, visual)
+        if arch == "av_att_weak":
+            video_probs, score = theirs
+            torch.testing.assert_close(logits, score, rtol=0, atol=1e-5)
+            ours_video = torch.softmax(model.video_logits(logits), -1)
+            torch.testing.assert_close(ours_video, video_probs, rtol=0, atol=1e-6)
+        else:
+            torch.testing.assert_close(torch.softmax(logits, -1), theirs, rtol=0, atol=1e-6)
+        # the quirks are what makes it equal: switched off, the same weights compute otherwise
+        config = dict(model.config)
+        name, classes = config.pop("name"), config.pop("num_classes")
+        quirks = [{"broadcast": "paper"}]
+        if nb_block == 2:
+            quirks.append({"swap_residual": False})
+        for off in quirks:
+            other = build_model(name, num_classes=classes, **{**config, **off})
+            other.load_state_dict(model.state_dict())
+            assert (other.eval()(audio, visual) - logits).abs().max() > 1e-3, off
+    if arch == "dmrn":
+        assert model.config["num_blocks"] == nb_block and model.config["shared_blocks"]
+
+
+def test_import_checkpoint_writes_an_evaluable_run(tmp_path, capsys):
+    _our_networks()
+    from models.data import AVEDataset, make_synthetic_store
+    from models.release_checkpoint import sha256_of
+    from models.train import load_checkpoint
+    from pipeline.cli import main as avel
+
+    data_dir = tmp_path / "data"
+    make_synthetic_store(data_dir, 10, num_classes=28, shard_size=8, stores=("audio", "visual"))
+    net = release_network("dmrn")
+    source = save_release_pickle(net, tmp_path / "DMRN.pt", "dmrn")
+    run = tmp_path / "run"
+    args = ["import-checkpoint", str(source), "--arch", "dmrn", "--out", str(run)]
+    assert avel([*args, "--data-dir", str(data_dir)]) == 0
+    assert "imported as dmrn" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["imported"]["sha256"] == sha256_of(source)
+    assert config["imported"]["release_class"] == "models_fusion.TBMRF_Net"
+    model, payload = load_checkpoint(run / "best.pt")  # weights_only: a plain state dict
+    assert payload["sha256"] == sha256_of(source)
+    audio, visual = _inputs(2)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.softmax(model(audio, visual), -1), net(audio, visual),
+                                   rtol=0, atol=1e-6)  # fmt: skip
+    assert avel([*args, "--data-dir", str(data_dir)]) == 0  # same file: nothing to do
+    assert "already imported" in capsys.readouterr().out
+
+    assert avel(["evaluate", "--run", str(run), "--device", "cpu"]) == 0
+    result = json.loads((run / "eval-test.json").read_text())
+    test = AVEDataset(data_dir, "test", ("audio", "visual"))
+    batch = test.batch(list(range(len(test))))
+    with torch.no_grad():
+        predicted = net(batch["audio"], batch["visual"]).argmax(-1)
+    expected = (predicted == batch["segment_labels"]).float().mean().item()
+    assert result["segments"] == predicted.numel()
+    assert result["accuracy"] == pytest.approx(expected)
+
+
+def test_import_checkpoint_refuses_with_the_names(tmp_path, capsys):
+    from pipeline.cli import main as avel
+
+    net = release_network("av_att")
+    net.L2.weight = nn.Parameter(torch.zeros(28, 64))
+    source = save_release_pickle(net, tmp_path / "AV_att.pt", "av_att")
+    out = tmp_path / "run"
+    assert avel(["import-checkpoint", str(source), "--arch", "av_att", "--out", str(out)]) == 2
+    message = capsys.readouterr().out
+    assert "misshapen: L2.weight (found (28, 64), expected (29, 64))" in message
+    assert not (out / "config.json").exists()
