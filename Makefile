@@ -21,6 +21,11 @@ MISMATCHED ?=
 WEIGHTS ?=
 RUN ?=
 
+# import-checkpoint: a released trained model (CHECKPOINT=model/AV_att.pt; ARCH defaults to the class in the file)
+CHECKPOINT ?=
+ARCH ?=
+OUT ?=
+
 # annotations stage
 AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
@@ -82,6 +87,11 @@ train-avdln: $(STAMP_RUN) ffmpeg
 evaluate-crossmodal: $(STAMP_RUN) ffmpeg
 	$(AVEL) evaluate-crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" \
 		$(call opt,--run,$(RUN)) $(call opt,--weights,$(WEIGHTS))
+
+.PHONY: import-checkpoint
+import-checkpoint: $(STAMP_RUN) ffmpeg
+	$(AVEL) import-checkpoint "$(CHECKPOINT)" --data-dir "$(DATA_DIR)" $(call opt,--arch,$(ARCH)) \
+		$(call opt,--out,$(OUT))
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

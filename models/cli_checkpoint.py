@@ -1,4 +1,4 @@
-"""``avel import-checkpoint FILE --arch av_att|av_att_weak|dmrn``: a release model as an avel run.
+"""``avel import-checkpoint FILE [--arch av_att|av_att_weak|dmrn]``: a release model as an avel run.
 
 Reads one of the AVE release's PyTorch-0.3 whole-module pickles with the restricted unpickler
 (``models.release_checkpoint``; nothing in the file is executed), maps every tensor onto our network
@@ -19,26 +19,35 @@ BATCH_SIZE = 64  # the release's
 
 def run_import_checkpoint(
     source: str | Path,
-    arch: str,
+    arch: str = "auto",
     out: str | Path | None = None,
     data_dir: str | Path = "data",
     force: bool = False,
 ) -> dict:
-    """Import ``source`` as ``arch`` into ``out`` (default ``runs/release-<arch>``); returns a summary."""
-    from models.release_checkpoint import sha256_of
-    from models.release_import import ARCHS, PAPER_ACCURACY, RELEASE_FILE, load_release_model
+    """Import ``source`` into ``out`` (default ``runs/release-<arch>``); returns a summary.
+
+    ``arch="auto"`` takes the network from the class the pickle records (``models.att_Net`` ->
+    av_att, ``models_weakly.att_Net`` -> av_att_weak, ``models_fusion.TBMRF_Net`` -> dmrn).
+    """
+    from models.release_checkpoint import read_release_checkpoint
+    from models.release_import import (
+        PAPER_ACCURACY,
+        RELEASE_FILE,
+        build_release_model,
+        resolve_arch,
+    )
     from pipeline.io import write_json
 
-    if arch not in ARCHS:
-        raise ValueError(f"unknown release architecture {arch!r}; choose one of {ARCHS}")
+    ckpt = read_release_checkpoint(source)
+    arch = resolve_arch(arch, ckpt)
     source, out = Path(source), Path(out or f"runs/release-{arch}")
     config_path, best = out / "config.json", out / "best.pt"
-    if not force and config_path.is_file() and best.is_file() and source.is_file():
+    if not force and config_path.is_file() and best.is_file():
         old = json.loads(config_path.read_text()).get("imported", {})
-        if old.get("arch") == arch and old.get("sha256") == sha256_of(source):
+        if old.get("arch") == arch and old.get("sha256") == ckpt.sha256:
             return {**old, "run": str(out), "reused": True}
 
-    model, ckpt = load_release_model(source, arch)
+    model = build_release_model(arch, ckpt)
     from models.train import save_checkpoint
 
     config = dict(model.config)
@@ -97,7 +106,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run folder for `avel evaluate --run`.",
     )
     p.add_argument("checkpoint", help="model/AV_att.pt, model/AV_att_weak.pt or DMRN.pt")
-    p.add_argument("--arch", required=True, choices=("av_att", "av_att_weak", "dmrn"))
+    p.add_argument(
+        "--arch",
+        default="auto",
+        choices=("auto", "av_att", "av_att_weak", "dmrn"),
+        help="the release network (default: from the class recorded in the file)",
+    )
     p.add_argument("--out", default=None, help="run folder (default runs/release-<arch>)")
     p.add_argument("--data-dir", default="data", help="data folder evaluated by default")
     p.add_argument("--force", action="store_true", help="import again even if already imported")
@@ -108,7 +122,9 @@ def _main(args: argparse.Namespace) -> int:
     from models.release_checkpoint import ReleaseCheckpointError
 
     try:
-        summary = run_import_checkpoint(args.checkpoint, args.arch, args.out, args.data_dir, args.force)
+        summary = run_import_checkpoint(
+            args.checkpoint, args.arch, args.out, args.data_dir, args.force
+        )
     except ReleaseCheckpointError as exc:
         print(f"error: {exc}")
         return 2

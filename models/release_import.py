@@ -168,9 +168,23 @@ def build_release_model(arch: str, ckpt: ReleaseCheckpoint):
     return model.eval()
 
 
-def load_release_model(path: str | Path, arch: str):
-    """Read a release checkpoint and return (our network, the checkpoint record)."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown release architecture {arch!r}; choose one of {ARCHS}")
+def resolve_arch(arch: str, ckpt: ReleaseCheckpoint) -> str:
+    """``arch``, or for ``"auto"`` the one whose class the pickle records (``models.att_Net``...)."""
+    if arch != "auto":
+        if arch not in ARCHS:
+            raise ValueError(f"unknown release architecture {arch!r}; choose one of {ARCHS}")
+        return arch
+    for name, release_class in RELEASE_CLASS.items():
+        if ckpt.release_class == release_class:
+            return name
+    raise ReleaseCheckpointError(
+        f"{ckpt.path}: holds {ckpt.release_class or 'a state dict'}, none of the release's "
+        f"{', '.join(RELEASE_CLASS.values())}; name the network with --arch {'|'.join(ARCHS)}"
+    )
+
+
+def load_release_model(path: str | Path, arch: str = "auto"):
+    """Read a release checkpoint; return (our network, the checkpoint record, the arch)."""
     ckpt = read_release_checkpoint(path)
-    return build_release_model(arch, ckpt), ckpt
+    arch = resolve_arch(arch, ckpt)
+    return build_release_model(arch, ckpt), ckpt, arch

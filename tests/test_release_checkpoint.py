@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from models.release_checkpoint import ReleaseCheckpointError, read_release_checkpoint
-from models.release_import import RELEASE_CLASS, check_release_tensors, release_spec
+from models.release_import import RELEASE_CLASS, check_release_tensors, release_spec, resolve_arch
 from tests.release_pickles import Evil, release_network, save_release_pickle
 
 ARCHS = ("av_att", "av_att_weak", "dmrn")
@@ -88,6 +88,9 @@ def test_reads_zip_whole_module_and_state_dict(tmp_path):
         assert sorted(ckpt.tensors) == sorted(release_spec("dmrn"))
         for name, tensor in net.state_dict().items():
             assert torch.equal(ckpt.tensors[name], tensor), name
+    assert resolve_arch("auto", zipped) == "dmrn" and resolve_arch("dmrn", state) == "dmrn"
+    with pytest.raises(ReleaseCheckpointError, match="name the network with --arch"):
+        resolve_arch("auto", state)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +168,8 @@ def test_mapped_network_computes_the_release_forward(tmp_path, arch, nb_block):
     from models.release_import import load_release_model
 
     net = release_network(arch, **({"nb_block": nb_block} if nb_block else {}))
-    model, ckpt = load_release_model(save_release_pickle(net, tmp_path / "r.pt", arch), arch)
+    model, ckpt, found = load_release_model(save_release_pickle(net, tmp_path / "r.pt", arch))
+    assert found == arch  # from the class the pickle records
     audio, visual = _inputs()
     with torch.no_grad():
         logits, theirs = model(audio, visual), net(audio, visual)
@@ -202,7 +206,7 @@ def test_import_checkpoint_writes_an_evaluable_run(tmp_path, capsys):
     net = release_network("dmrn")
     source = save_release_pickle(net, tmp_path / "DMRN.pt", "dmrn")
     run = tmp_path / "run"
-    args = ["import-checkpoint", str(source), "--arch", "dmrn", "--out", str(run)]
+    args = ["import-checkpoint", str(source), "--out", str(run)]  # --arch auto: dmrn
     assert avel([*args, "--data-dir", str(data_dir)]) == 0
     assert "imported as dmrn" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
