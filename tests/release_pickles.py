@@ -6,8 +6,8 @@ The classes compute what the AVE release's ``att_Net`` (``models.py``, ``models_
 (non-zip) format, the class recorded under the release's module path (``models.att_Net``...),
 parameters pickled as calls of ``torch.nn.parameter.Parameter``, tensors rebuilt by
 ``torch._utils._rebuild_tensor``, a ``_backend`` object reduced to
-``torch.nn.backends.thnn._get_thnn_function_backend`` and LSTMs carrying an ``Unserializable``
-dropout descriptor.
+``torch.nn.backends.thnn._get_thnn_function_backend``, LSTMs carrying an ``Unserializable``
+dropout descriptor and their weights stored as views into one flat buffer (cuDNN).
 """
 
 from __future__ import annotations
@@ -214,9 +214,22 @@ RELEASE_PATHS = {
 }
 
 
+def _flat_lstm_weights(lstm: nn.LSTM) -> None:
+    """Make the LSTM's parameters views into one buffer, as cuDNN's ``flatten_parameters`` did."""
+    params = list(lstm.parameters())
+    flat = torch.cat([p.data.reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+
+
 def release_network(arch: str, seed: int = 0, **kwargs) -> nn.Module:
     torch.manual_seed(seed)
-    return RELEASE_PATHS[arch][0](**kwargs).eval()
+    net = RELEASE_PATHS[arch][0](**kwargs).eval()
+    _flat_lstm_weights(net.lstm_audio)
+    _flat_lstm_weights(net.lstm_video)
+    return net
 
 
 def save_release_pickle(net: nn.Module, path: Path, arch: str, zip_format: bool = False) -> Path:

@@ -68,6 +68,8 @@ def test_reads_legacy_pickle(tmp_path, arch):
     for name, tensor in expected.items():
         assert torch.equal(ckpt.tensors[name], tensor), name
     assert ckpt.attributes["hidden_dim"] == 128
+    # the LSTM weights share one buffer (cuDNN's flat weights), rebuilt as views into it
+    assert ckpt.tensors["lstm_video.weight_hh_l0"].storage_offset() > 0
     if arch == "dmrn":
         assert ckpt.attributes["nb_block"] == 2
     spec = check_release_tensors(arch, ckpt)
@@ -243,3 +245,22 @@ def test_import_checkpoint_refuses_with_the_names(tmp_path, capsys):
     message = capsys.readouterr().out
     assert "misshapen: L2.weight (found (28, 64), expected (29, 64))" in message
     assert not (out / "config.json").exists()
+
+
+def test_allow_list():
+    from collections import OrderedDict
+
+    from models.release_checkpoint import ReleaseModule, resolve_global
+
+    assert resolve_global("__builtin__", "set") is set  # Python 2 names
+    assert resolve_global("collections", "OrderedDict") is OrderedDict
+    for module, name in [("models", "att_Net"), ("models_fusion", "TBMRF_Net"),
+                         ("__main__", "att_Net"), ("torch.nn.modules.rnn", "LSTM")]:  # fmt: skip
+        cls = resolve_global(module, name)
+        assert issubclass(cls, ReleaseModule) and cls.release_class == f"{module}.{name}"
+    for module, name in [("builtins", "getattr"), ("builtins", "eval"), ("copy_reg", "_reconstructor"),
+                         ("torch", "load"), ("torch.nn.functional", "relu"), ("models", "helper"),
+                         ("torch._utils", "_rebuild_device_tensor_from_numpy"), ("os", "system"),
+                         ("subprocess", "Popen"), ("__main__", "Exploit")]:  # fmt: skip
+        with pytest.raises(ReleaseCheckpointError, match="not on the allow-list"):
+            resolve_global(module, name)
