@@ -24,7 +24,7 @@ def run_import_checkpoint(
     data_dir: str | Path = "data",
     force: bool = False,
 ) -> dict:
-    """Import ``source`` into ``out`` (default ``runs/release-<arch>``); returns a summary.
+    """Import ``source`` into ``out`` (default ``runs/release-<file name>``); returns a summary.
 
     ``arch="auto"`` takes the network from the class the pickle records (``models.att_Net`` ->
     av_att, ``models_weakly.att_Net`` -> av_att_weak, ``models_fusion.TBMRF_Net`` -> dmrn).
@@ -36,11 +36,13 @@ def run_import_checkpoint(
         build_release_model,
         resolve_arch,
     )
+    from models.train import save_checkpoint
     from pipeline.io import write_json
 
     ckpt = read_release_checkpoint(source)
     arch = resolve_arch(arch, ckpt)
-    source, out = Path(source), Path(out or f"runs/release-{arch}")
+    source = Path(source)
+    out = Path(out or f"runs/release-{source.stem}")
     config_path, best = out / "config.json", out / "best.pt"
     if not force and config_path.is_file() and best.is_file():
         old = json.loads(config_path.read_text()).get("imported", {})
@@ -48,8 +50,6 @@ def run_import_checkpoint(
             return {**old, "run": str(out), "reused": True}
 
     model = build_release_model(arch, ckpt)
-    from models.train import save_checkpoint
-
     config = dict(model.config)
     name, num_classes = config.pop("name"), config.pop("num_classes")
     imported = {
@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("auto", "av_att", "av_att_weak", "dmrn"),
         help="the release network (default: from the class recorded in the file)",
     )
-    p.add_argument("--out", default=None, help="run folder (default runs/release-<arch>)")
+    p.add_argument("--out", default=None, help="run folder (default runs/release-<file name>)")
     p.add_argument("--data-dir", default="data", help="data folder evaluated by default")
     p.add_argument("--force", action="store_true", help="import again even if already imported")
     p.set_defaults(func=_main)

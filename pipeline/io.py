@@ -23,6 +23,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         prefix=f".{path.name}.", suffix=suffix if suffix is not None else ".tmp", dir=path.parent
     )
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary shared files
     tmp_path = Path(tmp)
     try:
         yield tmp_path
