@@ -20,12 +20,19 @@ AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
 AUDIOSET_CSV ?=
 
+# demo (make demo): a generated event set served on loopback, run through every stage
+DEMO_DATA_DIR ?= data/demo
+DEMO_RUN_DIR ?= runs/demo
+CLIPS ?=
+SEED ?=
+FRAMES_PER_SEGMENT ?=
+
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup ffmpeg annotations test lint clean
+.PHONY: help setup ffmpeg annotations demo test lint clean
 
 help:
 	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -55,6 +62,11 @@ ffmpeg:
 annotations: $(STAMP_RUN) ffmpeg
 	$(AVEL) annotations --data-dir "$(DATA_DIR)" $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
 		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--audioset-csv,$(AUDIOSET_CSV))
+
+demo: $(STAMP_RUN) ffmpeg
+	$(AVEL) demo --data-dir "$(DEMO_DATA_DIR)" --run-dir "$(DEMO_RUN_DIR)" $(call opt,--clips,$(CLIPS)) \
+		$(call opt,--seed,$(SEED)) $(call opt,--frames-per-segment,$(FRAMES_PER_SEGMENT)) \
+		$(call opt,--epochs,$(EPOCHS))
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

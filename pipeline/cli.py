@@ -9,6 +9,7 @@ import sys
 #: Modules that register subcommands, in pipeline order. Each exposes ``register(subparsers)``.
 COMMAND_MODULES = [
     "pipeline.annotations",
+    "pipeline.demo.run",
 ]
 
 
