@@ -20,7 +20,7 @@ from pipeline.demo.server import parse_range, serve_folder
 from pipeline.demo.synth import CLASSES, SOURCE_SECONDS, generate_demo_set, plan_clips
 
 REPO = Path(__file__).resolve().parents[1]
-N_CLIPS, SEED, SIZE, FPS = 6, 0, (128, 96), 8
+N_CLIPS, SEED, SIZE, FPS = 4, 0, (128, 96), 8  # 4 clips: train 2, val 1, test 1
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +197,7 @@ def test_server_honours_ranges_and_404s(tmp_path: Path, demo_set) -> None:
 # --------------------------------------------------------------------------- orchestration
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_and_rerun_skips(demo_runs) -> None:
     root, (proc1, first), (proc2, second) = demo_runs
     assert proc1.returncode == 0, proc1.stdout[-3000:] + proc1.stderr[-3000:]
@@ -233,3 +234,24 @@ def test_read_metrics_is_defensive(tmp_path: Path) -> None:
     assert read_metrics(tmp_path) == {"accuracy": 0.62, "a2v": 0.3, "v2a": 25.0}
     (tmp_path / "metrics.json").write_text("not json")
     assert read_metrics(tmp_path) == {}
+    seed = tmp_path / "seed-0"  # per-seed files below, mean +- std dicts, unrelated a2v keys
+    seed.mkdir()
+    (seed / "metrics.json").write_text(
+        json.dumps({"val_accuracy": 0.9, "a2v_start_mae": 1.5, "test": {"a2v_accuracy": 0.4}})
+    )
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"test_accuracy": {"mean": 0.5, "std": 0.1}, "v2a_accuracy": {"mean": 0.2}})
+    )
+    assert read_metrics(tmp_path) == {"accuracy": 0.5, "a2v": 0.4, "v2a": 0.2}
+
+
+def test_available_commands_sees_nested_and_positional_subcommands() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    sub.add_parser("train").add_argument("mode", choices=["supervised", "weak"])
+    sub.add_parser("features").add_argument("--features")
+    have = available_commands(parser)
+    assert {("train",), ("train", "supervised"), ("train", "weak"), ("features",)} <= have
+    assert ("demo",) in available_commands() and ("annotations",) in available_commands()

@@ -82,15 +82,20 @@ class StepResult:
 
 
 def cached_weights(data_dir: Path) -> dict[str, Path | None]:
-    """Pretrained backbone files present in the local caches (None where absent)."""
-    vggish = Path(data_dir) / "weights" / "vggish" / "vggish_model.pt"
+    """Pretrained backbone files present in the local caches (None where absent): the converted
+    VGGish file of the demo's data dir or of the default data dir beside it, and VGG-19 in the
+    torch hub or Keras cache."""
+    vggish = [
+        Path(d) / "weights" / "vggish" / "vggish_model.pt"
+        for d in (data_dir, Path(data_dir).parent)
+    ]
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
     vgg19 = [
         torch_home / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth",
         Path.home() / ".keras" / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ]
     return {
-        "vggish": vggish if vggish.is_file() else None,
+        "vggish": next((p for p in vggish if p.is_file()), None),
         "vgg19": next((p for p in vgg19 if p.is_file()), None),
     }
 
@@ -117,10 +122,17 @@ def feature_stores_random(data_dir: Path) -> bool | None:
 # --------------------------------------------------------------------------- the step list
 
 
-def demo_steps(cfg: DemoConfig, random_weights: bool) -> list[Step]:
-    """The pipeline the demo runs, in order (flags as each stage's CLI defines them)."""
+def demo_steps(cfg: DemoConfig, cached: dict[str, Path | None]) -> list[Step]:
+    """The pipeline the demo runs, in order (flags as each stage's CLI defines them). Localization
+    runs are evaluated on test by ``train`` itself (best-on-val checkpoint); the cross-modal run has
+    its own ``evaluate-crossmodal``."""
     d, r, g = str(cfg.data_dir), Path(cfg.run_dir), cfg.synth_dir
     common = ["--data-dir", d]
+    weights = ["--no-download"]
+    if cached.get("vggish") is not None:
+        weights += ["--vggish-checkpoint", str(cached["vggish"])]
+    if not all(cached.values()):
+        weights.append("--allow-random-weights")
     steps = [
         Step("annotations", ("annotations",),
              [*common, "--ave-annotations", str(g / "Annotations.txt"), "--ave-splits", str(g),
@@ -131,35 +143,33 @@ def demo_steps(cfg: DemoConfig, random_weights: bool) -> list[Step]:
              needs=("annotations",)),
         Step("segments", ("segments",), [*common, "--frames-per-segment", str(cfg.frames_per_segment)],
              needs=("download",)),
-        Step("features", ("features",),
-             [*common, "--features", "audio,visual", *(["--allow-random-weights"] if random_weights else [])],
+        Step("features", ("features",), [*common, "--features", "audio,visual", *weights],
              needs=("segments",)),
     ]  # fmt: skip
-    train = [*common, "--epochs", str(cfg.epochs), "--seed", str(cfg.seed)]
-    runs: list[tuple[str, tuple[str, ...], str, Path]] = [
-        (f"train supervised {m}", ("train", "supervised"), m, r / f"supervised_{m}")
-        for m in SUPERVISED_MODELS
-    ]
-    runs.append(("train weak av_att", ("train", "weak"), "av_att", r / "weak_av_att"))
-    runs.append(("train-crossmodal avdln", ("train-crossmodal",), "avdln", r / "crossmodal_avdln"))
-    for name, command, model, run_dir in runs:
+    train = [*common, "--epochs", str(cfg.epochs), "--seeds", str(cfg.seed)]
+    for mode, model in [*(("supervised", m) for m in SUPERVISED_MODELS), ("weak", "av_att")]:
+        name = f"{mode}_{model}"
         steps.append(
-            Step(name, command, [*train, "--model", model, "--run-dir", str(run_dir)],
-                 needs=("features",), run_dir=run_dir)
+            Step(f"train {mode} {model}", ("train", mode),
+                 [*train, "--model", model, "--run-dir", str(r), "--name", name],
+                 needs=("features",), run_dir=r / name)
         )  # fmt: skip
-    for name, _, _, run_dir in runs:
-        steps.append(
-            Step(f"evaluate {run_dir.name}", ("evaluate",), [*common, "--run-dir", str(run_dir)],
-                 needs=(name,))
-        )  # fmt: skip
+    cross = r / "crossmodal_avdln"
+    steps += [
+        Step("train-crossmodal avdln", ("train-crossmodal",),
+             [*train, "--model", "avdln", "--run-dir", str(cross)], needs=("features",), run_dir=cross),
+        Step("evaluate-crossmodal avdln", ("evaluate-crossmodal",), [*common, "--run", str(cross)],
+             needs=("train-crossmodal avdln",)),
+    ]  # fmt: skip
     return steps
 
 
 # --------------------------------------------------------------------------- running
 
 
-def available_commands() -> set[tuple[str, ...]]:
-    """Every (sub)command path the CLI registers, e.g. ("annotations",), ("train", "weak")."""
+def available_commands(parser: argparse.ArgumentParser | None = None) -> set[tuple[str, ...]]:
+    """Every (sub)command path the CLI registers, e.g. ("annotations",), ("train", "weak"); a
+    positional argument with choices counts as a level of subcommands."""
     from pipeline.cli import build_parser
 
     found: set[tuple[str, ...]] = set()
@@ -170,8 +180,10 @@ def available_commands() -> set[tuple[str, ...]]:
                 for name, sub in action.choices.items():
                     found.add((*prefix, name))
                     walk(sub, (*prefix, name))
+            elif prefix and not action.option_strings and action.choices:
+                found.update((*prefix, str(c)) for c in action.choices)  # `train {supervised,weak}`
 
-    walk(build_parser(), ())
+    walk(parser or build_parser(), ())
     return found
 
 
@@ -254,44 +266,52 @@ def run_steps(cfg: DemoConfig, steps: list[Step], base_url: str) -> list[StepRes
 # --------------------------------------------------------------------------- reading results
 
 
-def _flatten(obj: object, prefix: str = "") -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
+def _leaves(obj: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float]]:
+    """Numeric leaves of a JSON object as (lower-cased key path, value); ``{mean, std}`` dicts
+    count as their mean."""
     if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(obj, bool):
-        pass
-    elif isinstance(obj, int | float):
-        out.append((prefix, float(obj)))
-    return out
+        if "mean" in obj and not isinstance(obj["mean"], dict):
+            return _leaves(obj["mean"], path)
+        return [leaf for k, v in obj.items() for leaf in _leaves(v, (*path, str(k).lower()))]
+    if isinstance(obj, bool) or not isinstance(obj, int | float) or obj != obj:  # NaN
+        return []
+    return [(path, float(obj))]
+
+
+def _pick(
+    leaves: list[tuple[tuple[str, ...], float]], match: Callable[[str], bool]
+) -> float | None:
+    """The first leaf whose last key matches, never a train/val figure, test figures first."""
+    hits = [
+        (path, v) for path, v in leaves
+        if path and match(path[-1]) and not any(k.startswith(("val", "train")) for k in path)
+    ]  # fmt: skip
+    hits.sort(key=lambda h: not any("test" in k for k in h[0]))
+    return hits[0][1] if hits else None
 
 
 def read_metrics(run_dir: Path) -> dict[str, float]:
-    """Test accuracy and A2V/V2A from a run dir's JSON files, whatever their exact key names."""
-    values: list[tuple[str, float]] = []
-    for name in (
-        "metrics.json",
-        "evaluation.json",
-        "eval.json",
-        "results.json",
-        "test_metrics.json",
-    ):
+    """Test accuracy and A2V/V2A of a run, read defensively from its JSON files (the run dir's own
+    first, then those of its seed folders), whatever the exact key names."""
+    run_dir = Path(run_dir)
+    names = ("summary.json", "metrics.json", "evaluation.json", "eval.json", "results.json")
+    files = [run_dir / n for n in names] + sorted(
+        p for n in names for p in run_dir.rglob(n) if p.parent != run_dir
+    )
+    leaves: list[tuple[tuple[str, ...], float]] = []
+    for path in files:
         try:
-            values += _flatten(json.loads((Path(run_dir) / name).read_text()))
+            leaves += _leaves(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
-    found: dict[str, float] = {}
-    leaf = [(path.lower(), path.lower().rsplit(".", 1)[-1], v) for path, v in values]
-    for key in ACCURACY_KEYS:
-        hits = [v for path, last, v in leaf if last == key and "val" not in path.split(".")[0]]
-        hits = hits or [v for path, last, v in leaf if path.endswith(f"test.{key}")]
-        if hits:
-            found["accuracy"] = hits[-1]
-            break
+    found = {}
+    accuracy = _pick(leaves, lambda k: k in ACCURACY_KEYS)
+    if accuracy is not None:
+        found["accuracy"] = accuracy
     for name in ("a2v", "v2a"):
-        hits = [v for path, last, v in leaf if name in last and "val" not in last]
-        if hits:
-            found[name] = hits[-1]
+        value = _pick(leaves, lambda k, n=name: k == n or (n in k and "acc" in k))
+        if value is not None:
+            found[name] = value
     return found
 
 
@@ -356,7 +376,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     cached = cached_weights(cfg.data_dir)
     random_weights = not all(cached.values())
-    steps = demo_steps(cfg, random_weights)
+    steps = demo_steps(cfg, cached)
     with serve_folder(paths["videos"]) as base_url:  # type: ignore[index]
         print(f"==> serving {paths['videos']} at {base_url}", flush=True)  # type: ignore[index]
         results.append(StepResult("serve", OK, 0.0, base_url))
