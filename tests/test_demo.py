@@ -15,7 +15,18 @@ import pandas as pd
 import pytest
 
 from pipeline.annotations import AnnotationsConfig, load_manifest, run_annotations
-from pipeline.demo.run import DONE, FAILED, MISSING, OK, available_commands, read_metrics
+from pipeline.demo.run import (
+    BLOCKED,
+    DONE,
+    FAILED,
+    MISSING,
+    OK,
+    DemoConfig,
+    Step,
+    available_commands,
+    read_metrics,
+    run_steps,
+)
 from pipeline.demo.server import parse_range, serve_folder
 from pipeline.demo.synth import CLASSES, SOURCE_SECONDS, generate_demo_set, plan_clips
 
@@ -255,3 +266,28 @@ def test_available_commands_sees_nested_and_positional_subcommands() -> None:
     have = available_commands(parser)
     assert {("train",), ("train", "supervised"), ("train", "weak"), ("features",)} <= have
     assert ("demo",) in available_commands() and ("annotations",) in available_commands()
+
+
+def test_run_steps_skips_reruns_and_reports_missing(demo_set, tmp_path: Path) -> None:
+    """A finished step is skipped, rerun when a step it needs ran again; an unregistered stage is
+    'not available' and what needs it is blocked."""
+    cfg = DemoConfig(data_dir=tmp_path / "data", run_dir=tmp_path / "runs", echo=False)
+    g = demo_set["dir"]
+    steps = [
+        Step("annotations", ("annotations",),
+             ["--data-dir", str(cfg.data_dir), "--ave-annotations", str(g / "Annotations.txt"),
+              "--ave-splits", str(g), "--audioset-csv", str(g / "segments.csv")],
+             outputs=[cfg.data_dir / "manifest.parquet"], needs=("generate",)),
+        Step("future", ("no-such-stage",), [], needs=("annotations",)),
+        Step("after future", ("annotations",), ["--data-dir", str(cfg.data_dir)], needs=("future",)),
+    ]  # fmt: skip
+
+    def statuses(generate: str) -> list[str]:
+        return [r.status for r in run_steps(cfg, steps, "http://unused", {"generate": generate})]
+
+    assert statuses(DONE) == [OK, MISSING, BLOCKED]
+    assert statuses(DONE) == [DONE, MISSING, BLOCKED]
+    assert statuses(OK) == [OK, MISSING, BLOCKED]  # regenerated inputs: annotations runs again
+    steps[0].args[-1] = str(tmp_path / "absent.csv")  # a failing stage is reported, with its log
+    failed = run_steps(cfg, steps[:1], "http://unused", {"generate": DONE})[0]
+    assert failed.status == FAILED and "absent.csv" in failed.detail

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +136,7 @@ def demo_steps(cfg: DemoConfig, cached: dict[str, Path | None]) -> list[Step]:
         Step("annotations", ("annotations",),
              [*common, "--ave-annotations", str(g / "Annotations.txt"), "--ave-splits", str(g),
               "--audioset-csv", str(g / "segments.csv")],
-             outputs=[Path(d) / "manifest.parquet"]),
+             outputs=[Path(d) / "manifest.parquet"], needs=("generate",)),
         Step("download", ("download",),
              [*common, "--url-template", "{base_url}/{youtube_id}.mp4", "--sleep", "0", "--workers", "2"],
              needs=("annotations",)),
@@ -203,25 +202,28 @@ def is_done(cfg: DemoConfig, step: Step) -> bool:
 
 
 def run_cli(cfg: DemoConfig, argv: list[str], log_path: Path) -> tuple[int, str]:
-    """Run ``python -m pipeline.cli argv``; stream and log its output; return (rc, output tail)."""
+    """Run ``python -m pipeline.cli argv``; pass its output through (progress bars intact) and into
+    ``log_path``; return (exit code, the last lines of output)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("PYTHONUNBUFFERED", "1")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    tail: deque[str] = deque(maxlen=15)
-    with open(log_path, "w", encoding="utf-8") as log:
+    tail = b""
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [cfg.python, "-m", "pipeline.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", env=env,
+            env=env,
         )  # fmt: skip
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line.rstrip())
+        while chunk := proc.stdout.read1(1 << 16):
+            log.write(chunk)
+            tail = (tail + chunk)[-4000:]
             if cfg.echo:
-                print("    " + line, end="", flush=True)
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
         rc = proc.wait()
-    return rc, "\n".join(tail)
+    lines = tail.decode("utf-8", "replace").replace("\r", "\n").splitlines()
+    return rc, "\n".join(line for line in lines[-15:] if line.strip())
 
 
 def _timed(fn: Callable[[], object]) -> tuple[object, float]:
@@ -230,19 +232,25 @@ def _timed(fn: Callable[[], object]) -> tuple[object, float]:
     return out, time.perf_counter() - t0
 
 
-def run_steps(cfg: DemoConfig, steps: list[Step], base_url: str) -> list[StepResult]:
+def run_steps(
+    cfg: DemoConfig, steps: list[Step], base_url: str, status: dict[str, str] | None = None
+) -> list[StepResult]:
+    """Run the steps in order. ``status`` holds what ran before them (e.g. {"generate": OK}); a step
+    is skipped only when it finished earlier AND none of the steps it needs ran again now."""
     have = available_commands()
-    status: dict[str, str] = {}
+    status = dict(status or {})
     results = []
     for step in steps:
         label = " ".join(step.command)
         unmet = [n for n in step.needs if status.get(n) not in (OK, DONE)]
+        upstream_ran = any(status.get(n) == OK for n in step.needs)
         if step.command not in have:
             res = StepResult(step.name, MISSING, detail=f"`avel {label}` is not registered")
         elif unmet:
             res = StepResult(step.name, BLOCKED, detail=f"needs {', '.join(unmet)}")
-        elif not cfg.force and is_done(cfg, step):
-            res = StepResult(step.name, DONE)
+        elif not cfg.force and not upstream_ran and is_done(cfg, step):
+            took = json.loads(_stamp_path(cfg, step).read_text()).get("seconds")
+            res = StepResult(step.name, DONE, detail=f"took {took:.1f}s then" if took else "")
         else:
             argv = [*step.command, *(a.replace("{base_url}", base_url) for a in step.args)]
             print(f"\n==> avel {' '.join(argv)}", flush=True)
@@ -373,6 +381,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         lambda: generate_demo_set(cfg.synth_dir, n_clips=cfg.clips, seed=cfg.seed, force=cfg.force)
     )
     results = [StepResult("generate", DONE if done_before else OK, seconds)]
+    before = {"generate": results[0].status}
 
     cached = cached_weights(cfg.data_dir)
     random_weights = not all(cached.values())
@@ -380,7 +389,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     with serve_folder(paths["videos"]) as base_url:  # type: ignore[index]
         print(f"==> serving {paths['videos']} at {base_url}", flush=True)  # type: ignore[index]
         results.append(StepResult("serve", OK, 0.0, base_url))
-        results += run_steps(cfg, steps, base_url)
+        results += run_steps(cfg, steps, base_url, before)
 
     store_random = feature_stores_random(cfg.data_dir)
     if store_random is True or (store_random is None and random_weights):
