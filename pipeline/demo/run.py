@@ -338,7 +338,9 @@ def format_table(summary: dict) -> str:
         lines.append(f"{s['name']:<{width}}{took:>9}  {s['status']}{detail}")
     lines.append(f"{'total':<{width}}{summary['total_seconds']:>8.1f}s")
     if summary["models"]:
-        lines += ["", f"{'model run':<28}{'test acc':>10}{'A2V':>9}{'V2A':>9}"]
+        random = summary["settings"]["weights"].startswith("RANDOM")
+        lines += ["", f"{'model run':<28}{'test acc':>10}{'A2V':>9}{'V2A':>9}"
+                  + ("   features from RANDOM weights" if random else "")]  # fmt: skip
         for run, m in summary["models"].items():
             lines.append(
                 f"{run:<28}{_pct(m.get('accuracy')):>10}{_pct(m.get('a2v')):>9}{_pct(m.get('v2a')):>9}"
