@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "models.evaluate",
     "models.attention_maps",
     "pipeline.bench",
+    "pipeline.demo.run",
 ]
 
 
