@@ -42,8 +42,8 @@ class DemoConfig:
     run_dir: Path = Path("runs/demo")
     clips: int = 30
     seed: int = 0
-    frames_per_segment: int = 2
-    epochs: int = 5
+    frames_per_segment: int = 1
+    epochs: int = 20
     force: bool = False
     python: str = sys.executable
     echo: bool = True  # stream each stage's output to stdout
@@ -146,11 +146,12 @@ def demo_steps(cfg: DemoConfig, cached: dict[str, Path | None]) -> list[Step]:
              needs=("segments",)),
     ]  # fmt: skip
     train = [*common, "--epochs", str(cfg.epochs), "--seeds", str(cfg.seed)]
+    small_batches = ["--batch-size", "8"]  # ~20 training clips: several steps per epoch
     for mode, model in [*(("supervised", m) for m in SUPERVISED_MODELS), ("weak", "av_att")]:
         name = f"{mode}_{model}"
         steps.append(
             Step(f"train {mode} {model}", ("train", mode),
-                 [*train, "--model", model, "--run-dir", str(r), "--name", name],
+                 [*train, *small_batches, "--model", model, "--run-dir", str(r), "--name", name],
                  needs=("features",), run_dir=r / name)
         )  # fmt: skip
     cross = r / "crossmodal_avdln"
