@@ -82,6 +82,12 @@ NUM_SHARDS ?=
 SHARD_INDEX ?=
 SHARD_SIZE ?=
 MERGE ?=
+# demo (make demo): a generated event set served on loopback, run through every stage
+DEMO_DATA_DIR ?= data/demo
+DEMO_RUN_DIR ?= runs/demo
+CLIPS ?=
+SEED ?=
+FRAMES_PER_SEGMENT ?=
 
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 flag = $(if $(strip $(2)),$(1))
@@ -89,7 +95,7 @@ flag = $(if $(strip $(2)),$(1))
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps bench
+.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps bench demo
 
 help:
 	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -195,6 +201,11 @@ QUICK ?=
 bench: $(STAMP_RUN) ffmpeg
 	$(AVEL) bench --data-dir "$(DATA_DIR)" --device "$(DEVICE)" $(call opt,--out-dir,$(OUT_DIR)) \
 		$(if $(strip $(QUICK)),--quick)
+
+demo: $(STAMP_RUN) ffmpeg
+	$(AVEL) demo --data-dir "$(DEMO_DATA_DIR)" --run-dir "$(DEMO_RUN_DIR)" $(call opt,--clips,$(CLIPS)) \
+		$(call opt,--seed,$(SEED)) $(call opt,--frames-per-segment,$(FRAMES_PER_SEGMENT)) \
+		$(call opt,--epochs,$(EPOCHS))
 
 .PHONY: import-checkpoint
 import-checkpoint: $(STAMP_RUN) ffmpeg

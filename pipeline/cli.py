@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "models.attention_maps",
     "models.cli_checkpoint",
     "pipeline.bench",
+    "pipeline.demo.run",
 ]
 
 

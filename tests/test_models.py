@@ -166,3 +166,11 @@ def test_release_loss_is_soft_margin_on_softmax():
         loss_fn(logits, target, "ce", 29),
         nn.functional.cross_entropy(logits.reshape(-1, 29), target.reshape(-1)),
     )
+
+
+def test_build_model_reaches_crossmodal_networks():
+    import models
+
+    avdln = models.build_model("avdln")
+    assert sum(p.numel() for p in avdln.parameters()) == 98_688
+    assert {"avdln", "dcca", "dmrn"} <= set(models.model_names())
