@@ -67,6 +67,7 @@ class Step:
     outputs: list[Path] = field(default_factory=list)  # must exist for the step to count as done
     needs: tuple[str, ...] = ()
     run_dir: Path | None = None  # a training run whose metrics the summary reads
+    rebuild_args: tuple[str, ...] = ()  # added when a step it needs ran again (stale outputs)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def demo_steps(cfg: DemoConfig, cached: dict[str, Path | None]) -> list[Step]:
         Step("segments", ("segments",), [*common, "--frames-per-segment", str(cfg.frames_per_segment)],
              needs=("download",)),
         Step("features", ("features",), [*common, "--features", "audio,visual", *weights],
-             needs=("segments",)),
+             needs=("segments",), rebuild_args=("--force",)),
     ]  # fmt: skip
     train = [*common, "--epochs", str(cfg.epochs), "--seeds", str(cfg.seed)]
     small_batches = ["--batch-size", "8"]  # ~20 training clips: several steps per epoch
@@ -152,7 +153,7 @@ def demo_steps(cfg: DemoConfig, cached: dict[str, Path | None]) -> list[Step]:
         steps.append(
             Step(f"train {mode} {model}", ("train", mode),
                  [*train, *small_batches, "--model", model, "--run-dir", str(r), "--name", name],
-                 needs=("features",), run_dir=r / name)
+                 needs=("features",), run_dir=r / name, rebuild_args=("--force",))
         )  # fmt: skip
     cross = r / "crossmodal_avdln"
     steps += [
@@ -189,6 +190,25 @@ def available_commands(parser: argparse.ArgumentParser | None = None) -> set[tup
 
 def _stamp_path(cfg: DemoConfig, step: Step) -> Path:
     return cfg.stamp_dir / (step.name.replace(" ", "_") + ".json")
+
+
+def _finished_at(cfg: DemoConfig, name: str) -> float:
+    try:
+        stamp = json.loads((cfg.stamp_dir / (name.replace(" ", "_") + ".json")).read_text())
+    except (OSError, ValueError):
+        return 0.0
+    return float(stamp.get("finished_at", 0.0))
+
+
+def _stale_since_last_attempt(cfg: DemoConfig, step: Step) -> bool:
+    """A step needed by this one finished after this one's last attempt (e.g. a run that failed or
+    was killed after its inputs changed): its partial outputs are stale."""
+    attempt = cfg.stamp_dir / (step.name.replace(" ", "_") + ".attempt")
+    try:
+        last = float(attempt.read_text())
+    except (OSError, ValueError):
+        return False
+    return any(_finished_at(cfg, n) > last for n in step.needs)
 
 
 def is_done(cfg: DemoConfig, step: Step) -> bool:
@@ -254,13 +274,18 @@ def run_steps(
             res = StepResult(step.name, DONE, detail=f"took {took:.1f}s then" if took else "")
         else:
             argv = [*step.command, *(a.replace("{base_url}", base_url) for a in step.args)]
+            if upstream_ran or cfg.force or _stale_since_last_attempt(cfg, step):
+                argv += step.rebuild_args
+            attempt = cfg.stamp_dir / (step.name.replace(" ", "_") + ".attempt")
+            attempt.parent.mkdir(parents=True, exist_ok=True)
+            attempt.write_text(f"{time.time()}")
             print(f"\n==> avel {' '.join(argv)}", flush=True)
             log = cfg.stamp_dir / "logs" / (step.name.replace(" ", "_") + ".log")
             (rc, tail), seconds = _timed(lambda argv=argv, log=log: run_cli(cfg, argv, log))
             missing = [str(p) for p in step.outputs if not p.exists()]
             if rc == 0 and not missing:
                 write_json(
-                    {"argv": [*step.command, *step.args], "seconds": seconds},
+                    {"argv": [*step.command, *step.args], "seconds": seconds, "finished_at": time.time()},
                     _stamp_path(cfg, step),
                 )
                 res = StepResult(step.name, OK, seconds)
