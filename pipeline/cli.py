@@ -19,7 +19,9 @@ COMMAND_MODULES = [
     "models.train",
     "models.evaluate",
     "models.attention_maps",
+    "models.cli_checkpoint",
     "pipeline.bench",
+    "pipeline.demo.run",
 ]
 
 
