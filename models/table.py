@@ -41,7 +41,6 @@ class Entry:
     options: dict[str, Any] = field(default_factory=dict)
     mode: str = "supervised"
     paper: float | None = None  # test segment accuracy %, AVE reference 5
-    stores: tuple[str, ...] = ()  # extra stores beyond the usual ones (for the skip message)
 
     def experiment(self) -> str | None:
         """Experiment name; None keeps the trainer's default (shared with ``avel train``)."""
@@ -73,13 +72,8 @@ TABLES: dict[str, list[Entry]] = {
         Entry("dmrn", "DMRN", "dmrn", paper=73.1),
         Entry("dmrfe", "DMRFE", "dmrfe", paper=73.3),
         Entry("edtcn", "ED-TCN (V features)", "edtcn", paper=46.9),
-        Entry(
-            "v_att_audio",
-            "A-att (visual-guided audio attention)",
-            "v_att_audio",
-            stores=("audio_maps",),
-        ),
-        Entry("co_att", "A-att+V-att (co-attention)", "co_att", stores=("audio_maps",)),
+        Entry("v_att_audio", "A-att (visual-guided audio attention)", "v_att_audio"),
+        Entry("co_att", "A-att+V-att (co-attention)", "co_att"),
     ],  # fmt: skip
     "weak": [
         Entry("a", "A", "a", mode="weak", paper=53.4),

@@ -225,13 +225,18 @@ def test_trainer_trains_fusion_and_audio_map_models(model, options, data_dir, tm
     )
 
 
-def test_fusion_table_lists_every_method_at_every_position():
+def test_fusion_table_lists_every_method_at_every_position(capsys):
     fusion = {e.key: e for e in TABLES["fusion"]}
     assert len(fusion) == 8 * 3 + 2
     assert fusion["gmu-late"].model == "gmu" and fusion["gmu-late"].options == {"position": "late"}
     assert fusion["concat-late"].model == "av_att" and fusion["concat-late"].paper == 72.7
     assert (fusion["dmrn"].paper, fusion["dmrfe"].paper) == (73.1, 73.3)
     assert {e.key: e.paper for e in TABLES["weak"]}["av_att"] == 66.7
+    assert avel(["table", "fusion", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 26 and listed[0].split()[:2] == ["additive-early", "additive"]
+    with pytest.raises(ValueError, match="no configuration"):
+        TableConfig("data", "fusion", only=("gmu-middle",))
 
 
 def test_table_runs_two_seeds_resumes_and_skips_missing_stores(data_dir, tmp_path):
