@@ -42,10 +42,6 @@ class Entry:
     mode: str = "supervised"
     paper: float | None = None  # test segment accuracy %, AVE reference 5
 
-    def experiment(self) -> str | None:
-        """Experiment name; None keeps the trainer's default (shared with ``avel train``)."""
-        return f"{self.mode}-{self.key}" if self.options else None
-
 
 def _fusion_entries() -> list[Entry]:
     out = []
@@ -149,7 +145,7 @@ def run_entry(cfg: TableConfig, entry: Entry, progress: bool = True) -> dict[str
     train_cfg = TrainConfig(
         data_dir=cfg.data_dir, mode=entry.mode, model=entry.model, epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seeds[0], run_dir=cfg.run_dir,
-        name=entry.experiment(), mil=cfg.mil, device=cfg.device, eval_every=cfg.eval_every,
+        name=None, mil=cfg.mil, device=cfg.device, eval_every=cfg.eval_every,
         background_videos=cfg.background_videos and entry.mode == "weak",
         model_options=dict(entry.options),
     )  # fmt: skip

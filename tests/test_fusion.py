@@ -213,6 +213,8 @@ def test_trainer_trains_fusion_and_audio_map_models(model, options, data_dir, tm
     cfg = TrainConfig(str(data_dir), model=model, epochs=10, batch_size=2, lr=3e-3, eval_every=5,
                       run_dir=str(tmp_path), model_options=options)  # fmt: skip
     metrics = train_seed(cfg, progress=False)
+    suffix = "".join(f"-{k}-{v}" for k, v in options.items())  # options name the experiment
+    assert cfg.seed_dir() == tmp_path / f"supervised-{model}{suffix}" / "seed-1"
     epochs = [
         json.loads(line) for line in (cfg.seed_dir() / "metrics.jsonl").read_text().splitlines()
     ]
@@ -268,3 +270,13 @@ def test_table_runs_two_seeds_resumes_and_skips_missing_stores(data_dir, tmp_pat
                                     batch_size=16, only=("co_att",)), progress=False)  # fmt: skip
     assert summary["skipped"] == ["co_att"] and summary["trained"] == 0
     assert "AUDIO_MAPS=1" in (runs / "tables" / "models.md").read_text()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model,options", [("gmu", {"position": "decision"}), ("co_att", {}),
+                                           ("edtcn", {})])  # fmt: skip
+def test_trains_on_cuda(model, options, data_dir, tmp_path):
+    cfg = TrainConfig(str(data_dir), model=model, epochs=2, batch_size=4, device="cuda",
+                      run_dir=str(tmp_path), model_options=options)  # fmt: skip
+    metrics = train_seed(cfg, progress=False)
+    assert metrics["device"].startswith("cuda") and 0 <= metrics["test_accuracy"] <= 1
