@@ -20,6 +20,16 @@ BATCH_SIZE ?=
 MISMATCHED ?=
 WEIGHTS ?=
 RUN ?=
+# models stage (MODEL, EPOCHS, SEEDS, RUN_DIR, DEVICE above)
+BATCH_SIZE ?=
+LR ?=
+LOSS ?=
+MIL ?=
+NAME ?=
+RUN ?=
+SPLIT ?=
+VIDEO ?=
+BACKGROUND_VIDEOS ?=
 
 # annotations stage
 AVE_ANNOTATIONS ?=
@@ -31,18 +41,53 @@ RELEASE_DIR ?=
 DTYPE ?=
 FORCE ?=
 NO_CHECKSUM ?=
+# download stage
+URL_TEMPLATE ?=
+FROM_DIR ?=
+WORKERS ?=
+SLEEP ?=
+RATE_LIMIT ?=
+COOKIES ?=
+LIMIT ?=
+RETRY_FAILED ?=
+FORMAT ?=
+MAX_RATE_LIMITED ?=
+RATE_LIMIT_PAUSE ?=
+RETRIES ?=
+BACKOFF ?=
+
+# export-release stage (DTYPE above: float32|float64 here)
+OUT_DIR ?=
+ROWS ?=
+MISSING ?=
+COMPRESSION ?=
+
+# segments / features stages (WORKERS above; AUDIO_MAPS, ALLOW_RANDOM_WEIGHTS, NO_DOWNLOAD, MERGE:
+# flags, any non-empty value turns them on, as FORCE)
+FRAMES_PER_SEGMENT ?=
+FEATURES ?=
+VGG19_WEIGHTS ?=
+PRECISION ?=
+VGGISH_OUTPUT ?=
+VGGISH_PCA_PARAMS ?=
+AUDIO_MAPS ?=
+ALLOW_RANDOM_WEIGHTS ?=
+NO_DOWNLOAD ?=
+NUM_SHARDS ?=
+SHARD_INDEX ?=
+SHARD_SIZE ?=
+MERGE ?=
 
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
+flag = $(if $(strip $(2)),$(1))
 
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-
-.PHONY: convert-vggish
-.PHONY: help setup ffmpeg annotations import-release test lint clean train-avdln evaluate-crossmodal
+.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps bench
 
 help:
-	@echo "make demo | test | annotations | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
+	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +115,21 @@ annotations: $(STAMP_RUN) ffmpeg
 	$(AVEL) annotations --data-dir "$(DATA_DIR)" $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
 		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--audioset-csv,$(AUDIOSET_CSV))
 
+segments: $(STAMP_RUN) ffmpeg
+	$(AVEL) segments --data-dir "$(DATA_DIR)" $(call opt,--frames-per-segment,$(FRAMES_PER_SEGMENT)) \
+		$(call opt,--workers,$(WORKERS)) $(call flag,--force,$(FORCE))
+
+features: $(STAMP_RUN) ffmpeg
+	$(AVEL) features --data-dir "$(DATA_DIR)" $(call opt,--features,$(FEATURES)) \
+		$(call opt,--dtype,$(DTYPE)) $(call opt,--device,$(DEVICE)) $(call opt,--batch-size,$(BATCH_SIZE)) \
+		$(call opt,--workers,$(WORKERS)) $(call opt,--vggish-checkpoint,$(VGGISH_CHECKPOINT)) \
+		$(call opt,--vgg19-weights,$(VGG19_WEIGHTS)) $(call opt,--precision,$(PRECISION)) \
+		$(call opt,--vggish-output,$(VGGISH_OUTPUT)) $(call opt,--vggish-pca-params,$(VGGISH_PCA_PARAMS)) \
+		$(call flag,--audio-maps,$(AUDIO_MAPS)) $(call flag,--allow-random-weights,$(ALLOW_RANDOM_WEIGHTS)) \
+		$(call flag,--no-download,$(NO_DOWNLOAD)) $(call opt,--num-shards,$(NUM_SHARDS)) \
+		$(call opt,--shard-index,$(SHARD_INDEX)) $(call opt,--shard-size,$(SHARD_SIZE)) \
+		$(call flag,--merge,$(MERGE)) $(call flag,--force,$(FORCE))
+
 import-release: $(STAMP_RUN) ffmpeg
 	$(AVEL) import-release --data-dir "$(DATA_DIR)" $(call opt,--release-dir,$(RELEASE_DIR)) \
 		$(call opt,--dtype,$(DTYPE)) $(if $(strip $(FORCE)),--force) $(if $(strip $(NO_CHECKSUM)),--no-checksum)
@@ -89,6 +149,42 @@ evaluate-crossmodal: $(STAMP_RUN) ffmpeg
 VGGISH_CHECKPOINT ?=
 convert-vggish: $(STAMP_RUN)
 	$(AVEL) convert-vggish --data-dir "$(DATA_DIR)" $(call opt,--vggish-checkpoint,$(VGGISH_CHECKPOINT))
+
+download: $(STAMP_RUN) ffmpeg
+	$(AVEL) download --data-dir "$(DATA_DIR)" $(call opt,--url-template,$(URL_TEMPLATE)) \
+		$(call opt,--from-dir,$(FROM_DIR)) $(call opt,--workers,$(WORKERS)) $(call opt,--sleep,$(SLEEP)) \
+		$(call opt,--rate-limit,$(RATE_LIMIT)) $(call opt,--cookies,$(COOKIES)) $(call opt,--limit,$(LIMIT)) \
+		$(if $(filter 1 yes true,$(RETRY_FAILED)),--retry-failed) $(call opt,--format,$(FORMAT)) \
+		$(call opt,--max-rate-limited,$(MAX_RATE_LIMITED)) $(call opt,--rate-limit-pause,$(RATE_LIMIT_PAUSE)) \
+		$(call opt,--retries,$(RETRIES)) $(call opt,--backoff,$(BACKOFF))
+
+export-release: $(STAMP_RUN) ffmpeg
+	$(AVEL) export-release --data-dir "$(DATA_DIR)" $(call opt,--out-dir,$(OUT_DIR)) \
+		$(call opt,--rows,$(ROWS)) $(call opt,--dtype,$(DTYPE)) $(call opt,--missing,$(MISSING)) \
+		$(call opt,--compression,$(COMPRESSION))
+
+TRAIN_OPTS = --model "$(MODEL)" --run-dir "$(RUN_DIR)" --device "$(DEVICE)" $(call opt,--epochs,$(EPOCHS)) \
+	$(call opt,--seeds,$(SEEDS)) $(call opt,--batch-size,$(BATCH_SIZE)) $(call opt,--lr,$(LR)) \
+	$(call opt,--loss,$(LOSS)) $(call opt,--name,$(NAME))
+
+train-supervised: $(STAMP_RUN) ffmpeg
+	$(AVEL) train supervised --data-dir "$(DATA_DIR)" $(TRAIN_OPTS)
+
+train-weak: $(STAMP_RUN) ffmpeg
+	$(AVEL) train weak --data-dir "$(DATA_DIR)" $(TRAIN_OPTS) $(call opt,--mil,$(MIL)) \
+		$(if $(strip $(BACKGROUND_VIDEOS)),--background-videos)
+
+evaluate: $(STAMP_RUN) ffmpeg
+	$(AVEL) evaluate --data-dir "$(DATA_DIR)" --run "$(RUN)" --device "$(DEVICE)" $(call opt,--split,$(SPLIT))
+
+attention-maps: $(STAMP_RUN) ffmpeg
+	$(AVEL) attention-maps "$(RUN)" --data-dir "$(DATA_DIR)" --video "$(VIDEO)"
+
+# benchmarks: every stage vs its naive baseline -> bench/results.json + bench/results.md
+QUICK ?=
+bench: $(STAMP_RUN) ffmpeg
+	$(AVEL) bench --data-dir "$(DATA_DIR)" --device "$(DEVICE)" $(call opt,--out-dir,$(OUT_DIR)) \
+		$(if $(strip $(QUICK)),--quick)
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

@@ -9,9 +9,17 @@ import sys
 #: Modules that register subcommands, in pipeline order. Each exposes ``register(subparsers)``.
 COMMAND_MODULES = [
     "pipeline.annotations",
-    "pipeline.import_release",
-    "models.cli_crossmodal",
+    "pipeline.download",
+    "pipeline.segments",
     "pipeline.features.convert_vggish",
+    "pipeline.featurize",
+    "pipeline.import_release",
+    "pipeline.export_release",
+    "models.cli_crossmodal",
+    "models.train",
+    "models.evaluate",
+    "models.attention_maps",
+    "pipeline.bench",
 ]
 
 

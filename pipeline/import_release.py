@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.annotations import (
-    SPLITS,
     AnnotationError,
     load_classes,
     load_manifest,
@@ -39,24 +38,21 @@ from pipeline.annotations import (
     read_split,
 )
 from pipeline.io import write_parquet
+from pipeline.release_layout import (
+    EXTRA_BACKGROUND,
+    FEATURE_FILES,
+    KEY,
+    LABEL_FILES,
+    ORDER_FILES,
+    SEGMENTS,
+    noisy_id,
+    order_file_column,
+)
 from pipeline.sources import sha256_file
 from pipeline.store import DTYPES, StoreError, StoreWriter
 
-KEY = "avadataset"
 SOURCE = "AVE feature release"
 FRAMES_PER_SEGMENT = 16
-NOISY_PREFIX = "noisy-"
-EXTRA_BACKGROUND = "extra_background.parquet"
-SEGMENTS = 10
-
-#: Feature files of the release: store name -> (file, noisy file, row shape).
-FEATURE_FILES = {
-    "audio": ("audio_feature.h5", "audio_feature_noisy.h5", (SEGMENTS, 128)),
-    "visual": ("visual_feature.h5", "visual_feature_noisy.h5", (SEGMENTS, 7, 7, 512)),
-    "visual_vec": ("visual_feature_vec.h5", None, (SEGMENTS, 512)),
-}
-LABEL_FILES = ("labels.h5", "labels_closs.h5", "mil_labels.h5", "labels_noisy.h5")
-ORDER_FILES = tuple(f"{s}_order{m}.h5" for m in ("", "_match") for s in SPLITS)
 
 VISUAL_META = {
     "backbone": "VGG-19 pool5, Keras/Caffe weights",
@@ -259,8 +255,7 @@ def check_orders(files: dict[str, Path], manifest: pd.DataFrame) -> tuple[list[s
     for name in ORDER_FILES:
         if name not in files:
             continue
-        split = name.split("_order")[0]
-        column = "match_split" if name.endswith("_match.h5") else "split"
+        split, column = order_file_column(name)
         values = manifest[column]
         if values.isna().all():
             ok.append(f"{name}: not compared (the manifest has no {column} column values)")
@@ -385,10 +380,6 @@ def _store_plan(
     for i in range(noisy_rows or 0):
         where[noisy_id(i)] = ("noisy", i)
     return list(where), where
-
-
-def noisy_id(i: int) -> str:
-    return f"{NOISY_PREFIX}{i:04d}"
 
 
 def _file_info(path: Path, dataset: Any, checksum: bool) -> dict[str, Any]:

@@ -238,6 +238,10 @@ class FeatureStore:
             raise KeyError(f"{youtube_id}: not in feature store {self.root}") from None
         return self._shard(shard)[row]
 
+    def close(self) -> None:
+        """Drop the memory-mapped shards (a long streaming read stays bounded by what it holds)."""
+        self._shards.clear()
+
     def gather(self, youtube_ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
         """Stack rows for several videos (repeats allowed) and convert to ``dtype``."""
         out = np.empty((len(youtube_ids), *self.row_shape), dtype=dtype)

@@ -1,0 +1,161 @@
+"""Decode only the planned frames of a clip, scaled straight to 224x224 (bilinear, no crop).
+
+Default backend: one ffmpeg process per clip, ``select`` on the planned frame numbers, ``scale``
+in the same filter graph, raw rgb24 on a pipe, stopping after the last planned frame. It needs no
+extra dependency and is the reference path of the tests. PyAV (``backend="pyav"``, optional, not a
+dependency) was measured on 10 s H.264 clips: about the same CPU time per 320x240 25 fps clip
+(0.24 vs 0.26 s) and half the CPU on tiny clips (no process start), but its ``reformat`` takes
+another swscale path whose pixels differ from ffmpeg's (up to 120/255 on sharp edges), so features
+would depend on which decoder is installed; decoding is far from the bottleneck next to VGG-19
+(~160 frames per clip), so ffmpeg stays the default.
+
+Frame numbers count decoded frames from 0 in decode order with no frame-rate conversion
+(``-fps_mode passthrough``), which is also what :func:`count_frames` counts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+
+import numpy as np
+
+SIZE = 224
+
+
+class FrameDecodeError(RuntimeError):
+    """A clip could not be decoded or has fewer frames than planned."""
+
+
+def count_frames(path: str | os.PathLike, timeout: float = 120.0) -> int:
+    """Number of video frames actually decoded from ``path`` (not the container's metadata)."""
+    cmd = [
+        "ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
+        "-show_entries", "stream=nb_read_frames", "-of", "default=nokey=1:noprint_wrappers=1",
+        str(path),
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise FrameDecodeError(f"{path}: ffprobe timed out after {timeout:.0f} s counting frames") from exc
+    text = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not text or not text[0].strip().isdigit():
+        err = proc.stderr.strip().splitlines()[-1:] or ["no video stream"]
+        raise FrameDecodeError(f"{path}: cannot count video frames ({err[0]})")
+    return int(text[0])
+
+
+def _unique(frame_indices: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
+    if idx.size == 0:
+        raise ValueError("no frames planned")
+    if idx.min() < 0:
+        raise ValueError(f"negative frame index {idx.min()} in the plan")
+    return np.unique(idx, return_inverse=True)
+
+
+def _select_expr(unique: np.ndarray) -> str:
+    """ffmpeg ``select`` for the sorted frame numbers ``unique``: runs become ``between`` terms, summed
+    as a balanced tree (a flat chain of a hundred terms overflows ffmpeg's expression parser)."""
+    runs: list[tuple[int, int]] = []
+    for i in (int(x) for x in unique):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    terms = [f"eq(n,{a})" if a == b else f"between(n,{a},{b})" for a, b in runs]
+
+    def tree(t: list[str]) -> str:
+        if len(t) == 1:
+            return t[0]
+        mid = len(t) // 2
+        return f"({tree(t[:mid])}+{tree(t[mid:])})"
+
+    return f"select='{tree(terms)}'"
+
+
+def decode_unique_ffmpeg(
+    path: str | os.PathLike, unique: np.ndarray, size: int = SIZE, threads: int = 1, timeout: float = 300.0
+) -> np.ndarray:
+    """Frames ``unique`` (sorted, distinct) of ``path`` as uint8 (U, size, size, 3) RGB."""
+    n = len(unique)
+    vf = f"{_select_expr(unique)},scale={size}:{size}:flags=bilinear"
+    cmd = [
+        "ffmpeg", "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path),
+        "-map", "0:v:0", "-vf", vf, "-fps_mode", "passthrough", "-frames:v", str(n),
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        if proc.returncode != 0 and b"fps_mode" in proc.stderr:  # ffmpeg < 5.1: -vsync spelling
+            cmd[cmd.index("-fps_mode")] = "-vsync"
+            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise FrameDecodeError(f"{path}: ffmpeg timed out after {timeout:.0f} s") from exc
+    frame_bytes = size * size * 3
+    got = len(proc.stdout) // frame_bytes
+    if proc.returncode != 0 and got < n:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
+        raise FrameDecodeError(f"{path}: ffmpeg could not decode the clip ({err[0]})")
+    if got < n:
+        raise FrameDecodeError(
+            f"{path}: only {got} of the {n} planned frames could be decoded (highest planned frame "
+            f"number {int(unique[-1])}); the clip is shorter than the plan, re-run the segments stage"
+        )
+    return np.frombuffer(proc.stdout, dtype=np.uint8, count=n * frame_bytes).reshape(n, size, size, 3)
+
+
+def decode_unique_pyav(path: str | os.PathLike, unique: np.ndarray, size: int = SIZE, threads: int = 1) -> np.ndarray:
+    """Same as :func:`decode_unique_ffmpeg` through PyAV (swscale bilinear)."""
+    import av
+
+    wanted = {int(i): k for k, i in enumerate(unique)}
+    out = np.empty((len(unique), size, size, 3), dtype=np.uint8)
+    done = 0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = threads
+            for n, frame in enumerate(container.decode(stream)):
+                k = wanted.get(n)
+                if k is not None:
+                    out[k] = frame.reformat(width=size, height=size, format="rgb24", interpolation="BILINEAR").to_ndarray()
+                    done += 1
+                    if done == len(unique):
+                        break
+    except (av.FFmpegError, IndexError) as exc:
+        raise FrameDecodeError(f"{path}: PyAV could not decode the clip ({exc})") from exc
+    if done < len(unique):
+        raise FrameDecodeError(
+            f"{path}: only {done} of the {len(unique)} planned frames could be decoded (highest planned "
+            f"frame number {int(unique[-1])}); the clip is shorter than the plan, re-run the segments stage"
+        )
+    return out
+
+
+def pyav_available() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def decode_planned(
+    path: str | os.PathLike,
+    frame_indices: np.ndarray | Sequence[int],
+    size: int = SIZE,
+    backend: str = "ffmpeg",
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the distinct planned frames once: returns ``(frames (U, size, size, 3) uint8, inverse)``
+    with ``frames[inverse]`` in the order of ``frame_indices.reshape(-1)`` (a plan may repeat frames)."""
+    unique, inverse = _unique(frame_indices)
+    if backend == "ffmpeg":
+        frames = decode_unique_ffmpeg(path, unique, size, threads)
+    elif backend == "pyav":
+        frames = decode_unique_pyav(path, unique, size, threads)
+    else:
+        raise ValueError(f"unknown decoder backend {backend!r}; use 'ffmpeg' or 'pyav'")
+    return frames, inverse

@@ -1,0 +1,96 @@
+"""ffprobe/ffmpeg helpers for reading clips: stream info, decoded-frame timestamps, PCM audio."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+
+class MediaError(RuntimeError):
+    """A clip cannot be probed or decoded; the message says what ffmpeg/ffprobe reported."""
+
+
+def require_ffmpeg() -> None:
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing:
+        raise FileNotFoundError(
+            f"{' and '.join(missing)} not found on PATH; install ffmpeg (`make ffmpeg`, or "
+            "`sudo apt-get install -y ffmpeg`)"
+        )
+
+
+def _last_line(text: str, fallback: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else fallback
+
+
+def _run(cmd: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
+    try:
+        out = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"{what}: timed out after {timeout:.0f} s") from None
+    if out.returncode != 0:
+        err = _last_line(out.stderr.decode(errors="replace"), f"exit status {out.returncode}")
+        raise MediaError(f"{what}: {err}")
+    return out
+
+
+def probe(path: str | Path, timeout: float = 60) -> dict:
+    """ffprobe's format and stream description of ``path``."""
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+           str(Path(path).absolute())]  # fmt: skip
+    out = _run(cmd, timeout, "ffprobe cannot read the file")
+    return json.loads(out.stdout)
+
+
+def first_stream(info: dict, kind: str) -> dict | None:
+    """The first stream of ``kind`` ('video'/'audio') in ffprobe's output, ignoring cover art."""
+    for stream in info.get("streams", []):
+        if stream.get("codec_type") != kind:
+            continue
+        if kind == "video" and stream.get("disposition", {}).get("attached_pic"):
+            continue
+        return stream
+    return None
+
+
+def frame_timestamps(
+    path: str | Path, stream_index: int, timeout: float = 300
+) -> tuple[np.ndarray, str]:
+    """Decode every frame of one video stream; return its presentation times (s) and decoder errors.
+
+    The count is that of frames the decoder actually produced (never the container's frame count).
+    A frame without a timestamp gets NaN. The second value is ffprobe's error output ('' if clean).
+    """
+    cmd = ["ffprobe", "-v", "error", "-select_streams", str(stream_index), "-show_entries",
+           "frame=best_effort_timestamp_time", "-of", "json", str(Path(path).absolute())]  # fmt: skip
+    out = _run(cmd, timeout, "decoding the video failed")
+    frames = json.loads(out.stdout or b"{}").get("frames", [])
+    times = np.array(
+        [_float(f.get("best_effort_timestamp_time")) for f in frames], dtype=np.float64
+    )
+    return times, out.stderr.decode(errors="replace").strip()
+
+
+def decode_audio(
+    path: str | Path, stream_index: int, channels: int, timeout: float = 300
+) -> np.ndarray:
+    """(samples, channels) float32 PCM of one audio stream at its native rate and channel count."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(Path(path).absolute()),
+           "-map", f"0:{stream_index}", "-vn", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]  # fmt: skip
+    out = _run(cmd, timeout, "decoding the audio failed")
+    data = np.frombuffer(out.stdout, dtype="<f4")
+    if channels < 1 or data.size % channels:
+        raise MediaError(f"decoded {data.size} samples, not a multiple of {channels} channels")
+    return data.reshape(-1, channels)
+
+
+def _float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")

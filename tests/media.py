@@ -1,0 +1,85 @@
+"""Real media fixtures made with ffmpeg's lavfi sources (testsrc video, sine audio).
+
+Shared by every test that needs a clip: ``make_clip`` writes an H.264/AAC mp4 (or any container
+ffmpeg infers from the suffix) and ``probe`` reads back what ffprobe sees.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+
+def make_clip(
+    path: str | Path,
+    duration: float = 10.0,
+    fps: int = 10,
+    size: tuple[int, int] = (64, 48),
+    audio: bool = True,
+    sample_rate: int = 16000,
+    channels: int = 1,
+    faststart: bool = True,
+    video: bool = True,
+    frequency: float = 440.0,
+    gop: int | None = None,
+) -> Path:
+    """Write a clip of ``duration`` seconds: testsrc video (``size``, ``fps``) and a sine tone.
+
+    ``gop`` sets the keyframe interval in frames (default: 4 s worth, so exact cuts need
+    re-encoding); ``faststart`` moves the moov atom to the front (``-movflags +faststart``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not (video or audio):
+        raise ValueError("a clip needs a video or an audio stream")
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    if video:
+        w, h = size
+        cmd += ["-f", "lavfi", "-i", f"testsrc=size={w}x{h}:rate={fps}:duration={duration}"]
+    if audio:
+        layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+        cmd += [
+            "-f", "lavfi", "-i",
+            f"sine=frequency={frequency}:sample_rate={sample_rate}:duration={duration}",
+        ]  # fmt: skip
+    if video:
+        cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        cmd += ["-g", str(gop if gop is not None else 4 * fps)]
+    if audio:
+        cmd += ["-c:a", "aac", "-b:a", "32k", "-ac", str(channels), "-channel_layout", layout]
+    if faststart and path.suffix in (".mp4", ".m4a", ".mov"):
+        cmd += ["-movflags", "+faststart"]
+    cmd += ["-t", str(duration), str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def probe(path: str | Path) -> dict:
+    """ffprobe's JSON (format + streams) for ``path``."""
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def duration(path: str | Path) -> float:
+    """Container duration in seconds."""
+    return float(probe(path)["format"]["duration"])
+
+
+def stream_types(path: str | Path) -> list[str]:
+    """Codec types of the streams, e.g. ``['video', 'audio']``."""
+    return [s["codec_type"] for s in probe(path)["streams"]]

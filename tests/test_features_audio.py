@@ -1,0 +1,166 @@
+"""Audio feature stores: golden-matching patches -> VGGish (real loaders) -> store; resume; refusals."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.cli import main as avel
+from pipeline.features.vggish import load_vggish, random_vggish
+from pipeline.featurize import (
+    FeaturesConfig,
+    FeaturesError,
+    _open_store,
+    audio_meta,
+    format_summary,
+    run_features,
+)
+from pipeline.segments import SegmentsConfig, load_patches, run_segments
+from pipeline.store import FeatureStore, store_dir
+from tests.media import make_clip
+
+GOLDEN_ID = "golden_wave"
+IDS = [GOLDEN_ID, "tone440____", "tone880____", "corrupt____"]
+
+
+def make_golden_clip(path: Path, waveform: np.ndarray, workdir: Path) -> Path:
+    """A clip whose audio is the golden 16 kHz waveform, stored losslessly (float32 PCM, mov)."""
+    raw = workdir / "golden.f32"
+    waveform.astype("<f4").tofile(raw)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+           "testsrc=size=32x24:rate=5:duration=10", "-f", "f32le", "-ar", "16000", "-ac", "1",
+           "-i", str(raw), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+           "-c:a", "pcm_f32le", "-f", "mov", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def golden(shared) -> dict[str, np.ndarray]:
+    path = shared / "reference" / "vggish_frontend_golden.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with np.load(path) as d:
+        return {k: d[k] for k in d.files}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, golden) -> Path:
+    d = tmp_path_factory.mktemp("featdata")
+    clips = d / "clips"
+    clips.mkdir()
+    make_golden_clip(clips / f"{GOLDEN_ID}.mp4", golden["waveform_16k"], d)
+    make_clip(clips / "tone440____.mp4", duration=10, fps=5, size=(32, 24), frequency=440)
+    make_clip(clips / "tone880____.mp4", duration=10, fps=5, size=(32, 24), frequency=880,
+              sample_rate=22050, channels=2)  # fmt: skip
+    (clips / "corrupt____.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(2000))
+    pd.DataFrame({"sample": range(len(IDS)), "youtube_id": IDS}).to_parquet(d / "manifest.parquet")
+    run_segments(SegmentsConfig(d, frames_per_segment=2, progress=False))
+    return d
+
+
+def features(data: Path, **kw) -> dict:
+    kw.setdefault("allow_download", False)
+    return run_features(
+        FeaturesConfig(data, features=("audio",), progress=False, shard_size=1, **kw)
+    )
+
+
+def test_segments_patches_match_golden(data, golden):
+    np.testing.assert_allclose(
+        load_patches(data, GOLDEN_ID), golden["patches_per_second"], atol=1e-4
+    )
+
+
+def test_refuses_without_weights(data, capsys):
+    code = avel(["features", "--data-dir", str(data), "--features", "audio", "--no-download"])
+    out = capsys.readouterr().out
+    assert code == 1 and "--allow-random-weights" in out and "NOT extracted" in out
+    assert not (store_dir(data, "audio") / "meta.json").exists()
+
+
+def test_random_weights_store_equals_vggish_on_golden_patches(data, golden):
+    summary = features(
+        data, allow_random_weights=True, dtype="float32", audio_maps=True, force=True
+    )
+    assert not summary["errors"], summary["errors"]
+    assert "RANDOM WEIGHTS" in format_summary(summary)
+    store = FeatureStore.open(data, "audio")
+    assert (
+        store.is_random
+        and store.meta["random_weights"]
+        and store.meta["weights"]["sha256"] == "random"
+    )
+    assert store.meta["frames_per_segment"] == 2 and store.meta["output"] == "ave"
+    assert store.meta["preprocessing"]["framing"] == "ave" and store.meta["dtype"] == "float32"
+    assert (
+        len(store) == 3 and set(store.meta["failed"]) == set()
+    )  # corrupt clip: failed in segments
+    model = random_vggish(seed=0).eval()
+    with torch.inference_mode():
+        golden_emb = model(torch.from_numpy(golden["patches_per_second"])).numpy()
+        for youtube_id in IDS[:3]:
+            patches = torch.from_numpy(load_patches(data, youtube_id))
+            np.testing.assert_allclose(store.get(youtube_id), model(patches).numpy(), atol=1e-5)
+            maps = FeatureStore.open(data, "audio_maps").get(youtube_id)
+            np.testing.assert_allclose(maps, model.pool5(patches).numpy(), atol=1e-5)
+    scale = np.abs(golden_emb).max()
+    np.testing.assert_allclose(store.get(GOLDEN_ID), golden_emb, atol=1e-3 * scale)
+
+
+def test_converted_checkpoint_and_float16_error(data, tmp_path):
+    pt = tmp_path / "vggish_random.pt"
+    torch.save(random_vggish(seed=3).state_dict(), pt)
+    summary = features(data, vggish_checkpoint=str(pt), dtype="float32", force=True)
+    assert not summary["errors"], summary["errors"]
+    exact = FeatureStore.open(data, "audio")
+    assert not exact.is_random and exact.meta["weights"]["source"] == str(pt.resolve())
+    model = load_vggish(pt).eval()
+    with torch.inference_mode():
+        ref = np.stack([model(torch.from_numpy(load_patches(data, y))).numpy() for y in IDS[:3]])
+    np.testing.assert_allclose(exact.gather(IDS[:3]), ref, atol=1e-5)
+    features(data, vggish_checkpoint=str(pt), dtype="float16", force=True)
+    half = FeatureStore.open(data, "audio")
+    assert half.meta["dtype"] == "float16"
+    err = np.abs(half.gather(IDS[:3]) - ref)
+    rel = err.max() / np.abs(ref).max()
+    print(
+        f"float16 storage vs float32: max abs {err.max():.3g}, max/|max| {rel:.3g}, mean abs {err.mean():.3g}"
+    )
+    assert rel <= 2.0**-11  # half an ulp of float16 at the largest value
+
+
+def test_killed_run_resumes_and_refuses_other_weights(data):
+    # a run that got through shard 0 only (what a killed run leaves: shard 0's receipt, no index)
+    features(data, allow_random_weights=True, num_shards=3, shard_index=0, force=True)
+    root = store_dir(data, "audio")
+    assert (root / "shard-00000.index.parquet").is_file() and not (root / "index.parquet").exists()
+    stamp = (root / "shard-00000.npy").stat().st_mtime_ns
+    # resuming with other weights (another random seed here) would mix two networks in one store
+    meta = audio_meta(random_vggish(seed=5), FeaturesConfig(data), 2, "cpu")
+    with pytest.raises(FeaturesError, match="other weights"):
+        _open_store(FeaturesConfig(data, shard_size=1), "audio", IDS[:3], (10, 128), meta)
+    resumed = features(data, allow_random_weights=True)
+    assert (
+        resumed["stores"]["audio"]["shards_written"] == 2 and resumed["stores"]["audio"]["complete"]
+    )
+    assert (root / "shard-00000.npy").stat().st_mtime_ns == stamp
+    again = features(data, allow_random_weights=True)  # finished store: not rewritten
+    assert again["stores"]["audio"].get("already_complete")
+    assert json.loads((root / "meta.json").read_text())["videos"] == 3
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pipeline.features.vgg19") is not None,
+    reason="the VGG-19 backend is present",
+)
+def test_visual_without_backend_is_reported(data):
+    summary = run_features(FeaturesConfig(data, features=("visual",), progress=False))
+    assert "visual" in summary["errors"] and "--features audio" in summary["errors"]["visual"]

@@ -1,0 +1,195 @@
+"""Segments stage on real ffmpeg-made clips: frame counting, the release rule, edge cases, resume."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.cli import main as avel
+from pipeline.segments import (
+    SegmentsConfig,
+    load_patches,
+    load_segments,
+    receipt_path,
+    run_segments,
+)
+from tests.media import make_clip
+
+F = 4  # frames per segment: cheap
+
+
+def write_manifest(data_dir: Path, ids: list[str]) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"sample": range(len(ids)), "youtube_id": ids}).to_parquet(
+        data_dir / "manifest.parquet"
+    )
+
+
+def make_vfr_clip(path: Path) -> Path:
+    """150 frames: 10 fps for 5 s (frames 0..49), then 20 fps for 5 s (frames 50..149)."""
+    expr = "if(lt(N,50),N*0.1,5+(N-50)*0.05)/TB"
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+           "testsrc=size=32x24:rate=10:duration=15", "-f", "lavfi", "-i",
+           "sine=frequency=300:sample_rate=16000:duration=10", "-vf", f"setpts='{expr}'",
+           "-fps_mode", "passthrough", "-video_track_timescale", "1000", "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-t", "10", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def decode_pcm(path: Path, channels: int) -> np.ndarray:
+    """Independent decode for the check: ffmpeg -> s32 PCM (not the stage's float path)."""
+    out = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vn", "-f", "s32le", "pipe:1"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    return np.frombuffer(out, "<i4").reshape(-1, channels)
+
+
+def rows(table: pd.DataFrame, youtube_id: str) -> pd.DataFrame:
+    return table[table["youtube_id"] == youtube_id].sort_values("second").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A data dir with one clip per edge case (no ledger: the folder scan finds them)."""
+    d = tmp_path_factory.mktemp("segdata")
+    clips = d / "clips"
+    make_clip(clips / "cfr7fps____.mp4", duration=10, fps=7, size=(34, 26))  # 70 frames, odd size
+    make_clip(clips / "short______.mp4", duration=4, fps=10, size=(32, 24))
+    make_clip(clips / "noaudio____.mp4", duration=10, fps=10, size=(32, 24), audio=False)
+    make_clip(
+        clips / "surround51_.mp4", duration=10, fps=10, size=(32, 24), sample_rate=44100, channels=6
+    )
+    make_vfr_clip(clips / "vfr________.mp4")
+    good = make_clip(d / "whole.mp4", duration=10, fps=10, size=(32, 24), faststart=False)
+    (clips / "truncated__.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    make_clip(
+        clips / "notinmanif.mp4", duration=1, fps=10, size=(32, 24)
+    )  # ignored: not in manifest
+    write_manifest(d, ["cfr7fps____", "short______", "noaudio____", "surround51_", "vfr________",
+                       "truncated__", "cfr7fps____"])  # fmt: skip
+    return d
+
+
+@pytest.fixture(scope="module")
+def result(data) -> tuple[dict, pd.DataFrame]:
+    summary = run_segments(SegmentsConfig(data, frames_per_segment=F, workers=2, progress=False))
+    return summary, load_segments(data)
+
+
+def test_counts_frames_and_applies_release_rule(data, result):
+    summary, table = result
+    assert summary["clips"] == 6 and summary["ok"] == 5 and summary["failed"] == 1
+    r = rows(table, "cfr7fps____")
+    assert len(r) == 10 and (r["num_frames"] == 70).all() and (r["frame_rule"] == "release").all()
+    interval = 70 // 10
+    expected = [
+        [math.floor(sec * interval + i * interval / F) for i in range(F)] for sec in range(10)
+    ]
+    assert [list(v) for v in r["frame_indices"]] == expected
+    np.testing.assert_allclose(np.stack(r["timestamps"]), np.array(expected) / 7, atol=1e-3)
+    assert list(r["audio_start"]) == [16000 * s for s in range(10)]
+    assert list(r["audio_end"]) == [16000 * (s + 1) for s in range(10)]
+    assert r.loc[0, "width"] == 34 and r.loc[0, "height"] == 26
+    flags = ["short_clip", "vfr", "missing_audio", "padded_video", "padded_audio"]
+    assert not r[flags].to_numpy().any()
+    assert load_patches(data, "cfr7fps____").shape == (10, 96, 64)
+
+
+def test_short_clip_is_padded_and_flagged(data, result):
+    r = rows(result[1], "short______")
+    assert (
+        r["short_clip"].all()
+        and (r["num_frames"] == 40).all()
+        and (r["frame_rule"] == "time").all()
+    )
+    assert not r.loc[:3, "padded_video"].any() and r.loc[4:, "padded_video"].all()
+    assert list(r.loc[4:, "real_frames"]) == [0] * 6
+    assert all(list(v) == [39] * F for v in r.loc[4:, "frame_indices"])  # last frame repeated
+    assert list(r.loc[1, "frame_indices"]) == [10, 12, 15, 17]  # t = 1, 1.25, 1.5, 1.75 s at 10 fps
+    assert (r.loc[4:, "audio_real_samples"] < 15600).all() and r.loc[4:, "padded_audio"].all()
+    assert (r.loc[:3, "audio_real_samples"] == 16000).all() and not r.loc[:3, "padded_audio"].any()
+    patches = load_patches(data, "short______")
+    np.testing.assert_allclose(patches[5], np.log(0.01), atol=1e-6)  # zero padding = silence
+
+
+def test_missing_audio(data, result):
+    r = rows(result[1], "noaudio____")
+    assert r["missing_audio"].all() and r["padded_audio"].all() and not r["padded_video"].any()
+    np.testing.assert_allclose(load_patches(data, "noaudio____"), np.log(0.01), atol=1e-6)
+
+
+def test_surround_44k_matches_frontend_on_independent_decode(data, result):
+    from pipeline.features.vggish import log_mel_patches
+
+    r = rows(result[1], "surround51_")
+    assert (r["channels"] == 6).all() and (r["sample_rate"] == 44100).all()
+    assert not r["padded_audio"].any()
+    pcm = decode_pcm(data / "clips" / "surround51_.mp4", 6)
+    expected = log_mel_patches(pcm.astype(np.float64) / 2**31, 44100)[:10]
+    np.testing.assert_allclose(load_patches(data, "surround51_"), expected, atol=1e-4)
+
+
+def test_vfr_clip_uses_time_rule(result):
+    r = rows(result[1], "vfr________")
+    assert r["vfr"].all() and (r["frame_rule"] == "time").all() and (r["num_frames"] == 150).all()
+    # frame on screen at t: t*10 below 5 s, 50 + (t-5)*20 after
+    assert list(r.loc[2, "frame_indices"]) == [20, 22, 25, 27]
+    assert list(r.loc[7, "frame_indices"]) == [90, 95, 100, 105]
+    np.testing.assert_allclose(
+        r.loc[7, "timestamps"], [7.0, 7.25, 7.5, 7.75], atol=0.051
+    )  # within one frame
+    assert not r["padded_video"].any()
+
+
+def test_corrupt_clip_recorded_and_skipped(data, result):
+    summary, table = result
+    assert "truncated__" not in set(table["youtube_id"])
+    failed = pd.read_parquet(data / "segments_failed.parquet")
+    assert list(failed["youtube_id"]) == ["truncated__"]
+    assert "moov atom not found" in failed.loc[0, "reason"] or failed.loc[0, "reason"]
+    assert "notinmanif" not in set(table["youtube_id"])
+
+
+def test_idempotent_rerun(data, result):
+    before = {y: receipt_path(data, y).stat().st_mtime_ns for y in result[1]["youtube_id"].unique()}
+    summary = run_segments(SegmentsConfig(data, frames_per_segment=F, workers=1, progress=False))
+    assert summary["processed"] == 0 and summary["skipped"] == 6  # the failed clip is not retried
+    after = {y: receipt_path(data, y).stat().st_mtime_ns for y in before}
+    assert after == before
+    pd.testing.assert_frame_equal(load_segments(data), result[1])
+
+
+def test_interrupted_run_resumes_and_ledger(tmp_path):
+    clips = tmp_path / "clips"
+    ids = [f"clip{i}______"[:11] for i in range(4)]
+    for youtube_id in ids[:3]:
+        make_clip(clips / f"{youtube_id}.mp4", duration=10, fps=5, size=(32, 24))
+    write_manifest(tmp_path, ids)
+    pd.DataFrame(
+        {"youtube_id": ids, "status": ["ok", "ok", "unavailable", "ok"], "reason": ""}
+    ).to_parquet(clips / "status.parquet")
+    # the "killed" run: it got through one clip only
+    first = run_segments(SegmentsConfig(tmp_path, frames_per_segment=F, limit=1, progress=False))
+    assert first["processed"] == 1 and first["remaining"] == 1 and first["ok"] == 1
+    done = receipt_path(tmp_path, ids[0]).stat().st_mtime_ns
+    code = avel(
+        ["segments", "--data-dir", str(tmp_path), "--frames-per-segment", str(F), "--workers", "1"]
+    )
+    assert code == 0
+    assert receipt_path(tmp_path, ids[0]).stat().st_mtime_ns == done  # not redone
+    table = load_segments(tmp_path)
+    assert sorted(table["youtube_id"].unique()) == ids[:2]  # clip 2 is unavailable in the ledger
+    failed = pd.read_parquet(tmp_path / "segments_failed.parquet")
+    assert list(failed["youtube_id"]) == [ids[3]] and "missing" in failed.loc[0, "reason"]
+    # a re-downloaded clip (new file) is segmented again
+    make_clip(clips / f"{ids[1]}.mp4", duration=10, fps=4, size=(32, 24))
+    again = run_segments(SegmentsConfig(tmp_path, frames_per_segment=F, progress=False))
+    assert again["processed"] == 1
+    assert (rows(load_segments(tmp_path), ids[1])["num_frames"] == 40).all()

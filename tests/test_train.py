@@ -1,0 +1,164 @@
+"""Training, evaluation and attention maps on small synthetic stores written by the real StoreWriter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import matplotlib.image
+import pandas as pd
+import pytest
+import torch
+
+from models.attention_maps import run_attention_maps
+from models.data import AVEDataset, make_synthetic_store
+from models.evaluate import run_evaluate
+from models.train import TrainConfig, load_checkpoint, train_seed
+from pipeline.cli import main as avel
+from pipeline.store import FeatureStore
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ave-tiny")
+    make_synthetic_store(root, 20, num_classes=3, splits=(0.6, 0.2, 0.2), signal=2.0, noise=0.5,
+                         shard_size=8, background_videos=2)  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def av_att_run(data_dir, tmp_path_factory):
+    cfg = TrainConfig(str(data_dir), model="av_att", epochs=10, batch_size=12, lr=3e-3,
+                      run_dir=str(tmp_path_factory.mktemp("runs")))  # fmt: skip
+    metrics = train_seed(cfg, progress=False)
+    return cfg.seed_dir(), metrics
+
+
+def test_dataset_reads_split_and_stores(data_dir):
+    manifest = pd.read_parquet(data_dir / "manifest.parquet")
+    train = AVEDataset(data_dir, "train", ("audio", "visual"))
+    assert len(train) == int((manifest["split"] == "train").sum()) and not train.missing
+    batch = train.batch([0, 1])
+    assert batch["audio"].dtype == torch.float32 and batch["visual"].shape == (2, 10, 7, 7, 512)
+    row = manifest[manifest["youtube_id"] == train.youtube_ids[1]].iloc[0]
+    assert batch["segment_labels"][1].tolist() == list(row["segment_labels"])
+    stored = FeatureStore.open(data_dir, "visual").get(train.youtube_ids[1])
+    torch.testing.assert_close(batch["visual"][1], torch.from_numpy(stored.astype("float32")))
+    weak = AVEDataset(data_dir, "train", ("audio",), background_videos=True)
+    assert weak.extra_videos == 2 and len(weak) == len(train) + 2
+    assert (weak.segment_labels[-2:] == train.num_classes - 1).all()
+
+
+def test_av_att_reaches_full_train_accuracy_and_writes_run_dir(av_att_run):
+    run, metrics = av_att_run
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "metrics.json",
+        "best.pt",
+        "curves.png",
+        "confusion.png",
+    ):
+        assert (run / name).is_file(), name
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == list(range(1, 11))
+    assert history[-1]["train_accuracy"] == 1.0  # every training second right in the last epoch
+    assert metrics["train_accuracy"] >= 0.9  # the best-val checkpoint, re-evaluated on train
+    best = max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
+    assert (
+        metrics["best_epoch"] == best["epoch"] and metrics["val_accuracy"] == best["val_accuracy"]
+    )
+    assert metrics["test_segments"] == 10 * 4 and set(metrics["per_class_accuracy"]["test"]) >= {
+        "background"
+    }
+    model, payload = load_checkpoint(run / "best.pt")  # tensors + JSON config only
+    assert payload["epoch"] == metrics["best_epoch"] and model.config["name"] == "av_att"
+
+
+def test_evaluate_from_run_folder(av_att_run, data_dir):
+    run, metrics = av_att_run
+    result = run_evaluate(run, "test", device="cpu")
+    assert result["accuracy"] == metrics["test_accuracy"] and (run / "eval-test.json").is_file()
+    assert avel(["evaluate", "--run", str(run), "--split", "val", "--device", "cpu"]) == 0
+    assert json.loads((run / "eval-val.json").read_text())["accuracy"] == metrics["val_accuracy"]
+
+
+def test_same_seed_gives_identical_metrics(data_dir, tmp_path):
+    results = []
+    for i in range(2):
+        cfg = TrainConfig(
+            str(data_dir), model="av", epochs=2, batch_size=8, run_dir=str(tmp_path / f"r{i}")
+        )
+        metrics = train_seed(cfg, progress=False)
+        losses = [
+            json.loads(x)["loss"]
+            for x in (cfg.seed_dir() / "metrics.jsonl").read_text().splitlines()
+        ]
+        results.append((losses, {k: v for k, v in metrics.items() if k != "train_seconds"}))
+    assert results[0] == results[1]
+
+
+def test_weak_training_with_background_videos_and_seeds(data_dir, tmp_path):
+    code = avel(["train", "weak", "--data-dir", str(data_dir), "--model", "av", "--epochs", "2",
+                 "--batch-size", "8", "--mil", "max", "--background-videos", "--seeds", "1,2",
+                 "--run-dir", str(tmp_path), "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    exp = tmp_path / "weak-av-mil-max"
+    summary = json.loads((exp / "summary.json").read_text())
+    assert set(summary["runs"]) == {"1", "2"} and "std" in summary["test_accuracy"]
+    config = json.loads((exp / "seed-1" / "config.json").read_text())
+    assert config["data"]["extra_background_videos"] == 2 and config["model"]["mil"] == "max"
+    metrics = json.loads((exp / "seed-1" / "metrics.json").read_text())
+    assert metrics["test_segments"] == 40  # evaluated per second
+    # a finished seed with the same config is reused, not retrained
+    assert avel(["train", "weak", "--data-dir", str(data_dir), "--model", "av", "--epochs", "2",
+                 "--batch-size", "8", "--mil", "max", "--background-videos", "--seeds", "1",
+                 "--run-dir", str(tmp_path), "--device", "cpu"]) == 0  # fmt: skip
+    assert json.loads((exp / "summary.json").read_text())["reused"] == [1]
+
+
+def test_attention_maps_for_generated_clip(av_att_run, data_dir, tmp_path):
+    run, _ = av_att_run
+    video = AVEDataset(data_dir, "test", ("audio",)).youtube_ids[0]
+    clip = tmp_path / f"{video}.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=10",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True)  # fmt: skip
+    out = run_attention_maps(run, video, clip=clip, out=tmp_path / "middle.png")
+    image = matplotlib.image.imread(out)
+    assert image.ndim == 3 and image.shape[1] > image.shape[0] > 100
+    pd.DataFrame({"youtube_id": [video] * 10, "second": range(10),
+                  "frame_indices": [[10 * t + 4, 10 * t + 5] for t in range(10)]}).to_parquet(
+        data_dir / "segments.parquet")  # fmt: skip
+    try:
+        out2 = run_attention_maps(run, video, clip=clip, out=tmp_path / "planned.png")
+    finally:
+        (data_dir / "segments.parquet").unlink()
+    assert matplotlib.image.imread(out2).shape == image.shape
+
+
+@pytest.mark.gpu
+def test_training_on_gpu_matches_protocol(data_dir, tmp_path):
+    cfg = TrainConfig(
+        str(data_dir), model="dmrn", epochs=2, batch_size=8, run_dir=str(tmp_path), device="cuda"
+    )
+    metrics = train_seed(cfg, progress=False)
+    assert metrics["device"].startswith("cuda") and metrics["test_segments"] == 40
+
+
+def test_videos_missing_from_a_store_are_left_out_and_counted(tmp_path):
+    import numpy as np
+
+    from pipeline.store import StoreWriter
+
+    make_synthetic_store(tmp_path, 10, num_classes=2, splits=(0.6, 0.2, 0.2), stores=("audio",))
+    full = AVEDataset(tmp_path, "train", ("audio",))
+    ids = FeatureStore.open(tmp_path, "audio").youtube_ids
+    writer = StoreWriter.open(tmp_path, "audio", ids, (10, 128), "float32", 256, force=True)
+    rows = {y: np.zeros((10, 128), np.float32) for y in ids}
+    rows[full.youtube_ids[0]] = "download failed"
+    writer.write_shard(0, rows)
+    writer.finalize()
+    partial = AVEDataset(tmp_path, "train", ("audio",))
+    assert partial.missing == [full.youtube_ids[0]] and len(partial) == len(full) - 1
