@@ -122,3 +122,7 @@ def dmrfe(num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 12
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# families that add themselves with @register (imported last: they import ``register``)
+from models import edtcn, fusion_nets, supplementary  # noqa: E402,F401

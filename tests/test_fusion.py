@@ -9,13 +9,16 @@ the real ``StoreWriter`` (with the ``audio_maps`` store for the supplementary at
 from __future__ import annotations
 
 import json
+import subprocess
 
+import matplotlib.image
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 import models
+from models.attention_maps import run_attention_maps
 from models.data import AVEDataset, make_synthetic_store, model_inputs
 from models.edtcn import EDTCN
 from models.fusion import FUSIONS, build_fusion
@@ -225,6 +228,13 @@ def test_trainer_trains_fusion_and_audio_map_models(model, options, data_dir, tm
     assert json.loads((cfg.seed_dir() / "config.json").read_text())["data"]["stores"] == list(
         restored.stores
     )
+    # the attention-maps stage draws the visual attention of these networks too
+    video = AVEDataset(data_dir, "test", ("audio",)).youtube_ids[0]
+    clip = tmp_path / f"{video}.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=10",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True)  # fmt: skip
+    picture = run_attention_maps(cfg.seed_dir(), video, clip=clip, out=tmp_path / "maps.png")
+    assert matplotlib.image.imread(picture).shape[1] > 1000
 
 
 def test_fusion_table_lists_every_method_at_every_position(capsys):
