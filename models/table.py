@@ -3,7 +3,9 @@
 Each table is a fixed list of configurations (``TABLES``). Every configuration is trained with the
 ordinary trainer (``models.train.run_train``) into ``RUN_DIR/<experiment>/seed-K`` with the trainer's
 own naming, so a seed trained before (by ``avel train`` or an earlier ``avel table``) with the same
-settings is reused, not retrained: the command is resumable. The table (mean +- sample std of test and
+settings is reused, not retrained: the command is resumable. A finished seed trained with other
+settings (epochs, lr, background videos, ...) is never overwritten: its row fails naming the settings
+that differ (``--force`` retrains, or use another ``--run-dir``). The table (mean +- sample std of test and
 val segment accuracy over seeds, parameters, mean train time per seed) is written beside the paper's
 numbers (AVE reference 5; "–" where the reference gives none) to ``RUN_DIR/tables/<table>.md``,
 ``.csv`` and ``.json``. Configurations whose feature stores are absent (the supplementary attentions
@@ -127,6 +129,25 @@ def _missing_stores(data_dir: str, entry: Entry) -> list[str]:
     return missing
 
 
+def _refuse_to_overwrite(train_cfg, seeds: tuple[int, ...]) -> None:
+    """A finished seed trained with other settings (epochs, lr, ...) is kept: raise instead."""
+    from models.train import TrainConfig
+
+    for seed in seeds:
+        seed_cfg = TrainConfig(**{**asdict(train_cfg), "seed": seed})
+        run = seed_cfg.seed_dir()
+        if not ((run / "metrics.json").is_file() and (run / "config.json").is_file()):
+            continue
+        old = json.loads((run / "config.json").read_text()).get("fingerprint") or {}
+        new = seed_cfg.fingerprint()
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        if changed:
+            raise ValueError(
+                f"{run} holds a finished run with other settings ({', '.join(changed)}); "
+                "pass --force to retrain over it, or use another --run-dir"
+            )
+
+
 def _stat(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -149,6 +170,8 @@ def run_entry(cfg: TableConfig, entry: Entry, progress: bool = True) -> dict[str
         background_videos=cfg.background_videos and entry.mode == "weak",
         model_options=dict(entry.options),
     )  # fmt: skip
+    if not cfg.force:
+        _refuse_to_overwrite(train_cfg, cfg.seeds)
     summary = run_train(train_cfg, list(cfg.seeds), force=cfg.force, progress=progress)
     runs = [
         json.loads((train_cfg.experiment_dir() / f"seed-{s}" / "metrics.json").read_text())
@@ -218,7 +241,11 @@ def run_table(cfg: TableConfig, progress: bool = True) -> dict[str, Any]:
                          "options": json.dumps(entry.options, sort_keys=True), "mode": entry.mode,
                          "paper": entry.paper, "status": f"failed: {exc}"})  # fmt: skip
     out = Path(cfg.run_dir) / "tables"
-    frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    frame = (
+        pd.DataFrame(rows)
+        .reindex(columns=COLUMNS)
+        .round({"test_mean": 3, "test_std": 3, "val_mean": 3, "val_std": 3, "train_seconds": 1})
+    )
     with atomic_path(out / f"{cfg.table}.csv", suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
     markdown = to_markdown(cfg, rows)
