@@ -35,6 +35,11 @@ OPTION ?=
 TABLE ?= models
 ONLY ?=
 
+# import-checkpoint: a released trained model (CHECKPOINT=model/AV_att.pt; ARCH defaults to the class in the file)
+CHECKPOINT ?=
+ARCH ?=
+OUT ?=
+
 # annotations stage
 AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
@@ -81,6 +86,12 @@ NUM_SHARDS ?=
 SHARD_INDEX ?=
 SHARD_SIZE ?=
 MERGE ?=
+# demo (make demo): a generated event set served on loopback, run through every stage
+DEMO_DATA_DIR ?= data/demo
+DEMO_RUN_DIR ?= runs/demo
+CLIPS ?=
+SEED ?=
+FRAMES_PER_SEGMENT ?=
 
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 flag = $(if $(strip $(2)),$(1))
@@ -88,7 +99,7 @@ flag = $(if $(strip $(2)),$(1))
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps table bench
+.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps table bench demo
 
 help:
 	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -178,8 +189,13 @@ train-weak: $(STAMP_RUN) ffmpeg
 	$(AVEL) train weak --data-dir "$(DATA_DIR)" $(TRAIN_OPTS) $(call opt,--mil,$(MIL)) \
 		$(if $(strip $(BACKGROUND_VIDEOS)),--background-videos)
 
+# CHECKPOINT=file: import that released model first (into RUN_DIR/release-<file name>), then evaluate it
+CHECKPOINT_RUN = $(or $(strip $(OUT)),$(RUN_DIR)/release-$(basename $(notdir $(CHECKPOINT))))
 evaluate: $(STAMP_RUN) ffmpeg
-	$(AVEL) evaluate --data-dir "$(DATA_DIR)" --run "$(RUN)" --device "$(DEVICE)" $(call opt,--split,$(SPLIT))
+	$(if $(strip $(CHECKPOINT)),$(AVEL) import-checkpoint "$(CHECKPOINT)" --data-dir "$(DATA_DIR)" \
+		$(call opt,--arch,$(ARCH)) --out "$(CHECKPOINT_RUN)")
+	$(AVEL) evaluate --data-dir "$(DATA_DIR)" --run "$(if $(strip $(CHECKPOINT)),$(CHECKPOINT_RUN),$(RUN))" \
+		--device "$(DEVICE)" $(call opt,--split,$(SPLIT))
 
 attention-maps: $(STAMP_RUN) ffmpeg
 	$(AVEL) attention-maps "$(RUN)" --data-dir "$(DATA_DIR)" --video "$(VIDEO)"
@@ -195,6 +211,16 @@ QUICK ?=
 bench: $(STAMP_RUN) ffmpeg
 	$(AVEL) bench --data-dir "$(DATA_DIR)" --device "$(DEVICE)" $(call opt,--out-dir,$(OUT_DIR)) \
 		$(if $(strip $(QUICK)),--quick)
+
+demo: $(STAMP_RUN) ffmpeg
+	$(AVEL) demo --data-dir "$(DEMO_DATA_DIR)" --run-dir "$(DEMO_RUN_DIR)" $(call opt,--clips,$(CLIPS)) \
+		$(call opt,--seed,$(SEED)) $(call opt,--frames-per-segment,$(FRAMES_PER_SEGMENT)) \
+		$(call opt,--epochs,$(EPOCHS))
+
+.PHONY: import-checkpoint
+import-checkpoint: $(STAMP_RUN) ffmpeg
+	$(AVEL) import-checkpoint "$(CHECKPOINT)" --data-dir "$(DATA_DIR)" $(call opt,--arch,$(ARCH)) \
+		--out "$(CHECKPOINT_RUN)"
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q

@@ -20,7 +20,9 @@ COMMAND_MODULES = [
     "models.table",
     "models.evaluate",
     "models.attention_maps",
+    "models.cli_checkpoint",
     "pipeline.bench",
+    "pipeline.demo.run",
 ]
 
 

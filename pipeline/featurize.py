@@ -151,9 +151,15 @@ def _open_store(
 
         old = json.loads(run_path.read_text())
         if old != json.loads(json.dumps(identity, default=str)):
+            now = json.loads(json.dumps(identity, default=str))
+            changed = ", ".join(
+                f"{k}: {str(old.get(k))[:60]} -> {str(now.get(k))[:60]}"
+                for k in now
+                if old.get(k) != now.get(k)
+            )
             raise FeaturesError(
                 f"{writer.root}: this store was (partly) written with other weights or settings "
-                f"({_weights_line(old)}) than now ({_weights_line(identity)}); pass --force to rebuild it"
+                f"({changed}); pass --force (FORCE=1) to rebuild it"
             )
     else:
         write_json(identity, run_path)
