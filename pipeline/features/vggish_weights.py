@@ -321,6 +321,12 @@ def random_vggish(seed: int = 0, pca_params: str | os.PathLike | None = None) ->
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VGGish()
+        # He initialisation keeps the activations' scale through the 9 layers; PyTorch's default
+        # init shrinks them until every clip gets nearly the same embedding (a useless smoke run).
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                torch.nn.init.zeros_(module.bias)
     return _attach(model, WeightsInfo(source=RANDOM, sha256=RANDOM, seed=seed), pca_params)
 
 
