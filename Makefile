@@ -30,6 +30,10 @@ RUN ?=
 SPLIT ?=
 VIDEO ?=
 BACKGROUND_VIDEOS ?=
+OPTION ?=
+# comparison tables (TABLE: fusion|models|weak|sota; ONLY: comma-separated keys; SEEDS, EPOCHS ... above)
+TABLE ?= models
+ONLY ?=
 
 # import-checkpoint: a released trained model (CHECKPOINT=model/AV_att.pt; ARCH defaults to the class in the file)
 CHECKPOINT ?=
@@ -95,7 +99,7 @@ flag = $(if $(strip $(2)),$(1))
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps bench demo
+.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps table bench demo
 
 help:
 	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -176,7 +180,7 @@ export-release: $(STAMP_RUN) ffmpeg
 
 TRAIN_OPTS = --model "$(MODEL)" --run-dir "$(RUN_DIR)" --device "$(DEVICE)" $(call opt,--epochs,$(EPOCHS)) \
 	$(call opt,--seeds,$(SEEDS)) $(call opt,--batch-size,$(BATCH_SIZE)) $(call opt,--lr,$(LR)) \
-	$(call opt,--loss,$(LOSS)) $(call opt,--name,$(NAME))
+	$(call opt,--loss,$(LOSS)) $(call opt,--name,$(NAME)) $(call opt,--option,$(OPTION))
 
 train-supervised: $(STAMP_RUN) ffmpeg
 	$(AVEL) train supervised --data-dir "$(DATA_DIR)" $(TRAIN_OPTS)
@@ -195,6 +199,12 @@ evaluate: $(STAMP_RUN) ffmpeg
 
 attention-maps: $(STAMP_RUN) ffmpeg
 	$(AVEL) attention-maps "$(RUN)" --data-dir "$(DATA_DIR)" --video "$(VIDEO)"
+
+# the paper's comparison tables: trains (or reuses) every configuration -> RUN_DIR/tables/TABLE.{md,csv}
+table: $(STAMP_RUN) ffmpeg
+	$(AVEL) table "$(TABLE)" --data-dir "$(DATA_DIR)" --run-dir "$(RUN_DIR)" --device "$(DEVICE)" \
+		$(call opt,--seeds,$(SEEDS)) $(call opt,--epochs,$(EPOCHS)) $(call opt,--batch-size,$(BATCH_SIZE)) \
+		$(call opt,--lr,$(LR)) $(call opt,--mil,$(MIL)) $(call opt,--only,$(ONLY))
 
 # benchmarks: every stage vs its naive baseline -> bench/results.json + bench/results.md
 QUICK ?=

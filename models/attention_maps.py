@@ -78,10 +78,14 @@ def run_attention_maps(run: str | Path, video: str, data_dir: str | Path | None 
             raise ValueError(f"{video}: not in the {name} feature store of {data_dir}")
     audio = torch.from_numpy(stores["audio"].gather([video])).to(dev)
     visual = torch.from_numpy(stores["visual"].gather([video])).to(dev)
+    extra = ()
+    if "audio_maps" in getattr(model, "stores", ()):  # co-attention also reads the VGGish maps
+        maps = FeatureStore.open(data_dir, "audio_maps")
+        extra = (torch.from_numpy(maps.gather([video])).to(dev),)
     model.eval()
     with torch.no_grad():
         alpha = model.attention_weights(audio, visual)[0].cpu().numpy().reshape(10, 7, 7)
-        pred = model(audio, visual)[0].argmax(-1).cpu().numpy()
+        pred = model(audio, visual, *extra)[0].argmax(-1).cpu().numpy()
     names = load_classes(data_dir)
     clip = Path(clip) if clip else data_dir / "clips" / f"{video}.mp4"
     if not clip.is_file():

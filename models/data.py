@@ -21,7 +21,8 @@ from pipeline.annotations import load_classes, load_manifest
 from pipeline.io import write_parquet
 from pipeline.store import FeatureStore, StoreWriter
 
-ROW_SHAPES = {"audio": (10, 128), "visual": (10, 7, 7, 512), "visual_vec": (10, 512)}
+ROW_SHAPES = {"audio": (10, 128), "visual": (10, 7, 7, 512), "visual_vec": (10, 512),
+              "audio_maps": (10, 6, 4, 512)}  # fmt: skip
 EXTRA_BACKGROUND = "extra_background.parquet"
 
 
@@ -139,13 +140,17 @@ class AVEDataset:
 
 
 def model_inputs(batch: dict, device) -> tuple:
-    """(audio, visual) for ``LocalizationNet.forward`` from a batch (absent stores give None)."""
+    """(audio, visual) for ``LocalizationNet.forward`` from a batch (absent stores give None);
+    (audio, visual, audio_maps) when the batch has the VGGish pool5 maps (supplementary models)."""
     audio = batch.get("audio")
     visual = batch.get("visual", batch.get("visual_vec"))
-    return (
+    out = (
         audio.to(device) if audio is not None else None,
         visual.to(device) if visual is not None else None,
     )
+    if "audio_maps" in batch:
+        out += (batch["audio_maps"].to(device),)
+    return out
 
 
 def make_synthetic_store(
@@ -158,7 +163,7 @@ def make_synthetic_store(
     shard_size: int = 256,
     signal: float = 1.0,
     noise: float = 1.0,
-    stores: Sequence[str] = ("audio", "visual", "visual_vec"),
+    stores: Sequence[str] = ("audio", "visual", "visual_vec"),  # also "audio_maps"
     background_videos: int = 0,
 ) -> dict:
     """Write an AVE-shaped data folder with random, class-dependent features.
@@ -203,6 +208,7 @@ def make_synthetic_store(
     all_seg = np.array(seg + [[background] * 10] * len(extra_ids), np.int64).reshape(-1, 10)
     proto_a = rng.standard_normal((num_classes + 1, 128)).astype(np.float32)
     proto_v = np.abs(rng.standard_normal((num_classes + 1, 512))).astype(np.float32)
+    proto_m = np.abs(rng.standard_normal((num_classes + 1, 512))).astype(np.float32)
     meta = {"synthetic": True, "random_weights": True, "seed": seed}
     for name in stores:
         dtype = visual_dtype if name == "visual" else "float32"
@@ -217,6 +223,13 @@ def make_synthetic_store(
                 x = signal * proto_a[lab] + noise * srng.standard_normal(
                     (*lab.shape, 128), np.float32
                 )
+            elif name == "audio_maps":  # VGGish pool5 maps: the class in 4 of the 24 regions
+                maps = noise * np.abs(srng.standard_normal((*lab.shape, 24, 512), np.float32))
+                where = srng.random((*lab.shape, 24)).argsort(-1)[..., :4]
+                hot = np.zeros((*lab.shape, 24, 1), np.float32)
+                np.put_along_axis(hot, where[..., None], 1.0, axis=-2)
+                maps += signal * hot * proto_m[lab][..., None, :]
+                x = maps.reshape(*lab.shape, 6, 4, 512)
             else:
                 vrng = np.random.default_rng(
                     [seed, shard, 1]

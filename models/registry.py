@@ -124,5 +124,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# later-literature families and ours add themselves with @register (imported last: they import it)
-from models import avelnet, cmbs, psp  # noqa: E402,F401
+# families that add themselves with @register (imported last: they import ``register``): the fusion
+# zoo, ED-TCN, supplementary attentions, the later literature (psp, cmbs) and ours (avel-net)
+from models import avelnet, cmbs, edtcn, fusion_nets, psp, supplementary  # noqa: E402,F401

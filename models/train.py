@@ -65,6 +65,9 @@ class TrainConfig:
                 f"-mil-{self.mil}" if self.mode == "weak" else ""
             )
             self.name += "-release-loss" if self.loss == "release" else ""
+            self.name += "".join(
+                f"-{k}-{str(v).replace(' ', '')}" for k, v in sorted(self.model_options.items())
+            )
 
     def experiment_dir(self) -> Path:
         return Path(self.run_dir) / str(self.name)
@@ -377,7 +380,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--run-dir", type=Path, default=Path("runs"), help="runs go to RUN_DIR/NAME/seed-K"
     )
-    p.add_argument("--name", help="experiment name (default MODE-MODEL[-mil-MIL][-release-loss])")
+    p.add_argument(
+        "--name",
+        help="experiment name (default MODE-MODEL[-mil-MIL][-release-loss][-KEY-VALUE...])",
+    )
     p.add_argument("--loss", choices=("ce", "release"), default="ce")
     p.add_argument(
         "--mil", choices=("mean", "max"), default="mean", help="weak: MIL pooling over seconds"

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "pipeline.export_release",
     "models.cli_crossmodal",
     "models.train",
+    "models.table",
     "models.evaluate",
     "models.attention_maps",
     "models.cli_checkpoint",

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from models.avelnet import segment_contrastive
 from models.data import AVEDataset, make_synthetic_store
 from models.evaluate import run_evaluate
-from models.metrics import localization_metrics, reference_rows, split_reference
+from models.metrics import REFERENCE_LABELS, localization_metrics, reference_rows, split_reference
 from models.registry import build_model
 from models.synthetic import make_agreement_store
 from models.train import TrainConfig, load_checkpoint, save_checkpoint, train_seed
 from pipeline.annotations import AnnotationsConfig, load_manifest, run_annotations
+from pipeline.cli import main as avel
 
 torch.set_num_threads(1)
 BG = 4  # background index of a 5-class (4 events + background) store
@@ -163,3 +165,28 @@ def test_weak_training_of_a_decoupled_network(tmp_path):
     metrics = train_seed(cfg, progress=False)
     assert metrics["mode"] == "weak" and metrics["test_segments"] == 40
     assert 0.0 <= metrics["localization"]["test"]["accuracy"] <= 1.0
+
+
+def test_sota_table_trains_five_networks_and_prints_reference_rows(tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_store(data, 20, num_classes=BG, splits=(0.6, 0.2, 0.2), signal=2.0, noise=0.5,
+                         shard_size=8)  # fmt: skip
+    code = avel(["table", "sota", "--data-dir", str(data), "--run-dir", str(tmp_path / "runs"),
+                 "--seeds", "1", "--epochs", "1", "--batch-size", "8", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    table = json.loads((tmp_path / "runs" / "tables" / "sota.json").read_text())
+    rows = {r["key"]: r for r in table["rows"]}
+    assert list(rows) == ["av_att", "dmrn", "psp", "cmbs", "avel-net"]
+    assert all(r["status"] == "ok" and r["seeds"] == 1 for r in rows.values())
+    for r in rows.values():  # decomposed columns are the seed's own metrics (percent)
+        run = tmp_path / "runs" / r["experiment"] / "seed-1" / "metrics.json"
+        loc = json.loads(run.read_text())["localization"]["test"]
+        assert r["video_class_accuracy_mean"] == pytest.approx(100 * loc["video_class_accuracy"])
+        assert r["event_recall_mean"] == pytest.approx(100 * loc["event_recall"])
+    markdown = (tmp_path / "runs" / "tables" / "sota.md").read_text()
+    ref = split_reference(data, "test")["rows"]
+    assert "event F1" in markdown and "boundary err (s)" in markdown
+    for name, label in REFERENCE_LABELS.items():
+        assert f"| {label} | {100 * ref[name]['accuracy']:.1f} |" in markdown
+    csv = pd.read_csv(tmp_path / "runs" / "tables" / "sota.csv")
+    assert {"event_f1_mean", "boundary_error_s_mean", "accuracy_short_mean"} <= set(csv.columns)
