@@ -5,7 +5,8 @@ weights), evaluates the split (default test) with the reference protocol and wri
 ``RUN_DIR/eval-<split>.json``: segment accuracy, per-class accuracy, confusion, the decomposed
 metrics (``localization``: video-class accuracy, event precision/recall/F1, boundary error, full vs
 short clips) and the reference rows for the same clips (``reference``: all background, oracle video
-class, best single label per video; see ``models.metrics``). ``--data-dir`` evaluates the same network on another data folder.
+class, best single label per video; see ``models.metrics``). ``--data-dir`` evaluates the same
+network on another data folder.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def format_localization(loc: dict, reference: dict | None = None) -> str:
     """A small text table: the decomposed metrics of a run, and the reference rows under it."""
     from models.metrics import REFERENCE_LABELS
 
-    head = "                                      seg acc  video acc  ev P   ev R   ev F1  bound.err(s)  full   short"
+    head = f"  {'':36s} seg acc  video acc  ev P   ev R   ev F1  bound.err(s)  full   short"
     rows = [("this model", loc)] + [(REFERENCE_LABELS[k], v) for k, v in (reference or {}).items()]
     lines = [head]
     for label, m in rows:
