@@ -35,14 +35,31 @@ def annotate(data: Path, path: Path, fmt: str, **kw) -> dict:
     )
 
 
-def test_vggsound_list_end_to_end_two_clips_from_one_video(tmp_path):
-    served = tmp_path / "served"
-    make_clip(served / f"{SHARED}.mp4", duration=16, fps=8, size=(64, 48), frequency=440.0)
-    make_clip(served / f"{OTHER}.mp4", duration=12, fps=8, size=(64, 48), frequency=880.0)
-    listing = tmp_path / "vggsound.csv"
-    listing.write_text(
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("served")
+    make_clip(root / f"{SHARED}.mp4", duration=16, fps=8, size=(64, 48), frequency=440.0)
+    make_clip(root / f"{OTHER}.mp4", duration=12, fps=8, size=(64, 48), frequency=880.0)
+    return root
+
+
+@pytest.fixture
+def listing(tmp_path) -> Path:
+    path = tmp_path / "vggsound.csv"
+    path.write_text(
         f"{SHARED},0,dog barking,train\n{SHARED},6,people cheering,test\n{OTHER},1,dog barking,train\n"
     )
+    return path
+
+
+def download_config(data: Path, server: LoopbackServer, **kw) -> DownloadConfig:
+    return DownloadConfig(
+        data_dir=data, url_template=server.base_url + "/{youtube_id}.mp4", workers=2, sleep=0.0,
+        retries=1, backoff=0.05, progress=False, **kw,
+    )  # fmt: skip
+
+
+def test_vggsound_list_end_to_end_two_clips_from_one_video(tmp_path, served, listing):
     data = tmp_path / "data"
     summary = annotate(data, listing, "vggsound")
     assert summary["clips"] == 3 and summary["unique_videos"] == 2
@@ -59,11 +76,7 @@ def test_vggsound_list_end_to_end_two_clips_from_one_video(tmp_path):
     assert annotate(data, listing, "vggsound")["skipped"]
 
     with LoopbackServer(served) as server:
-        cfg = DownloadConfig(
-            data_dir=data, url_template=server.base_url + "/{youtube_id}.mp4", workers=2,
-            sleep=0.0, retries=1, backoff=0.05, progress=False,
-        )  # fmt: skip
-        result = run_download(cfg)
+        result = run_download(download_config(data, server))
         assert result["exit_code"] == 0 and result["this_run"]["downloaded"] == 3
         assert len(server.requests_for(f"{SHARED}.mp4")) >= 2  # both clips cut from one source
     ledger = load_ledger(data).set_index("youtube_id")
@@ -87,6 +100,28 @@ def test_vggsound_list_end_to_end_two_clips_from_one_video(tmp_path):
     # are both finite; the other video (880 Hz) differs from the first clip
     rows = store.gather(keys)
     assert np.isfinite(rows).all() and not np.allclose(rows[0], rows[2])
+
+
+def test_sharded_downloads_in_separate_dirs_merge_by_ingesting(tmp_path, served, listing):
+    """K downloaders (one DATA_DIR each, e.g. one per IP) split one list; the main dir ingests."""
+    dirs = [tmp_path / f"shard{i}" for i in range(2)]
+    with LoopbackServer(served) as server:
+        for i, d in enumerate(dirs):
+            annotate(d, listing, "vggsound")
+            result = run_download(download_config(d, server, num_shards=2, shard_index=i))
+            assert result["exit_code"] == 0 and result["videos"] == (2, 1)[i]
+    keys = [make_clip_id(SHARED, 0), make_clip_id(SHARED, 6), make_clip_id(OTHER, 1)]
+    assert set(load_ledger(dirs[0])["youtube_id"]) == {keys[0], keys[2]}
+    assert set(load_ledger(dirs[1])["youtube_id"]) == {keys[1]}
+    main = tmp_path / "main"
+    annotate(main, listing, "vggsound")
+    for d in dirs:
+        merged = run_download(DownloadConfig(data_dir=main, from_dir=d / "clips", progress=False))
+        assert merged["exit_code"] == 0
+    ledger = load_ledger(main)
+    assert set(ledger["youtube_id"]) == set(keys) and (ledger["status"] == "ok").all()
+    with pytest.raises(ValueError, match="--shard-index 2 outside 0..1"):
+        run_download(DownloadConfig(data_dir=main, num_shards=2, shard_index=2, progress=False))
 
 
 def test_audioset_label_subset_by_name_and_mid(tmp_path):
