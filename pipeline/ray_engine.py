@@ -12,9 +12,12 @@ downstream is unaware of the engine::
         second / VGGish, exactly as the local engine
     driver: results stream back; a shard is written (atomically) as soon as all its clips arrived.
 
-Resume: only shards without a receipt are planned (a skip-finished filter against the store), so a
-killed run redoes at most the shards that were in flight (``--shard-size`` sets that granularity); a
-finished store is not touched. Bad clips are stored as failed with their reason, never fatal.
+Resume, at clip granularity: only shards without a receipt are planned (a skip-finished filter
+against the store), and within them every clip that came back is staged at once in
+``<store>/.staging/<clip_id>.npy`` (or ``.json`` holding its error); a re-run takes staged clips from
+there and plans only the rest, so a killed run redoes only the clips that were in flight. A shard's
+staged files go once the shard is written. A finished store is not touched. Bad clips are stored as
+failed with their reason, never fatal.
 On a cluster, DATA_DIR (clips, segments, weights cache, stores) must be on a shared filesystem and
 avel installed on every node.
 """
@@ -44,9 +47,9 @@ from pipeline.featurize import (
     code_version,
     visual_rows,
 )
-from pipeline.io import write_parquet
+from pipeline.io import write_json, write_npy, write_parquet
 from pipeline.segments import clips_dir, patches_path
-from pipeline.store import StoreWriter
+from pipeline.store import DTYPES, StoreWriter
 
 SECONDS = 10
 
@@ -230,29 +233,90 @@ def _run_pipeline(
     plan_path.unlink(missing_ok=True)
 
 
-def _collect(
-    rows, writers: dict[str, StoreWriter], todo: list[int], fields: dict[str, str], bar
-) -> dict[str, int]:
-    """Gather results per shard; write a shard to every store once all its clips are in."""
-    first = next(iter(writers.values()))
-    expected = {s: set(first.shard_ids(s)) for s in todo}
-    got: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in todo}
-    written = dict.fromkeys(writers, 0)
+def staging_path(writer: StoreWriter, clip_id: str, error: bool = False) -> Path:
+    """Where one clip's result waits for its shard: ``<store>/.staging/<clip_id>.npy|.json``."""
+    return writer.root / ".staging" / f"{clip_id}.{'json' if error else 'npy'}"
+
+
+def _stage(writer: StoreWriter, clip_id: str, value: np.ndarray | str) -> None:
+    if isinstance(value, str):
+        write_json({"error": value}, staging_path(writer, clip_id, error=True))
+    else:
+        write_npy(np.asarray(value).astype(DTYPES[writer.dtype]), staging_path(writer, clip_id))
+
+
+def _staged(writer: StoreWriter, clip_id: str) -> np.ndarray | str | None:
+    """A staged result, or None when there is none (or it is unreadable: the clip is redone)."""
+    import json
+
+    try:
+        if staging_path(writer, clip_id, error=True).is_file():
+            return str(json.loads(staging_path(writer, clip_id, error=True).read_text())["error"])
+        if staging_path(writer, clip_id).is_file():
+            value = np.load(staging_path(writer, clip_id))
+            return value if value.shape == writer.row_shape else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+def _unstage(writer: StoreWriter, clip_ids: list[str]) -> None:
+    for clip_id in clip_ids:
+        staging_path(writer, clip_id).unlink(missing_ok=True)
+        staging_path(writer, clip_id, error=True).unlink(missing_ok=True)
+
+
+class _Shards:
+    """Results per pending shard (staged ones preloaded); writes a shard once all its clips are in."""
+
+    def __init__(self, writers: dict[str, StoreWriter], todo: list[int]) -> None:
+        self.writers = {n: w for n, w in writers.items()}
+        first = next(iter(writers.values()))
+        self.expected = {s: first.shard_ids(s) for s in todo}
+        self.got: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in todo}
+        self.written = dict.fromkeys(writers, 0)
+        for shard, ids in self.expected.items():
+            need = [w for w in writers.values() if not w.is_done(shard)]
+            for clip in ids:
+                values = {n: _staged(w, clip) for n, w in writers.items() if w in need}
+                if values and all(v is not None for v in values.values()):
+                    self.got[shard][clip] = values
+        for shard in list(self.got):
+            self._flush(shard)
+
+    def to_compute(self) -> list[tuple[int, str]]:
+        return [(s, c) for s in self.got for c in self.expected[s] if c not in self.got[s]]
+
+    def add(self, shard: int, clip: str, values: dict[str, np.ndarray | str]) -> None:
+        for name, value in values.items():
+            if not self.writers[name].is_done(shard):
+                _stage(self.writers[name], clip, value)
+        self.got[shard][clip] = values
+        self._flush(shard)
+
+    def _flush(self, shard: int) -> None:
+        if len(self.got[shard]) < len(self.expected[shard]):
+            return
+        results = self.got.pop(shard)
+        for name, writer in self.writers.items():
+            if not writer.is_done(shard):
+                writer.write_shard(shard, {c: v[name] for c, v in results.items()})
+                self.written[name] += 1
+            _unstage(writer, self.expected[shard])
+
+
+def _collect(rows, shards: _Shards, fields: dict[str, str], bar) -> dict[str, int]:
+    """Stage each result as it arrives; write every shard whose clips are all in."""
     for row in rows:
-        shard, clip = int(row["shard"]), str(row["clip_id"])
         error = str(row["error"])
-        got[shard][clip] = {n: error or np.asarray(row[f]) for n, f in fields.items()}
+        values = {n: error or np.asarray(row[f]) for n, f in fields.items()}
+        shards.add(int(row["shard"]), str(row["clip_id"]), values)
         bar.update(1)
-        if set(got[shard]) == expected[shard]:
-            results = got.pop(shard)
-            for name, writer in writers.items():
-                if not writer.is_done(shard):
-                    writer.write_shard(shard, {c: v[name] for c, v in results.items()})
-                    written[name] += 1
-    missing = sorted(got)
-    if missing:
-        raise FeaturesError(f"the Ray pipeline ended without results for shard(s) {missing[:5]}")
-    return written
+    if shards.got:
+        raise FeaturesError(
+            f"the Ray pipeline ended without results for shard(s) {sorted(shards.got)[:5]}"
+        )
+    return shards.written
 
 
 def run_visual_ray(
@@ -281,17 +345,16 @@ def run_visual_ray(
             dict(meta, feature="visual_vec", reduction="mean over 7x7"),
         ),
     }  # fmt: skip
-    todo = _pending(writers, cfg)
-    written = dict.fromkeys(writers, 0)
-    if todo:
+    shards = _Shards(writers, _pending(writers, cfg))
+    work = shards.to_compute()
+    if work:
         plans = {
             y: np.concatenate([np.asarray(v, np.int64) for v in g.sort_values("second")["frame_indices"]])
             for y, g in segments.groupby("youtube_id", sort=False)
         }
-        first = writers["visual"]
         records = [
             {"clip_id": y, "shard": s, "path": str(clips_dir(cfg.data_dir) / f"{y}.mp4"), "plan": plans[y]}
-            for s in todo for y in first.shard_ids(s)
+            for s, y in work
         ]  # fmt: skip
         per_clip = SECONDS * frames_per_segment
         clips_per_batch = max(1, cfg.batch("visual") // per_clip)
@@ -307,12 +370,11 @@ def run_visual_ray(
                 yield dict(row, vec=value.mean(axis=(1, 2)))
 
         with _progress(len(records), cfg.progress, "visual (ray)") as bar:
-            written = _collect(
-                with_vec(stream), writers, todo, {"visual": "value", "visual_vec": "vec"}, bar
-            )
+            _collect(with_vec(stream), shards, {"visual": "value", "visual_vec": "vec"}, bar)
     reports = {}
     for name, writer in writers.items():
-        reports[name] = _store_report(writer, written[name], writer.finalize())
+        reports[name] = _store_report(writer, shards.written[name], writer.finalize())
+        reports[name]["clips_computed"] = len(work)
         reports[name]["random_weights"] = bool(meta["random_weights"])
         reports[name]["weights"] = _weights_line(meta)
     return reports
@@ -326,24 +388,23 @@ def run_audio_ray(cfg: FeaturesConfig, ids: list[str], frames_per_segment: int) 
     meta = dict(audio_meta(model, cfg, frames_per_segment, device), engine="ray")
     shapes = {"audio": AUDIO_ROW, "audio_maps": AUDIO_MAP_ROW}
     writers = {n: _open_store(cfg, n, ids, shapes[n], dict(meta, feature=n)) for n in names}
-    todo = _pending(writers, cfg)
-    written = dict.fromkeys(writers, 0)
-    if todo:
-        first = writers[names[0]]
+    shards = _Shards(writers, _pending(writers, cfg))
+    work = shards.to_compute()
+    if work:
         records = [
-            {"clip_id": y, "shard": s, "path": str(patches_path(cfg.data_dir, y))}
-            for s in todo for y in first.shard_ids(s)
-        ]  # fmt: skip
+            {"clip_id": y, "shard": s, "path": str(patches_path(cfg.data_dir, y))} for s, y in work
+        ]
         stream = _run_pipeline(
             cfg, ray, pd.DataFrame(records), decode_audio, {}, AudioModel, device,
             max(1, cfg.batch("audio") // SECONDS), "audio",
         )  # fmt: skip
         fields = {"audio": "value", "audio_maps": "maps"}
         with _progress(len(records), cfg.progress, "audio (ray)") as bar:
-            written = _collect(stream, writers, todo, {n: fields[n] for n in names}, bar)
+            _collect(stream, shards, {n: fields[n] for n in names}, bar)
     reports = {}
     for name, writer in writers.items():
-        reports[name] = _store_report(writer, written[name], writer.finalize())
+        reports[name] = _store_report(writer, shards.written[name], writer.finalize())
+        reports[name]["clips_computed"] = len(work)
         reports[name]["random_weights"] = meta["random_weights"]
         reports[name]["weights"] = model.weights_info.describe()
     return reports

@@ -14,8 +14,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'avel
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'avel[ray]')")
 
 from pipeline.featurize import FeaturesConfig, run_features  # noqa: E402
+from pipeline.ray_engine import staging_path  # noqa: E402
 from pipeline.segments import SegmentsConfig, patches_path, run_segments  # noqa: E402
-from pipeline.store import FeatureStore, store_dir  # noqa: E402
+from pipeline.store import FeatureStore, StoreWriter, store_dir  # noqa: E402
 from tests.media import make_clip  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starting Ray costs ~10-20 s on 2 cores; see the README
@@ -97,11 +98,19 @@ def test_ray_store_equals_local_store_and_second_run_does_nothing(
     assert all(again["stores"][n].get("already_complete") for n in names)
     assert all(again["stores"][n]["shards_written"] == 0 for n in names)
 
-    # a run killed after shard 0: only shard 1 is redone, and the result is the same
-    root = store_dir(distributed, names[0])
-    for f in ("index.parquet", "meta.json", "shard-00001.index.parquet", "shard-00001.npy"):
+    # a run killed inside shard 0 after its first clip came back (staged): only the second clip
+    # of shard 0 is computed again, shard 1 is untouched, and the store is the same
+    name = names[0]
+    root = store_dir(distributed, name)
+    staged = FeatureStore.open(distributed, name).get(IDS[0]).copy()
+    for f in ("index.parquet", "meta.json", "shard-00000.index.parquet", "shard-00000.npy"):
         (root / f).unlink()
+    writer = StoreWriter.open(distributed, name, IDS, staged.shape, dtype="float32", shard_size=2)
+    staging_path(writer, IDS[0]).parent.mkdir(parents=True, exist_ok=True)
+    np.save(staging_path(writer, IDS[0]), staged)
     resumed = run_features(config(distributed, kind, "ray"))
-    assert resumed["stores"][names[0]]["shards_written"] == 1
-    assert_same_store(local, distributed, names[0])
+    assert resumed["stores"][name]["shards_written"] == 1
+    assert resumed["stores"][name]["clips_computed"] == 1
+    assert_same_store(local, distributed, name)
+    assert not any((root / ".staging").iterdir())
     assert json.loads((root / "plan.json").read_text())["youtube_ids"] == IDS
