@@ -25,6 +25,7 @@ avel installed on every node.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,7 @@ def _run_pipeline(
 ):
     """Run read -> decode -> model; yield output rows (dicts) as they arrive."""
     work = Path(cfg.data_dir) / "features" / ".ray"
-    plan_path = work / f"plan-{kind}.parquet"
+    plan_path = work / f"plan-{kind}-{cfg.shard_index}of{cfg.num_shards}-{os.getpid()}.parquet"
     write_parquet(plan, plan_path)
     cuda = device.startswith("cuda")
     actors = cfg.model_actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if cuda else 1)
@@ -229,8 +230,10 @@ def _run_pipeline(
         num_gpus=1 if cuda else 0,
         num_cpus=0 if cuda else 1,
     )
-    yield from ds.iter_rows()
-    plan_path.unlink(missing_ok=True)
+    try:
+        yield from ds.iter_rows()
+    finally:
+        plan_path.unlink(missing_ok=True)
 
 
 def staging_path(writer: StoreWriter, clip_id: str, error: bool = False) -> Path:
