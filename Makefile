@@ -107,7 +107,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_RAY := $(VENV)/.installed-ray
 
-.PHONY: convert-vggish help setup setup-ray test-ray ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps bench demo
+.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps bench demo
 
 help:
 	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
@@ -130,6 +130,7 @@ $(STAMP_RAY): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[tf,dev,ray]"
 	@touch $@ $(STAMP_DEV) $(STAMP_RUN)
 
+.PHONY: setup-ray test-ray
 setup-ray: $(STAMP_RAY) ffmpeg
 
 # ffmpeg/ffprobe: installed from Debian's packages when running as root, else the exact command to run.
