@@ -44,6 +44,11 @@ OUT ?=
 AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
 AUDIOSET_CSV ?=
+# generic clip lists instead of AVE (CLIP_LIST_FORMAT: audioset|vggsound|table; LABELS: ';'-separated)
+CLIP_LIST ?=
+CLIP_LIST_FORMAT ?=
+LABELS ?=
+CLASS_LABELS ?=
 
 # import-release stage (FORCE / NO_CHECKSUM: any non-empty value turns the flag on)
 RELEASE_DIR ?=
@@ -92,12 +97,19 @@ DEMO_RUN_DIR ?= runs/demo
 CLIPS ?=
 SEED ?=
 FRAMES_PER_SEGMENT ?=
+# features on Ray Data (ENGINE=ray; ADDRESS=auto for a running cluster); NUM_SHARDS/SHARD_INDEX
+# above also split the download stage's clip list
+ENGINE ?=
+ADDRESS ?=
+DECODE_CPUS ?=
+MODEL_ACTORS ?=
 
 opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
 flag = $(if $(strip $(2)),$(1))
 
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
+STAMP_RAY := $(VENV)/.installed-ray
 
 .PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps table bench demo
 
@@ -118,6 +130,13 @@ $(STAMP_DEV): pyproject.toml | $(VENV)/bin/python
 
 setup: $(STAMP_DEV) ffmpeg
 
+$(STAMP_RAY): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[tf,dev,ray]"
+	@touch $@ $(STAMP_DEV) $(STAMP_RUN)
+
+.PHONY: setup-ray test-ray
+setup-ray: $(STAMP_RAY) ffmpeg
+
 # ffmpeg/ffprobe: installed from Debian's packages when running as root, else the exact command to run.
 ffmpeg:
 	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then \
@@ -128,7 +147,9 @@ ffmpeg:
 
 annotations: $(STAMP_RUN) ffmpeg
 	$(AVEL) annotations --data-dir "$(DATA_DIR)" $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
-		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--audioset-csv,$(AUDIOSET_CSV))
+		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--audioset-csv,$(AUDIOSET_CSV)) \
+		$(call opt,--clip-list,$(CLIP_LIST)) $(call opt,--clip-list-format,$(CLIP_LIST_FORMAT)) \
+		$(call opt,--labels,$(LABELS)) $(call opt,--class-labels,$(CLASS_LABELS))
 
 segments: $(STAMP_RUN) ffmpeg
 	$(AVEL) segments --data-dir "$(DATA_DIR)" $(call opt,--frames-per-segment,$(FRAMES_PER_SEGMENT)) \
@@ -143,7 +164,9 @@ features: $(STAMP_RUN) ffmpeg
 		$(call flag,--audio-maps,$(AUDIO_MAPS)) $(call flag,--allow-random-weights,$(ALLOW_RANDOM_WEIGHTS)) \
 		$(call flag,--no-download,$(NO_DOWNLOAD)) $(call opt,--num-shards,$(NUM_SHARDS)) \
 		$(call opt,--shard-index,$(SHARD_INDEX)) $(call opt,--shard-size,$(SHARD_SIZE)) \
-		$(call flag,--merge,$(MERGE)) $(call flag,--force,$(FORCE))
+		$(call flag,--merge,$(MERGE)) $(call flag,--force,$(FORCE)) $(call opt,--engine,$(ENGINE)) \
+		$(call opt,--address,$(ADDRESS)) $(call opt,--decode-cpus,$(DECODE_CPUS)) \
+		$(call opt,--model-actors,$(MODEL_ACTORS))
 
 import-release: $(STAMP_RUN) ffmpeg
 	$(AVEL) import-release --data-dir "$(DATA_DIR)" $(call opt,--release-dir,$(RELEASE_DIR)) \
@@ -171,7 +194,8 @@ download: $(STAMP_RUN) ffmpeg
 		$(call opt,--rate-limit,$(RATE_LIMIT)) $(call opt,--cookies,$(COOKIES)) $(call opt,--limit,$(LIMIT)) \
 		$(if $(filter 1 yes true,$(RETRY_FAILED)),--retry-failed) $(call opt,--format,$(FORMAT)) \
 		$(call opt,--max-rate-limited,$(MAX_RATE_LIMITED)) $(call opt,--rate-limit-pause,$(RATE_LIMIT_PAUSE)) \
-		$(call opt,--retries,$(RETRIES)) $(call opt,--backoff,$(BACKOFF))
+		$(call opt,--retries,$(RETRIES)) $(call opt,--backoff,$(BACKOFF)) \
+		$(call opt,--num-shards,$(NUM_SHARDS)) $(call opt,--shard-index,$(SHARD_INDEX))
 
 export-release: $(STAMP_RUN) ffmpeg
 	$(AVEL) export-release --data-dir "$(DATA_DIR)" $(call opt,--out-dir,$(OUT_DIR)) \
@@ -224,6 +248,10 @@ import-checkpoint: $(STAMP_RUN) ffmpeg
 
 test: $(STAMP_DEV) ffmpeg
 	$(PY) -m pytest -q
+
+# the Ray engine's tests (skipped by `make test` unless Ray is installed): installs the ray extra
+test-ray: $(STAMP_RAY) ffmpeg
+	$(PY) -m pytest -q tests/test_ray_engine.py
 
 lint: $(STAMP_DEV)
 	$(PY) -m ruff check pipeline models tests

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.annotations import load_classes, load_manifest
+from pipeline.annotations import clip_ids, load_classes, load_manifest
 from pipeline.io import write_parquet
 from pipeline.store import FeatureStore, StoreWriter
 
@@ -79,12 +79,11 @@ class AVEDataset:
                 raise ValueError(
                     f"store {store.root}: rows {store.row_shape}, expected {ROW_SHAPES[name]}"
                 )
-        ok = np.array(
-            [all(y in s for s in self._stores.values()) for y in rows["youtube_id"]], bool
-        )
-        self.missing = rows.loc[~ok, "youtube_id"].tolist()
+        keys = clip_ids(rows)  # the stores' key: clip_id (= youtube_id for AVE)
+        ok = np.array([all(y in s for s in self._stores.values()) for y in keys], bool)
+        self.missing = keys[~ok].tolist()
         rows = rows[ok]
-        ids = rows["youtube_id"].tolist()
+        ids = keys[ok].tolist()
         samples = rows["sample"].to_numpy(np.int64)
         seg = (
             np.stack([np.asarray(s, np.int64) for s in rows["segment_labels"]])

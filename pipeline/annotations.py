@@ -24,7 +24,7 @@ SOURCES_FILE = Path(__file__).resolve().parents[1] / "annotations" / "sources.js
 YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 CLIP_SECONDS = 10
 SPLITS = ("train", "val", "test")
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: clip_id column (the key of every later stage)
 
 #: The 28 AVE categories in the block order of the published Annotations.txt (see the AVE reference).
 AVE_CATEGORIES = (
@@ -221,6 +221,10 @@ class AnnotationsConfig:
     ave_splits: str | None = None  # folder or URL base; default: the public folder
     audioset_csv: list[str] = field(default_factory=lambda: ["audioset"])  # "audioset" = public CSVs
     force: bool = False
+    clip_list: list[str] = field(default_factory=list)  # generic clip list(s) instead of AVE
+    clip_list_format: str = "table"  # audioset, vggsound or table (pipeline.clip_lists)
+    labels: list[str] = field(default_factory=list)  # keep only these classes (MIDs or names)
+    class_labels: str | None = None  # AudioSet class_labels_indices.csv (names <-> MIDs)
 
 
 def _resolve_inputs(cfg: AnnotationsConfig) -> tuple[Path, dict[str, Path], list[Path], list[str]]:
@@ -309,8 +313,9 @@ def build_manifest(
         segment_labels(s, e, lab, background)
         for s, e, lab in zip(ann["start"], ann["end"], ann["label"], strict=True)
     ]
+    ann["clip_id"] = ann["youtube_id"]  # AVE: one clip per video, keyed by its YouTube ID
     manifest = ann[
-        ["sample", "youtube_id", "category", "label", "start", "end", "split", "match_split",
+        ["sample", "youtube_id", "clip_id", "category", "label", "start", "end", "split", "match_split",
          "clip_start", "clip_end", "segment_labels"]
     ].copy()  # fmt: skip
     manifest["clip_start"] = manifest["clip_start"].astype("Float64")
@@ -357,6 +362,16 @@ def load_manifest(data_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def clip_ids(manifest: pd.DataFrame) -> pd.Series:
+    """The key of every later stage (clip files, ledger, segments, stores) per manifest row.
+
+    ``clip_id`` (= ``youtube_id`` for AVE, ``<youtube_id>_<start_ms>`` for generic clip lists);
+    manifests written before that column existed fall back to ``youtube_id``.
+    """
+    column = "clip_id" if "clip_id" in manifest.columns else "youtube_id"
+    return manifest[column].astype(str)
+
+
 def load_classes(data_dir: str | Path) -> list[str]:
     return pd.read_parquet(Path(data_dir) / "classes.parquet")["name"].tolist()
 
@@ -364,6 +379,8 @@ def load_classes(data_dir: str | Path) -> list[str]:
 def run_annotations(cfg: AnnotationsConfig) -> dict:
     """Build (or confirm up to date) the manifest; return the summary."""
     cfg.data_dir = Path(cfg.data_dir)
+    if cfg.clip_list:
+        return run_clip_list(cfg)
     ann_path, split_paths, csv_paths, notes = _resolve_inputs(cfg)
     inputs = {"annotations": str(ann_path), **{k: str(v) for k, v in split_paths.items()}}
     inputs.update({f"audioset_csv_{i}": str(p) for i, p in enumerate(csv_paths)})
@@ -387,7 +404,44 @@ def run_annotations(cfg: AnnotationsConfig) -> dict:
     return dict(summary, skipped=False, notes=notes)
 
 
+def run_clip_list(cfg: AnnotationsConfig) -> dict:
+    """Manifest from a generic clip list (``pipeline.clip_lists``); skipped when inputs are unchanged."""
+    from pipeline.clip_lists import build_clip_manifest
+
+    cache = cfg.data_dir / "sources"
+    paths = [fetch(loc, cache) for loc in cfg.clip_list]
+    class_labels = fetch(cfg.class_labels, cache) if cfg.class_labels else None
+    inputs = {f"clip_list_{i}": str(p) for i, p in enumerate(paths)}
+    if class_labels is not None:
+        inputs["class_labels"] = str(class_labels)
+    checksums = {k: sha256_file(v) for k, v in inputs.items()}
+    options = {"format": cfg.clip_list_format, "labels": list(cfg.labels)}
+    meta_path = cfg.data_dir / "manifest.json"
+    if not cfg.force and manifest_path(cfg.data_dir).is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        same = meta.get("sha256") == checksums and meta.get("options") == options
+        if same and meta.get("version") == MANIFEST_VERSION:
+            return dict(meta["summary"], skipped=True, notes=[])
+    manifest, names, summary = build_clip_manifest(
+        paths, cfg.clip_list_format, list(cfg.labels), class_labels
+    )
+    classes = pd.DataFrame({"index": range(len(names) + 1), "name": names + [BACKGROUND]})
+    write_parquet(classes, cfg.data_dir / "classes.parquet")
+    write_parquet(manifest, manifest_path(cfg.data_dir))
+    write_json(
+        {"version": MANIFEST_VERSION, "inputs": inputs, "sha256": checksums, "options": options,
+         "summary": summary},
+        meta_path,
+    )  # fmt: skip
+    return dict(summary, skipped=False, notes=[])
+
+
 def format_summary(summary: dict, data_dir: Path) -> str:
+    if "format" in summary:  # a generic clip list
+        from pipeline.clip_lists import format_clip_summary
+
+        head = "up to date (inputs unchanged): nothing rebuilt" if summary.get("skipped") else "manifest built"
+        return "\n".join([head, *format_clip_summary(summary), f"  -> {manifest_path(data_dir)}"])
     lines = [
         "up to date (inputs unchanged): nothing rebuilt" if summary.get("skipped") else "manifest built",
         f"  rows: {summary['rows']}   unique videos: {summary['unique_videos']}   "
@@ -424,16 +478,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated AudioSet segment CSV paths/URLs; 'audioset' = the public CSVs, 'none' = skip",
     )
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    p.add_argument(
+        "--clip-list",
+        help="comma-separated generic clip list(s) (paths/URLs) instead of AVE: see --clip-list-format",
+    )
+    p.add_argument(
+        "--clip-list-format", default="table", choices=["audioset", "vggsound", "table"],
+        help="audioset: segment CSVs; vggsound: youtube_id,start_seconds,label,split (no header); "
+        "table: CSV/Parquet with youtube_id,start,end[,label][,split] (default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--labels", help="keep only these classes: ';'-separated AudioSet MIDs or display names"
+    )
+    p.add_argument("--class-labels", help="AudioSet class_labels_indices.csv (path/URL)")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    from pipeline.clip_lists import parse_label_spec
+
     cfg = AnnotationsConfig(
         data_dir=args.data_dir,
         ave_annotations=args.ave_annotations,
         ave_splits=args.ave_splits,
         audioset_csv=[s.strip() for s in args.audioset_csv.split(",")],
         force=args.force,
+        clip_list=[s.strip() for s in (args.clip_list or "").split(",") if s.strip()],
+        clip_list_format=args.clip_list_format,
+        labels=parse_label_spec(args.labels),
+        class_labels=args.class_labels,
     )
     try:
         summary = run_annotations(cfg)

@@ -84,6 +84,10 @@ class FeaturesConfig:
     merge: bool = False
     force: bool = False
     progress: bool = True
+    engine: str = "local"  # local, or ray (pipeline.ray_engine: a Ray Data pipeline)
+    ray_address: str | None = None  # ray.init address ("auto" = the running cluster); None = local
+    decode_cpus: float = 1.0  # Ray engine: CPUs per decode task
+    model_actors: int | None = None  # Ray engine: model actors (default: GPUs in the cluster, or 1)
     #: Visual extractor factory taking this config; None = :func:`vgg19_visual_backend`.
     visual_backend: Callable[[FeaturesConfig], VisualExtractor] | None = field(
         default=None, repr=False
@@ -322,8 +326,12 @@ def load_visual_backend(cfg: FeaturesConfig) -> VisualExtractor:
     return (cfg.visual_backend or vgg19_visual_backend)(cfg)
 
 
-def vgg19_visual_backend(cfg: FeaturesConfig) -> VisualExtractor:
-    """VGG-19 pool5 (issue 5's ``pipeline.features.vgg19`` / ``visual``) behind the visual seam."""
+def vgg19_visual_backend(cfg: FeaturesConfig, device: str | None = None) -> VisualExtractor:
+    """VGG-19 pool5 (issue 5's ``pipeline.features.vgg19`` / ``visual``) behind the visual seam.
+
+    ``device``: the device the model will run on when it is not this process's (the Ray engine's
+    driver plans for its workers' GPUs); default: ``cfg.device`` resolved here.
+    """
     try:
         from pipeline.features.vgg19 import WeightsError, build_vgg19_pool5
         from pipeline.features.visual import extract_visual
@@ -332,7 +340,7 @@ def vgg19_visual_backend(cfg: FeaturesConfig) -> VisualExtractor:
             "visual features need the VGG-19 extractor (pipeline.features.vgg19 / visual, issue 5), "
             f"which this build does not have ({exc}); run with --features audio"
         ) from exc
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     cache = Path(cfg.data_dir) / "weights" / "vgg19"
     try:
         model, weights = build_vgg19_pool5(
@@ -347,7 +355,7 @@ def vgg19_visual_backend(cfg: FeaturesConfig) -> VisualExtractor:
     if precision == "auto":
         # fp16 on CUDA for ImageNet-normalised inputs (the `gpu` tests bound its pool5 error vs fp32
         # at 1e-2 relative); Caffe-style inputs (+-128) risk fp16 overflow deep in the net: fp32.
-        on_cuda = str(resolve_device(cfg.device)).startswith("cuda")
+        on_cuda = str(device).startswith("cuda")
         precision = "fp16" if on_cuda and weights.scale != 1.0 else "fp32"
     record = weights.meta()
     meta = {
@@ -367,6 +375,7 @@ def vgg19_visual_backend(cfg: FeaturesConfig) -> VisualExtractor:
     class _Extractor:
         def __init__(self) -> None:
             self.meta = meta
+            self.model, self.weights, self.precision = model, weights, precision  # Ray engine
 
         def __call__(self, items: Iterable[VisualItem]) -> Iterator[tuple[str, np.ndarray | str]]:
             return extract_visual(
@@ -497,6 +506,15 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
         "audio": lambda: run_audio(cfg, ids, fps),
         "visual": lambda: run_visual(cfg, ids, segments, fps),
     }
+    if cfg.engine == "ray" and not cfg.merge:
+        from pipeline.ray_engine import run_audio_ray, run_visual_ray
+
+        runners = {
+            "audio": lambda: run_audio_ray(cfg, ids, fps),
+            "visual": lambda: run_visual_ray(cfg, ids, segments, fps),
+        }
+    elif cfg.engine not in ("local", "ray"):
+        raise FeaturesError(f"--engine must be local or ray, got {cfg.engine!r}")
     for kind in cfg.features:
         complete = [n for n in _store_names(cfg, kind) if _complete(cfg, n)]
         if not cfg.force and not cfg.merge and len(complete) == len(_store_names(cfg, kind)):
@@ -610,6 +628,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--merge", action="store_true", help="only build the index of a store filled by K processes"
     )
     p.add_argument("--force", action="store_true", help="rebuild stores even when complete")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local (this process) or ray (a Ray Data pipeline; pip install avel[ray])")  # fmt: skip
+    p.add_argument("--address", help="Ray cluster address ('auto' = the running cluster; default: "
+                   "start a local Ray)")  # fmt: skip
+    p.add_argument("--decode-cpus", type=float, default=1.0, help="Ray engine: CPUs per decode task")
+    p.add_argument("--model-actors", type=int,
+                   help="Ray engine: model actors (default: the cluster's GPUs, or 1 without)")  # fmt: skip
     p.set_defaults(func=_main)
 
 
@@ -635,6 +660,10 @@ def _main(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         merge=args.merge,
         force=args.force,
+        engine=args.engine,
+        ray_address=args.address,
+        decode_cpus=args.decode_cpus,
+        model_actors=args.model_actors,
     )
     try:
         summary = run_features(cfg)

@@ -18,6 +18,9 @@ every ``DATA_DIR/clips/<youtube_id>.mp4`` whose ID is in the manifest):
   flagged ``padded_audio``.
 - A clip that cannot be probed or decoded is recorded as failed with the reason and skipped.
 
+Clips are keyed by the manifest's ``clip_id`` (= YouTube ID for AVE; the ``youtube_id`` columns and
+file names below hold that key).
+
 Outputs: ``DATA_DIR/segments/<youtube_id>.patches.npy`` (10, 96, 64) float32 and a per-clip receipt
 ``<youtube_id>.json`` (written last; a current receipt means the clip is done: same clip file size
 and mtime, same frames per segment), then ``DATA_DIR/segments.parquet`` (one row per clip and second)
@@ -96,10 +99,10 @@ def list_clips(data_dir: str | Path) -> tuple[list[tuple[str, Path]], list[tuple
     ``ok`` pairs each YouTube ID with its clip path; ``problems`` lists IDs the ledger calls ok whose
     file is missing; ``source`` says where the list came from (ledger or a scan of the folder).
     """
-    from pipeline.annotations import load_manifest
+    from pipeline.annotations import clip_ids, load_manifest
 
     data_dir = Path(data_dir)
-    order = list(dict.fromkeys(load_manifest(data_dir)["youtube_id"].astype(str)))
+    order = list(dict.fromkeys(clip_ids(load_manifest(data_dir))))  # AVE: the YouTube IDs
     folder = clips_dir(data_dir)
     ledger = folder / "status.parquet"
     problems: list[tuple[str, str]] = []

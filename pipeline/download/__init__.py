@@ -77,6 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rate-limit", help="max download speed per worker, e.g. 2M (bytes/s)")
     p.add_argument("--cookies", help="cookies.txt (Netscape format) from a logged-in browser")
     p.add_argument("--limit", type=int, help="only the first N unique IDs of the manifest (trials)")
+    p.add_argument("--num-shards", type=int, default=1,
+                   help="split the clip list into K parts (one DATA_DIR per part; see README)")  # fmt: skip
+    p.add_argument("--shard-index", type=int, default=0, help="this run's part, 0..K-1")
     p.add_argument("--retry-failed", action="store_true",
                    help="also retry permanent failures (unavailable / unusable)")  # fmt: skip
     p.add_argument(
@@ -99,7 +102,8 @@ def _main(args: argparse.Namespace) -> int:
     cfg = DownloadConfig(
         data_dir=args.data_dir, url_template=args.url_template, from_dir=args.from_dir,
         workers=args.workers, sleep=args.sleep, rate_limit=args.rate_limit, cookies=args.cookies,
-        limit=args.limit, retry_failed=args.retry_failed, format=args.format,
+        limit=args.limit, num_shards=args.num_shards,
+        shard_index=args.shard_index, retry_failed=args.retry_failed, format=args.format,
         max_rate_limited=args.max_rate_limited, rate_limit_pause=args.rate_limit_pause,
         retries=args.retries, backoff=args.backoff, socket_timeout=args.socket_timeout,
         progress=not args.no_progress,

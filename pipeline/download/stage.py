@@ -1,4 +1,7 @@
-"""The download stage: manifest IDs -> validated clips ``DATA_DIR/clips/<youtube_id>.mp4``."""
+"""The download stage: manifest clips -> validated ``DATA_DIR/clips/<clip_id>.mp4`` (AVE: clip_id = youtube_id).
+
+The ledger's ``youtube_id`` column holds the clip key (``clip_id``), which equals the YouTube ID for AVE.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.annotations import load_manifest
+from pipeline.annotations import clip_ids, load_manifest
 from pipeline.download.classify import (
     OK,
     PENDING,
@@ -66,6 +69,8 @@ class DownloadConfig:
     rate_limit: str | None = None
     cookies: str | None = None
     limit: int | None = None  # only the first N unique IDs of the manifest
+    num_shards: int = 1  # with shard_index: only clips k of the (limited) list with k % K == i
+    shard_index: int = 0
     retry_failed: bool = False  # also retry permanent failures (unavailable/unusable)
     format: str = DEFAULT_FORMAT
     max_rate_limited: int = 5  # consecutive rate-limited answers before stopping
@@ -78,9 +83,14 @@ class DownloadConfig:
 
 @dataclass
 class Video:
-    youtube_id: str
+    youtube_id: str  # the source video (fills {youtube_id} of the URL template)
     start: float | None
     end: float | None
+    clip_id: str | None = None  # the clip's key (file name, ledger row); None = youtube_id
+
+    @property
+    def key(self) -> str:
+        return self.clip_id or self.youtube_id
 
     @property
     def expected(self) -> float:
@@ -166,13 +176,13 @@ class Stage:
     def _accept(
         self, video: Video, produced: Path, check: ClipCheck, source: str, attempts: int
     ) -> None:
-        os.replace(produced, self.clip_path(video.youtube_id))
-        self.ledger.update(video.youtube_id, OK, "ok", "", attempts=attempts, bytes=check.bytes,
+        os.replace(produced, self.clip_path(video.key))
+        self.ledger.update(video.key, OK, "ok", "", attempts=attempts, bytes=check.bytes,
                            duration=check.duration, source=source)  # fmt: skip
 
     def _attempt(self, video: Video) -> tuple[Outcome, Path | None, ClipCheck | None]:
         """One download try; returns the outcome and, when valid, the produced file."""
-        workdir = self.partial / f"{video.youtube_id}.{uuid.uuid4().hex[:8]}"
+        workdir = self.partial / f"{video.key}.{uuid.uuid4().hex[:8]}"
         url = source_url(self.cfg.url_template, video.youtube_id, video.start, video.end)
         try:
             produced = fetch_clip(url, video.start, video.end, workdir, self.fetch_opts)
@@ -222,8 +232,8 @@ class Stage:
                 if not state.sleep(cfg.backoff * 2**attempt * random.uniform(0.5, 1.5)):
                     break
         if outcome is None:  # stopped before trying: stays as it was
-            return self.ledger.status(video.youtube_id) or PENDING
-        self.ledger.update(video.youtube_id, outcome.status, outcome.kind, outcome.reason,
+            return self.ledger.status(video.key) or PENDING
+        self.ledger.update(video.key, outcome.status, outcome.kind, outcome.reason,
                            attempts=attempts, source="download")  # fmt: skip
         return outcome.status
 
@@ -232,10 +242,10 @@ class Stage:
         check = check_clip(source, video.expected)
         if not check.ok:
             status = CHECK_STATUS.get(check.kind, UNUSABLE)
-            self.ledger.update(video.youtube_id, status, check.kind, f"{source}: {check.problem}",
+            self.ledger.update(video.key, status, check.kind, f"{source}: {check.problem}",
                                attempts=1, source="from-dir")  # fmt: skip
             return status
-        workdir = self.partial / f"{video.youtube_id}.{uuid.uuid4().hex[:8]}"
+        workdir = self.partial / f"{video.key}.{uuid.uuid4().hex[:8]}"
         workdir.mkdir(parents=True, exist_ok=True)
         try:
             copy = workdir / "clip.mp4"
@@ -252,10 +262,10 @@ class Stage:
 
     def adopt(self, video: Video) -> bool:
         """A clip file exists but the ledger does not say ok (e.g. killed before recording it)."""
-        path = self.clip_path(video.youtube_id)
+        path = self.clip_path(video.key)
         check = check_clip(path, video.expected)
         if check.ok:
-            self.ledger.update(video.youtube_id, OK, "ok", "", bytes=check.bytes,
+            self.ledger.update(video.key, OK, "ok", "", bytes=check.bytes,
                                duration=check.duration, source="existing file")  # fmt: skip
             return True
         path.unlink(missing_ok=True)
@@ -270,9 +280,9 @@ class Stage:
         jobs: list[tuple[str, Video]] = []
         counts = self.state.counts
         for video in videos:
-            row = self.ledger.get(video.youtube_id) or {}
+            row = self.ledger.get(video.key) or {}
             status, kind, source = row.get("status"), row.get("kind"), row.get("source") or ""
-            have_file = self.clip_path(video.youtube_id).is_file()
+            have_file = self.clip_path(video.key).is_file()
             if status == OK and have_file:
                 counts["already_ok"] += 1
                 continue
@@ -280,7 +290,7 @@ class Stage:
                 jobs.append(("adopt", video))
                 continue
             if from_files is not None:
-                if video.youtube_id in from_files:
+                if video.key in from_files:
                     jobs.append(("ingest", video))
                 else:
                     counts["not_in_from_dir"] += 1
@@ -288,7 +298,7 @@ class Stage:
             if video.start is None or video.end is None:
                 if status != UNAVAILABLE or kind != NO_OFFSET:
                     self.ledger.update(
-                        video.youtube_id, UNAVAILABLE, NO_OFFSET,
+                        video.key, UNAVAILABLE, NO_OFFSET,
                         "no AudioSet offset known: the ID is absent from the AudioSet segment CSVs "
                         "given to `make annotations`", source="manifest",
                     )  # fmt: skip
@@ -308,7 +318,7 @@ class Stage:
         shutil.rmtree(self.partial, ignore_errors=True)  # leftovers of a killed run
         for stale in self.clips.glob(f".{self.ledger.path.name}.*"):  # a ledger write cut short
             stale.unlink(missing_ok=True)
-        self.ledger.ensure([v.youtube_id for v in videos])
+        self.ledger.ensure([v.key for v in videos])
         jobs = self.plan(videos, from_files)
         run_counts: Counter = Counter()
         self.state.counts["queued"] = len(jobs)
@@ -322,8 +332,8 @@ class Stage:
                     self.state.stop(outcome.reason, EXIT_SYSTEMIC)
                 reason = f"{type(exc).__name__}: {exc}"
                 with contextlib.suppress(Exception):
-                    self.ledger.update(job[1].youtube_id, TRANSIENT, outcome.kind, reason)
-                self.state.notes.append(f"{job[1].youtube_id}: {reason}")
+                    self.ledger.update(job[1].key, TRANSIENT, outcome.kind, reason)
+                self.state.notes.append(f"{job[1].key}: {reason}")
                 return job[0], TRANSIENT
 
         def run_job(job: tuple[str, Video]) -> tuple[str, str]:
@@ -335,11 +345,11 @@ class Stage:
                     return action, OK
                 action = "download"  # the file was invalid and is gone: do what a fresh run would
                 if from_files is not None:
-                    if video.youtube_id not in from_files:
+                    if video.key not in from_files:
                         return "ingest", "not in --from-dir"
                     action = "ingest"
             if action == "ingest":
-                return action, self.ingest(video, from_files[video.youtube_id])
+                return action, self.ingest(video, from_files[video.key])
             if video.start is None or video.end is None:
                 return action, "no offset"
             return action, self.download(video)
@@ -378,7 +388,7 @@ class Stage:
 
     def summarise(self, videos: list[Video], run_counts: Counter) -> dict:
         table = self.ledger.table()
-        ids = {v.youtube_id for v in videos}
+        ids = {v.key for v in videos}
         table = table[table["youtube_id"].isin(ids)]
         by_status = {s: int((table["status"] == s).sum()) for s in STATUSES}
         tried = by_status[OK] + by_status[UNAVAILABLE] + by_status[UNUSABLE] + by_status[TRANSIENT]
@@ -418,16 +428,25 @@ def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def manifest_videos(data_dir: Path, limit: int | None = None) -> list[Video]:
-    """Unique YouTube IDs of the manifest in first-appearance order, with their clip offsets."""
-    manifest = load_manifest(data_dir).drop_duplicates("youtube_id", keep="first")
+def manifest_videos(
+    data_dir: Path, limit: int | None = None, num_shards: int = 1, shard_index: int = 0
+) -> list[Video]:
+    """Unique clips of the manifest (``clip_id``; AVE: YouTube IDs) in first-appearance order, with
+    their source video and offsets; the first ``limit``, then every ``num_shards``-th from
+    ``shard_index``."""
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"--shard-index {shard_index} outside 0..{num_shards - 1}")
+    manifest = load_manifest(data_dir)
+    manifest = manifest.assign(_key=clip_ids(manifest)).drop_duplicates("_key", keep="first")
     videos = [
-        Video(str(v), None if pd.isna(s) else float(s), None if pd.isna(e) else float(e))
-        for v, s, e in zip(
-            manifest["youtube_id"], manifest["clip_start"], manifest["clip_end"], strict=True
+        Video(str(v), None if pd.isna(s) else float(s), None if pd.isna(e) else float(e), str(k))
+        for v, s, e, k in zip(
+            manifest["youtube_id"], manifest["clip_start"], manifest["clip_end"], manifest["_key"],
+            strict=True,
         )
     ]
-    return videos[:limit] if limit is not None else videos
+    videos = videos[:limit] if limit is not None else videos
+    return videos[shard_index::num_shards]
 
 
 def index_from_dir(folder: Path) -> dict[str, Path]:
@@ -457,7 +476,7 @@ def run_download(cfg: DownloadConfig) -> dict:
     """Download (or ingest) every manifest video; return the summary (``exit_code`` inside)."""
     cfg.data_dir = Path(cfg.data_dir)
     require_ffmpeg()
-    videos = manifest_videos(cfg.data_dir, cfg.limit)
+    videos = manifest_videos(cfg.data_dir, cfg.limit, cfg.num_shards, cfg.shard_index)
     from_files = index_from_dir(Path(cfg.from_dir)) if cfg.from_dir else None
     if cfg.rate_limit:
         from pipeline.download.fetch import ydl_params
