@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.mediaio import require_ffmpeg  # noqa: F401  (re-exported for the download stage)
 
 #: A clip is accepted when its duration is within this many seconds of the requested length.
 DURATION_TOLERANCE = 0.1
@@ -24,16 +25,6 @@ class ClipCheck:
     @property
     def ok(self) -> bool:
         return self.problem is None
-
-
-def require_ffmpeg() -> None:
-    """Raise ``FileNotFoundError`` naming the fix when ffmpeg or ffprobe is not on PATH."""
-    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
-    if missing:
-        raise FileNotFoundError(
-            f"{' and '.join(missing)} not found on PATH; install ffmpeg (`make ffmpeg`, or "
-            "`sudo apt-get install -y ffmpeg`)"
-        )
 
 
 def probe(path: str | Path, timeout: float = 60) -> dict:
