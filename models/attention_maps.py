@@ -23,8 +23,22 @@ SIZE = 224
 
 def _ffmpeg_rgb(clip: Path, size: int, before: list[str], after: list[str]) -> np.ndarray:
     """Decode frames of ``clip`` as (N, size, size, 3) uint8 RGB (``before``/``after`` the input)."""
-    cmd = ["ffmpeg", "-v", "error", *before, "-i", str(clip), *after, "-vf", f"scale={size}:{size}",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
+    cmd = [
+        "ffmpeg",
+        "-v",
+        "error",
+        *before,
+        "-i",
+        str(clip),
+        *after,
+        "-vf",
+        f"scale={size}:{size}",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -52,9 +66,14 @@ def clip_frames(clip: Path, youtube_id: str, data_dir: Path, size: int = SIZE) -
     return out
 
 
-def run_attention_maps(run: str | Path, video: str, data_dir: str | Path | None = None,
-                       clip: str | Path | None = None, out: str | Path | None = None,
-                       device: str = "cpu") -> Path:  # fmt: skip
+def run_attention_maps(
+    run: str | Path,
+    video: str,
+    data_dir: str | Path | None = None,
+    clip: str | Path | None = None,
+    out: str | Path | None = None,
+    device: str = "cpu",
+) -> Path:
     import json
 
     import torch
@@ -103,8 +122,13 @@ def run_attention_maps(run: str | Path, video: str, data_dir: str | Path | None 
         top.imshow(frames[t])
         top.set_title(f"{t} s: {names[pred[t]][:14]}", fontsize=8)
         bottom.imshow(frames[t])
-        bottom.imshow(alpha[t], cmap="jet", alpha=0.5, interpolation="bilinear",
-                      extent=(0, frames[t].shape[1], frames[t].shape[0], 0))  # fmt: skip
+        bottom.imshow(
+            alpha[t],
+            cmap="jet",
+            alpha=0.5,
+            interpolation="bilinear",
+            extent=(0, frames[t].shape[1], frames[t].shape[0], 0),
+        )
         for ax in (top, bottom):
             ax.axis("off")
     fig.suptitle(f"{video}: audio-guided visual attention ({model.config['name']})")

@@ -31,8 +31,13 @@ from models.registry import register
 POSITIVES = ("second", "event")
 
 
-def segment_contrastive(z_a: torch.Tensor, z_v: torch.Tensor, event: torch.Tensor,
-                        temperature: float = 0.1, positives: str = "second") -> torch.Tensor:  # fmt: skip
+def segment_contrastive(
+    z_a: torch.Tensor,
+    z_v: torch.Tensor,
+    event: torch.Tensor,
+    temperature: float = 0.1,
+    positives: str = "second",
+) -> torch.Tensor:
     """Supervised InfoNCE between the audio and visual segments of each video.
 
     ``z_a``, ``z_v``: (B,T,D) unit vectors; ``event``: (B,T) bool. Anchors are event seconds.
@@ -58,9 +63,18 @@ def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 
 
 class AvelNet(SegmentNet):
-    def __init__(self, num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128,
-                 embed_dim: int = 64, dropout: float = 0.2, contrastive_weight: float = 1.0,
-                 temperature: float = 0.1, positives: str = "second", mil: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int = 29,
+        broadcast: str = "paper",
+        lstm_hidden: int = 128,
+        embed_dim: int = 64,
+        dropout: float = 0.2,
+        contrastive_weight: float = 1.0,
+        temperature: float = 0.1,
+        positives: str = "second",
+        mil: str | None = None,
+    ):
         super().__init__(broadcast, lstm_hidden, mil)
         if positives not in POSITIVES:
             raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
@@ -90,9 +104,14 @@ class AvelNet(SegmentNet):
             agreement - self.agreement_shift
         )
         class_logits = self.class_head(fused.max(1).values)
-        return {"logits": decoupled_log_probs(event_logits, class_logits),
-                "event_logits": event_logits, "class_logits": class_logits,
-                "z_audio": z_a, "z_visual": z_v, "agreement": agreement}  # fmt: skip
+        return {
+            "logits": decoupled_log_probs(event_logits, class_logits),
+            "event_logits": event_logits,
+            "class_logits": class_logits,
+            "z_audio": z_a,
+            "z_visual": z_v,
+            "agreement": agreement,
+        }
 
     def extra_loss(self, outputs: dict, labels: dict) -> torch.Tensor:
         background = self.num_classes - 1
@@ -100,15 +119,35 @@ class AvelNet(SegmentNet):
         seg = labels.get("segment_labels")
         if seg is not None and self.contrastive_weight:
             loss = loss + self.contrastive_weight * segment_contrastive(
-                outputs["z_audio"], outputs["z_visual"], seg != background, self.temperature,
+                outputs["z_audio"],
+                outputs["z_visual"],
+                seg != background,
+                self.temperature,
                 self.positives,
-            )  # fmt: skip
+            )
         return loss
 
 
 @register("avel-net")
-def avel_net(num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128,
-             embed_dim: int = 64, dropout: float = 0.2, contrastive_weight: float = 1.0,
-             temperature: float = 0.1, positives: str = "second", mil: str | None = None) -> AvelNet:  # fmt: skip
-    return AvelNet(num_classes, broadcast, lstm_hidden, embed_dim, dropout, contrastive_weight,
-                   temperature, positives, mil)  # fmt: skip
+def avel_net(
+    num_classes: int = 29,
+    broadcast: str = "paper",
+    lstm_hidden: int = 128,
+    embed_dim: int = 64,
+    dropout: float = 0.2,
+    contrastive_weight: float = 1.0,
+    temperature: float = 0.1,
+    positives: str = "second",
+    mil: str | None = None,
+) -> AvelNet:
+    return AvelNet(
+        num_classes,
+        broadcast,
+        lstm_hidden,
+        embed_dim,
+        dropout,
+        contrastive_weight,
+        temperature,
+        positives,
+        mil,
+    )

@@ -46,9 +46,16 @@ class _PeakRSS:
         self.peak_anon = max(self.peak_anon, _rss_bytes("RssAnon"))
 
 
-def bench_training(data_dir: str | Path | None = None, rows: int = 4143, model: str = "av_att",
-                   epochs: int = 1, batch_size: int = 64, device: str = "auto",
-                   visual_dtype: str = "float16", seed: int = 0) -> dict:  # fmt: skip
+def bench_training(
+    data_dir: str | Path | None = None,
+    rows: int = 4143,
+    model: str = "av_att",
+    epochs: int = 1,
+    batch_size: int = 64,
+    device: str = "auto",
+    visual_dtype: str = "float16",
+    seed: int = 0,
+) -> dict:
     """Train ``model`` on a synthetic full-size store; returns throughput and memory figures."""
     import torch
 
@@ -71,8 +78,15 @@ def bench_training(data_dir: str | Path | None = None, rows: int = 4143, model: 
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    cfg = TrainConfig(str(data_dir), model=model, epochs=epochs, batch_size=batch_size, seed=seed,
-                      run_dir=str(data_dir / "runs"), device=str(dev))  # fmt: skip
+    cfg = TrainConfig(
+        str(data_dir),
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        run_dir=str(data_dir / "runs"),
+        device=str(dev),
+    )
     with _PeakRSS() as rss:
         t1 = time.time()
         train_seed(cfg, force=True, progress=False)
@@ -81,17 +95,28 @@ def bench_training(data_dir: str | Path | None = None, rows: int = 4143, model: 
         json.loads(line) for line in (cfg.seed_dir() / "metrics.jsonl").read_text().splitlines()
     ]
     result = {
-        "model": model, "rows": rows, "epochs": epochs, "batch_size": batch_size, "device": str(dev),
+        "model": model,
+        "rows": rows,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(), "visual_dtype": visual_dtype,
-        "train_clips": json.loads((cfg.seed_dir() / "config.json").read_text())["data"]["train_samples"],
+        "torch_threads": torch.get_num_threads(),
+        "visual_dtype": visual_dtype,
+        "train_clips": json.loads((cfg.seed_dir() / "config.json").read_text())["data"][
+            "train_samples"
+        ],
         "clips_per_second": [round(h["clips_per_second"], 2) for h in history],
         "epoch_seconds": [round(h["seconds"], 2) for h in history],
-        "total_seconds_incl_eval": round(total, 2), "store_generate_seconds": round(generate, 2),
-        "store_gib": round(store_bytes / 2**30, 3), "peak_rss_gib": round(rss.peak / 2**30, 3),
+        "total_seconds_incl_eval": round(total, 2),
+        "store_generate_seconds": round(generate, 2),
+        "store_gib": round(store_bytes / 2**30, 3),
+        "peak_rss_gib": round(rss.peak / 2**30, 3),
         "peak_anon_rss_gib": round(rss.peak_anon / 2**30, 3),
-        "gpu_peak_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 3) if dev.type == "cuda" else None,
-    }  # fmt: skip
+        "gpu_peak_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 3)
+        if dev.type == "cuda"
+        else None,
+    }
     if tmp is not None:
         tmp.cleanup()
     return result

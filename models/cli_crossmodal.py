@@ -115,10 +115,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         Path(args.run) / "evaluate" if args.run else Path("runs") / "avdln-release"
     )
     summary = run_evaluate_crossmodal(
-        args.data_dir, out_dir, run=args.run, weights=args.weights, split=args.split, device=args.device,
-        plots=args.plots, plot_samples=args.plot_samples, visual_store=args.visual_store,
+        args.data_dir,
+        out_dir,
+        run=args.run,
+        weights=args.weights,
+        split=args.split,
+        device=args.device,
+        plots=args.plots,
+        plot_samples=args.plot_samples,
+        visual_store=args.visual_store,
         audio_store=args.audio_store,
-    )  # fmt: skip
+    )
     print(f"cross-modal {args.split} split, {summary['source']}:")
     for name, m in summary["results"].items():
         print(f"  {name}: {format_metrics(m)}")

@@ -65,9 +65,17 @@ class AVInteraction(nn.Module):
 
 
 class CMBSNet(SegmentNet):
-    def __init__(self, num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128,
-                 alpha: float = 0.1, gamma: float = 0.3, heads: int = 4, dropout: float = 0.1,
-                 mil: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int = 29,
+        broadcast: str = "paper",
+        lstm_hidden: int = 128,
+        alpha: float = 0.1,
+        gamma: float = 0.3,
+        heads: int = 4,
+        dropout: float = 0.1,
+        mil: str | None = None,
+    ):
         super().__init__(broadcast, lstm_hidden, mil)
         d = self.dim
         self.num_classes, self.alpha, self.gamma = num_classes, alpha, gamma
@@ -100,9 +108,13 @@ class CMBSNet(SegmentNet):
         fused = (q_v + q_a) * 0.5
         event_logits = self.event_head(fused).squeeze(-1)
         class_logits = self.class_head(fused.max(1).values) + self.gamma * av_score
-        return {"logits": decoupled_log_probs(event_logits, class_logits),
-                "event_logits": event_logits, "class_logits": class_logits,
-                "gate": (g_a * g_v).squeeze(-1), "av_score": av_score}  # fmt: skip
+        return {
+            "logits": decoupled_log_probs(event_logits, class_logits),
+            "event_logits": event_logits,
+            "class_logits": class_logits,
+            "gate": (g_a * g_v).squeeze(-1),
+            "av_score": av_score,
+        }
 
     def extra_loss(self, outputs: dict, labels: dict) -> torch.Tensor:
         background = self.num_classes - 1
@@ -118,6 +130,12 @@ class CMBSNet(SegmentNet):
 
 
 @register("cmbs")
-def cmbs(num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128, alpha: float = 0.1,
-         gamma: float = 0.3, mil: str | None = None) -> CMBSNet:  # fmt: skip
+def cmbs(
+    num_classes: int = 29,
+    broadcast: str = "paper",
+    lstm_hidden: int = 128,
+    alpha: float = 0.1,
+    gamma: float = 0.3,
+    mil: str | None = None,
+) -> CMBSNet:
     return CMBSNet(num_classes, broadcast, lstm_hidden, alpha, gamma, mil=mil)

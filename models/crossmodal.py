@@ -300,8 +300,13 @@ def plot_clips(
         title = f"sample {int(r['sample'])} {r['youtube_id']}  event {int(r['start'])}-{int(r['end'])} s\n{preds}"
         paths.append(
             plot_distance_matrix(
-                dist[k], int(r["start"]), int(r["end"]), int(metrics["pred_a2v"][k]), int(metrics["pred_v2a"][k]),
-                Path(out_dir) / f"distance-{int(r['sample']):04d}.png", title,
+                dist[k],
+                int(r["start"]),
+                int(r["end"]),
+                int(metrics["pred_a2v"][k]),
+                int(metrics["pred_v2a"][k]),
+                Path(out_dir) / f"distance-{int(r['sample']):04d}.png",
+                title,
             )
-        )  # fmt: skip
+        )
     return paths

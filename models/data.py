@@ -21,8 +21,12 @@ from pipeline.annotations import clip_ids, load_classes, load_manifest
 from pipeline.io import write_parquet
 from pipeline.store import FeatureStore, StoreWriter
 
-ROW_SHAPES = {"audio": (10, 128), "visual": (10, 7, 7, 512), "visual_vec": (10, 512),
-              "audio_maps": (10, 6, 4, 512)}  # fmt: skip
+ROW_SHAPES = {
+    "audio": (10, 128),
+    "visual": (10, 7, 7, 512),
+    "visual_vec": (10, 512),
+    "audio_maps": (10, 6, 4, 512),
+}
 EXTRA_BACKGROUND = "extra_background.parquet"
 
 
@@ -186,13 +190,21 @@ def make_synthetic_store(
         [int(lab) if s <= t < e else background for t in range(10)]
         for lab, s, e in zip(labels, starts, ends, strict=True)
     ]
-    manifest = pd.DataFrame({
-        "sample": np.arange(n_rows), "youtube_id": ids, "category": [names[i] for i in labels],
-        "label": labels.astype(np.int16), "start": starts, "end": ends,
-        "split": pd.array(split, dtype="string"), "match_split": pd.array([None] * n_rows, dtype="string"),
-        "clip_start": pd.array([None] * n_rows, dtype="Float64"), "clip_end": pd.array([None] * n_rows, dtype="Float64"),
-        "segment_labels": seg,
-    })  # fmt: skip
+    manifest = pd.DataFrame(
+        {
+            "sample": np.arange(n_rows),
+            "youtube_id": ids,
+            "category": [names[i] for i in labels],
+            "label": labels.astype(np.int16),
+            "start": starts,
+            "end": ends,
+            "split": pd.array(split, dtype="string"),
+            "match_split": pd.array([None] * n_rows, dtype="string"),
+            "clip_start": pd.array([None] * n_rows, dtype="Float64"),
+            "clip_end": pd.array([None] * n_rows, dtype="Float64"),
+            "segment_labels": seg,
+        }
+    )
     write_parquet(manifest, data_dir / "manifest.parquet")
     write_parquet(
         pd.DataFrame({"index": range(len(names)), "name": names}), data_dir / "classes.parquet"
@@ -241,5 +253,9 @@ def make_synthetic_store(
                 x = maps.reshape(*lab.shape, 7, 7, 512) if name == "visual" else maps.mean(-2)
             writer.write_shard(shard, dict(zip(shard_ids, x, strict=True)))
         writer.finalize()
-    return {"rows": n_rows, "classes": num_classes + 1, "extra_background": len(extra_ids),
-            "splits": {s: int((split == s).sum()) for s in ("train", "val", "test")}}  # fmt: skip
+    return {
+        "rows": n_rows,
+        "classes": num_classes + 1,
+        "extra_background": len(extra_ids),
+        "splits": {s: int((split == s).sum()) for s in ("train", "val", "test")},
+    }

@@ -63,8 +63,9 @@ def decoupled_log_probs(event_logits: torch.Tensor, class_logits: torch.Tensor) 
     return torch.cat([log_event, F.logsigmoid(-event_logits).unsqueeze(-1)], -1)
 
 
-def decoupled_loss(event_logits: torch.Tensor, class_logits: torch.Tensor, labels: dict,
-                   background: int) -> torch.Tensor:  # fmt: skip
+def decoupled_loss(
+    event_logits: torch.Tensor, class_logits: torch.Tensor, labels: dict, background: int
+) -> torch.Tensor:
     """BCE of the event head + CE of the class head (clips with an event only).
 
     Supervised: per-second event targets. Weak (``segment_labels`` None): background-only videos

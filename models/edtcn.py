@@ -43,9 +43,15 @@ class NormReLU(nn.Module):
 class EDTCN(nn.Module):
     """Encoder-decoder temporal convolutional network with per-step logits (B, T, C)."""
 
-    def __init__(self, num_classes: int = 29, features: str = "visual",
-                 channels: Sequence[int] = (64, 96), kernel_size: int = 3, dropout: float = 0.3,
-                 mil: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int = 29,
+        features: str = "visual",
+        channels: Sequence[int] = (64, 96),
+        kernel_size: int = 3,
+        dropout: float = 0.3,
+        mil: str | None = None,
+    ):
         super().__init__()
         if features not in FEATURES:
             raise ValueError(f"features must be one of {sorted(FEATURES)}, got {features!r}")
@@ -98,6 +104,12 @@ class EDTCN(nn.Module):
 
 
 @register("edtcn")
-def edtcn(num_classes: int = 29, features: str = "visual", channels: Sequence[int] = (64, 96),
-          kernel_size: int = 3, dropout: float = 0.3, mil: str | None = None) -> EDTCN:  # fmt: skip
+def edtcn(
+    num_classes: int = 29,
+    features: str = "visual",
+    channels: Sequence[int] = (64, 96),
+    kernel_size: int = 3,
+    dropout: float = 0.3,
+    mil: str | None = None,
+) -> EDTCN:
     return EDTCN(num_classes, features, tuple(channels), kernel_size, dropout, mil)

@@ -19,8 +19,13 @@ from pipeline.io import write_json
 from pipeline.store import StoreError
 
 
-def run_evaluate(run: str | Path, split: str = "test", data_dir: str | Path | None = None,
-                 device: str = "auto", batch_size: int | None = None) -> dict:  # fmt: skip
+def run_evaluate(
+    run: str | Path,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+) -> dict:
     from models.data import AVEDataset
     from models.metrics import reference_rows
     from models.train import evaluate, load_checkpoint, resolve_device
@@ -38,12 +43,21 @@ def run_evaluate(run: str | Path, split: str = "test", data_dir: str | Path | No
     dataset = AVEDataset(data_dir, split, model.stores)
     m = evaluate(model, dataset, batch_size or config["batch_size"], dev)
     result = {
-        "run": str(run), "split": split, "data_dir": str(data_dir), "epoch": payload.get("epoch"),
-        "accuracy": m["accuracy"], "segments": m["segments"], "samples": m["samples"],
-        "missing_videos": m["missing_videos"], "per_class_accuracy": m["per_class_accuracy"],
-        "confusion": m["confusion"], "localization": m["localization"],
-        "reference": reference_rows(dataset.segment_labels, dataset.video_labels, dataset.num_classes - 1),
-    }  # fmt: skip
+        "run": str(run),
+        "split": split,
+        "data_dir": str(data_dir),
+        "epoch": payload.get("epoch"),
+        "accuracy": m["accuracy"],
+        "segments": m["segments"],
+        "samples": m["samples"],
+        "missing_videos": m["missing_videos"],
+        "per_class_accuracy": m["per_class_accuracy"],
+        "confusion": m["confusion"],
+        "localization": m["localization"],
+        "reference": reference_rows(
+            dataset.segment_labels, dataset.video_labels, dataset.num_classes - 1
+        ),
+    }
     write_json(result, run / f"eval-{split}.json")
     return result
 
@@ -68,8 +82,10 @@ def _main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, StoreError) as exc:
         print(f"error: {exc}")
         return 2
-    print(f"{r['run']}: {r['split']} segment accuracy {r['accuracy']:.4f} over {r['segments']} seconds "
-          f"({r['samples']} clips, {r['missing_videos']} missing) -> {args.run / ('eval-' + r['split'] + '.json')}")  # fmt: skip
+    print(
+        f"{r['run']}: {r['split']} segment accuracy {r['accuracy']:.4f} over {r['segments']} seconds "
+        f"({r['samples']} clips, {r['missing_videos']} missing) -> {args.run / ('eval-' + r['split'] + '.json')}"
+    )
     print(format_localization(r["localization"], r["reference"]))
     return 0
 
@@ -87,7 +103,9 @@ def format_localization(loc: dict, reference: dict | None = None) -> str:
     lines = [head]
     for label, m in rows:
         b = "–" if m["boundary_error_s"] is None else f"{m['boundary_error_s']:.2f}"
-        lines.append(f"  {label:36s} {_pct(m['accuracy']):>6s}  {_pct(m['video_class_accuracy']):>8s}  "
-                     f"{_pct(m['event_precision']):>5s}  {_pct(m['event_recall']):>5s}  {_pct(m['event_f1']):>5s}  "
-                     f"{b:>12s}  {_pct(m['accuracy_full']):>5s}  {_pct(m['accuracy_short']):>5s}")  # fmt: skip
+        lines.append(
+            f"  {label:36s} {_pct(m['accuracy']):>6s}  {_pct(m['video_class_accuracy']):>8s}  "
+            f"{_pct(m['event_precision']):>5s}  {_pct(m['event_recall']):>5s}  {_pct(m['event_f1']):>5s}  "
+            f"{b:>12s}  {_pct(m['accuracy_full']):>5s}  {_pct(m['accuracy_short']):>5s}"
+        )
     return "\n".join(lines)

@@ -41,9 +41,14 @@ AUDIO_DIM, VISUAL_DIM = 128, 512
 class EarlyFusionNet(nn.Module):
     """Fusion of the per-second input features, one BiLSTM on the fused sequence, a head."""
 
-    def __init__(self, fusion: nn.Module, classifier: nn.Module,
-                 attention: AudioGuidedAttention | None = None, lstm_hidden: int = 128,
-                 mil: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        fusion: nn.Module,
+        classifier: nn.Module,
+        attention: AudioGuidedAttention | None = None,
+        lstm_hidden: int = 128,
+        mil: str | None = None,
+    ):
         super().__init__()
         self.attention = attention
         self.fusion = fusion
@@ -90,9 +95,17 @@ class DecisionFusion(nn.Module):
         return self.out(self.fuse(self.head_a(h_a), self.head_v(h_v)))
 
 
-def fusion_model(method: str, num_classes: int = 29, position: str = "late", dim: int | None = None,
-                 attend: bool = True, broadcast: str = "paper", lstm_hidden: int = 128,
-                 mil: str | None = None, **fusion_options: Any) -> nn.Module:  # fmt: skip
+def fusion_model(
+    method: str,
+    num_classes: int = 29,
+    position: str = "late",
+    dim: int | None = None,
+    attend: bool = True,
+    broadcast: str = "paper",
+    lstm_hidden: int = 128,
+    mil: str | None = None,
+    **fusion_options: Any,
+) -> nn.Module:
     """Build fusion ``method`` at ``position`` (see the module docstring for the architecture)."""
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")

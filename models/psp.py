@@ -39,8 +39,9 @@ from models.registry import register
 class PSPBlock(nn.Module):
     """Positive sample propagation between audio and visual LSTM states (B, T, D)."""
 
-    def __init__(self, dim: int = 256, hidden: int = 256, threshold: float = 0.099,
-                 dropout: float = 0.1):  # fmt: skip
+    def __init__(
+        self, dim: int = 256, hidden: int = 256, threshold: float = 0.099, dropout: float = 0.1
+    ):
         super().__init__()
         self.threshold = threshold
         self.v_L1 = nn.Linear(dim, hidden, bias=False)
@@ -78,8 +79,15 @@ def avps_loss(similarity: torch.Tensor, segment_labels: torch.Tensor, background
 
 
 class PSPNet(SegmentNet):
-    def __init__(self, num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128,
-                 threshold: float = 0.099, avps_weight: float = 100.0, mil: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int = 29,
+        broadcast: str = "paper",
+        lstm_hidden: int = 128,
+        threshold: float = 0.099,
+        avps_weight: float = 100.0,
+        mil: str | None = None,
+    ):
         super().__init__(broadcast, lstm_hidden, mil)
         self.num_classes = num_classes
         self.avps_weight = avps_weight
@@ -101,6 +109,12 @@ class PSPNet(SegmentNet):
 
 
 @register("psp")
-def psp(num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128,
-        threshold: float = 0.099, avps_weight: float = 100.0, mil: str | None = None) -> PSPNet:  # fmt: skip
+def psp(
+    num_classes: int = 29,
+    broadcast: str = "paper",
+    lstm_hidden: int = 128,
+    threshold: float = 0.099,
+    avps_weight: float = 100.0,
+    mil: str | None = None,
+) -> PSPNet:
     return PSPNet(num_classes, broadcast, lstm_hidden, threshold, avps_weight, mil)

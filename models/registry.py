@@ -45,8 +45,17 @@ def build_model(name: str, num_classes: int = 29, **options: Any) -> nn.Module:
     return model
 
 
-def _net(num_classes, audio, visual, attend, fusion, classifier, broadcast="paper",
-         lstm_hidden=128, mil=None) -> LocalizationNet:  # fmt: skip
+def _net(
+    num_classes,
+    audio,
+    visual,
+    attend,
+    fusion,
+    classifier,
+    broadcast="paper",
+    lstm_hidden=128,
+    mil=None,
+) -> LocalizationNet:
     attention = AudioGuidedAttention(broadcast=broadcast) if attend else None
     return LocalizationNet(
         classifier, audio, visual, attention, fusion, lstm_hidden=lstm_hidden, mil=mil
@@ -70,8 +79,9 @@ def visual_only(
 
 
 @register("v_att")
-def visual_attended(num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128,
-                    mil: str | None = None) -> LocalizationNet:  # fmt: skip
+def visual_attended(
+    num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128, mil: str | None = None
+) -> LocalizationNet:
     head = MLPHead(2 * lstm_hidden, num_classes)
     return _net(num_classes, False, True, True, None, head, broadcast, lstm_hidden, mil)
 
@@ -85,16 +95,23 @@ def audio_visual(
 
 
 @register("av_att")
-def audio_visual_attended(num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128,
-                          mil: str | None = None) -> LocalizationNet:  # fmt: skip
+def audio_visual_attended(
+    num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128, mil: str | None = None
+) -> LocalizationNet:
     head = MLPHead(4 * lstm_hidden, num_classes)
     return _net(num_classes, True, True, True, Concat(), head, broadcast, lstm_hidden, mil)
 
 
 @register("dmrn")
-def dmrn(num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128, num_blocks: int = 1,
-         shared_blocks: bool = False, swap_residual: bool = False,
-         mil: str | None = None) -> LocalizationNet:  # fmt: skip
+def dmrn(
+    num_classes: int = 29,
+    broadcast: str = "paper",
+    lstm_hidden: int = 128,
+    num_blocks: int = 1,
+    shared_blocks: bool = False,
+    swap_residual: bool = False,
+    mil: str | None = None,
+) -> LocalizationNet:
     dim = 2 * lstm_hidden
     fusion = DMRN(dim, num_blocks, shared_blocks, swap_residual)
     return _net(
@@ -111,9 +128,15 @@ def dmrn(num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128
 
 
 @register("dmrfe")
-def dmrfe(num_classes: int = 29, broadcast: str = "paper", lstm_hidden: int = 128, num_blocks: int = 1,
-          shared_blocks: bool = False, swap_residual: bool = False,
-          mil: str | None = None) -> LocalizationNet:  # fmt: skip
+def dmrfe(
+    num_classes: int = 29,
+    broadcast: str = "paper",
+    lstm_hidden: int = 128,
+    num_blocks: int = 1,
+    shared_blocks: bool = False,
+    swap_residual: bool = False,
+    mil: str | None = None,
+) -> LocalizationNet:
     dim = 2 * lstm_hidden
     fusion = DMRN(dim, num_blocks, shared_blocks, swap_residual, return_branches=True)
     head = EnsembleClassifier(dim, num_classes)

@@ -105,8 +105,9 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
     return torch._utils._rebuild_tensor(storage, storage_offset, tuple(size), tuple(stride))
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):  # fmt: skip
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
     return _rebuild_tensor(storage, storage_offset, size, stride)
 
 
@@ -206,12 +207,22 @@ def load_restricted(path: str | Path) -> Any:
         warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
         warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
         try:
-            return torch.load(path, map_location="cpu", pickle_module=RESTRICTED_PICKLE,
-                              weights_only=False)  # fmt: skip
+            return torch.load(
+                path, map_location="cpu", pickle_module=RESTRICTED_PICKLE, weights_only=False
+            )
         except ReleaseCheckpointError as exc:
             raise ReleaseCheckpointError(f"{path}: {exc}") from None
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
-                AttributeError, KeyError, IndexError) as exc:  # fmt: skip
+        except (
+            pickle.UnpicklingError,
+            RuntimeError,
+            EOFError,
+            OSError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            KeyError,
+            IndexError,
+        ) as exc:
             raise ReleaseCheckpointError(
                 f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})"
             ) from exc
@@ -267,9 +278,10 @@ def read_release_checkpoint(path: str | Path) -> ReleaseCheckpoint:
     if isinstance(obj, ReleaseModule):
         tensors = flatten_module(obj)
         attributes = {
-            k: v for k, v in obj.__dict__.items()
+            k: v
+            for k, v in obj.__dict__.items()
             if not k.startswith("_") and isinstance(v, bool | int | float | str)
-        }  # fmt: skip
+        }
         release_class = obj.release_class
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         tensors = {str(k): v.detach() for k, v in obj.items()}

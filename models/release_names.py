@@ -14,8 +14,13 @@ _ATT = {
     "L1.": "classifier.L1.",
     "L2.": "classifier.L2.",
 }
-_DMRN = {"affine_": "attention.affine_", "lstm_": "lstm_", "U_a.": "fusion.blocks.0.U_a.",
-         "U_v.": "fusion.blocks.0.U_v.", "L2.": "classifier."}  # fmt: skip
+_DMRN = {
+    "affine_": "attention.affine_",
+    "lstm_": "lstm_",
+    "U_a.": "fusion.blocks.0.U_a.",
+    "U_v.": "fusion.blocks.0.U_v.",
+    "L2.": "classifier.",
+}
 
 PREFIXES = {"av_att": _ATT, "av_att_weak": _ATT, "dmrn": _DMRN}
 RELEASE_MODEL = {"av_att": "av_att", "av_att_weak": "av_att", "dmrn": "dmrn"}

@@ -36,9 +36,14 @@ GUIDES = ("parallel", "alternating")
 
 def visual_guided_audio_attention(guide_dim: int = 512, broadcast: str = "paper"):
     """Attention over the 24 VGGish pool5 regions guided by a ``guide_dim`` visual vector."""
-    return AudioGuidedAttention(audio_dim=guide_dim, visual_dim=AUDIO_MAP_DIM, hidden=512,
-                                attention_hidden=AUDIO_MAP_REGIONS, regions=AUDIO_MAP_REGIONS,
-                                broadcast=broadcast)  # fmt: skip
+    return AudioGuidedAttention(
+        audio_dim=guide_dim,
+        visual_dim=AUDIO_MAP_DIM,
+        hidden=512,
+        attention_hidden=AUDIO_MAP_REGIONS,
+        regions=AUDIO_MAP_REGIONS,
+        broadcast=broadcast,
+    )
 
 
 class _Supplementary(nn.Module):
@@ -51,8 +56,14 @@ class _Supplementary(nn.Module):
 class AudioAttentionNet(_Supplementary):
     """Visual-guided audio attention (A-att; with ``with_visual`` A-att+V)."""
 
-    def __init__(self, num_classes: int = 29, with_visual: bool = False, broadcast: str = "paper",
-                 lstm_hidden: int = 128, mil: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int = 29,
+        with_visual: bool = False,
+        broadcast: str = "paper",
+        lstm_hidden: int = 128,
+        mil: str | None = None,
+    ):
         super().__init__()
         self.with_visual, self.mil = with_visual, mil
         self.audio_attention = visual_guided_audio_attention(broadcast=broadcast)
@@ -69,8 +80,9 @@ class AudioAttentionNet(_Supplementary):
         """(B, T, 24) weights over the VGGish pool5 regions."""
         return self.audio_attention.weights(global_average(visual), regions(audio_maps))
 
-    def forward(self, audio: torch.Tensor | None, visual: torch.Tensor,
-                audio_maps: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, audio: torch.Tensor | None, visual: torch.Tensor, audio_maps: torch.Tensor
+    ) -> torch.Tensor:
         guide = global_average(visual)
         attended, _ = self.audio_attention(guide, regions(audio_maps))
         h = self.lstm_audio(attended)
@@ -82,8 +94,14 @@ class AudioAttentionNet(_Supplementary):
 class CoAttentionNet(_Supplementary):
     """Audio-visual co-attention: both modalities attended, both attended vectors classified."""
 
-    def __init__(self, num_classes: int = 29, guide: str = "parallel", broadcast: str = "paper",
-                 lstm_hidden: int = 128, mil: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int = 29,
+        guide: str = "parallel",
+        broadcast: str = "paper",
+        lstm_hidden: int = 128,
+        mil: str | None = None,
+    ):
         super().__init__()
         if guide not in GUIDES:
             raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
@@ -111,19 +129,30 @@ class CoAttentionNet(_Supplementary):
         a_att, alpha_a = self.audio_attention(guide, regions(audio_maps))
         return v_att, a_att, alpha_v, alpha_a
 
-    def forward(self, audio: torch.Tensor, visual: torch.Tensor,
-                audio_maps: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, audio: torch.Tensor, visual: torch.Tensor, audio_maps: torch.Tensor
+    ) -> torch.Tensor:
         v_att, a_att, _, _ = self.attend(audio, visual, audio_maps)
         return self.classifier(torch.cat([self.lstm_audio(a_att), self.lstm_video(v_att)], dim=-1))
 
 
 @register("v_att_audio")
-def v_att_audio(num_classes: int = 29, with_visual: bool = False, broadcast: str = "paper",
-                lstm_hidden: int = 128, mil: str | None = None) -> AudioAttentionNet:  # fmt: skip
+def v_att_audio(
+    num_classes: int = 29,
+    with_visual: bool = False,
+    broadcast: str = "paper",
+    lstm_hidden: int = 128,
+    mil: str | None = None,
+) -> AudioAttentionNet:
     return AudioAttentionNet(num_classes, with_visual, broadcast, lstm_hidden, mil)
 
 
 @register("co_att")
-def co_att(num_classes: int = 29, guide: str = "parallel", broadcast: str = "paper",
-           lstm_hidden: int = 128, mil: str | None = None) -> CoAttentionNet:  # fmt: skip
+def co_att(
+    num_classes: int = 29,
+    guide: str = "parallel",
+    broadcast: str = "paper",
+    lstm_hidden: int = 128,
+    mil: str | None = None,
+) -> CoAttentionNet:
     return CoAttentionNet(num_classes, guide, broadcast, lstm_hidden, mil)

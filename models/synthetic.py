@@ -24,10 +24,19 @@ from pipeline.annotations import load_manifest
 from pipeline.store import StoreWriter
 
 
-def make_agreement_store(data_dir: str | Path, n_rows: int, num_classes: int = 28, types: int = 16,
-                         seed: int = 0, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                         signal: float = 2.0, class_signal: float = 1.0, noise: float = 1.0,
-                         shard_size: int = 256, visual_dtype: str = "float16") -> dict:  # fmt: skip
+def make_agreement_store(
+    data_dir: str | Path,
+    n_rows: int,
+    num_classes: int = 28,
+    types: int = 16,
+    seed: int = 0,
+    splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    signal: float = 2.0,
+    class_signal: float = 1.0,
+    noise: float = 1.0,
+    shard_size: int = 256,
+    visual_dtype: str = "float16",
+) -> dict:
     """Write the store; returns a summary with the fraction of background seconds per split."""
     if types < 2:
         raise ValueError(
@@ -47,13 +56,25 @@ def make_agreement_store(data_dir: str | Path, n_rows: int, num_classes: int = 2
     src_a = rng.integers(0, types, seg.shape)
     shift = rng.integers(1, types, seg.shape)
     src_v = np.where(seg == num_classes, (src_a + shift) % types, src_a)  # disagree on background
-    meta = {"synthetic": True, "random_weights": True, "seed": seed, "generator": "agreement",
-            "types": types}  # fmt: skip
+    meta = {
+        "synthetic": True,
+        "random_weights": True,
+        "seed": seed,
+        "generator": "agreement",
+        "types": types,
+    }
     writers = {
-        name: StoreWriter.open(data_dir, name, ids, ROW_SHAPES[name],
-                               visual_dtype if name == "visual" else "float32", shard_size, meta)
+        name: StoreWriter.open(
+            data_dir,
+            name,
+            ids,
+            ROW_SHAPES[name],
+            visual_dtype if name == "visual" else "float32",
+            shard_size,
+            meta,
+        )
         for name in ("audio", "visual", "visual_vec")
-    }  # fmt: skip
+    }
     for shard in range(writers["audio"].num_shards):
         todo = {name: w for name, w in writers.items() if not w.is_done(shard)}
         if not todo:
@@ -62,8 +83,11 @@ def make_agreement_store(data_dir: str | Path, n_rows: int, num_classes: int = 2
         lo, n = shard * shard_size, len(shard_ids)
         srng = np.random.default_rng([seed, shard, 11])
         lab = np.repeat(labels[lo : lo + n, None], seg.shape[1], 1)
-        audio = (signal * type_a[src_a[lo : lo + n]] + class_signal * class_a[lab]
-                 + noise * srng.standard_normal((n, seg.shape[1], 128), np.float32))  # fmt: skip
+        audio = (
+            signal * type_a[src_a[lo : lo + n]]
+            + class_signal * class_a[lab]
+            + noise * srng.standard_normal((n, seg.shape[1], 128), np.float32)
+        )
         maps = noise * np.abs(srng.standard_normal((n, seg.shape[1], 49, 512), np.float32))
         where = srng.random((n, seg.shape[1], 49)).argsort(-1)
         hot_type = np.zeros((n, seg.shape[1], 49, 1), np.float32)
@@ -72,8 +96,11 @@ def make_agreement_store(data_dir: str | Path, n_rows: int, num_classes: int = 2
         np.put_along_axis(hot_class, where[..., 8:16, None], 1.0, axis=-2)
         maps += signal * hot_type * type_v[src_v[lo : lo + n]][..., None, :]
         maps += class_signal * hot_class * class_v[lab][..., None, :]
-        rows = {"audio": audio, "visual": maps.reshape(n, seg.shape[1], 7, 7, 512),
-                "visual_vec": maps.mean(-2)}  # fmt: skip
+        rows = {
+            "audio": audio,
+            "visual": maps.reshape(n, seg.shape[1], 7, 7, 512),
+            "visual_vec": maps.mean(-2),
+        }
         for name, writer in todo.items():
             writer.write_shard(shard, dict(zip(shard_ids, rows[name], strict=True)))
     for writer in writers.values():

@@ -36,10 +36,15 @@ from pipeline.io import atomic_path, write_json
 DECOMPOSED_TABLES = ("sota",)  # tables whose Markdown shows the decomposed metrics as columns
 
 METHOD_NAMES = {
-    "additive": "Additive", "max": "Max-pooling", "gated": "Gated", "bilinear": "Multimodal Bilinear",
-    "gated_bilinear": "Gated Multimodal Bilinear", "gmu": "GMU", "concat": "Concatenation",
+    "additive": "Additive",
+    "max": "Max-pooling",
+    "gated": "Gated",
+    "bilinear": "Multimodal Bilinear",
+    "gated_bilinear": "Gated Multimodal Bilinear",
+    "gmu": "GMU",
+    "concat": "Concatenation",
     "mrn": "MRN",
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ TABLES: dict[str, list[Entry]] = {
         Entry("edtcn", "ED-TCN (V features)", "edtcn", paper=46.9),
         Entry("v_att_audio", "A-att (visual-guided audio attention)", "v_att_audio"),
         Entry("co_att", "A-att+V-att (co-attention)", "co_att"),
-    ],  # fmt: skip
+    ],
     "sota": [
         Entry("av_att", "A+V-att", "av_att", paper=72.7),
         Entry("dmrn", "DMRN", "dmrn", paper=73.1),
@@ -173,20 +178,34 @@ def run_entry(cfg: TableConfig, entry: Entry, progress: bool = True) -> dict[str
     from models.table_reference import decomposed_stats
     from models.train import TrainConfig, run_train
 
-    row: dict[str, Any] = {"key": entry.key, "label": entry.label, "model": entry.model,
-                           "options": json.dumps(entry.options, sort_keys=True), "mode": entry.mode,
-                           "paper": entry.paper}  # fmt: skip
+    row: dict[str, Any] = {
+        "key": entry.key,
+        "label": entry.label,
+        "model": entry.model,
+        "options": json.dumps(entry.options, sort_keys=True),
+        "mode": entry.mode,
+        "paper": entry.paper,
+    }
     missing = _missing_stores(cfg.data_dir, entry)
     if missing:
         hint = " (make features AUDIO_MAPS=1)" if "audio_maps" in missing else ""
         return {**row, "status": f"skipped: store(s) {', '.join(missing)} missing{hint}"}
     train_cfg = TrainConfig(
-        data_dir=cfg.data_dir, mode=entry.mode, model=entry.model, epochs=cfg.epochs,
-        batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seeds[0], run_dir=cfg.run_dir,
-        name=None, mil=cfg.mil, device=cfg.device, eval_every=cfg.eval_every,
+        data_dir=cfg.data_dir,
+        mode=entry.mode,
+        model=entry.model,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seeds[0],
+        run_dir=cfg.run_dir,
+        name=None,
+        mil=cfg.mil,
+        device=cfg.device,
+        eval_every=cfg.eval_every,
         background_videos=cfg.background_videos and entry.mode == "weak",
         model_options=dict(entry.options),
-    )  # fmt: skip
+    )
     if not cfg.force:
         _refuse_to_overwrite(train_cfg, cfg.seeds)
     summary = run_train(train_cfg, list(cfg.seeds), force=cfg.force, progress=progress)
@@ -197,14 +216,21 @@ def run_entry(cfg: TableConfig, entry: Entry, progress: bool = True) -> dict[str
     test_m, test_s = _stat([100 * r["test_accuracy"] for r in runs])
     val_m, val_s = _stat([100 * r["val_accuracy"] for r in runs])
     return {
-        **row, "status": "ok", "experiment": summary["name"], "seeds": len(runs),
+        **row,
+        "status": "ok",
+        "experiment": summary["name"],
+        "seeds": len(runs),
         "reused_seeds": len(summary["reused"]),
-        "test_mean": test_m, "test_std": test_s, "val_mean": val_m, "val_std": val_s,
+        "test_mean": test_m,
+        "test_std": test_s,
+        "val_mean": val_m,
+        "val_std": val_s,
         "parameters": runs[0]["parameters"],
         "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
-        "epochs": runs[0]["epochs"], "random_features": any(r.get("random_features") for r in runs),
+        "epochs": runs[0]["epochs"],
+        "random_features": any(r.get("random_features") for r in runs),
         **decomposed_stats(runs),
-    }  # fmt: skip
+    }
 
 
 def _fmt(value: Any, spec: str = ".1f") -> str:
@@ -232,8 +258,10 @@ def to_markdown(cfg: TableConfig, rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['label']} | – | – | {_fmt(r['paper'])} | – | – | {r['status']} |"
-                         + (" – |" * len(extra_rule.split("|")) if wide else ""))  # fmt: skip
+            lines.append(
+                f"| {r['label']} | – | – | {_fmt(r['paper'])} | – | – | {r['status']} |"
+                + (" – |" * len(extra_rule.split("|")) if wide else "")
+            )
             continue
         status = f"{r['seeds']} seed(s), {r['epochs']} epochs" + (
             f", {r['reused_seeds']} reused" if r["reused_seeds"] else ""
@@ -245,18 +273,41 @@ def to_markdown(cfg: TableConfig, rows: list[dict[str, Any]]) -> str:
             + (f" {' | '.join(decomposed_cells(r))} |" if wide else "")
         )
     if wide:
-        lines += ["", "Decomposed test metrics, mean over seeds (%; boundary error in seconds): "
-                      "models.metrics.localization_metrics."]  # fmt: skip
+        lines += [
+            "",
+            "Decomposed test metrics, mean over seeds (%; boundary error in seconds): "
+            "models.metrics.localization_metrics.",
+        ]
     lines += ["", reference_markdown(cfg.data_dir).rstrip()]
     if any(r.get("random_features") for r in rows):
-        lines += ["", "**WARNING: features come from random-weight networks (a smoke run); "
-                      "these numbers mean nothing.**"]  # fmt: skip
+        lines += [
+            "",
+            "**WARNING: features come from random-weight networks (a smoke run); "
+            "these numbers mean nothing.**",
+        ]
     return "\n".join(lines) + "\n"
 
 
-COLUMNS = ["key", "label", "model", "options", "mode", "status", "experiment", "seeds",
-           "reused_seeds", "epochs", "test_mean", "test_std", "val_mean", "val_std", "paper",
-           "parameters", "train_seconds", "random_features"]  # fmt: skip
+COLUMNS = [
+    "key",
+    "label",
+    "model",
+    "options",
+    "mode",
+    "status",
+    "experiment",
+    "seeds",
+    "reused_seeds",
+    "epochs",
+    "test_mean",
+    "test_std",
+    "val_mean",
+    "val_std",
+    "paper",
+    "parameters",
+    "train_seconds",
+    "random_features",
+]
 COLUMNS += [f"{k}_{stat}" for k in DECOMPOSED for stat in ("mean", "std")]
 
 
@@ -267,9 +318,17 @@ def run_table(cfg: TableConfig, progress: bool = True) -> dict[str, Any]:
         try:
             rows.append(run_entry(cfg, entry, progress))
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
-            rows.append({"key": entry.key, "label": entry.label, "model": entry.model,
-                         "options": json.dumps(entry.options, sort_keys=True), "mode": entry.mode,
-                         "paper": entry.paper, "status": f"failed: {exc}"})  # fmt: skip
+            rows.append(
+                {
+                    "key": entry.key,
+                    "label": entry.label,
+                    "model": entry.model,
+                    "options": json.dumps(entry.options, sort_keys=True),
+                    "mode": entry.mode,
+                    "paper": entry.paper,
+                    "status": f"failed: {exc}",
+                }
+            )
     out = Path(cfg.run_dir) / "tables"
     frame = (
         pd.DataFrame(rows)
@@ -281,13 +340,19 @@ def run_table(cfg: TableConfig, progress: bool = True) -> dict[str, Any]:
     markdown = to_markdown(cfg, rows)
     with atomic_path(out / f"{cfg.table}.md", suffix=".md") as tmp:
         tmp.write_text(markdown)
-    summary = {"table": cfg.table, "config": asdict(cfg), "rows": rows,
-               "files": [str(out / f"{cfg.table}.{x}") for x in ("md", "csv", "json")],
-               "trained": sum(r.get("seeds", 0) - r.get("reused_seeds", 0) for r in rows if r["status"] == "ok"),
-               "reused": sum(r.get("reused_seeds", 0) for r in rows if r["status"] == "ok"),
-               "skipped": [r["key"] for r in rows if r["status"].startswith("skipped")],
-               "failed": [r["key"] for r in rows if r["status"].startswith("failed")],
-               "markdown": markdown}  # fmt: skip
+    summary = {
+        "table": cfg.table,
+        "config": asdict(cfg),
+        "rows": rows,
+        "files": [str(out / f"{cfg.table}.{x}") for x in ("md", "csv", "json")],
+        "trained": sum(
+            r.get("seeds", 0) - r.get("reused_seeds", 0) for r in rows if r["status"] == "ok"
+        ),
+        "reused": sum(r.get("reused_seeds", 0) for r in rows if r["status"] == "ok"),
+        "skipped": [r["key"] for r in rows if r["status"].startswith("skipped")],
+        "failed": [r["key"] for r in rows if r["status"].startswith("failed")],
+        "markdown": markdown,
+    }
     write_json(summary, out / f"{cfg.table}.json")
     return summary
 
@@ -298,8 +363,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("table", choices=sorted(TABLES))
     p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument("--run-dir", type=Path, default=Path("runs"),
-                   help="runs in RUN_DIR/NAME/seed-K, tables in RUN_DIR/tables/")  # fmt: skip
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path("runs"),
+        help="runs in RUN_DIR/NAME/seed-K, tables in RUN_DIR/tables/",
+    )
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
     p.add_argument("--epochs", type=int, help="default: the trainer's (300 supervised, 250 weak)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -307,8 +376,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
     p.add_argument("--mil", choices=("mean", "max"), default="mean", help="weak table: MIL pooling")
-    p.add_argument("--no-background-videos", action="store_true",
-                   help="weak table: leave out the extra background-only videos")  # fmt: skip
+    p.add_argument(
+        "--no-background-videos",
+        action="store_true",
+        help="weak table: leave out the extra background-only videos",
+    )
     p.add_argument("--only", help="comma-separated configuration keys (default: all; see --list)")
     p.add_argument("--list", action="store_true", help="list the table's configurations and exit")
     p.add_argument("--force", action="store_true", help="retrain seeds that already finished")
@@ -323,19 +395,28 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     try:
         cfg = TableConfig(
-            data_dir=str(args.data_dir), table=args.table,
+            data_dir=str(args.data_dir),
+            table=args.table,
             seeds=tuple(int(s) for s in str(args.seeds).split(",") if s.strip()),
-            run_dir=str(args.run_dir), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            device=args.device, eval_every=args.eval_every, mil=args.mil,
+            run_dir=str(args.run_dir),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            device=args.device,
+            eval_every=args.eval_every,
+            mil=args.mil,
             background_videos=not args.no_background_videos,
-            only=tuple(k.strip() for k in (args.only or "").split(",") if k.strip()), force=args.force,
-        )  # fmt: skip
+            only=tuple(k.strip() for k in (args.only or "").split(",") if k.strip()),
+            force=args.force,
+        )
         summary = run_table(cfg)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}")
         return 2
     print(summary["markdown"])
-    print(f"{summary['trained']} seed run(s) trained, {summary['reused']} reused; "
-          f"skipped {summary['skipped'] or 'none'}, failed {summary['failed'] or 'none'}; "
-          f"written {', '.join(summary['files'])}")  # fmt: skip
+    print(
+        f"{summary['trained']} seed run(s) trained, {summary['reused']} reused; "
+        f"skipped {summary['skipped'] or 'none'}, failed {summary['failed'] or 'none'}; "
+        f"written {', '.join(summary['files'])}"
+    )
     return 1 if summary["failed"] else 0

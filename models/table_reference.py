@@ -37,7 +37,7 @@ def decomposed_stats(runs: list[dict]) -> dict:
         out[f"{key}_std"] = (
             (statistics.stdev(values) * scale if len(values) > 1 else 0.0) if values else None
         )
-    return out  # fmt: skip
+    return out
 
 
 def _cell(value, spec: str) -> str:
@@ -71,10 +71,12 @@ def reference_markdown(data_dir: str | Path, split: str = "test") -> str:
     ]
     for name, m in ref["rows"].items():
         cells = [
-            _cell(None if m[k] is None else (100 * m[k] if k in PERCENT else m[k]),
-                  ".2f" if k == "boundary_error_s" else ".1f")
+            _cell(
+                None if m[k] is None else (100 * m[k] if k in PERCENT else m[k]),
+                ".2f" if k == "boundary_error_s" else ".1f",
+            )
             for k in DECOMPOSED
-        ]  # fmt: skip
+        ]
         lines.append(
             f"| {REFERENCE_LABELS[name]} | {100 * m['accuracy']:.1f} | {' | '.join(cells)} |"
         )

@@ -169,8 +169,10 @@ def training_loss(model, batch: dict, cfg: TrainConfig, num_classes: int, device
     else:
         loss = loss_fn(logits, seg, cfg.loss, num_classes)
     if extra is not None:
-        labels = {"segment_labels": seg if cfg.mode == "supervised" else None,
-                  "video_labels": video}  # fmt: skip
+        labels = {
+            "segment_labels": seg if cfg.mode == "supervised" else None,
+            "video_labels": video,
+        }
         loss = loss + extra(outputs, labels)
     return loss, logits
 
@@ -233,9 +235,13 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
     model = model_for(cfg, num_classes).to(device)
     config["model"] = model.config
     config["parameters"] = sum(p.numel() for p in model.parameters())
-    config["data"] = {"train_samples": len(train), "val_samples": len(val), "stores": list(stores),
-                      "extra_background_videos": train.extra_videos,
-                      "missing_videos": {"train": len(train.missing), "val": len(val.missing)}}  # fmt: skip
+    config["data"] = {
+        "train_samples": len(train),
+        "val_samples": len(val),
+        "stores": list(stores),
+        "extra_background_videos": train.extra_videos,
+        "missing_videos": {"train": len(train.missing), "val": len(val.missing)},
+    }
     write_json(config, out / "config.json")
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -264,9 +270,14 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
             total, count = total + loss.item() * n, count + n
             correct += int((logits.argmax(-1) == seg).sum())
             seconds += seg.numel()
-        row = {"epoch": epoch, "loss": total / max(count, 1), "train_accuracy": correct / max(seconds, 1),
-               "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0,
-               "clips_per_second": count / max(time.time() - t0, 1e-9)}  # fmt: skip
+        row = {
+            "epoch": epoch,
+            "loss": total / max(count, 1),
+            "train_accuracy": correct / max(seconds, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.time() - t0,
+            "clips_per_second": count / max(time.time() - t0, 1e-9),
+        }
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             row["val_accuracy"] = evaluate(model, val, cfg.batch_size, device)["accuracy"]
             if row["val_accuracy"] > best["val_accuracy"]:
@@ -290,21 +301,38 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
         model, AVEDataset(Path(cfg.data_dir), "train", stores), cfg.batch_size, device
     )
     metrics = {
-        "best_epoch": best["epoch"], "epochs": cfg.epochs, "seed": cfg.seed, "mode": cfg.mode,
-        "model": cfg.model, "parameters": config["parameters"],
-        "train_accuracy": train_m["accuracy"], "val_accuracy": val_m["accuracy"],
-        "test_accuracy": test_m["accuracy"], "test_segments": test_m["segments"],
-        "per_class_accuracy": {"val": val_m["per_class_accuracy"], "test": test_m["per_class_accuracy"]},
-        "confusion_test": test_m["confusion"], "missing_videos": {"test": test_m["missing_videos"]},
+        "best_epoch": best["epoch"],
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "mode": cfg.mode,
+        "model": cfg.model,
+        "parameters": config["parameters"],
+        "train_accuracy": train_m["accuracy"],
+        "val_accuracy": val_m["accuracy"],
+        "test_accuracy": test_m["accuracy"],
+        "test_segments": test_m["segments"],
+        "per_class_accuracy": {
+            "val": val_m["per_class_accuracy"],
+            "test": test_m["per_class_accuracy"],
+        },
+        "confusion_test": test_m["confusion"],
+        "missing_videos": {"test": test_m["missing_videos"]},
         "localization": {"val": val_m["localization"], "test": test_m["localization"]},
-        "reference_test": reference_rows(test.segment_labels, test.video_labels, test.num_classes - 1),
-        "train_seconds": time.time() - started, "device": str(device),
+        "reference_test": reference_rows(
+            test.segment_labels, test.video_labels, test.num_classes - 1
+        ),
+        "train_seconds": time.time() - started,
+        "device": str(device),
         "random_features": any(s.is_random for s in train._stores.values()),
-    }  # fmt: skip
+    }
     write_json(metrics, out / "metrics.json")
     plot_curves(history, out / "curves.png", best["epoch"])
-    plot_confusion(test_m["confusion"], test.class_names, out / "confusion.png",
-                   f"{cfg.name} seed {cfg.seed}: test {test_m['accuracy']:.3f}")  # fmt: skip
+    plot_confusion(
+        test_m["confusion"],
+        test.class_names,
+        out / "confusion.png",
+        f"{cfg.name} seed {cfg.seed}: test {test_m['accuracy']:.3f}",
+    )
     return metrics
 
 
@@ -324,14 +352,20 @@ def run_train(
         seed_cfg = TrainConfig(**{**asdict(cfg), "seed": seed})
         runs[seed] = train_seed(seed_cfg, force=force, progress=progress)
     summary = {
-        "name": cfg.name, "mode": cfg.mode, "model": cfg.model, "seeds": seeds,
+        "name": cfg.name,
+        "mode": cfg.mode,
+        "model": cfg.model,
+        "seeds": seeds,
         "experiment_dir": str(cfg.experiment_dir()),
-        "runs": {str(s): {k: m[k] for k in ("best_epoch", "val_accuracy", "test_accuracy")} for s, m in runs.items()},
+        "runs": {
+            str(s): {k: m[k] for k in ("best_epoch", "val_accuracy", "test_accuracy")}
+            for s, m in runs.items()
+        },
         "val_accuracy": _mean_std([m["val_accuracy"] for m in runs.values()]),
         "test_accuracy": _mean_std([m["test_accuracy"] for m in runs.values()]),
         "reused": [s for s, m in runs.items() if m.get("reused")],
         "random_features": any(m.get("random_features") for m in runs.values()),
-    }  # fmt: skip
+    }
     write_json(summary, cfg.experiment_dir() / "summary.json")
     lines = [f"# {cfg.name}", "", "| seed | best epoch | val acc | test acc |", "|---|---|---|---|"]
     lines += [
@@ -392,11 +426,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--decay-steps", type=int, default=15000, help="lr x0.1 every this many iterations"
     )
-    p.add_argument("--background-videos", action="store_true",
-                   help="weak: add DATA_DIR/extra_background.parquet's background-only videos to train")  # fmt: skip
+    p.add_argument(
+        "--background-videos",
+        action="store_true",
+        help="weak: add DATA_DIR/extra_background.parquet's background-only videos to train",
+    )
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="model option, e.g. broadcast=release, num_blocks=2, swap_residual=true")  # fmt: skip
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model option, e.g. broadcast=release, num_blocks=2, swap_residual=true",
+    )
     p.add_argument("--force", action="store_true", help="retrain seeds that already finished")
     p.set_defaults(func=_main)
 
@@ -404,12 +445,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     cfg = TrainConfig(
-        data_dir=str(args.data_dir), mode=args.mode, model=args.model, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, seed=seeds[0], run_dir=str(args.run_dir), name=args.name,
-        loss=args.loss, mil=args.mil, device=args.device, decay_steps=args.decay_steps,
-        background_videos=args.background_videos, eval_every=args.eval_every,
+        data_dir=str(args.data_dir),
+        mode=args.mode,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=seeds[0],
+        run_dir=str(args.run_dir),
+        name=args.name,
+        loss=args.loss,
+        mil=args.mil,
+        device=args.device,
+        decay_steps=args.decay_steps,
+        background_videos=args.background_videos,
+        eval_every=args.eval_every,
         model_options=parse_options(args.option),
-    )  # fmt: skip
+    )
     if args.mode == "weak" and args.background_videos:
         from models.data import extra_background_path
 

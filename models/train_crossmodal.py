@@ -182,10 +182,16 @@ def train_seed(cfg: CrossmodalConfig, seed: int, data: dict[str, Clips], out: Pa
             best = row
             with atomic_path(out / "best.pt", suffix=".pt") as tmp:
                 torch.save(
-                    {"model": cfg.model, "options": cfg.options, "state_dict": model.state_dict(),
-                     "epoch": epoch, "seed": seed, "val": row},
+                    {
+                        "model": cfg.model,
+                        "options": cfg.options,
+                        "state_dict": model.state_dict(),
+                        "epoch": epoch,
+                        "seed": seed,
+                        "val": row,
+                    },
                     tmp,
-                )  # fmt: skip
+                )
         print(
             f"seed {seed} epoch {epoch}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
             f"val A2V {100 * row['val_a2v_accuracy']:.1f}%  V2A {100 * row['val_v2a_accuracy']:.1f}%"

@@ -28,12 +28,35 @@ MANIFEST_VERSION = 2  # 2: clip_id column (the key of every later stage)
 
 #: The 28 AVE categories in the block order of the published Annotations.txt (see the AVE reference).
 AVE_CATEGORIES = (
-    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane",
-    "Race car, auto racing", "Female speech, woman speaking", "Helicopter", "Violin, fiddle",
-    "Flute", "Ukulele", "Frying (food)", "Truck", "Shofar", "Motorcycle", "Acoustic guitar",
-    "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus", "Chainsaw", "Cat",
-    "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
-)  # fmt: skip
+    "Church bell",
+    "Male speech, man speaking",
+    "Bark",
+    "Fixed-wing aircraft, airplane",
+    "Race car, auto racing",
+    "Female speech, woman speaking",
+    "Helicopter",
+    "Violin, fiddle",
+    "Flute",
+    "Ukulele",
+    "Frying (food)",
+    "Truck",
+    "Shofar",
+    "Motorcycle",
+    "Acoustic guitar",
+    "Train horn",
+    "Clock",
+    "Banjo",
+    "Goat",
+    "Baby cry, infant cry",
+    "Bus",
+    "Chainsaw",
+    "Cat",
+    "Horse",
+    "Toilet flush",
+    "Rodents, rats, mice",
+    "Accordion",
+    "Mandolin",
+)
 BACKGROUND = "background"
 
 
@@ -57,7 +80,9 @@ def parse_annotations(path: str | Path) -> pd.DataFrame:
         for lineno, raw in enumerate(f, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip():
-                raise AnnotationError(f"{path}:{lineno}: empty line; every line must be an annotation")
+                raise AnnotationError(
+                    f"{path}:{lineno}: empty line; every line must be an annotation"
+                )
             parts = line.split("&")
             if len(parts) != 5:
                 raise AnnotationError(
@@ -87,7 +112,9 @@ def parse_annotations(path: str | Path) -> pd.DataFrame:
             rows.append((lineno - 1, category, youtube_id, quality, start, end, lineno))
     if not rows:
         raise AnnotationError(f"{path}: no annotations")
-    df = pd.DataFrame(rows, columns=["sample", "category", "youtube_id", "quality", "start", "end", "line"])
+    df = pd.DataFrame(
+        rows, columns=["sample", "category", "youtube_id", "quality", "start", "end", "line"]
+    )
     _check_category_blocks(df, path)
     return df
 
@@ -142,7 +169,9 @@ def read_split(path: str | Path) -> np.ndarray:
             try:
                 values.append(int(text))
             except ValueError:
-                raise AnnotationError(f"{path}:{lineno}: expected one integer row index, found {text!r}") from None
+                raise AnnotationError(
+                    f"{path}:{lineno}: expected one integer row index, found {text!r}"
+                ) from None
     return np.asarray(values, dtype=np.int64)
 
 
@@ -159,7 +188,9 @@ def check_partition(splits: dict[str, np.ndarray], n_rows: int, names: dict[str,
         counts = Counter(indices.tolist())
         repeated = [i for i, c in counts.items() if c > 1]
         if repeated:
-            raise AnnotationError(f"{names[split]}: row {repeated[0]} is listed {counts[repeated[0]]} times")
+            raise AnnotationError(
+                f"{names[split]}: row {repeated[0]} is listed {counts[repeated[0]]} times"
+            )
         for i in indices.tolist():
             if i in owner:
                 raise AnnotationError(
@@ -205,10 +236,14 @@ def parse_audioset_csv(path: str | Path) -> pd.DataFrame:
         try:
             start, end = float(fields[1]), float(fields[2])
         except ValueError:
-            raise AnnotationError(f"{path}:{lineno}: start/end are not numbers: {fields[1:3]!r}") from None
+            raise AnnotationError(
+                f"{path}:{lineno}: start/end are not numbers: {fields[1:3]!r}"
+            ) from None
         labels = fields[3].strip() if len(fields) > 3 else ""
         records.append((ytid, start, end, labels))
-    return pd.DataFrame(records, columns=["youtube_id", "start_seconds", "end_seconds", "positive_labels"])
+    return pd.DataFrame(
+        records, columns=["youtube_id", "start_seconds", "end_seconds", "positive_labels"]
+    )
 
 
 # --------------------------------------------------------------------------- the stage
@@ -219,7 +254,9 @@ class AnnotationsConfig:
     data_dir: Path = Path("data")
     ave_annotations: str | None = None  # path or URL; default: the public file
     ave_splits: str | None = None  # folder or URL base; default: the public folder
-    audioset_csv: list[str] = field(default_factory=lambda: ["audioset"])  # "audioset" = public CSVs
+    audioset_csv: list[str] = field(
+        default_factory=lambda: ["audioset"]
+    )  # "audioset" = public CSVs
     force: bool = False
     clip_list: list[str] = field(default_factory=list)  # generic clip list(s) instead of AVE
     clip_list_format: str = "table"  # audioset, vggsound or table (pipeline.clip_lists)
@@ -248,7 +285,9 @@ def _resolve_inputs(cfg: AnnotationsConfig) -> tuple[Path, dict[str, Path], list
             continue
         folder = Path(base)
         if not folder.is_dir():
-            raise SourceError(f"{folder}: split folder not found (expected {{train,val,test}}_order[.h5|.txt])")
+            raise SourceError(
+                f"{folder}: split folder not found (expected {{train,val,test}}_order[.h5|.txt])"
+            )
         for ext in (".h5", ".txt"):
             candidate = folder / f"{name}{ext}"
             if candidate.is_file():
@@ -305,7 +344,9 @@ def build_manifest(
     offsets: dict[str, tuple[float, float]] = {}
     for path in csv_paths:
         table = parse_audioset_csv(path)
-        for ytid, start, end in zip(table["youtube_id"], table["start_seconds"], table["end_seconds"], strict=True):
+        for ytid, start, end in zip(
+            table["youtube_id"], table["start_seconds"], table["end_seconds"], strict=True
+        ):
             offsets.setdefault(ytid, (start, end))
     ann["clip_start"] = [offsets.get(v, (np.nan, np.nan))[0] for v in ann["youtube_id"]]
     ann["clip_end"] = [offsets.get(v, (np.nan, np.nan))[1] for v in ann["youtube_id"]]
@@ -315,9 +356,21 @@ def build_manifest(
     ]
     ann["clip_id"] = ann["youtube_id"]  # AVE: one clip per video, keyed by its YouTube ID
     manifest = ann[
-        ["sample", "youtube_id", "clip_id", "category", "label", "start", "end", "split", "match_split",
-         "clip_start", "clip_end", "segment_labels"]
-    ].copy()  # fmt: skip
+        [
+            "sample",
+            "youtube_id",
+            "clip_id",
+            "category",
+            "label",
+            "start",
+            "end",
+            "split",
+            "match_split",
+            "clip_start",
+            "clip_end",
+            "segment_labels",
+        ]
+    ].copy()
     manifest["clip_start"] = manifest["clip_start"].astype("Float64")
     manifest["clip_end"] = manifest["clip_end"].astype("Float64")
     manifest["match_split"] = manifest["match_split"].astype("string")
@@ -358,7 +411,9 @@ def load_manifest(data_dir: str | Path) -> pd.DataFrame:
     """Read ``DATA_DIR/manifest.parquet``, with a clear error when the stage has not run."""
     path = manifest_path(data_dir)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `make annotations DATA_DIR={data_dir}` first")
+        raise FileNotFoundError(
+            f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
+        )
     return pd.read_parquet(path)
 
 
@@ -429,10 +484,15 @@ def run_clip_list(cfg: AnnotationsConfig) -> dict:
     write_parquet(classes, cfg.data_dir / "classes.parquet")
     write_parquet(manifest, manifest_path(cfg.data_dir))
     write_json(
-        {"version": MANIFEST_VERSION, "inputs": inputs, "sha256": checksums, "options": options,
-         "summary": summary},
+        {
+            "version": MANIFEST_VERSION,
+            "inputs": inputs,
+            "sha256": checksums,
+            "options": options,
+            "summary": summary,
+        },
         meta_path,
-    )  # fmt: skip
+    )
     return dict(summary, skipped=False, notes=[])
 
 
@@ -440,14 +500,21 @@ def format_summary(summary: dict, data_dir: Path) -> str:
     if "format" in summary:  # a generic clip list
         from pipeline.clip_lists import format_clip_summary
 
-        head = "up to date (inputs unchanged): nothing rebuilt" if summary.get("skipped") else "manifest built"
+        head = (
+            "up to date (inputs unchanged): nothing rebuilt"
+            if summary.get("skipped")
+            else "manifest built"
+        )
         return "\n".join([head, *format_clip_summary(summary), f"  -> {manifest_path(data_dir)}"])
     lines = [
-        "up to date (inputs unchanged): nothing rebuilt" if summary.get("skipped") else "manifest built",
+        "up to date (inputs unchanged): nothing rebuilt"
+        if summary.get("skipped")
+        else "manifest built",
         f"  rows: {summary['rows']}   unique videos: {summary['unique_videos']}   "
         f"classes: {summary['classes']} (incl. background)",
         "  splits: " + ", ".join(f"{k} {v}" for k, v in summary["split_rows"].items()),
-        "  cross-modality splits: " + ", ".join(f"{k} {v}" for k, v in summary["match_split_rows"].items()),
+        "  cross-modality splits: "
+        + ", ".join(f"{k} {v}" for k, v in summary["match_split_rows"].items()),
         f"  duplicate YouTube IDs: {summary['duplicate_ids']} (a sample is a row; videos are shared)",
         f"  empty-event rows (all background): {summary['empty_event_rows']}",
         "  event length (s): "
@@ -459,7 +526,9 @@ def format_summary(summary: dict, data_dir: Path) -> str:
             f"{summary['videos_without_offset']} absent from the CSVs (they cannot be downloaded)"
         )
     else:
-        lines.append("  AudioSet CSVs: none given; clip offsets unknown (the download stage needs them)")
+        lines.append(
+            "  AudioSet CSVs: none given; clip offsets unknown (the download stage needs them)"
+        )
     if not summary.get("annotations_sha256_matches_published", True):
         lines.append("  note: the annotation file differs from the published AVE file (custom set)")
     lines += [f"  {n}" for n in summary.get("notes", [])]
@@ -468,25 +537,35 @@ def format_summary(summary: dict, data_dir: Path) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("annotations", help="build DATA_DIR/manifest.parquet from the AVE annotations")
+    p = subparsers.add_parser(
+        "annotations", help="build DATA_DIR/manifest.parquet from the AVE annotations"
+    )
     p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument("--ave-annotations", help="Annotations.txt path or URL (default: the public file)")
-    p.add_argument("--ave-splits", help="folder or URL base with {train,val,test}_order[_match].h5/.txt")
+    p.add_argument(
+        "--ave-annotations", help="Annotations.txt path or URL (default: the public file)"
+    )
+    p.add_argument(
+        "--ave-splits", help="folder or URL base with {train,val,test}_order[_match].h5/.txt"
+    )
     p.add_argument(
         "--audioset-csv",
         default="audioset",
         help="comma-separated AudioSet segment CSV paths/URLs; 'audioset' = the public CSVs, 'none' = skip",
     )
-    p.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    p.add_argument(
+        "--force", action="store_true", help="rebuild even when the inputs are unchanged"
+    )
     p.add_argument(
         "--clip-list",
         help="comma-separated generic clip list(s) (paths/URLs) instead of AVE: see --clip-list-format",
     )
     p.add_argument(
-        "--clip-list-format", default="table", choices=["audioset", "vggsound", "table"],
+        "--clip-list-format",
+        default="table",
+        choices=["audioset", "vggsound", "table"],
         help="audioset: segment CSVs; vggsound: youtube_id,start_seconds,label,split (no header); "
         "table: CSV/Parquet with youtube_id,start,end[,label][,split] (default)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--labels", help="keep only these classes: ';'-separated AudioSet MIDs or display names"
     )

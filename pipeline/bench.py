@@ -94,16 +94,27 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and device != "cpu" else [])
     if device not in ("auto", "cpu") and device not in devices:
         devices.append(device)
-    results: dict[str, Any] = {"machine": _machine(), "when": time.strftime("%Y-%m-%d %H:%M"), "rows": []}
+    results: dict[str, Any] = {
+        "machine": _machine(),
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "rows": [],
+    }
     work = Path(data_dir) / "bench"
     for dev in devices:
         for name, fn in _benchmarks(dev, quick, work):
             print(f"[bench] {name} on {dev} ...", flush=True)
             start = time.perf_counter()
             res = fn()
-            row = {"stage": name, "device": dev, "seconds": time.perf_counter() - start, **_row(name, res)}
+            row = {
+                "stage": name,
+                "device": dev,
+                "seconds": time.perf_counter() - start,
+                **_row(name, res),
+            }
             results["rows"].append({**row, "raw": res})
-            print(f"[bench] {name} on {dev}: {row['throughput']}  x{row['ratio'] or float('nan'):.2f} vs naive")
+            print(
+                f"[bench] {name} on {dev}: {row['throughput']}  x{row['ratio'] or float('nan'):.2f} vs naive"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(results, out_dir / "results.json")
     with atomic_path(out_dir / "results.md") as tmp:
@@ -121,16 +132,22 @@ def format_table(results: dict) -> str:
     for r in results["rows"]:
         ratio = f"x{r['ratio']:.2f}" if r.get("ratio") else "n/a"
         peak = f"{r['peak_mb']:.0f}" if r.get("peak_mb") else "n/a"
-        lines.append(f"| {r['stage']} | {r['device']} | {r['throughput']} | {r['baseline']} | {ratio} | {peak} |")
+        lines.append(
+            f"| {r['stage']} | {r['device']} | {r['throughput']} | {r['baseline']} | {ratio} | {peak} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="benchmark every stage against its naive baseline")
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="work files go to DATA_DIR/bench")
+    p.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="work files go to DATA_DIR/bench"
+    )
     p.add_argument("--out-dir", type=Path, default=Path("bench"))
     p.add_argument("--device", default="auto", help="auto = CPU, plus CUDA when present")
-    p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run of the benchmark)")
+    p.add_argument(
+        "--quick", action="store_true", help="smaller sizes (a smoke run of the benchmark)"
+    )
     p.set_defaults(func=_main)
 
 

@@ -29,7 +29,9 @@ from pipeline.features.visual import _ClipFrames, extract_visual
 from pipeline.segments import release_frame_indices
 
 
-def make_bench_clips(directory: Path, count: int, size: str = "320x240", fps: int = 25) -> list[Path]:
+def make_bench_clips(
+    directory: Path, count: int, size: str = "320x240", fps: int = 25
+) -> list[Path]:
     """``count`` 10 s H.264 test clips at AVE-like resolution and frame rate."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -37,11 +39,25 @@ def make_bench_clips(directory: Path, count: int, size: str = "320x240", fps: in
         path = directory / f"bench-{k}-{size}-{fps}.mp4"
         if not path.is_file():
             subprocess.run(
-                ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-                 f"testsrc2=size={size}:rate={fps}:duration=10", "-vf", f"hue=h={37 * k}",
-                 "-pix_fmt", "yuv420p", "-c:v", "libx264", str(path)],
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    f"testsrc2=size={size}:rate={fps}:duration=10",
+                    "-vf",
+                    f"hue=h={37 * k}",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-c:v",
+                    "libx264",
+                    str(path),
+                ],
                 check=True,
-            )  # fmt: skip
+            )
         paths.append(path)
     return paths
 
@@ -126,16 +142,41 @@ def _naive_frames(path: Path, plan: np.ndarray, size: int) -> Any:
     import torch.nn.functional as F
 
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
-         "-of", "csv=p=0", str(path)],
-        check=True, capture_output=True, text=True,
-    ).stdout.split(",")  # fmt: skip
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split(",")
     w, h = int(probe[0]), int(probe[1])
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "rawvideo",
-         "-pix_fmt", "rgb24", "pipe:1"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "pipe:1",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     every = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
     out = []
     for index in plan.reshape(-1):
@@ -170,15 +211,24 @@ def bench_visual(
     cuda = torch.device(device).type == "cuda"
     model, record = build_vgg19_pool5(weights, allow_random=weights == "random")
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(c) for c in clips] if clips else make_bench_clips(Path(work_dir or tmp), n_clips)
+        paths = (
+            [Path(c) for c in clips] if clips else make_bench_clips(Path(work_dir or tmp), n_clips)
+        )
         items = [(p.stem, p, release_frame_indices(count_frames(p), per_second)) for p in paths]
         planned = sum(int(plan.size) for _, _, plan in items)
         res: dict[str, Any] = {
-            "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
-            "clips": len(items), "frames_per_second_of_video": per_second, "planned_frames": planned,
-            "size": size, "precision": precision, "batch_size": batch_size, "num_workers": num_workers,
+            "device": torch.cuda.get_device_name()
+            if cuda
+            else f"cpu ({torch.get_num_threads()} threads)",
+            "clips": len(items),
+            "frames_per_second_of_video": per_second,
+            "planned_frames": planned,
+            "size": size,
+            "precision": precision,
+            "batch_size": batch_size,
+            "num_workers": num_workers,
             "weights": record.name,
-        }  # fmt: skip
+        }
         opt: dict[str, Any] = {}
         nav: dict[str, Any] = {}
 
@@ -205,7 +255,10 @@ def bench_visual(
         fast = model.to(dev, memory_format=torch.channels_last).eval()
 
         def model_opt() -> None:
-            with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            with (
+                torch.inference_mode(),
+                torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None),
+            ):
                 for k in range(0, model_frames, batch_size):
                     x = record.preprocess(frames[k : k + batch_size].to(dev, non_blocking=cuda))
                     fast(x.contiguous(memory_format=torch.channels_last))
@@ -229,9 +282,15 @@ def bench_visual(
         # End to end.
         def e2e_opt() -> None:
             for youtube_id, maps in extract_visual(
-                items, model, record, device=device, precision=precision, batch_size=batch_size,
-                num_workers=num_workers, size=size,
-            ):  # fmt: skip
+                items,
+                model,
+                record,
+                device=device,
+                precision=precision,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                size=size,
+            ):
                 assert not isinstance(maps, str), f"{youtube_id}: {maps}"
 
         sec, mem = _timed(cuda, e2e_opt)
@@ -244,7 +303,7 @@ def bench_visual(
                     for _, path, plan in items:
                         maps = []
                         for frame in _naive_frames(path, plan, size):
-                            x = (frame.permute(1, 2, 0) * record.scale - torch.tensor(record.mean))
+                            x = frame.permute(1, 2, 0) * record.scale - torch.tensor(record.mean)
                             x = (x / torch.tensor(record.std)).permute(2, 0, 1)[None]
                             maps.append(slow(x.to(dev)).cpu())
                         torch.stack(maps).reshape(10, per_second, *maps[0].shape[1:]).mean(1)
@@ -270,14 +329,20 @@ def format_bench(res: dict[str, Any]) -> str:
         f" planned frames at {res['size']}px, {res['precision']}, batch {res['batch_size']},"
         f" {res['num_workers']} decoder workers, weights {res['weights']}"
     ]
-    for key, label in (("decode_frames_per_s", "decode frames/s"), ("vgg19_frames_per_s", "VGG-19 frames/s"),
-                       ("clips_per_s", "end-to-end clips/s"), ("peak_pss_mib", "peak PSS MiB (e2e)")):  # fmt: skip
+    for key, label in (
+        ("decode_frames_per_s", "decode frames/s"),
+        ("vgg19_frames_per_s", "VGG-19 frames/s"),
+        ("clips_per_s", "end-to-end clips/s"),
+        ("peak_pss_mib", "peak PSS MiB (e2e)"),
+    ):
         o, n = res["optimised"].get(key), res["naive"].get(key)
         ratio = res.get("speedup", {}).get(key)
         lines.append(f"  {label:22s} optimised {o}   naive {n}" + (f"   x{ratio}" if ratio else ""))
     for key in ("peak_cuda_mib", "gpu_busy_pct"):
         if key in res["optimised"]:
-            lines.append(f"  {key:22s} optimised {res['optimised'][key]}   naive {res['naive'].get(key)}")
+            lines.append(
+                f"  {key:22s} optimised {res['optimised'][key]}   naive {res['naive'].get(key)}"
+            )
     return "\n".join(lines)
 
 

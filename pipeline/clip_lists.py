@@ -29,9 +29,20 @@ from pipeline.annotations import (
 
 FORMATS = ("audioset", "vggsound", "table")
 MANIFEST_COLUMNS = [
-    "sample", "youtube_id", "clip_id", "category", "label", "labels", "start", "end", "split",
-    "match_split", "clip_start", "clip_end", "segment_labels",
-]  # fmt: skip
+    "sample",
+    "youtube_id",
+    "clip_id",
+    "category",
+    "label",
+    "labels",
+    "start",
+    "end",
+    "split",
+    "match_split",
+    "clip_start",
+    "clip_end",
+    "segment_labels",
+]
 
 
 def make_clip_id(youtube_id: str, start: float) -> str:
@@ -95,9 +106,15 @@ def read_audioset(
         split = "test" if "eval" in path.name else "train"
         table = parse_audioset_csv(path)
         for lineno, (ytid, start, end, labels) in enumerate(
-            zip(table["youtube_id"], table["start_seconds"], table["end_seconds"],
-                table["positive_labels"], strict=True), start=1,
-        ):  # fmt: skip
+            zip(
+                table["youtube_id"],
+                table["start_seconds"],
+                table["end_seconds"],
+                table["positive_labels"],
+                strict=True,
+            ),
+            start=1,
+        ):
             _check_id(ytid, f"{path} (data row {lineno})")
             mids = [m.strip() for m in str(labels).split(",") if m.strip()]
             if selected is not None:
@@ -129,7 +146,9 @@ def read_vggsound(path: Path, wanted: list[str]) -> tuple[list[tuple], list[str]
             try:
                 start = float(start_s)
             except ValueError:
-                raise AnnotationError(f"{path}:{lineno}: start {start_s!r} is not a number") from None
+                raise AnnotationError(
+                    f"{path}:{lineno}: start {start_s!r} is not a number"
+                ) from None
             if wanted and label not in wanted:
                 continue
             rows.append((ytid, start, start + CLIP_SECONDS, [label], split or None))
@@ -209,12 +228,23 @@ def build_clip_manifest(
             if ids
             else [background] * CLIP_SECONDS
         )
-        records.append({
-            "sample": len(records), "youtube_id": ytid, "clip_id": clip_id,
-            "category": classes[label] if ids else "", "label": label, "labels": ids,
-            "start": 0, "end": CLIP_SECONDS, "split": split, "match_split": None,
-            "clip_start": start, "clip_end": end, "segment_labels": per_second,
-        })  # fmt: skip
+        records.append(
+            {
+                "sample": len(records),
+                "youtube_id": ytid,
+                "clip_id": clip_id,
+                "category": classes[label] if ids else "",
+                "label": label,
+                "labels": ids,
+                "start": 0,
+                "end": CLIP_SECONDS,
+                "split": split,
+                "match_split": None,
+                "clip_start": start,
+                "clip_end": end,
+                "segment_labels": per_second,
+            }
+        )
     manifest = pd.DataFrame(records, columns=MANIFEST_COLUMNS)
     manifest["label"] = manifest["label"].astype(np.int16)
     manifest["clip_start"] = manifest["clip_start"].astype("Float64")

@@ -60,7 +60,9 @@ ROWS = ("annotations-order", "manifest")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 MISSING = ("drop", "zero")
 COMPRESSION = ("none", "gzip", "lzf")
-LABEL_DTYPE = np.float32  # labels_closs.h5, mil_labels.h5 and labels_noisy.h5 are float32 as released
+LABEL_DTYPE = (
+    np.float32
+)  # labels_closs.h5, mil_labels.h5 and labels_noisy.h5 are float32 as released
 ORDER_DTYPE = np.int64
 MASK_FILE, MASK_NOISY_FILE = "feature_mask.h5", "feature_mask_noisy.h5"
 ROWS_FILE, SUMMARY_FILE = "avel_rows.csv", "avel_export.json"
@@ -150,7 +152,7 @@ def split_lists(data_dir: Path, manifest: pd.DataFrame) -> tuple[dict[str, np.nd
         values = manifest[column]
         if values.isna().all():
             if split == "train":
-                notes.append(f"*_order{name[len('train_order'):]} not written: no {column} values")
+                notes.append(f"*_order{name[len('train_order') :]} not written: no {column} values")
             continue
         samples = manifest.loc[values == split, "sample"].to_numpy(np.int64)
         key = name[: -len(".h5")]
@@ -261,8 +263,10 @@ def label_arrays(table: pd.DataFrame, num_classes: int) -> dict[str, np.ndarray]
     ``mil_labels.h5`` (one-hot video class) for the rows of ``table``."""
     background = num_classes - 1
     n = len(table)
-    seg = np.stack([np.asarray(s, np.int64) for s in table["segment_labels"]]) if n else (
-        np.zeros((0, SEGMENTS), np.int64)
+    seg = (
+        np.stack([np.asarray(s, np.int64) for s in table["segment_labels"]])
+        if n
+        else (np.zeros((0, SEGMENTS), np.int64))
     )
     label = table["label"].to_numpy(np.int64)
     eye = np.eye(num_classes, dtype=LABEL_DTYPE)
@@ -337,7 +341,10 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
         "missing_mode": cfg.missing,
         "manifest_rows": len(manifest),
         "rows": len(table),
-        "stores": {n: {"random_weights": s.is_random, "source": s.meta.get("source")} for n, s in stores.items()},
+        "stores": {
+            n: {"random_weights": s.is_random, "source": s.meta.get("source")}
+            for n, s in stores.items()
+        },
         "missing": missing,
         "files": {},
         "notes": [],
@@ -348,7 +355,13 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
     for name, store in stores.items():
         file = FEATURE_FILES[name][0]
         summary["files"][file] = write_features(
-            cfg.out_dir / file, store, ids, cfg.dtype, cfg.compression, cfg.block_bytes, cfg.progress
+            cfg.out_dir / file,
+            store,
+            ids,
+            cfg.dtype,
+            cfg.compression,
+            cfg.block_bytes,
+            cfg.progress,
         )
         written.append(file)
     for file, array in label_arrays(table, num_classes).items():
@@ -430,7 +443,13 @@ def _export_noisy(
     for name, store in held.items():
         file = FEATURE_FILES[name][1]
         summary["files"][file] = write_features(
-            cfg.out_dir / file, store, ids, cfg.dtype, cfg.compression, cfg.block_bytes, cfg.progress
+            cfg.out_dir / file,
+            store,
+            ids,
+            cfg.dtype,
+            cfg.compression,
+            cfg.block_bytes,
+            cfg.progress,
         )
         written.append(file)
     labels = np.eye(num_classes, dtype=LABEL_DTYPE)[table["label"].to_numpy(np.int64)]
@@ -459,11 +478,16 @@ def format_summary(summary: dict) -> str:
         if info.get("dropped"):
             extra += f", {info['dropped']} dropped rows left out"
         lines.append(f"  {file}: {info['rows']} rows{extra}")
-    for label, missing in (("", summary["missing"]), ("background-only ", summary.get("noisy", {}).get("missing", []))):
+    for label, missing in (
+        ("", summary["missing"]),
+        ("background-only ", summary.get("noisy", {}).get("missing", [])),
+    ):
         if not missing:
             continue
-        how = "dropped (order files remapped)" if summary["missing_mode"] == "drop" else (
-            "zero-filled (0 in the mask file)"
+        how = (
+            "dropped (order files remapped)"
+            if summary["missing_mode"] == "drop"
+            else ("zero-filled (0 in the mask file)")
         )
         lines.append(f"  {len(missing)} {label}rows without features, {how}:")
         lines += [f"    row {m['sample']} {m['youtube_id']}: {m['why']}" for m in missing[:20]]
@@ -492,7 +516,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="row order: Annotations.txt (default) or the manifest file's own order",
     )
     p.add_argument(
-        "--dtype", choices=sorted(DTYPES), default="float32", help="feature dtype (release: float64)"
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="feature dtype (release: float64)",
     )
     p.add_argument(
         "--missing",
@@ -516,7 +543,9 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     out = args.out or args.out_dir
     if out is None:
-        print("error: give the output folder: avel export-release OUT_DIR (make export-release OUT_DIR=...)")
+        print(
+            "error: give the output folder: avel export-release OUT_DIR (make export-release OUT_DIR=...)"
+        )
         return 2
     cfg = ExportReleaseConfig(
         out_dir=out,

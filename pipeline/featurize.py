@@ -70,7 +70,9 @@ class FeaturesConfig:
     batch_size: int | None = None  # examples per forward pass (audio patches / visual frames)
     workers: int = 2  # decoding processes for the visual extractor
     vgg19_weights: str = "torchvision"  # torchvision, keras, random or a .pth/.h5 path
-    precision: str = "auto"  # visual: fp32, bf16, fp16; auto = fp16 on CUDA (torchvision), else fp32
+    precision: str = (
+        "auto"  # visual: fp32, bf16, fp16; auto = fp16 on CUDA (torchvision), else fp32
+    )
     frame_size: int = 224  # visual frame side (224 = release; smaller only for fast tests)
     vggish_checkpoint: str | None = None  # TF checkpoint (path/URL) or a converted .pt state dict
     vggish_output: str = "ave"
@@ -111,8 +113,11 @@ def code_version() -> str:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         commit = out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.TimeoutExpired):
         commit = ""
@@ -379,9 +384,15 @@ def vgg19_visual_backend(cfg: FeaturesConfig, device: str | None = None) -> Visu
 
         def __call__(self, items: Iterable[VisualItem]) -> Iterator[tuple[str, np.ndarray | str]]:
             return extract_visual(
-                list(items), model, weights, device=device, precision=precision,
-                batch_size=cfg.batch("visual"), num_workers=cfg.workers, size=cfg.frame_size,
-            )  # fmt: skip
+                list(items),
+                model,
+                weights,
+                device=device,
+                precision=precision,
+                batch_size=cfg.batch("visual"),
+                num_workers=cfg.workers,
+                size=cfg.frame_size,
+            )
 
     return _Extractor()
 
@@ -628,13 +639,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--merge", action="store_true", help="only build the index of a store filled by K processes"
     )
     p.add_argument("--force", action="store_true", help="rebuild stores even when complete")
-    p.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="local (this process) or ray (a Ray Data pipeline; pip install avel[ray])")  # fmt: skip
-    p.add_argument("--address", help="Ray cluster address ('auto' = the running cluster; default: "
-                   "start a local Ray)")  # fmt: skip
-    p.add_argument("--decode-cpus", type=float, default=1.0, help="Ray engine: CPUs per decode task")
-    p.add_argument("--model-actors", type=int,
-                   help="Ray engine: model actors (default: the cluster's GPUs, or 1 without)")  # fmt: skip
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local (this process) or ray (a Ray Data pipeline; pip install avel[ray])",
+    )
+    p.add_argument(
+        "--address",
+        help="Ray cluster address ('auto' = the running cluster; default: start a local Ray)",
+    )
+    p.add_argument(
+        "--decode-cpus", type=float, default=1.0, help="Ray engine: CPUs per decode task"
+    )
+    p.add_argument(
+        "--model-actors",
+        type=int,
+        help="Ray engine: model actors (default: the cluster's GPUs, or 1 without)",
+    )
     p.set_defaults(func=_main)
 
 

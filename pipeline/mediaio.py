@@ -41,8 +41,16 @@ def _run(cmd: list[str], timeout: float, what: str) -> subprocess.CompletedProce
 
 def probe(path: str | Path, timeout: float = 60) -> dict:
     """ffprobe's format and stream description of ``path``."""
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-           str(Path(path).absolute())]  # fmt: skip
+    cmd = [
+        "ffprobe",
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        str(Path(path).absolute()),
+    ]
     out = _run(cmd, timeout, "ffprobe cannot read the file")
     return json.loads(out.stdout)
 
@@ -66,8 +74,18 @@ def frame_timestamps(
     The count is that of frames the decoder actually produced (never the container's frame count).
     A frame without a timestamp gets NaN. The second value is ffprobe's error output ('' if clean).
     """
-    cmd = ["ffprobe", "-v", "error", "-select_streams", str(stream_index), "-show_entries",
-           "frame=best_effort_timestamp_time", "-of", "json", str(Path(path).absolute())]  # fmt: skip
+    cmd = [
+        "ffprobe",
+        "-v",
+        "error",
+        "-select_streams",
+        str(stream_index),
+        "-show_entries",
+        "frame=best_effort_timestamp_time",
+        "-of",
+        "json",
+        str(Path(path).absolute()),
+    ]
     out = _run(cmd, timeout, "decoding the video failed")
     frames = json.loads(out.stdout or b"{}").get("frames", [])
     times = np.array(
@@ -80,8 +98,22 @@ def decode_audio(
     path: str | Path, stream_index: int, channels: int, timeout: float = 300
 ) -> np.ndarray:
     """(samples, channels) float32 PCM of one audio stream at its native rate and channel count."""
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(Path(path).absolute()),
-           "-map", f"0:{stream_index}", "-vn", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]  # fmt: skip
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        str(Path(path).absolute()),
+        "-map",
+        f"0:{stream_index}",
+        "-vn",
+        "-f",
+        "f32le",
+        "-acodec",
+        "pcm_f32le",
+        "pipe:1",
+    ]
     out = _run(cmd, timeout, "decoding the audio failed")
     data = np.frombuffer(out.stdout, dtype="<f4")
     if channels < 1 or data.size % channels:

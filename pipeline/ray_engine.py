@@ -141,7 +141,9 @@ class VisualModel:
         ok = [i for i in range(n) if not errors[i]]
         out = None
         with torch.inference_mode():
-            x_all = torch.from_numpy(np.ascontiguousarray(frames[ok])).reshape(-1, *frames.shape[2:])
+            x_all = torch.from_numpy(np.ascontiguousarray(frames[ok])).reshape(
+                -1, *frames.shape[2:]
+            )
             pool = []
             for start in range(0, len(x_all), self.batch):
                 x = x_all[start : start + self.batch].to(self.device)
@@ -184,8 +186,12 @@ class AudioModel:
         )
         value = np.zeros((n, *AUDIO_ROW), np.float32)
         value[ok] = emb.reshape(len(ok), *AUDIO_ROW)
-        result = {"clip_id": batch["clip_id"], "shard": batch["shard"], "value": value,
-                  "error": errors}  # fmt: skip
+        result = {
+            "clip_id": batch["clip_id"],
+            "shard": batch["shard"],
+            "value": value,
+            "error": errors,
+        }
         if pool5 is not None:
             maps = np.zeros((n, *AUDIO_MAP_ROW), np.float32)
             maps[ok] = pool5.reshape(len(ok), *AUDIO_MAP_ROW)
@@ -223,7 +229,10 @@ def _run_pipeline(
     ds = ds.map(decode, fn_kwargs=decode_kwargs, num_cpus=cfg.decode_cpus)
     ds = ds.map_batches(
         model_cls,
-        fn_constructor_kwargs={"cfg": dataclasses.replace(cfg, visual_backend=None), "device": device},
+        fn_constructor_kwargs={
+            "cfg": dataclasses.replace(cfg, visual_backend=None),
+            "device": device,
+        },
         batch_size=clips_per_batch,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
@@ -328,7 +337,9 @@ def run_visual_ray(
     from pipeline.featurize import vgg19_visual_backend
 
     if cfg.visual_backend is not None:
-        raise FeaturesError("--engine ray runs the VGG-19 extractor only (no custom visual backend)")
+        raise FeaturesError(
+            "--engine ray runs the VGG-19 extractor only (no custom visual backend)"
+        )
     ray = init_ray(cfg.ray_address)
     device = cluster_device(cfg, ray)
     extractor = vgg19_visual_backend(cfg, device=device)  # checks the weights before launching
@@ -344,28 +355,44 @@ def run_visual_ray(
     writers = {
         "visual": _open_store(cfg, "visual", ids, rows["visual"], dict(meta, feature="visual")),
         "visual_vec": _open_store(
-            cfg, "visual_vec", ids, VISUAL_VEC_ROW,
+            cfg,
+            "visual_vec",
+            ids,
+            VISUAL_VEC_ROW,
             dict(meta, feature="visual_vec", reduction="mean over 7x7"),
         ),
-    }  # fmt: skip
+    }
     shards = _Shards(writers, _pending(writers, cfg))
     work = shards.to_compute()
     if work:
         plans = {
-            y: np.concatenate([np.asarray(v, np.int64) for v in g.sort_values("second")["frame_indices"]])
+            y: np.concatenate(
+                [np.asarray(v, np.int64) for v in g.sort_values("second")["frame_indices"]]
+            )
             for y, g in segments.groupby("youtube_id", sort=False)
         }
         records = [
-            {"clip_id": y, "shard": s, "path": str(clips_dir(cfg.data_dir) / f"{y}.mp4"), "plan": plans[y]}
+            {
+                "clip_id": y,
+                "shard": s,
+                "path": str(clips_dir(cfg.data_dir) / f"{y}.mp4"),
+                "plan": plans[y],
+            }
             for s, y in work
-        ]  # fmt: skip
+        ]
         per_clip = SECONDS * frames_per_segment
         clips_per_batch = max(1, cfg.batch("visual") // per_clip)
         stream = _run_pipeline(
-            cfg, ray, pd.DataFrame(records), decode_visual,
+            cfg,
+            ray,
+            pd.DataFrame(records),
+            decode_visual,
             {"size": cfg.frame_size, "per_second": frames_per_segment},
-            VisualModel, device, clips_per_batch, "visual",
-        )  # fmt: skip
+            VisualModel,
+            device,
+            clips_per_batch,
+            "visual",
+        )
 
         def with_vec(rows_in):
             for row in rows_in:
@@ -398,9 +425,16 @@ def run_audio_ray(cfg: FeaturesConfig, ids: list[str], frames_per_segment: int) 
             {"clip_id": y, "shard": s, "path": str(patches_path(cfg.data_dir, y))} for s, y in work
         ]
         stream = _run_pipeline(
-            cfg, ray, pd.DataFrame(records), decode_audio, {}, AudioModel, device,
-            max(1, cfg.batch("audio") // SECONDS), "audio",
-        )  # fmt: skip
+            cfg,
+            ray,
+            pd.DataFrame(records),
+            decode_audio,
+            {},
+            AudioModel,
+            device,
+            max(1, cfg.batch("audio") // SECONDS),
+            "audio",
+        )
         fields = {"audio": "value", "audio_maps": "maps"}
         with _progress(len(records), cfg.progress, "audio (ray)") as bar:
             _collect(stream, shards, {n: fields[n] for n in names}, bar)

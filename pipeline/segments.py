@@ -380,11 +380,33 @@ def build_tables(
 
 
 SEGMENT_COLUMNS = [
-    "youtube_id", "second", "frame_indices", "timestamps", "real_frames", "audio_start", "audio_end",
-    "audio_real_samples", "short_clip", "long_clip", "vfr", "missing_audio", "padded_video",
-    "padded_audio", "decode_errors", "num_frames", "fps", "video_duration", "width", "height",
-    "video_codec", "frame_rule", "sample_rate", "channels", "audio_duration", "audio_codec",
-]  # fmt: skip
+    "youtube_id",
+    "second",
+    "frame_indices",
+    "timestamps",
+    "real_frames",
+    "audio_start",
+    "audio_end",
+    "audio_real_samples",
+    "short_clip",
+    "long_clip",
+    "vfr",
+    "missing_audio",
+    "padded_video",
+    "padded_audio",
+    "decode_errors",
+    "num_frames",
+    "fps",
+    "video_duration",
+    "width",
+    "height",
+    "video_codec",
+    "frame_rule",
+    "sample_rate",
+    "channels",
+    "audio_duration",
+    "audio_codec",
+]
 
 
 def load_segments(data_dir: str | Path) -> pd.DataFrame:

@@ -58,7 +58,10 @@ def fetch(
         target.unlink()
     request = urllib.request.Request(location, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, atomic_path(target) as tmp:
+        with (
+            urllib.request.urlopen(request, timeout=timeout) as response,
+            atomic_path(target) as tmp,
+        ):
             with open(tmp, "wb") as out:
                 shutil.copyfileobj(response, out, 1 << 20)
             _verify(tmp, sha256, origin=location)

@@ -73,7 +73,9 @@ class StoreWriter:
         if dtype not in DTYPES:
             raise StoreError(f"storage dtype {dtype!r} not supported; use one of {sorted(DTYPES)}")
         root = store_dir(data_dir, name)
-        writer = cls(root, list(youtube_ids), tuple(int(s) for s in row_shape), dtype, shard_size, meta or {})
+        writer = cls(
+            root, list(youtube_ids), tuple(int(s) for s in row_shape), dtype, shard_size, meta or {}
+        )
         if force and root.exists():
             for f in root.iterdir():
                 if f.is_file():
@@ -115,7 +117,9 @@ class StoreWriter:
     def complete(self) -> bool:
         return (self.root / "meta.json").is_file() and (self.root / "index.parquet").is_file()
 
-    def pending_shards(self, shard_index: int = 0, num_shards: int = 1) -> Iterator[tuple[int, list[str]]]:
+    def pending_shards(
+        self, shard_index: int = 0, num_shards: int = 1
+    ) -> Iterator[tuple[int, list[str]]]:
         """Shards this process still has to write: those with ``shard % num_shards == shard_index``."""
         if not 0 <= shard_index < num_shards:
             raise StoreError(f"shard index {shard_index} outside 0..{num_shards - 1}")
@@ -174,7 +178,10 @@ class StoreWriter:
                 "shard_size": self.shard_size,
                 "num_shards": self.num_shards,
                 "videos": int(len(ok)),
-                "failed": {str(k): str(v) for k, v in zip(failed["youtube_id"], failed["error"], strict=True)},
+                "failed": {
+                    str(k): str(v)
+                    for k, v in zip(failed["youtube_id"], failed["error"], strict=True)
+                },
             }
         )
         write_parquet(ok, self.root / "index.parquet")
@@ -197,7 +204,9 @@ class FeatureStore:
         self.index = pd.read_parquet(index_path)
         self._where = {
             y: (int(s), int(r))
-            for y, s, r in zip(self.index["youtube_id"], self.index["shard"], self.index["row"], strict=True)
+            for y, s, r in zip(
+                self.index["youtube_id"], self.index["shard"], self.index["row"], strict=True
+            )
         }
         self._shards: dict[int, np.ndarray] = {}
 

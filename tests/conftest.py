@@ -19,7 +19,9 @@ def shared_dir() -> Path:
 def shared() -> Path:
     path = shared_dir()
     if not (path / "ave" / "Annotations.txt").is_file():
-        pytest.skip(f"{path} not found: the AVE annotation files under ../shared are needed for this test")
+        pytest.skip(
+            f"{path} not found: the AVE annotation files under ../shared are needed for this test"
+        )
     return path
 
 

@@ -40,9 +40,11 @@ def make_clip(
     if audio:
         layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
         cmd += [
-            "-f", "lavfi", "-i",
+            "-f",
+            "lavfi",
+            "-i",
             f"sine=frequency={frequency}:sample_rate={sample_rate}:duration={duration}",
-        ]  # fmt: skip
+        ]
     if video:
         cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
         cmd += ["-g", str(gop if gop is not None else 4 * fps)]

@@ -158,8 +158,10 @@ class Pickler03(pickle.Pickler):
             storage = torch.storage.TypedStorage(
                 wrap_storage=obj.untyped_storage(), dtype=obj.dtype, _internal=True
             )
-            return (torch._utils._rebuild_tensor,
-                    (storage, obj.storage_offset(), tuple(obj.size()), obj.stride()))  # fmt: skip
+            return (
+                torch._utils._rebuild_tensor,
+                (storage, obj.storage_offset(), tuple(obj.size()), obj.stride()),
+            )
         if isinstance(obj, nn.Module):
             return (copyreg.__newobj__, (type(obj),), _state_03(obj))
         if isinstance(obj, _Backend):
@@ -241,6 +243,11 @@ def save_release_pickle(net: nn.Module, path: Path, arch: str, zip_format: bool 
         if zip_format:
             torch.save(net, path)
         else:
-            torch.save(net, path, pickle_module=PICKLE_03, pickle_protocol=2,
-                       _use_new_zipfile_serialization=False)  # fmt: skip
+            torch.save(
+                net,
+                path,
+                pickle_module=PICKLE_03,
+                pickle_protocol=2,
+                _use_new_zipfile_serialization=False,
+            )
     return path

@@ -60,7 +60,13 @@ def test_small_set_manifest(tmp_path):
     root = write_set(tmp_path / "in")
     summary = run_annotations(config(root, tmp_path / "data"))
     m = pd.read_parquet(tmp_path / "data/manifest.parquet")
-    assert list(m["youtube_id"]) == ["RUhOCu3LNXM", "-UhOCu3L_XM", "abcdefghijk", "abcdefghijk", "ZZZZZZZZZZZ"]
+    assert list(m["youtube_id"]) == [
+        "RUhOCu3LNXM",
+        "-UhOCu3L_XM",
+        "abcdefghijk",
+        "abcdefghijk",
+        "ZZZZZZZZZZZ",
+    ]
     assert list(m["label"]) == [0, 0, 1, 1, 1]
     assert list(m["split"]) == ["train", "val", "train", "test", "train"]
     assert m.loc[1, "segment_labels"].tolist() == [2] * 6 + [0, 0] + [2, 2]
@@ -84,7 +90,9 @@ def test_rerun_is_skipped_and_force_rebuilds(tmp_path):
     cfg.force = True
     assert run_annotations(cfg)["skipped"] is False
     # a changed input file is noticed without --force
-    (root / "Annotations.txt").write_text("\n".join(GOOD[:4] + ["Bark&ZZZZZZZZZZZ&good&8&10"]) + "\n")
+    (root / "Annotations.txt").write_text(
+        "\n".join(GOOD[:4] + ["Bark&ZZZZZZZZZZZ&good&8&10"]) + "\n"
+    )
     cfg.force = False
     assert run_annotations(cfg)["skipped"] is False
 
@@ -113,9 +121,15 @@ def test_bad_annotation_lines_name_file_and_line(tmp_path, line, message):
 @pytest.mark.parametrize(
     ("splits", "message"),
     [
-        ({"train": [0, 2, 4], "val": [1, 2], "test": [3]}, r"val_order.txt: row 2 is also in .*train_order.txt"),
+        (
+            {"train": [0, 2, 4], "val": [1, 2], "test": [3]},
+            r"val_order.txt: row 2 is also in .*train_order.txt",
+        ),
         ({"train": [0, 2], "val": [1], "test": [3]}, r"miss 1 of 5 rows, e.g. row 4"),
-        ({"train": [0, 2, 4], "val": [1], "test": [3, 5]}, r"test_order.txt: index 5 is past the end"),
+        (
+            {"train": [0, 2, 4], "val": [1], "test": [3, 5]},
+            r"test_order.txt: index 5 is past the end",
+        ),
         ({"train": [0, 2, 4, 4], "val": [1], "test": [3]}, r"row 4 is listed 2 times"),
     ],
 )
@@ -194,7 +208,9 @@ def test_real_ave_file_with_h5_and_txt_splits(shared, tmp_path):
         assert summary["duplicate_ids"] == 45 and summary["empty_event_rows"] == [26]
         assert summary["split_rows"] == {"train": 3339, "val": 402, "test": 402}
         assert summary["match_split_rows"] == {"train": 3339, "val": 402, "test": 402}
-        assert summary["is_published_ave_classes"] and summary["annotations_sha256_matches_published"]
+        assert (
+            summary["is_published_ave_classes"] and summary["annotations_sha256_matches_published"]
+        )
         assert summary["event_length_histogram"][10] == 2750
     h5 = pd.read_parquet(tmp_path / "release/manifest.parquet")
     txt = pd.read_parquet(tmp_path / "splits/manifest.parquet")
@@ -213,10 +229,19 @@ def test_real_ave_file_with_h5_and_txt_splits(shared, tmp_path):
 def test_cli_prints_summary_and_errors(tmp_path):
     root = write_set(tmp_path / "in")
     args = [
-        sys.executable, "-m", "pipeline.cli", "annotations", "--data-dir", str(tmp_path / "data"),
-        "--ave-annotations", str(root / "Annotations.txt"), "--ave-splits", str(root),
-        "--audioset-csv", str(root / "segments.csv"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "annotations",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--ave-annotations",
+        str(root / "Annotations.txt"),
+        "--ave-splits",
+        str(root),
+        "--audioset-csv",
+        str(root / "segments.csv"),
+    ]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     assert "rows: 5   unique videos: 4" in out and "AudioSet coverage: 2 videos" in out
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout

@@ -54,9 +54,15 @@ def listing(tmp_path) -> Path:
 
 def download_config(data: Path, server: LoopbackServer, **kw) -> DownloadConfig:
     return DownloadConfig(
-        data_dir=data, url_template=server.base_url + "/{youtube_id}.mp4", workers=2, sleep=0.0,
-        retries=1, backoff=0.05, progress=False, **kw,
-    )  # fmt: skip
+        data_dir=data,
+        url_template=server.base_url + "/{youtube_id}.mp4",
+        workers=2,
+        sleep=0.0,
+        retries=1,
+        backoff=0.05,
+        progress=False,
+        **kw,
+    )
 
 
 def test_vggsound_list_end_to_end_two_clips_from_one_video(tmp_path, served, listing):
@@ -90,9 +96,16 @@ def test_vggsound_list_end_to_end_two_clips_from_one_video(tmp_path, served, lis
     assert seg["ok"] == 3 and seg["failed"] == 0
     assert list(dict.fromkeys(load_segments(data)["youtube_id"])) == keys
     feats = run_features(
-        FeaturesConfig(data_dir=data, features=("audio",), device="cpu", allow_random_weights=True,
-                       allow_download=False, dtype="float32", progress=False)
-    )  # fmt: skip
+        FeaturesConfig(
+            data_dir=data,
+            features=("audio",),
+            device="cpu",
+            allow_random_weights=True,
+            allow_download=False,
+            dtype="float32",
+            progress=False,
+        )
+    )
     assert not feats["errors"]
     store = FeatureStore.open(data, "audio")
     assert store.youtube_ids == keys
@@ -127,8 +140,7 @@ def test_sharded_downloads_in_separate_dirs_merge_by_ingesting(tmp_path, served,
 def test_audioset_label_subset_by_name_and_mid(tmp_path):
     labels = tmp_path / "class_labels_indices.csv"
     labels.write_text(
-        'index,mid,display_name\n0,/m/09x0r,Speech\n1,/m/05tny_,Bark\n'
-        '2,/m/0k4j,"Car, automobile"\n'
+        'index,mid,display_name\n0,/m/09x0r,Speech\n1,/m/05tny_,Bark\n2,/m/0k4j,"Car, automobile"\n'
     )
     csv = tmp_path / "balanced_train_segments.csv"
     csv.write_text(
@@ -147,7 +159,9 @@ def test_audioset_label_subset_by_name_and_mid(tmp_path):
     assert set(manifest["split"]) == {"train"}
 
     subset = tmp_path / "subset"
-    annotate(subset, csv, "audioset", class_labels=str(labels), labels=["Car, automobile", "/m/05tny_"])
+    annotate(
+        subset, csv, "audioset", class_labels=str(labels), labels=["Car, automobile", "/m/05tny_"]
+    )
     manifest = load_manifest(subset)
     assert list(manifest["clip_id"]) == [f"{SHARED}_0", f"{SHARED}_30000"]
     assert load_classes(subset) == ["Car, automobile", "Bark", "background"]

@@ -71,9 +71,18 @@ def _write_synthetic(
             sample += 1
     manifest = pd.DataFrame(
         rows,
-        columns=["sample", "youtube_id", "category", "label", "start", "end", "split", "match_split",
-                 "segment_labels"],
-    )  # fmt: skip
+        columns=[
+            "sample",
+            "youtube_id",
+            "category",
+            "label",
+            "start",
+            "end",
+            "split",
+            "match_split",
+            "segment_labels",
+        ],
+    )
     manifest["split"] = manifest["split"].astype("string")
     manifest["match_split"] = manifest["match_split"].astype("string")
     write_parquet(manifest, data_dir / "manifest.parquet")
@@ -207,8 +216,22 @@ def test_avdln_learns_synthetic_codes(synthetic, tmp_path):
     assert (seed_dir / "best.pt").stat().st_mtime_ns == stamp
     assert again["a2v_accuracy"] == summary["a2v_accuracy"]
     # re-evaluation from the run directory alone, through the CLI
-    assert cli.main(["evaluate-crossmodal", "--data-dir", str(synthetic), "--run", str(tmp_path / "avdln"),
-                     "--plot-samples", "88", "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "evaluate-crossmodal",
+                "--data-dir",
+                str(synthetic),
+                "--run",
+                str(tmp_path / "avdln"),
+                "--plot-samples",
+                "88",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     evaluated = json.loads((tmp_path / "avdln" / "evaluate" / "metrics-test.json").read_text())
     assert evaluated["a2v_accuracy"]["mean"] == pytest.approx(summary["a2v_accuracy"]["mean"])
     assert (tmp_path / "avdln" / "evaluate" / "seed-1" / "distance-0088.png").is_file()
@@ -216,9 +239,30 @@ def test_avdln_learns_synthetic_codes(synthetic, tmp_path):
 
 def test_dcca_trains_and_evaluates(synthetic, tmp_path):
     torch.set_num_threads(1)
-    assert cli.main(["train-crossmodal", "--data-dir", str(synthetic), "--model", "dcca", "--epochs", "8",
-                     "--batch-size", "64", "--options", '{"hidden": 64, "out_dim": 8}',
-                     "--run-dir", str(tmp_path / "dcca"), "--device", "cpu", "--plots", "1"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "train-crossmodal",
+                "--data-dir",
+                str(synthetic),
+                "--model",
+                "dcca",
+                "--epochs",
+                "8",
+                "--batch-size",
+                "64",
+                "--options",
+                '{"hidden": 64, "out_dim": 8}',
+                "--run-dir",
+                str(tmp_path / "dcca"),
+                "--device",
+                "cpu",
+                "--plots",
+                "1",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "dcca" / "metrics.json").read_text())
     assert summary["a2v_accuracy"]["mean"] > summary["chance_accuracy"]["mean"] + 0.2, summary
     assert summary["v2a_accuracy"]["mean"] > summary["chance_accuracy"]["mean"] + 0.2, summary
@@ -332,9 +376,24 @@ def test_release_weights_parity(release):
 
 def test_release_weights_evaluate_on_store(release, synthetic, tmp_path):
     """``evaluate-crossmodal --weights`` runs the protocol with the authors' network."""
-    assert cli.main(["evaluate-crossmodal", "--data-dir", str(synthetic), "--weights",
-                     str(release / "cmm_model_weights.h5"), "--out-dir", str(tmp_path), "--plots", "1",
-                     "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "evaluate-crossmodal",
+                "--data-dir",
+                str(synthetic),
+                "--weights",
+                str(release / "cmm_model_weights.h5"),
+                "--out-dir",
+                str(tmp_path),
+                "--plots",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "metrics-test.json").read_text())
     model = load_keras_avdln(release / "cmm_model_weights.h5")
     direct, _ = evaluate_model(model, load_clips(synthetic, "test"))

@@ -40,9 +40,25 @@ def demo_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _run_demo(data_dir: Path, run_dir: Path) -> tuple[subprocess.CompletedProcess, dict]:
-    argv = [sys.executable, "-m", "pipeline.cli", "demo", "--data-dir", str(data_dir), "--run-dir",
-            str(run_dir), "--clips", str(N_CLIPS), "--seed", str(SEED), "--frames-per-segment", "1",
-            "--epochs", "1", "--quiet"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "demo",
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run_dir),
+        "--clips",
+        str(N_CLIPS),
+        "--seed",
+        str(SEED),
+        "--frames-per-segment",
+        "1",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
     summary_path = run_dir / "demo_summary.json"
     assert summary_path.is_file(), (
@@ -63,12 +79,14 @@ def _decode(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(frames (n, H, W, 3) uint8, mono 16 kHz float32 audio) of one clip."""
     video = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        check=True,
+    ).stdout
     audio = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", "16000", "-"],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        check=True,
+    ).stdout
     frames = np.frombuffer(video, np.uint8).reshape(-1, SIZE[1], SIZE[0], 3)
     return frames, np.frombuffer(audio, np.float32)
 
@@ -100,10 +118,12 @@ def test_generation_is_deterministic_and_idempotent(demo_set, demo_runs) -> None
 def test_annotations_splits_and_offsets_are_valid(demo_set, tmp_path: Path) -> None:
     summary = run_annotations(
         AnnotationsConfig(
-            data_dir=tmp_path, ave_annotations=str(demo_set["annotations"]),
-            ave_splits=str(demo_set["dir"]), audioset_csv=[str(demo_set["segments_csv"])],
+            data_dir=tmp_path,
+            ave_annotations=str(demo_set["annotations"]),
+            ave_splits=str(demo_set["dir"]),
+            audioset_csv=[str(demo_set["segments_csv"])],
         )
-    )  # fmt: skip
+    )
     assert summary["rows"] == N_CLIPS and summary["videos_with_offset"] == N_CLIPS
     assert all(summary["split_rows"][s] > 0 for s in ("train", "val", "test"))
     manifest = load_manifest(tmp_path)
@@ -195,13 +215,30 @@ def test_server_honours_ranges_and_404s(tmp_path: Path, demo_set) -> None:
     with serve_folder(demo_set["videos"]) as base:  # ffmpeg seeks inside the source over HTTP
         out = tmp_path / "cut.mp4"
         subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-ss", "4", "-i", f"{base}/{clip.name}", "-t", "3",
-             "-c", "copy", str(out)], check=True, timeout=60,
-        )  # fmt: skip
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-y",
+                "-ss",
+                "4",
+                "-i",
+                f"{base}/{clip.name}",
+                "-t",
+                "3",
+                "-c",
+                "copy",
+                str(out),
+            ],
+            check=True,
+            timeout=60,
+        )
     duration = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(out)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert 2.5 < float(duration) < 4.0
 
 
@@ -274,13 +311,27 @@ def test_run_steps_skips_reruns_and_reports_missing(demo_set, tmp_path: Path) ->
     cfg = DemoConfig(data_dir=tmp_path / "data", run_dir=tmp_path / "runs", echo=False)
     g = demo_set["dir"]
     steps = [
-        Step("annotations", ("annotations",),
-             ["--data-dir", str(cfg.data_dir), "--ave-annotations", str(g / "Annotations.txt"),
-              "--ave-splits", str(g), "--audioset-csv", str(g / "segments.csv")],
-             outputs=[cfg.data_dir / "manifest.parquet"], needs=("generate",)),
+        Step(
+            "annotations",
+            ("annotations",),
+            [
+                "--data-dir",
+                str(cfg.data_dir),
+                "--ave-annotations",
+                str(g / "Annotations.txt"),
+                "--ave-splits",
+                str(g),
+                "--audioset-csv",
+                str(g / "segments.csv"),
+            ],
+            outputs=[cfg.data_dir / "manifest.parquet"],
+            needs=("generate",),
+        ),
         Step("future", ("no-such-stage",), [], needs=("annotations",)),
-        Step("after future", ("annotations",), ["--data-dir", str(cfg.data_dir)], needs=("future",)),
-    ]  # fmt: skip
+        Step(
+            "after future", ("annotations",), ["--data-dir", str(cfg.data_dir)], needs=("future",)
+        ),
+    ]
 
     def statuses(generate: str) -> list[str]:
         return [r.status for r in run_steps(cfg, steps, "http://unused", {"generate": generate})]

@@ -106,10 +106,17 @@ def make_manifest(
 def config(data_dir: Path, server: LoopbackServer | None, **kw) -> DownloadConfig:
     base = server.base_url if server else "http://127.0.0.1:9"
     options = dict(
-        data_dir=data_dir, url_template=base + "/{youtube_id}.mp4", workers=2, sleep=0.0,
-        retries=2, backoff=0.05, rate_limit_pause=0.05, max_rate_limited=20,
-        socket_timeout=10.0, progress=False,
-    )  # fmt: skip
+        data_dir=data_dir,
+        url_template=base + "/{youtube_id}.mp4",
+        workers=2,
+        sleep=0.0,
+        retries=2,
+        backoff=0.05,
+        rate_limit_pause=0.05,
+        max_rate_limited=20,
+        socket_timeout=10.0,
+        progress=False,
+    )
     options.update(kw)
     return DownloadConfig(**options)
 
@@ -358,16 +365,39 @@ def test_make_download_rebuilds_small_ave_manifest(tmp_path, server):
     stamp = "-o", ".venv/.installed-run"  # the venv is already set up: don't (re)install
     common = [f"AVEL={sys.executable} -m pipeline.cli", f"DATA_DIR={data}"]
     ann = subprocess.run(
-        ["make", "-s", *stamp, "annotations", *common, f"AVE_ANNOTATIONS={inputs['annotations']}",
-         f"AVE_SPLITS={inputs['splits']}", f"AUDIOSET_CSV={inputs['csv']}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            "make",
+            "-s",
+            *stamp,
+            "annotations",
+            *common,
+            f"AVE_ANNOTATIONS={inputs['annotations']}",
+            f"AVE_SPLITS={inputs['splits']}",
+            f"AUDIOSET_CSV={inputs['csv']}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ann.returncode == 0, ann.stdout + ann.stderr
     down = subprocess.run(
-        ["make", "-s", *stamp, "download", *common, f"URL_TEMPLATE={server.base_url}/{{youtube_id}}.mp4",
-         "WORKERS=2", "SLEEP=0", "BACKOFF=0.05"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            "make",
+            "-s",
+            *stamp,
+            "download",
+            *common,
+            f"URL_TEMPLATE={server.base_url}/{{youtube_id}}.mp4",
+            "WORKERS=2",
+            "SLEEP=0",
+            "BACKOFF=0.05",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert down.returncode == 0, down.stdout + down.stderr
     assert "ok 2" in down.stdout and "unavailable 2" in down.stdout, down.stdout
     ledger = load_ledger(data)

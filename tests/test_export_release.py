@@ -34,8 +34,11 @@ CATEGORIES = ("Church bell", "Male speech, man speaking")
 ROWS = 24
 NOISY = 3
 DUP_FIRST, DUP_SECOND = 3, 15  # one video annotated twice
-SPLITS = {"train": [5, 0, 9, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15], "val": [19, 16, 17, 18],
-          "test": [23, 21, 20, 22]}  # fmt: skip  (shuffled, as the release's lists are)
+SPLITS = {
+    "train": [5, 0, 9, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15],
+    "val": [19, 16, 17, 18],
+    "test": [23, 21, 20, 22],
+}  # shuffled, as the release's lists are
 BACKGROUND = len(CATEGORIES)
 
 
@@ -67,9 +70,14 @@ def _write_stores(data: Path, ids: list[str], failed: dict[str, str] | None = No
     values["visual_vec"][len(ids) :] = values["visual"][len(ids) :].mean(axis=(2, 3))
     for name, array in values.items():
         writer = StoreWriter.open(
-            data, name, all_ids, FEATURE_FILES[name][2], dtype="float32", shard_size=8,
+            data,
+            name,
+            all_ids,
+            FEATURE_FILES[name][2],
+            dtype="float32",
+            shard_size=8,
             meta={"source": "test", "random_weights": False},
-        )  # fmt: skip
+        )
         for shard, shard_ids in writer.pending_shards():
             writer.write_shard(
                 shard,
@@ -175,7 +183,9 @@ def test_export_layout_and_round_trip(small: dict, tmp_path: Path) -> None:
     back = tmp_path / "back"
     shutil.copytree(small["manifest_only"], back)
     run_import_release(
-        ImportReleaseConfig(out, back, dtype="float32", shard_size=8, checksum=False, progress=False)
+        ImportReleaseConfig(
+            out, back, dtype="float32", shard_size=8, checksum=False, progress=False
+        )
     )
     original, returned = _store_arrays(small["data"]), _store_arrays(back)
     for name in FEATURE_FILES:
@@ -213,7 +223,9 @@ def test_missing_rows_dropped_and_orders_remapped(
     assert avel(["export-release", str(out), "--data-dir", str(with_failures["data"])]) == 0
     printed = capsys.readouterr().out
     assert "2 rows without features, dropped (order files remapped)" in printed
-    assert "row 2 vid00000002: visual: download failed" in printed and "row 17 vid00000017" in printed
+    assert (
+        "row 2 vid00000002: visual: download failed" in printed and "row 17 vid00000017" in printed
+    )
     assert "1 background-only rows without features" in printed
 
     kept = [r for r in range(ROWS) if r not in (2, 17)]
@@ -235,7 +247,9 @@ def test_missing_rows_zero_filled_with_mask(with_failures: dict, tmp_path: Path)
     summary = run_export_release(_cfg(with_failures["data"], out, missing="zero"))
     assert [m["sample"] for m in summary["missing"]] == [2, 17]
     mask = _read(out / MASK_FILE)
-    assert mask.dtype == np.uint8 and mask.tolist() == [0 if r in (2, 17) else 1 for r in range(ROWS)]
+    assert mask.dtype == np.uint8 and mask.tolist() == [
+        0 if r in (2, 17) else 1 for r in range(ROWS)
+    ]
     visual, audio = _read(out / "visual_feature.h5"), _read(out / "audio_feature.h5")
     assert len(visual) == ROWS and not visual[[2, 17]].any() and visual[[0, 16]].any()
     assert not audio[[2, 17]].any()  # a row is zero in every file when one store lacks it
@@ -259,7 +273,9 @@ def test_manifest_row_order_and_float64(small: dict, tmp_path: Path) -> None:
     audio = _read(out / "audio_feature.h5")
     assert audio.dtype == np.float64
     store = FeatureStore.open(data, "audio")
-    np.testing.assert_array_equal(audio[0], store.get(small["rows"][ROWS - 1][1]).astype(np.float64))
+    np.testing.assert_array_equal(
+        audio[0], store.get(small["rows"][ROWS - 1][1]).astype(np.float64)
+    )
     order = _read(out / "test_order.h5", "order")
     assert [ROWS - 1 - i for i in order] == SPLITS["test"]
     run_export_release(_cfg(data, out))  # default: Annotations.txt order whatever the file order
@@ -278,7 +294,9 @@ def test_compressed_files_are_row_chunked(small: dict, tmp_path: Path) -> None:
             assert ds.chunks[0] * np.prod(ds.shape[1:]) * 4 <= 1 << 20 or ds.chunks[0] == 1
             np.testing.assert_array_equal(ds[...], _read(plain / name))
             np.testing.assert_array_equal(ds[5:9], _read(plain / name)[5:9])
-    assert (packed / "audio_feature.h5").stat().st_size < (plain / "audio_feature.h5").stat().st_size
+    assert (packed / "audio_feature.h5").stat().st_size < (
+        plain / "audio_feature.h5"
+    ).stat().st_size
 
 
 def test_peak_memory_stays_far_below_the_file(small: dict, tmp_path: Path) -> None:

@@ -34,10 +34,36 @@ def make_golden_clip(path: Path, waveform: np.ndarray, workdir: Path) -> Path:
     """A clip whose audio is the golden 16 kHz waveform, stored losslessly (float32 PCM, mov)."""
     raw = workdir / "golden.f32"
     waveform.astype("<f4").tofile(raw)
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-           "testsrc=size=32x24:rate=5:duration=10", "-f", "f32le", "-ar", "16000", "-ac", "1",
-           "-i", str(raw), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-           "-c:a", "pcm_f32le", "-f", "mov", str(path)]  # fmt: skip
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=32x24:rate=5:duration=10",
+        "-f",
+        "f32le",
+        "-ar",
+        "16000",
+        "-ac",
+        "1",
+        "-i",
+        str(raw),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "pcm_f32le",
+        "-f",
+        "mov",
+        str(path),
+    ]
     subprocess.run(cmd, check=True)
     return path
 
@@ -58,8 +84,15 @@ def data(tmp_path_factory, golden) -> Path:
     clips.mkdir()
     make_golden_clip(clips / f"{GOLDEN_ID}.mp4", golden["waveform_16k"], d)
     make_clip(clips / "tone440____.mp4", duration=10, fps=5, size=(32, 24), frequency=440)
-    make_clip(clips / "tone880____.mp4", duration=10, fps=5, size=(32, 24), frequency=880,
-              sample_rate=22050, channels=2)  # fmt: skip
+    make_clip(
+        clips / "tone880____.mp4",
+        duration=10,
+        fps=5,
+        size=(32, 24),
+        frequency=880,
+        sample_rate=22050,
+        channels=2,
+    )
     (clips / "corrupt____.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(2000))
     pd.DataFrame({"sample": range(len(IDS)), "youtube_id": IDS}).to_parquet(d / "manifest.parquet")
     run_segments(SegmentsConfig(d, frames_per_segment=2, progress=False))

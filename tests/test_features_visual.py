@@ -34,9 +34,16 @@ def data(tmp_path_factory) -> Path:
 
 def test_visual_stores_equal_extractor_output(data):
     cfg = FeaturesConfig(
-        data, features=("visual",), dtype="float32", frame_size=SIZE, workers=0,
-        allow_random_weights=True, shard_size=1, progress=False, batch_size=5,
-    )  # fmt: skip
+        data,
+        features=("visual",),
+        dtype="float32",
+        frame_size=SIZE,
+        workers=0,
+        allow_random_weights=True,
+        shard_size=1,
+        progress=False,
+        batch_size=5,
+    )
     summary = run_features(cfg)
     assert not summary["errors"], summary["errors"]
     assert "RANDOM WEIGHTS" in format_summary(summary)

@@ -160,8 +160,16 @@ def test_supplementary_attention_weights():
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("ave-fusion")
-    make_synthetic_store(root, 10, num_classes=3, splits=(0.6, 0.2, 0.2), signal=2.0, noise=0.5,
-                         shard_size=8, stores=("audio", "visual", "visual_vec", "audio_maps"))  # fmt: skip
+    make_synthetic_store(
+        root,
+        10,
+        num_classes=3,
+        splits=(0.6, 0.2, 0.2),
+        signal=2.0,
+        noise=0.5,
+        shard_size=8,
+        stores=("audio", "visual", "visual_vec", "audio_maps"),
+    )
     return root
 
 
@@ -201,9 +209,12 @@ def test_fusion_overfits_the_tiny_store_at_every_position(method, data_dir):
 
 @pytest.mark.parametrize(
     "model,options,steps,lr",
-    [("edtcn", {"dropout": 0.0}, 150, 1e-2), ("v_att_audio", {}, 40, 3e-3),
-     ("co_att", {}, 30, 3e-3)],
-)  # fmt: skip
+    [
+        ("edtcn", {"dropout": 0.0}, 150, 1e-2),
+        ("v_att_audio", {}, 40, 3e-3),
+        ("co_att", {}, 30, 3e-3),
+    ],
+)
 def test_edtcn_and_supplementary_models_overfit_the_tiny_store(model, options, steps, lr, data_dir):
     torch.manual_seed(0)
     net = models.build_model(model, num_classes=4, **options)
@@ -213,8 +224,16 @@ def test_edtcn_and_supplementary_models_overfit_the_tiny_store(model, options, s
 
 @pytest.mark.parametrize("model,options", [("gmu", {"position": "early"}), ("co_att", {})])
 def test_trainer_trains_fusion_and_audio_map_models(model, options, data_dir, tmp_path):
-    cfg = TrainConfig(str(data_dir), model=model, epochs=10, batch_size=2, lr=3e-3, eval_every=5,
-                      run_dir=str(tmp_path), model_options=options)  # fmt: skip
+    cfg = TrainConfig(
+        str(data_dir),
+        model=model,
+        epochs=10,
+        batch_size=2,
+        lr=3e-3,
+        eval_every=5,
+        run_dir=str(tmp_path),
+        model_options=options,
+    )
     metrics = train_seed(cfg, progress=False)
     suffix = "".join(f"-{k}-{v}" for k, v in options.items())  # options name the experiment
     assert cfg.seed_dir() == tmp_path / f"supervised-{model}{suffix}" / "seed-1"
@@ -231,8 +250,21 @@ def test_trainer_trains_fusion_and_audio_map_models(model, options, data_dir, tm
     # the attention-maps stage draws the visual attention of these networks too
     video = AVEDataset(data_dir, "test", ("audio",)).youtube_ids[0]
     clip = tmp_path / f"{video}.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=10",
-                    "-pix_fmt", "yuv420p", str(clip)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10:duration=10",
+            "-pix_fmt",
+            "yuv420p",
+            str(clip),
+        ],
+        check=True,
+    )
     picture = run_attention_maps(cfg.seed_dir(), video, clip=clip, out=tmp_path / "maps.png")
     assert matplotlib.image.imread(picture).shape[1] > 1000
 
@@ -253,8 +285,22 @@ def test_fusion_table_lists_every_method_at_every_position(capsys):
 
 def test_table_runs_two_seeds_resumes_and_skips_missing_stores(data_dir, tmp_path):
     runs = tmp_path / "runs"
-    args = ["table", "models", "--data-dir", str(data_dir), "--run-dir", str(runs), "--seeds", "1,2",
-            "--epochs", "2", "--batch-size", "16", "--only", "a,edtcn"]  # fmt: skip
+    args = [
+        "table",
+        "models",
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(runs),
+        "--seeds",
+        "1,2",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--only",
+        "a,edtcn",
+    ]
     assert avel(args) == 0
     csv = pd.read_csv(runs / "tables" / "models.csv")
     assert csv["key"].tolist() == ["a", "edtcn"] and csv["paper"].tolist() == [59.5, 46.9]
@@ -263,15 +309,24 @@ def test_table_runs_two_seeds_resumes_and_skips_missing_stores(data_dir, tmp_pat
     assert csv.loc[1, "parameters"] == count_parameters(models.build_model("edtcn", num_classes=4))
     for key, experiment in (("a", "supervised-a"), ("edtcn", "supervised-edtcn")):
         row = csv[csv["key"] == key].iloc[0]
-        accs = [json.loads((runs / experiment / f"seed-{s}" / "metrics.json").read_text())
-                ["test_accuracy"] * 100 for s in (1, 2)]  # fmt: skip
+        accs = [
+            json.loads((runs / experiment / f"seed-{s}" / "metrics.json").read_text())[
+                "test_accuracy"
+            ]
+            * 100
+            for s in (1, 2)
+        ]
         assert row["test_mean"] == pytest.approx(sum(accs) / 2, abs=1e-3)
         assert row["test_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5, abs=1e-3)
     markdown = (runs / "tables" / "models.md").read_text()
     assert "ED-TCN (V features)" in markdown and "46.9" in markdown and "±" in markdown
     # second call: nothing retrained
-    summary = run_table(TableConfig(str(data_dir), "models", (1, 2), str(runs), epochs=2,
-                                    batch_size=16, only=("a", "edtcn")), progress=False)  # fmt: skip
+    summary = run_table(
+        TableConfig(
+            str(data_dir), "models", (1, 2), str(runs), epochs=2, batch_size=16, only=("a", "edtcn")
+        ),
+        progress=False,
+    )
     assert summary["trained"] == 0 and summary["reused"] == 4
     # other settings never silently overwrite finished runs
     assert avel([*args[:8], "--epochs", "1", "--batch-size", "16", "--only", "a"]) == 1
@@ -284,17 +339,29 @@ def test_table_runs_two_seeds_resumes_and_skips_missing_stores(data_dir, tmp_pat
     # a data folder without the audio_maps store: the supplementary rows are skipped, named
     bare = tmp_path / "bare"
     make_synthetic_store(bare, 10, num_classes=2, splits=(0.6, 0.2, 0.2), shard_size=8)
-    summary = run_table(TableConfig(str(bare), "models", (1,), str(runs), epochs=1,
-                                    batch_size=16, only=("co_att",)), progress=False)  # fmt: skip
+    summary = run_table(
+        TableConfig(
+            str(bare), "models", (1,), str(runs), epochs=1, batch_size=16, only=("co_att",)
+        ),
+        progress=False,
+    )
     assert summary["skipped"] == ["co_att"] and summary["trained"] == 0
     assert "AUDIO_MAPS=1" in (runs / "tables" / "models.md").read_text()
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("model,options", [("gmu", {"position": "decision"}), ("co_att", {}),
-                                           ("edtcn", {})])  # fmt: skip
+@pytest.mark.parametrize(
+    "model,options", [("gmu", {"position": "decision"}), ("co_att", {}), ("edtcn", {})]
+)
 def test_trains_on_cuda(model, options, data_dir, tmp_path):
-    cfg = TrainConfig(str(data_dir), model=model, epochs=2, batch_size=4, device="cuda",
-                      run_dir=str(tmp_path), model_options=options)  # fmt: skip
+    cfg = TrainConfig(
+        str(data_dir),
+        model=model,
+        epochs=2,
+        batch_size=4,
+        device="cuda",
+        run_dir=str(tmp_path),
+        model_options=options,
+    )
     metrics = train_seed(cfg, progress=False)
     assert metrics["device"].startswith("cuda") and 0 <= metrics["test_accuracy"] <= 1

@@ -32,9 +32,13 @@ def local_ray():
     started = not ray.is_initialized()
     if started:
         ray.init(
-            num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=100 * 2**20,
-            log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-        )  # fmt: skip
+            num_cpus=2,
+            num_gpus=0,
+            include_dashboard=False,
+            object_store_memory=100 * 2**20,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        )
     yield ray
     if started:
         ray.shutdown()
@@ -62,10 +66,20 @@ BATCH = {"audio": 10, "visual": 20}
 
 def config(data: Path, kind: str, engine: str, **kw) -> FeaturesConfig:
     return FeaturesConfig(
-        data, features=(kind,), dtype="float32", device="cpu", frame_size=SIZE, workers=0,
-        allow_random_weights=True, allow_download=False, shard_size=2, batch_size=BATCH[kind],
-        progress=False, engine=engine, **kw,
-    )  # fmt: skip
+        data,
+        features=(kind,),
+        dtype="float32",
+        device="cpu",
+        frame_size=SIZE,
+        workers=0,
+        allow_random_weights=True,
+        allow_download=False,
+        shard_size=2,
+        batch_size=BATCH[kind],
+        progress=False,
+        engine=engine,
+        **kw,
+    )
 
 
 def copy_of(segmented: Path, tmp_path: Path, name: str) -> Path:
@@ -98,12 +112,16 @@ def test_ray_store_equals_local_store_and_second_run_does_nothing(
     assert not summary["errors"], summary["errors"]
     names = ["visual", "visual_vec"] if kind == "visual" else ["audio"]
     for name in names:
-        assert summary["stores"][name]["complete"] and summary["stores"][name]["shards_written"] == 2
+        assert (
+            summary["stores"][name]["complete"] and summary["stores"][name]["shards_written"] == 2
+        )
         assert_same_store(local, distributed, name)
         assert FeatureStore.open(distributed, name).meta["engine"] == "ray"
     reason = FeatureStore.open(distributed, names[0]).meta["failed"][IDS[2]]
-    assert ("decode" in reason.lower() or "ffmpeg" in reason.lower()) if kind == "visual" else (
-        "patches unreadable" in reason
+    assert (
+        ("decode" in reason.lower() or "ffmpeg" in reason.lower())
+        if kind == "visual"
+        else ("patches unreadable" in reason)
     )
 
     again = run_features(config(distributed, kind, "ray"))

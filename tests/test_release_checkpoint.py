@@ -48,9 +48,14 @@ def test_fixture_pickles_like_pytorch_03(tmp_path):
     path = save_release_pickle(release_network("av_att"), tmp_path / "AV_att.pt", "av_att")
     magic, protocol, sys_info, data = _pickle_globals(path)
     assert magic == protocol == sys_info == []
-    for name in ("models.att_Net", "torch.nn.parameter.Parameter", "torch._utils._rebuild_tensor",
-                 "torch.nn.backends.thnn._get_thnn_function_backend",
-                 "torch.nn._functions.rnn.Unserializable", "torch.nn.modules.rnn.LSTM"):  # fmt: skip
+    for name in (
+        "models.att_Net",
+        "torch.nn.parameter.Parameter",
+        "torch._utils._rebuild_tensor",
+        "torch.nn.backends.thnn._get_thnn_function_backend",
+        "torch.nn._functions.rnn.Unserializable",
+        "torch.nn.modules.rnn.LSTM",
+    ):
         assert name in data, name
     assert "torch._utils._rebuild_tensor_v2" not in data
     assert sys.modules["models"] is models
@@ -218,8 +223,9 @@ def test_import_checkpoint_writes_an_evaluable_run(tmp_path, capsys):
     assert payload["sha256"] == sha256_of(source)
     audio, visual = _inputs(2)
     with torch.no_grad():
-        torch.testing.assert_close(torch.softmax(model(audio, visual), -1), net(audio, visual),
-                                   rtol=0, atol=1e-6)  # fmt: skip
+        torch.testing.assert_close(
+            torch.softmax(model(audio, visual), -1), net(audio, visual), rtol=0, atol=1e-6
+        )
     assert avel([*args, "--data-dir", str(data_dir)]) == 0  # same file: nothing to do
     assert "already imported" in capsys.readouterr().out
 
@@ -254,13 +260,25 @@ def test_allow_list():
 
     assert resolve_global("__builtin__", "set") is set  # Python 2 names
     assert resolve_global("collections", "OrderedDict") is OrderedDict
-    for module, name in [("models", "att_Net"), ("models_fusion", "TBMRF_Net"),
-                         ("__main__", "att_Net"), ("torch.nn.modules.rnn", "LSTM")]:  # fmt: skip
+    for module, name in [
+        ("models", "att_Net"),
+        ("models_fusion", "TBMRF_Net"),
+        ("__main__", "att_Net"),
+        ("torch.nn.modules.rnn", "LSTM"),
+    ]:
         cls = resolve_global(module, name)
         assert issubclass(cls, ReleaseModule) and cls.release_class == f"{module}.{name}"
-    for module, name in [("builtins", "getattr"), ("builtins", "eval"), ("copy_reg", "_reconstructor"),
-                         ("torch", "load"), ("torch.nn.functional", "relu"), ("models", "helper"),
-                         ("torch._utils", "_rebuild_device_tensor_from_numpy"), ("os", "system"),
-                         ("subprocess", "Popen"), ("__main__", "Exploit")]:  # fmt: skip
+    for module, name in [
+        ("builtins", "getattr"),
+        ("builtins", "eval"),
+        ("copy_reg", "_reconstructor"),
+        ("torch", "load"),
+        ("torch.nn.functional", "relu"),
+        ("models", "helper"),
+        ("torch._utils", "_rebuild_device_tensor_from_numpy"),
+        ("os", "system"),
+        ("subprocess", "Popen"),
+        ("__main__", "Exploit"),
+    ]:
         with pytest.raises(ReleaseCheckpointError, match="not on the allow-list"):
             resolve_global(module, name)

@@ -33,11 +33,38 @@ def write_manifest(data_dir: Path, ids: list[str]) -> None:
 def make_vfr_clip(path: Path) -> Path:
     """150 frames: 10 fps for 5 s (frames 0..49), then 20 fps for 5 s (frames 50..149)."""
     expr = "if(lt(N,50),N*0.1,5+(N-50)*0.05)/TB"
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-           "testsrc=size=32x24:rate=10:duration=15", "-f", "lavfi", "-i",
-           "sine=frequency=300:sample_rate=16000:duration=10", "-vf", f"setpts='{expr}'",
-           "-fps_mode", "passthrough", "-video_track_timescale", "1000", "-c:v", "libx264",
-           "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-t", "10", str(path)]  # fmt: skip
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=32x24:rate=10:duration=15",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:sample_rate=16000:duration=10",
+        "-vf",
+        f"setpts='{expr}'",
+        "-fps_mode",
+        "passthrough",
+        "-video_track_timescale",
+        "1000",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-t",
+        "10",
+        str(path),
+    ]
     subprocess.run(cmd, check=True)
     return path
 
@@ -46,8 +73,9 @@ def decode_pcm(path: Path, channels: int) -> np.ndarray:
     """Independent decode for the check: ffmpeg -> s32 PCM (not the stage's float path)."""
     out = subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vn", "-f", "s32le", "pipe:1"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(out, "<i4").reshape(-1, channels)
 
 
@@ -72,8 +100,18 @@ def data(tmp_path_factory) -> Path:
     make_clip(
         clips / "notinmanif.mp4", duration=1, fps=10, size=(32, 24)
     )  # ignored: not in manifest
-    write_manifest(d, ["cfr7fps____", "short______", "noaudio____", "surround51_", "vfr________",
-                       "truncated__", "cfr7fps____"])  # fmt: skip
+    write_manifest(
+        d,
+        [
+            "cfr7fps____",
+            "short______",
+            "noaudio____",
+            "surround51_",
+            "vfr________",
+            "truncated__",
+            "cfr7fps____",
+        ],
+    )
     return d
 
 

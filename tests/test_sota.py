@@ -51,8 +51,12 @@ def test_reference_rows_on_a_small_split():
 
 
 def test_reference_rows_of_the_real_ave_test_split(shared, tmp_path):
-    cfg = AnnotationsConfig(data_dir=tmp_path, ave_annotations=str(shared / "ave" / "Annotations.txt"),
-                            ave_splits=str(shared / "ave" / "release"), audioset_csv=["none"])  # fmt: skip
+    cfg = AnnotationsConfig(
+        data_dir=tmp_path,
+        ave_annotations=str(shared / "ave" / "Annotations.txt"),
+        ave_splits=str(shared / "ave" / "release"),
+        audioset_csv=["none"],
+    )
     run_annotations(cfg)
     ref = split_reference(tmp_path, "test")
     assert ref["clips"] == 402 and ref["segments"] == 4020
@@ -75,8 +79,10 @@ def test_network_outputs_losses_and_checkpoint(name, tmp_path):
     assert outputs["logits"].shape == (3, 10, BG + 1)
     if name != "psp":  # decoupled heads give log-probabilities
         torch.testing.assert_close(outputs["logits"].exp().sum(-1), torch.ones(3, 10))
-    losses = [model.extra_loss(outputs, {"segment_labels": s, "video_labels": torch.tensor([1, 2, BG])})
-              for s in (seg, None)]  # supervised, weak  # fmt: skip
+    losses = [
+        model.extra_loss(outputs, {"segment_labels": s, "video_labels": torch.tensor([1, 2, BG])})
+        for s in (seg, None)
+    ]  # supervised, weak
     assert all(torch.isfinite(x) for x in losses) and losses[0] > 0
     losses[0].backward()
     assert model.attention.affine_audio.weight.grad is not None
@@ -105,14 +111,22 @@ SEEDS = {"avel-net": (1, 2), "dmrn": (1,), "psp": (1,)}  # kept small: < 90 s on
 def agreement_runs(tmp_path_factory):
     """avel-net (two seeds), dmrn and psp (one seed each) trained on the agreement store (CPU)."""
     root = tmp_path_factory.mktemp("agree")
-    summary = make_agreement_store(root, 80, num_classes=BG, types=8, splits=(0.6, 0.2, 0.2),
-                                   shard_size=64)  # fmt: skip
+    summary = make_agreement_store(
+        root, 80, num_classes=BG, types=8, splits=(0.6, 0.2, 0.2), shard_size=64
+    )
     runs = tmp_path_factory.mktemp("runs")
     out = {}
     for model, seeds in SEEDS.items():
         for seed in seeds:
-            cfg = TrainConfig(str(root), model=model, epochs=5, batch_size=8, lr=3e-3, seed=seed,
-                              run_dir=str(runs))  # fmt: skip
+            cfg = TrainConfig(
+                str(root),
+                model=model,
+                epochs=5,
+                batch_size=8,
+                lr=3e-3,
+                seed=seed,
+                run_dir=str(runs),
+            )
             out[model, seed] = (cfg.seed_dir(), train_seed(cfg, progress=False))
     return root, summary, out
 
@@ -158,10 +172,23 @@ def test_metrics_json_and_evaluate_report_decomposition_and_reference(agreement_
 
 
 def test_weak_training_of_a_decoupled_network(tmp_path):
-    make_synthetic_store(tmp_path / "data", 20, num_classes=BG, splits=(0.6, 0.2, 0.2), shard_size=8,
-                         background_videos=2)  # fmt: skip
-    cfg = TrainConfig(str(tmp_path / "data"), mode="weak", model="cmbs", epochs=1, batch_size=8,
-                      background_videos=True, run_dir=str(tmp_path / "runs"))  # fmt: skip
+    make_synthetic_store(
+        tmp_path / "data",
+        20,
+        num_classes=BG,
+        splits=(0.6, 0.2, 0.2),
+        shard_size=8,
+        background_videos=2,
+    )
+    cfg = TrainConfig(
+        str(tmp_path / "data"),
+        mode="weak",
+        model="cmbs",
+        epochs=1,
+        batch_size=8,
+        background_videos=True,
+        run_dir=str(tmp_path / "runs"),
+    )
     metrics = train_seed(cfg, progress=False)
     assert metrics["mode"] == "weak" and metrics["test_segments"] == 40
     assert 0.0 <= metrics["localization"]["test"]["accuracy"] <= 1.0
@@ -169,10 +196,27 @@ def test_weak_training_of_a_decoupled_network(tmp_path):
 
 def test_sota_table_trains_five_networks_and_prints_reference_rows(tmp_path):
     data = tmp_path / "data"
-    make_synthetic_store(data, 20, num_classes=BG, splits=(0.6, 0.2, 0.2), signal=2.0, noise=0.5,
-                         shard_size=8)  # fmt: skip
-    code = avel(["table", "sota", "--data-dir", str(data), "--run-dir", str(tmp_path / "runs"),
-                 "--seeds", "1", "--epochs", "1", "--batch-size", "8", "--device", "cpu"])  # fmt: skip
+    make_synthetic_store(
+        data, 20, num_classes=BG, splits=(0.6, 0.2, 0.2), signal=2.0, noise=0.5, shard_size=8
+    )
+    code = avel(
+        [
+            "table",
+            "sota",
+            "--data-dir",
+            str(data),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     table = json.loads((tmp_path / "runs" / "tables" / "sota.json").read_text())
     rows = {r["key"]: r for r in table["rows"]}

@@ -22,8 +22,16 @@ IDS = ["-e2eDash_01", "e2eFast__02", "e2eGone__03"]
 
 
 def make(target: str, *args: str, data: Path) -> subprocess.CompletedProcess:
-    cmd = ["make", "-s", "-o", ".venv/.installed-run", target,
-           f"AVEL={sys.executable} -m pipeline.cli", f"DATA_DIR={data}", *args]  # fmt: skip
+    cmd = [
+        "make",
+        "-s",
+        "-o",
+        ".venv/.installed-run",
+        target,
+        f"AVEL={sys.executable} -m pipeline.cli",
+        f"DATA_DIR={data}",
+        *args,
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"make {target}:\n{out.stdout}\n{out.stderr}"
     return out
@@ -37,12 +45,23 @@ def test_download_segments_features_through_make(tmp_path):
     )
     data = tmp_path / "data"
     inputs = write_ave_inputs(tmp_path / "inputs", IDS, {v: OFFSET for v in IDS})
-    make("annotations", f"AVE_ANNOTATIONS={inputs['annotations']}", f"AVE_SPLITS={inputs['splits']}",
-         f"AUDIOSET_CSV={inputs['csv']}", data=data)  # fmt: skip
+    make(
+        "annotations",
+        f"AVE_ANNOTATIONS={inputs['annotations']}",
+        f"AVE_SPLITS={inputs['splits']}",
+        f"AUDIOSET_CSV={inputs['csv']}",
+        data=data,
+    )
     with LoopbackServer(served) as server:
         server.route(f"{IDS[2]}.mp4", status=404)
-        make("download", f"URL_TEMPLATE={server.base_url}/{{youtube_id}}.mp4", "WORKERS=2", "SLEEP=0",
-             "BACKOFF=0.05", data=data)  # fmt: skip
+        make(
+            "download",
+            f"URL_TEMPLATE={server.base_url}/{{youtube_id}}.mp4",
+            "WORKERS=2",
+            "SLEEP=0",
+            "BACKOFF=0.05",
+            data=data,
+        )
     seg = make("segments", "FRAMES_PER_SEGMENT=4", "WORKERS=2", data=data)
     assert "segmented: 2" in seg.stdout, seg.stdout
     table = load_segments(data)

@@ -54,7 +54,15 @@ def test_parallel_shard_workers_fill_disjoint_parts(tmp_path):
     assert w1.finalize() is not None
     store = FeatureStore.open(tmp_path, "v")
     np.testing.assert_array_equal(store.get(IDS[5]), _values(IDS[5]))
-    assert pd.read_parquet(tmp_path / "features/v/index.parquet")["shard"].tolist() == [0, 0, 1, 1, 2, 2, 3]
+    assert pd.read_parquet(tmp_path / "features/v/index.parquet")["shard"].tolist() == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+    ]
 
 
 def test_plan_change_and_bad_shapes_are_refused(tmp_path):

@@ -23,15 +23,29 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("ave-tiny")
-    make_synthetic_store(root, 20, num_classes=3, splits=(0.6, 0.2, 0.2), signal=2.0, noise=0.5,
-                         shard_size=8, background_videos=2)  # fmt: skip
+    make_synthetic_store(
+        root,
+        20,
+        num_classes=3,
+        splits=(0.6, 0.2, 0.2),
+        signal=2.0,
+        noise=0.5,
+        shard_size=8,
+        background_videos=2,
+    )
     return root
 
 
 @pytest.fixture(scope="module")
 def av_att_run(data_dir, tmp_path_factory):
-    cfg = TrainConfig(str(data_dir), model="av_att", epochs=10, batch_size=12, lr=3e-3,
-                      run_dir=str(tmp_path_factory.mktemp("runs")))  # fmt: skip
+    cfg = TrainConfig(
+        str(data_dir),
+        model="av_att",
+        epochs=10,
+        batch_size=12,
+        lr=3e-3,
+        run_dir=str(tmp_path_factory.mktemp("runs")),
+    )
     metrics = train_seed(cfg, progress=False)
     return cfg.seed_dir(), metrics
 
@@ -101,9 +115,29 @@ def test_same_seed_gives_identical_metrics(data_dir, tmp_path):
 
 
 def test_weak_training_with_background_videos_and_seeds(data_dir, tmp_path):
-    code = avel(["train", "weak", "--data-dir", str(data_dir), "--model", "av", "--epochs", "2",
-                 "--batch-size", "8", "--mil", "max", "--background-videos", "--seeds", "1,2",
-                 "--run-dir", str(tmp_path), "--device", "cpu"])  # fmt: skip
+    code = avel(
+        [
+            "train",
+            "weak",
+            "--data-dir",
+            str(data_dir),
+            "--model",
+            "av",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--mil",
+            "max",
+            "--background-videos",
+            "--seeds",
+            "1,2",
+            "--run-dir",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     exp = tmp_path / "weak-av-mil-max"
     summary = json.loads((exp / "summary.json").read_text())
@@ -113,9 +147,32 @@ def test_weak_training_with_background_videos_and_seeds(data_dir, tmp_path):
     metrics = json.loads((exp / "seed-1" / "metrics.json").read_text())
     assert metrics["test_segments"] == 40  # evaluated per second
     # a finished seed with the same config is reused, not retrained
-    assert avel(["train", "weak", "--data-dir", str(data_dir), "--model", "av", "--epochs", "2",
-                 "--batch-size", "8", "--mil", "max", "--background-videos", "--seeds", "1",
-                 "--run-dir", str(tmp_path), "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        avel(
+            [
+                "train",
+                "weak",
+                "--data-dir",
+                str(data_dir),
+                "--model",
+                "av",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--mil",
+                "max",
+                "--background-videos",
+                "--seeds",
+                "1",
+                "--run-dir",
+                str(tmp_path),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert json.loads((exp / "summary.json").read_text())["reused"] == [1]
 
 
@@ -123,14 +180,31 @@ def test_attention_maps_for_generated_clip(av_att_run, data_dir, tmp_path):
     run, _ = av_att_run
     video = AVEDataset(data_dir, "test", ("audio",)).youtube_ids[0]
     clip = tmp_path / f"{video}.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=10",
-                    "-pix_fmt", "yuv420p", str(clip)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10:duration=10",
+            "-pix_fmt",
+            "yuv420p",
+            str(clip),
+        ],
+        check=True,
+    )
     out = run_attention_maps(run, video, clip=clip, out=tmp_path / "middle.png")
     image = matplotlib.image.imread(out)
     assert image.ndim == 3 and image.shape[1] > image.shape[0] > 100
-    pd.DataFrame({"youtube_id": [video] * 10, "second": range(10),
-                  "frame_indices": [[10 * t + 4, 10 * t + 5] for t in range(10)]}).to_parquet(
-        data_dir / "segments.parquet")  # fmt: skip
+    pd.DataFrame(
+        {
+            "youtube_id": [video] * 10,
+            "second": range(10),
+            "frame_indices": [[10 * t + 4, 10 * t + 5] for t in range(10)],
+        }
+    ).to_parquet(data_dir / "segments.parquet")
     try:
         out2 = run_attention_maps(run, video, clip=clip, out=tmp_path / "planned.png")
     finally:

@@ -14,8 +14,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make(target: str, *args: str, data: Path) -> str:
-    cmd = ["make", "-s", "-o", ".venv/.installed-run", "-o", "ffmpeg", target,
-           f"AVEL={sys.executable} -m pipeline.cli", f"DATA_DIR={data}", *args]  # fmt: skip
+    cmd = [
+        "make",
+        "-s",
+        "-o",
+        ".venv/.installed-run",
+        "-o",
+        "ffmpeg",
+        target,
+        f"AVEL={sys.executable} -m pipeline.cli",
+        f"DATA_DIR={data}",
+        *args,
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"make {target}:\n{out.stdout}\n{out.stderr}"
     return out.stdout
@@ -25,10 +35,25 @@ def test_train_supervised_and_weak_on_imported_release(small, tmp_path):  # noqa
     data = _data_dir(small, tmp_path)
     runs = tmp_path / "runs"
     make("import-release", f"RELEASE_DIR={small['release']}", "NO_CHECKSUM=1", data=data)
-    make("train-supervised", "MODEL=dmrn", "EPOCHS=3", "BATCH_SIZE=8", f"RUN_DIR={runs}", "SEEDS=1",
-         data=data)  # fmt: skip
-    make("train-weak", "MODEL=av_att", "EPOCHS=3", "BATCH_SIZE=8", f"RUN_DIR={runs}", "SEEDS=1",
-         "BACKGROUND_VIDEOS=1", data=data)  # fmt: skip
+    make(
+        "train-supervised",
+        "MODEL=dmrn",
+        "EPOCHS=3",
+        "BATCH_SIZE=8",
+        f"RUN_DIR={runs}",
+        "SEEDS=1",
+        data=data,
+    )
+    make(
+        "train-weak",
+        "MODEL=av_att",
+        "EPOCHS=3",
+        "BATCH_SIZE=8",
+        f"RUN_DIR={runs}",
+        "SEEDS=1",
+        "BACKGROUND_VIDEOS=1",
+        data=data,
+    )
     for name in ("supervised-dmrn", "weak-av_att-mil-mean"):
         metrics = json.loads((runs / name / "seed-1" / "metrics.json").read_text())
         assert 1 <= metrics["best_epoch"] <= 3

@@ -29,16 +29,33 @@ W, H, FPS = 96, 64, 8
 def release_plan(n: int, per_second: int) -> np.ndarray:
     """The release's frame rule (AVE reference 2.1) for ``per_second`` frames, written independently."""
     interval = n // 10
-    return np.array([[int(np.floor(s * interval + i * interval / per_second)) for i in range(per_second)]
-                     for s in range(10)])  # fmt: skip
+    return np.array(
+        [
+            [int(np.floor(s * interval + i * interval / per_second)) for i in range(per_second)]
+            for s in range(10)
+        ]
+    )
 
 
 def make_clip(path: Path, seconds: float, fps: int = FPS) -> Path:
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate={fps}:duration={seconds}",
-         "-pix_fmt", "yuv420p", "-c:v", "libx264", str(path)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size={W}x{H}:rate={fps}:duration={seconds}",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            str(path),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     return path
 
 
@@ -47,7 +64,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("vgg19_clips")
     corrupt = d / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
-    return {"good": make_clip(d / "good.mp4", 10), "short": make_clip(d / "short.mp4", 5), "corrupt": corrupt}
+    return {
+        "good": make_clip(d / "good.mp4", 10),
+        "short": make_clip(d / "short.mp4", 5),
+        "corrupt": corrupt,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -55,30 +76,71 @@ def random_vgg() -> tuple[torch.nn.Module, object]:
     return build_vgg19_pool5("random", allow_random=True, seed=0)
 
 
-def independent_frames(clip: Path, plan: np.ndarray | None, per_second: int) -> tuple[np.ndarray, int]:
+def independent_frames(
+    clip: Path, plan: np.ndarray | None, per_second: int
+) -> tuple[np.ndarray, int]:
     """Decode every frame at full size (raw yuv420p), sample by the rule in numpy, then scale the
     chosen frames to 224x224 in a separate ffmpeg call (same swscale bilinear as the extractor)."""
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(clip), "-fps_mode", "passthrough", "-f", "rawvideo",
-         "-pix_fmt", "yuv420p", "pipe:1"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(clip),
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "pipe:1",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     frame_bytes = W * H * 3 // 2
     n = len(raw) // frame_bytes
     every = np.frombuffer(raw, np.uint8).reshape(n, frame_bytes)
     plan = release_plan(n, per_second) if plan is None else plan
     chosen = every[plan.reshape(-1)]
     rgb = subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{W}x{H}", "-i", "pipe:0",
-         "-vf", "scale=224:224:flags=bilinear", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-        input=chosen.tobytes(), check=True, capture_output=True,
-    ).stdout  # fmt: skip
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-s",
+            f"{W}x{H}",
+            "-i",
+            "pipe:0",
+            "-vf",
+            "scale=224:224:flags=bilinear",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "pipe:1",
+        ],
+        input=chosen.tobytes(),
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(rgb, np.uint8).reshape(-1, 224, 224, 3), n
 
 
 def test_count_frames(clips: dict[str, Path]) -> None:
-    assert count_frames(clips["good"]) == independent_frames(clips["good"], np.zeros((1, 1), int), 1)[1]
-    assert count_frames(clips["short"]) == independent_frames(clips["short"], np.zeros((1, 1), int), 1)[1]
+    assert (
+        count_frames(clips["good"])
+        == independent_frames(clips["good"], np.zeros((1, 1), int), 1)[1]
+    )
+    assert (
+        count_frames(clips["short"])
+        == independent_frames(clips["short"], np.zeros((1, 1), int), 1)[1]
+    )
     with pytest.raises(FrameDecodeError, match="corrupt.mp4"):
         count_frames(clips["corrupt"])
 
@@ -95,20 +157,30 @@ def test_parity_with_independent_decoding(clips: dict[str, Path], random_vgg) ->
     np.testing.assert_array_equal(frames[inverse], reference_frames)
 
     with torch.inference_mode():
-        pool5 = torch.cat([model(weights.preprocess(reference_frames[k : k + 5]).contiguous())
-                           for k in range(0, len(reference_frames), 5)])  # fmt: skip
+        pool5 = torch.cat(
+            [
+                model(weights.preprocess(reference_frames[k : k + 5]).contiguous())
+                for k in range(0, len(reference_frames), 5)
+            ]
+        )
     expected = pool5.reshape(10, per_second, 512, 7, 7).mean(1).permute(0, 2, 3, 1).numpy()
 
-    (youtube_id, maps), = list(
-        extract_visual([("clip-1", clips["good"], plan)], model, weights, batch_size=8, num_workers=1)
+    ((youtube_id, maps),) = list(
+        extract_visual(
+            [("clip-1", clips["good"], plan)], model, weights, batch_size=8, num_workers=1
+        )
     )
     assert youtube_id == "clip-1"
-    assert isinstance(maps, np.ndarray) and maps.shape == (10, 7, 7, 512) and maps.dtype == np.float32
+    assert (
+        isinstance(maps, np.ndarray) and maps.shape == (10, 7, 7, 512) and maps.dtype == np.float32
+    )
     rel = np.abs(maps - expected).max() / np.abs(expected).max()
     assert rel < 1e-4, f"max relative error {rel:.2e}"
     vec = visual_vec(maps)
     assert vec.shape == (10, 512)
-    np.testing.assert_allclose(vec, expected.mean(axis=(1, 2)), rtol=1e-4, atol=1e-6 * np.abs(vec).max())
+    np.testing.assert_allclose(
+        vec, expected.mean(axis=(1, 2)), rtol=1e-4, atol=1e-6 * np.abs(vec).max()
+    )
 
 
 def test_bad_clips_do_not_stop_the_batch(clips: dict[str, Path], random_vgg) -> None:
@@ -139,7 +211,9 @@ def test_bad_clips_do_not_stop_the_batch(clips: dict[str, Path], random_vgg) -> 
     # Per-clip, one frame per batch, in-process decoding: same maps as the cross-clip batches.
     for key in ("good-a", "short"):
         item = next(it for it in items if it[0] == key)
-        ((_, alone),) = list(extract_visual([item], model, weights, batch_size=1, num_workers=0, size=size))
+        ((_, alone),) = list(
+            extract_visual([item], model, weights, batch_size=1, num_workers=0, size=size)
+        )
         scale = np.abs(alone).max()
         assert np.abs(alone - results[key]).max() / scale < 1e-5
 
@@ -166,7 +240,9 @@ def test_keras_h5_conversion(tmp_path: Path) -> None:
     saved as h5 (full model and weights-only) converts to the same pool5 in torch."""
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("needs the `tf` extra (tensorflow) to write Keras h5 files")
-    proc = subprocess.run([sys.executable, "-c", KERAS_SCRIPT, str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", KERAS_SCRIPT, str(tmp_path)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     io = np.load(tmp_path / "io.npz")
     x = KERAS.preprocess(io["image"])
@@ -219,8 +295,12 @@ def test_gpu_reduced_precision_error(clips: dict[str, Path], precision: str, bou
     except WeightsError:
         model, weights = build_vgg19_pool5("random", allow_random=True)
     items = _gpu_items(clips, 2)
-    ref = dict(extract_visual(items, model, weights, device="cuda", precision="fp32", num_workers=2))
-    low = dict(extract_visual(items, model, weights, device="cuda", precision=precision, num_workers=2))
+    ref = dict(
+        extract_visual(items, model, weights, device="cuda", precision="fp32", num_workers=2)
+    )
+    low = dict(
+        extract_visual(items, model, weights, device="cuda", precision=precision, num_workers=2)
+    )
     for key, maps in ref.items():
         rel = np.abs(low[key] - maps).max() / np.abs(maps).max()
         print(f"{precision} vs fp32 ({weights.name}): pool5 max relative error {rel:.2e}")
@@ -233,8 +313,11 @@ def test_gpu_throughput_sanity(clips: dict[str, Path]) -> None:
     items = _gpu_items(clips, 24)
     list(extract_visual(items[:2], model, weights, device="cuda", precision="bf16", num_workers=2))
     start = time.perf_counter()
-    out = list(extract_visual(items, model, weights, device="cuda", precision="bf16", batch_size=128,
-                              num_workers=4))  # fmt: skip
+    out = list(
+        extract_visual(
+            items, model, weights, device="cuda", precision="bf16", batch_size=128, num_workers=4
+        )
+    )
     frames_per_s = len(items) * 160 / (time.perf_counter() - start)
     assert all(isinstance(m, np.ndarray) for _, m in out)
     assert frames_per_s > 200, f"only {frames_per_s:.0f} frames/s on the GPU"

@@ -32,8 +32,13 @@ OK, DONE, MISSING, BLOCKED, FAILED = (
     "failed",
 )
 ACCURACY_KEYS = (
-    "test_accuracy", "test_acc", "test_segment_accuracy", "segment_accuracy", "accuracy", "acc",
-)  # fmt: skip
+    "test_accuracy",
+    "test_acc",
+    "test_segment_accuracy",
+    "segment_accuracy",
+    "accuracy",
+    "acc",
+)
 
 
 @dataclass
@@ -134,34 +139,79 @@ def demo_steps(cfg: DemoConfig, cached: dict[str, Path | None]) -> list[Step]:
     if not all(cached.values()):
         weights.append("--allow-random-weights")
     steps = [
-        Step("annotations", ("annotations",),
-             [*common, "--ave-annotations", str(g / "Annotations.txt"), "--ave-splits", str(g),
-              "--audioset-csv", str(g / "segments.csv")],
-             outputs=[Path(d) / "manifest.parquet"], needs=("generate",)),
-        Step("download", ("download",),
-             [*common, "--url-template", "{base_url}/{youtube_id}.mp4", "--sleep", "0", "--workers", "2"],
-             needs=("annotations",)),
-        Step("segments", ("segments",), [*common, "--frames-per-segment", str(cfg.frames_per_segment)],
-             needs=("download",)),
-        Step("features", ("features",), [*common, "--features", "audio,visual", *weights],
-             needs=("segments",), rebuild_args=("--force",)),
-    ]  # fmt: skip
+        Step(
+            "annotations",
+            ("annotations",),
+            [
+                *common,
+                "--ave-annotations",
+                str(g / "Annotations.txt"),
+                "--ave-splits",
+                str(g),
+                "--audioset-csv",
+                str(g / "segments.csv"),
+            ],
+            outputs=[Path(d) / "manifest.parquet"],
+            needs=("generate",),
+        ),
+        Step(
+            "download",
+            ("download",),
+            [
+                *common,
+                "--url-template",
+                "{base_url}/{youtube_id}.mp4",
+                "--sleep",
+                "0",
+                "--workers",
+                "2",
+            ],
+            needs=("annotations",),
+        ),
+        Step(
+            "segments",
+            ("segments",),
+            [*common, "--frames-per-segment", str(cfg.frames_per_segment)],
+            needs=("download",),
+        ),
+        Step(
+            "features",
+            ("features",),
+            [*common, "--features", "audio,visual", *weights],
+            needs=("segments",),
+            rebuild_args=("--force",),
+        ),
+    ]
     train = [*common, "--epochs", str(cfg.epochs), "--seeds", str(cfg.seed)]
     small_batches = ["--batch-size", "8"]  # ~20 training clips: several steps per epoch
     for mode, model in [*(("supervised", m) for m in SUPERVISED_MODELS), ("weak", "av_att")]:
         name = f"{mode}_{model}"
         steps.append(
-            Step(f"train {mode} {model}", ("train", mode),
-                 [*train, *small_batches, "--model", model, "--run-dir", str(r), "--name", name],
-                 needs=("features",), run_dir=r / name, rebuild_args=("--force",))
-        )  # fmt: skip
+            Step(
+                f"train {mode} {model}",
+                ("train", mode),
+                [*train, *small_batches, "--model", model, "--run-dir", str(r), "--name", name],
+                needs=("features",),
+                run_dir=r / name,
+                rebuild_args=("--force",),
+            )
+        )
     cross = r / "crossmodal_avdln"
     steps += [
-        Step("train-crossmodal avdln", ("train-crossmodal",),
-             [*train, "--model", "avdln", "--run-dir", str(cross)], needs=("features",), run_dir=cross),
-        Step("evaluate-crossmodal avdln", ("evaluate-crossmodal",), [*common, "--run", str(cross)],
-             needs=("train-crossmodal avdln",)),
-    ]  # fmt: skip
+        Step(
+            "train-crossmodal avdln",
+            ("train-crossmodal",),
+            [*train, "--model", "avdln", "--run-dir", str(cross)],
+            needs=("features",),
+            run_dir=cross,
+        ),
+        Step(
+            "evaluate-crossmodal avdln",
+            ("evaluate-crossmodal",),
+            [*common, "--run", str(cross)],
+            needs=("train-crossmodal avdln",),
+        ),
+    ]
     return steps
 
 
@@ -232,9 +282,11 @@ def run_cli(cfg: DemoConfig, argv: list[str], log_path: Path) -> tuple[int, str]
     tail = b""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [cfg.python, "-m", "pipeline.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [cfg.python, "-m", "pipeline.cli", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env=env,
-        )  # fmt: skip
+        )
         assert proc.stdout is not None
         while chunk := proc.stdout.read1(1 << 16):
             log.write(chunk)
@@ -285,7 +337,11 @@ def run_steps(
             missing = [str(p) for p in step.outputs if not p.exists()]
             if rc == 0 and not missing:
                 write_json(
-                    {"argv": [*step.command, *step.args], "seconds": seconds, "finished_at": time.time()},
+                    {
+                        "argv": [*step.command, *step.args],
+                        "seconds": seconds,
+                        "finished_at": time.time(),
+                    },
                     _stamp_path(cfg, step),
                 )
                 res = StepResult(step.name, OK, seconds)
@@ -317,9 +373,10 @@ def _pick(
 ) -> float | None:
     """The first leaf whose last key matches, never a train/val figure, test figures first."""
     hits = [
-        (path, v) for path, v in leaves
+        (path, v)
+        for path, v in leaves
         if path and match(path[-1]) and not any(k.startswith(("val", "train")) for k in path)
-    ]  # fmt: skip
+    ]
     hits.sort(key=lambda h: not any("test" in k for k in h[0]))
     return hits[0][1] if hits else None
 
@@ -365,8 +422,11 @@ def format_table(summary: dict) -> str:
     lines.append(f"{'total':<{width}}{summary['total_seconds']:>8.1f}s")
     if summary["models"]:
         random = summary["settings"]["weights"].startswith("RANDOM")
-        lines += ["", f"{'model run':<28}{'test acc':>10}{'A2V':>9}{'V2A':>9}"
-                  + ("   features from RANDOM weights" if random else "")]  # fmt: skip
+        lines += [
+            "",
+            f"{'model run':<28}{'test acc':>10}{'A2V':>9}{'V2A':>9}"
+            + ("   features from RANDOM weights" if random else ""),
+        ]
         for run, m in summary["models"].items():
             lines.append(
                 f"{run:<28}{_pct(m.get('accuracy')):>10}{_pct(m.get('a2v')):>9}{_pct(m.get('v2a')):>9}"
@@ -433,13 +493,20 @@ def run_demo(cfg: DemoConfig) -> dict:
         "steps": [r.__dict__ for r in results],
         "total_seconds": time.perf_counter() - t_start,
         "models": models,
-        "pictures": sorted(str(p) for p in cfg.run_dir.rglob("*.png")) if cfg.run_dir.is_dir() else [],
+        "pictures": sorted(str(p) for p in cfg.run_dir.rglob("*.png"))
+        if cfg.run_dir.is_dir()
+        else [],
         "settings": {
-            "clips": cfg.clips, "seed": cfg.seed, "frames_per_segment": cfg.frames_per_segment,
-            "epochs": cfg.epochs, "weights": weights, "data_dir": str(cfg.data_dir),
-            "run_dir": str(cfg.run_dir), "base_url": base_url,
+            "clips": cfg.clips,
+            "seed": cfg.seed,
+            "frames_per_segment": cfg.frames_per_segment,
+            "epochs": cfg.epochs,
+            "weights": weights,
+            "data_dir": str(cfg.data_dir),
+            "run_dir": str(cfg.run_dir),
+            "base_url": base_url,
         },
-    }  # fmt: skip
+    }
     summary["failed"] = [r.name for r in results if r.status == FAILED]
     summary["not_available"] = [r.name for r in results if r.status == MISSING]
     write_json(summary, cfg.run_dir / "demo_summary.json")
@@ -468,15 +535,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="regenerate the set and rerun every step")
     p.add_argument("--quiet", action="store_true", help="do not echo each stage's output")
-    p.set_defaults(func=_main)  # fmt: skip
+    p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     cfg = DemoConfig(
-        data_dir=args.data_dir, run_dir=args.run_dir, clips=args.clips, seed=args.seed,
-        frames_per_segment=args.frames_per_segment, epochs=args.epochs, force=args.force,
+        data_dir=args.data_dir,
+        run_dir=args.run_dir,
+        clips=args.clips,
+        seed=args.seed,
+        frames_per_segment=args.frames_per_segment,
+        epochs=args.epochs,
+        force=args.force,
         echo=not args.quiet,
-    )  # fmt: skip
+    )
     try:
         summary = run_demo(cfg)
     except (RuntimeError, ValueError, FileNotFoundError) as exc:

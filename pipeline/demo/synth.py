@@ -54,31 +54,47 @@ class SynthClass:
 
 CLASSES: tuple[SynthClass, ...] = (
     SynthClass(
-        "Beeper, red square", "0xE03030", (24, 24),
-        "(W-w)*(0.5+0.5*sin(2*PI*(t/4+PH)))", "(H-h)/2",
+        "Beeper, red square",
+        "0xE03030",
+        (24, 24),
+        "(W-w)*(0.5+0.5*sin(2*PI*(t/4+PH)))",
+        "(H-h)/2",
         "0.5*sin(2*PI*880*t)*lt(mod(t+PH,0.25),0.125)",
     ),
     SynthClass(
-        "Hummer, blue bar", "0x3060F0", (12, 40),
-        "(W-w)/3", "(H-h)*(0.5+0.5*sin(2*PI*(t/3+PH)))",
+        "Hummer, blue bar",
+        "0x3060F0",
+        (12, 40),
+        "(W-w)/3",
+        "(H-h)*(0.5+0.5*sin(2*PI*(t/3+PH)))",
         "0.3*(sin(2*PI*220*t)+sin(2*PI*330*t))",
     ),
     SynthClass(
-        "Hisser, green slab", "0x30D050", (40, 14),
-        "(W-w)*0.6+4*sin(2*PI*3*t)", "(H-h)/4",
-        "0.8*(2*random(0)-1)", "highpass=f=2000,lowpass=f=4000",
+        "Hisser, green slab",
+        "0x30D050",
+        (40, 14),
+        "(W-w)*0.6+4*sin(2*PI*3*t)",
+        "(H-h)/4",
+        "0.8*(2*random(0)-1)",
+        "highpass=f=2000,lowpass=f=4000",
     ),
     SynthClass(
-        "Drummer, yellow box", "0xF0E030", (20, 20),
-        "(W-w)*abs(2*mod(t/5+PH,1)-1)", "(H-h)*abs(2*mod(t/5+PH+0.5,1)-1)",
+        "Drummer, yellow box",
+        "0xF0E030",
+        (20, 20),
+        "(W-w)*abs(2*mod(t/5+PH,1)-1)",
+        "(H-h)*abs(2*mod(t/5+PH+0.5,1)-1)",
         "0.8*exp(-25*mod(t+PH,0.5))*sin(2*PI*150*t)",
     ),
     SynthClass(
-        "Siren, magenta square", "0xE030E0", (28, 28),
-        "(W-w)/2*(1+0.8*cos(2*PI*(t/2+PH)))", "(H-h)/2*(1+0.8*sin(2*PI*(t/2+PH)))",
+        "Siren, magenta square",
+        "0xE030E0",
+        (28, 28),
+        "(W-w)/2*(1+0.8*cos(2*PI*(t/2+PH)))",
+        "(H-h)/2*(1+0.8*sin(2*PI*(t/2+PH)))",
         "0.5*sin(2*PI*700*t+300*sin(2*PI*0.5*t+PH))",
     ),
-)  # fmt: skip
+)
 
 BACKGROUNDS = ("0x202830", "0x302020", "0x203020", "0x282828", "0x181838", "0x303018")
 
@@ -162,12 +178,19 @@ def plan_clips(n_clips: int, seed: int) -> list[ClipPlan]:
                 modes.append(mode)
         plans.append(
             ClipPlan(
-                youtube_id=ids[k], category=CLASSES[label].name, label=label, offset=offset,
-                start=start, end=end, visible=visible, audible=audible, modes=modes,
+                youtube_id=ids[k],
+                category=CLASSES[label].name,
+                label=label,
+                offset=offset,
+                start=start,
+                end=end,
+                visible=visible,
+                audible=audible,
+                modes=modes,
                 background=BACKGROUNDS[int(rng.integers(0, len(BACKGROUNDS)))],
                 phase=round(float(rng.random()), 3),
             )
-        )  # fmt: skip
+        )
     return plans
 
 
@@ -190,14 +213,49 @@ def ffmpeg_command(plan: ClipPlan, out: Path, size: tuple[int, int], fps: int) -
         + "[a]"
     )
     return [
-        "ffmpeg", "-nostdin", "-v", "error", "-y", "-filter_complex", graph,
-        "-map", "[v]", "-map", "[a]",
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
-        "-g", str(fps), "-threads", "1",
-        "-c:a", "aac", "-b:a", "48k", "-ar", "16000", "-ac", "1",
-        "-t", str(SOURCE_SECONDS), "-map_metadata", "-1", "-fflags", "+bitexact",
-        "-movflags", "+faststart", "-f", "mp4", str(out),
-    ]  # fmt: skip
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-filter_complex",
+        graph,
+        "-map",
+        "[v]",
+        "-map",
+        "[a]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "18",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(fps),
+        "-threads",
+        "1",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "48k",
+        "-ar",
+        "16000",
+        "-ac",
+        "1",
+        "-t",
+        str(SOURCE_SECONDS),
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        str(out),
+    ]
 
 
 def _render(plan: ClipPlan, path: Path, size: tuple[int, int], fps: int) -> None:
@@ -284,9 +342,12 @@ def generate_demo_set(
     settings = _settings(n_clips, seed, size, fps)
     names = [f"{s}_order{m}" for m in ("", "_match") for s in ("train", "val", "test")]
     paths = {
-        "dir": out, "videos": videos, "annotations": out / "Annotations.txt",
-        "segments_csv": out / "segments.csv", "plan": out / "plan.json",
-    } | {name: out / f"{name}.txt" for name in names}  # fmt: skip
+        "dir": out,
+        "videos": videos,
+        "annotations": out / "Annotations.txt",
+        "segments_csv": out / "segments.csv",
+        "plan": out / "plan.json",
+    } | {name: out / f"{name}.txt" for name in names}
     marker = out / MARKER
     if not force and is_complete(out, n_clips, seed, size, fps):
         return paths

@@ -41,24 +41,53 @@ class SystemicError(RuntimeError):
 
 # YouTube reason texts, most specific first: (pattern, status, kind, rate_limited)
 _MESSAGE_RULES: tuple[tuple[str, str, str, bool], ...] = (
-    (r"confirm you.?re not a bot|captcha|rate-limited|try again later|too many requests",
-     TRANSIENT, "rate_limited", True),
+    (
+        r"confirm you.?re not a bot|captcha|rate-limited|try again later|too many requests",
+        TRANSIENT,
+        "rate_limited",
+        True,
+    ),
     (r"private video|video is private", UNAVAILABLE, "private", False),
     (r"account .*terminated|terminated account", UNAVAILABLE, "account_terminated", False),
-    (r"removed by the (user|uploader)|has been removed|violating youtube|copyright",
-     UNAVAILABLE, "removed", False),
-    (r"not (made this video )?available in your country|geo.?restrict|blocked it in your country",
-     UNAVAILABLE, "geo_blocked", False),
-    (r"confirm your age|age.?restricted|inappropriate for some users",
-     UNAVAILABLE, "age_restricted", False),
-    (r"members.only|join this channel|requires payment|premium", UNAVAILABLE, "members_only", False),
-    (r"video unavailable|no longer available|does not exist|not available|unsupported url",
-     UNAVAILABLE, "unavailable", False),
+    (
+        r"removed by the (user|uploader)|has been removed|violating youtube|copyright",
+        UNAVAILABLE,
+        "removed",
+        False,
+    ),
+    (
+        r"not (made this video )?available in your country|geo.?restrict|blocked it in your country",
+        UNAVAILABLE,
+        "geo_blocked",
+        False,
+    ),
+    (
+        r"confirm your age|age.?restricted|inappropriate for some users",
+        UNAVAILABLE,
+        "age_restricted",
+        False,
+    ),
+    (
+        r"members.only|join this channel|requires payment|premium",
+        UNAVAILABLE,
+        "members_only",
+        False,
+    ),
+    (
+        r"video unavailable|no longer available|does not exist|not available|unsupported url",
+        UNAVAILABLE,
+        "unavailable",
+        False,
+    ),
     (r"requested format is not available|no video formats found", UNUSABLE, "no_format", False),
-    (r"timed? ?out|connection (reset|refused|aborted)|temporary failure|network is unreachable"
-     r"|incomplete ?read|remote end closed|name or service not known|ssl",
-     TRANSIENT, "network", False),
-)  # fmt: skip
+    (
+        r"timed? ?out|connection (reset|refused|aborted)|temporary failure|network is unreachable"
+        r"|incomplete ?read|remote end closed|name or service not known|ssl",
+        TRANSIENT,
+        "network",
+        False,
+    ),
+)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

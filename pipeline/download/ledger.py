@@ -109,10 +109,16 @@ class Ledger:
 
 def _row(vid, status, kind, reason, attempts, nbytes, duration, source, when) -> dict:
     return {
-        "youtube_id": vid, "status": status, "kind": kind, "reason": reason, "attempts": int(attempts),
+        "youtube_id": vid,
+        "status": status,
+        "kind": kind,
+        "reason": reason,
+        "attempts": int(attempts),
         "bytes": None if nbytes is None else int(nbytes),
-        "duration": None if duration is None else float(duration), "source": source, "updated_at": when,
-    }  # fmt: skip
+        "duration": None if duration is None else float(duration),
+        "source": source,
+        "updated_at": when,
+    }
 
 
 def _plain(value):

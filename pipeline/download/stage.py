@@ -49,8 +49,13 @@ NO_OFFSET = "no_offset"
 #: Exit codes: finished, bad input/environment, stopped on rate limiting, stopped on a systemic error.
 EXIT_OK, EXIT_SETUP, EXIT_RATE_LIMITED, EXIT_SYSTEMIC = 0, 2, 3, 4
 #: How a failed validation is recorded: length/stream problems are the video's; short files retry.
-CHECK_STATUS = {"no_audio": UNUSABLE, "no_video": UNUSABLE, "wrong_length": UNUSABLE,
-                "truncated": TRANSIENT, "undecodable": TRANSIENT}  # fmt: skip
+CHECK_STATUS = {
+    "no_audio": UNUSABLE,
+    "no_video": UNUSABLE,
+    "wrong_length": UNUSABLE,
+    "truncated": TRANSIENT,
+    "undecodable": TRANSIENT,
+}
 
 RATE_LIMIT_ADVICE = (
     "the site is rate-limiting this session. Wait (YouTube's limit lasts up to an hour), then run "
@@ -177,8 +182,16 @@ class Stage:
         self, video: Video, produced: Path, check: ClipCheck, source: str, attempts: int
     ) -> None:
         os.replace(produced, self.clip_path(video.key))
-        self.ledger.update(video.key, OK, "ok", "", attempts=attempts, bytes=check.bytes,
-                           duration=check.duration, source=source)  # fmt: skip
+        self.ledger.update(
+            video.key,
+            OK,
+            "ok",
+            "",
+            attempts=attempts,
+            bytes=check.bytes,
+            duration=check.duration,
+            source=source,
+        )
 
     def _attempt(self, video: Video) -> tuple[Outcome, Path | None, ClipCheck | None]:
         """One download try; returns the outcome and, when valid, the produced file."""
@@ -233,8 +246,14 @@ class Stage:
                     break
         if outcome is None:  # stopped before trying: stays as it was
             return self.ledger.status(video.key) or PENDING
-        self.ledger.update(video.key, outcome.status, outcome.kind, outcome.reason,
-                           attempts=attempts, source="download")  # fmt: skip
+        self.ledger.update(
+            video.key,
+            outcome.status,
+            outcome.kind,
+            outcome.reason,
+            attempts=attempts,
+            source="download",
+        )
         return outcome.status
 
     def ingest(self, video: Video, source: Path) -> str:
@@ -242,8 +261,14 @@ class Stage:
         check = check_clip(source, video.expected)
         if not check.ok:
             status = CHECK_STATUS.get(check.kind, UNUSABLE)
-            self.ledger.update(video.key, status, check.kind, f"{source}: {check.problem}",
-                               attempts=1, source="from-dir")  # fmt: skip
+            self.ledger.update(
+                video.key,
+                status,
+                check.kind,
+                f"{source}: {check.problem}",
+                attempts=1,
+                source="from-dir",
+            )
             return status
         workdir = self.partial / f"{video.key}.{uuid.uuid4().hex[:8]}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -265,8 +290,15 @@ class Stage:
         path = self.clip_path(video.key)
         check = check_clip(path, video.expected)
         if check.ok:
-            self.ledger.update(video.key, OK, "ok", "", bytes=check.bytes,
-                               duration=check.duration, source="existing file")  # fmt: skip
+            self.ledger.update(
+                video.key,
+                OK,
+                "ok",
+                "",
+                bytes=check.bytes,
+                duration=check.duration,
+                source="existing file",
+            )
             return True
         path.unlink(missing_ok=True)
         return False
@@ -298,10 +330,13 @@ class Stage:
             if video.start is None or video.end is None:
                 if status != UNAVAILABLE or kind != NO_OFFSET:
                     self.ledger.update(
-                        video.key, UNAVAILABLE, NO_OFFSET,
+                        video.key,
+                        UNAVAILABLE,
+                        NO_OFFSET,
                         "no AudioSet offset known: the ID is absent from the AudioSet segment CSVs "
-                        "given to `make annotations`", source="manifest",
-                    )  # fmt: skip
+                        "given to `make annotations`",
+                        source="manifest",
+                    )
                 counts["no_offset"] += 1
                 continue
             retryable = (
@@ -395,8 +430,14 @@ class Stage:
         failed = table[table["status"].isin([UNAVAILABLE, UNUSABLE, TRANSIENT])]
         top = []
         for (status, kind), group in failed.groupby(["status", "kind"], sort=False):
-            top.append({"status": status, "kind": kind, "count": int(len(group)),
-                        "example": str(group["reason"].iloc[0])[:160]})  # fmt: skip
+            top.append(
+                {
+                    "status": status,
+                    "kind": kind,
+                    "count": int(len(group)),
+                    "example": str(group["reason"].iloc[0])[:160],
+                }
+            )
         top.sort(key=lambda r: -r["count"])
         new_ok = sum(v for k, v in run_counts.items() if k.endswith(":ok"))
         return {
@@ -441,7 +482,10 @@ def manifest_videos(
     videos = [
         Video(str(v), None if pd.isna(s) else float(s), None if pd.isna(e) else float(e), str(k))
         for v, s, e, k in zip(
-            manifest["youtube_id"], manifest["clip_start"], manifest["clip_end"], manifest["_key"],
+            manifest["youtube_id"],
+            manifest["clip_start"],
+            manifest["clip_end"],
+            manifest["_key"],
             strict=True,
         )
     ]

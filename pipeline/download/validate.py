@@ -30,10 +30,20 @@ class ClipCheck:
 def probe(path: str | Path, timeout: float = 60) -> dict:
     """ffprobe's format and stream description of ``path``."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-         str(Path(path).absolute())],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            str(Path(path).absolute()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if out.returncode != 0:
         raise ValueError(
             out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "ffprobe failed"
@@ -44,10 +54,25 @@ def probe(path: str | Path, timeout: float = 60) -> dict:
 def _decodes(path: Path, start: float, seconds: float, timeout: float = 60) -> str | None:
     """None when ``seconds`` of every stream from ``start`` decode without errors, else the error."""
     out = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{max(start, 0):.3f}", "-t", f"{seconds:.3f}",
-         "-i", str(path.absolute()), "-f", "null", "-"],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-ss",
+            f"{max(start, 0):.3f}",
+            "-t",
+            f"{seconds:.3f}",
+            "-i",
+            str(path.absolute()),
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if out.returncode != 0 or out.stderr.strip():
         lines = out.stderr.strip().splitlines()
         return lines[-1] if lines else f"ffmpeg exited with {out.returncode}"

@@ -26,7 +26,9 @@ def bench_audio(
 ) -> dict:
     """Time frontend and VGGish on ``n_videos`` 10 s stereo waveforms; return rates and ratios."""
     rng = np.random.default_rng(0)
-    waves = [rng.uniform(-0.5, 0.5, (10 * sample_rate, 2)).astype(np.float32) for _ in range(n_videos)]
+    waves = [
+        rng.uniform(-0.5, 0.5, (10 * sample_rate, 2)).astype(np.float32) for _ in range(n_videos)
+    ]
     model = random_vggish(seed=0).to(device).eval()
 
     start = time.perf_counter()

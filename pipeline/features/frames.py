@@ -31,14 +31,24 @@ class FrameDecodeError(RuntimeError):
 def count_frames(path: str | os.PathLike, timeout: float = 120.0) -> int:
     """Number of video frames actually decoded from ``path`` (not the container's metadata)."""
     cmd = [
-        "ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
-        "-show_entries", "stream=nb_read_frames", "-of", "default=nokey=1:noprint_wrappers=1",
+        "ffprobe",
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-count_frames",
+        "-show_entries",
+        "stream=nb_read_frames",
+        "-of",
+        "default=nokey=1:noprint_wrappers=1",
         str(path),
-    ]  # fmt: skip
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise FrameDecodeError(f"{path}: ffprobe timed out after {timeout:.0f} s counting frames") from exc
+        raise FrameDecodeError(
+            f"{path}: ffprobe timed out after {timeout:.0f} s counting frames"
+        ) from exc
     text = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not text or not text[0].strip().isdigit():
         err = proc.stderr.strip().splitlines()[-1:] or ["no video stream"]
@@ -76,16 +86,38 @@ def _select_expr(unique: np.ndarray) -> str:
 
 
 def decode_unique_ffmpeg(
-    path: str | os.PathLike, unique: np.ndarray, size: int = SIZE, threads: int = 1, timeout: float = 300.0
+    path: str | os.PathLike,
+    unique: np.ndarray,
+    size: int = SIZE,
+    threads: int = 1,
+    timeout: float = 300.0,
 ) -> np.ndarray:
     """Frames ``unique`` (sorted, distinct) of ``path`` as uint8 (U, size, size, 3) RGB."""
     n = len(unique)
     vf = f"{_select_expr(unique)},scale={size}:{size}:flags=bilinear"
     cmd = [
-        "ffmpeg", "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path),
-        "-map", "0:v:0", "-vf", vf, "-fps_mode", "passthrough", "-frames:v", str(n),
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
-    ]  # fmt: skip
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-threads",
+        str(threads),
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-vf",
+        vf,
+        "-fps_mode",
+        "passthrough",
+        "-frames:v",
+        str(n),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "pipe:1",
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
         if proc.returncode != 0 and b"fps_mode" in proc.stderr:  # ffmpeg < 5.1: -vsync spelling
@@ -103,10 +135,14 @@ def decode_unique_ffmpeg(
             f"{path}: only {got} of the {n} planned frames could be decoded (highest planned frame "
             f"number {int(unique[-1])}); the clip is shorter than the plan, re-run the segments stage"
         )
-    return np.frombuffer(proc.stdout, dtype=np.uint8, count=n * frame_bytes).reshape(n, size, size, 3)
+    return np.frombuffer(proc.stdout, dtype=np.uint8, count=n * frame_bytes).reshape(
+        n, size, size, 3
+    )
 
 
-def decode_unique_pyav(path: str | os.PathLike, unique: np.ndarray, size: int = SIZE, threads: int = 1) -> np.ndarray:
+def decode_unique_pyav(
+    path: str | os.PathLike, unique: np.ndarray, size: int = SIZE, threads: int = 1
+) -> np.ndarray:
     """Same as :func:`decode_unique_ffmpeg` through PyAV (swscale bilinear)."""
     import av
 
@@ -120,7 +156,9 @@ def decode_unique_pyav(path: str | os.PathLike, unique: np.ndarray, size: int = 
             for n, frame in enumerate(container.decode(stream)):
                 k = wanted.get(n)
                 if k is not None:
-                    out[k] = frame.reformat(width=size, height=size, format="rgb24", interpolation="BILINEAR").to_ndarray()
+                    out[k] = frame.reformat(
+                        width=size, height=size, format="rgb24", interpolation="BILINEAR"
+                    ).to_ndarray()
                     done += 1
                     if done == len(unique):
                         break

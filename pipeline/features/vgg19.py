@@ -35,12 +35,23 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 # (block, conv) -> index of the Conv2d in torchvision's vgg19().features (config "E").
 CONV_INDEX = {
-    (1, 1): 0, (1, 2): 2,
-    (2, 1): 5, (2, 2): 7,
-    (3, 1): 10, (3, 2): 12, (3, 3): 14, (3, 4): 16,
-    (4, 1): 19, (4, 2): 21, (4, 3): 23, (4, 4): 25,
-    (5, 1): 28, (5, 2): 30, (5, 3): 32, (5, 4): 34,
-}  # fmt: skip
+    (1, 1): 0,
+    (1, 2): 2,
+    (2, 1): 5,
+    (2, 2): 7,
+    (3, 1): 10,
+    (3, 2): 12,
+    (3, 3): 14,
+    (3, 4): 16,
+    (4, 1): 19,
+    (4, 2): 21,
+    (4, 3): 23,
+    (4, 4): 25,
+    (5, 1): 28,
+    (5, 2): 30,
+    (5, 3): 32,
+    (5, 4): 34,
+}
 
 
 class WeightsError(RuntimeError):
@@ -124,7 +135,9 @@ KERAS = VGG19Weights(
     mean=CAFFE_MEAN_BGR,
     std=(1.0, 1.0, 1.0),
 )
-RANDOM = replace(TORCHVISION, name="random", url=None, file_name=None, sha256="random", sha256_prefix=None)
+RANDOM = replace(
+    TORCHVISION, name="random", url=None, file_name=None, sha256="random", sha256_prefix=None
+)
 
 
 def _digest(path: Path, algo: str) -> str:
@@ -151,7 +164,9 @@ def _find(file_name: str, cache_dir: str | os.PathLike | None) -> Path | None:
 
 
 def _missing(record: VGG19Weights, cache_dir: str | os.PathLike | None) -> WeightsError:
-    where = ", ".join(str(d) for d in ([Path(cache_dir)] if cache_dir else []) + default_cache_dirs())
+    where = ", ".join(
+        str(d) for d in ([Path(cache_dir)] if cache_dir else []) + default_cache_dirs()
+    )
     return WeightsError(
         f"VGG-19 weights '{record.name}' not found: the file {record.file_name} is not in {where}. "
         f"Download {record.url} on a machine with internet and put it into one of those folders "
@@ -210,8 +225,12 @@ def convert_keras_vgg19(h5_path: str | os.PathLike) -> dict[str, Any]:
     for key, index in CONV_INDEX.items():
         kernel, bias = found[key]["kernel"], found[key]["bias"]
         if kernel.shape[:2] != (3, 3) or kernel.shape[3] != bias.shape[0]:
-            raise WeightsError(f"{h5_path}: block{key[0]}_conv{key[1]} kernel {kernel.shape} is not 3x3")
-        state[f"{index}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+            raise WeightsError(
+                f"{h5_path}: block{key[0]}_conv{key[1]} kernel {kernel.shape} is not 3x3"
+            )
+        state[f"{index}.weight"] = torch.from_numpy(
+            np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+        )
         state[f"{index}.bias"] = torch.from_numpy(bias)
     return state
 
@@ -223,9 +242,14 @@ def _keras3_layers(layers: Any) -> dict[tuple[int, int], dict[str, np.ndarray]]:
     found: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     for key, name in zip(CONV_INDEX, names, strict=False):
         var = layers[name]["vars"]
-        found[key] = {"kernel": np.asarray(var["0"][()], np.float32), "bias": np.asarray(var["1"][()], np.float32)}
+        found[key] = {
+            "kernel": np.asarray(var["0"][()], np.float32),
+            "bias": np.asarray(var["1"][()], np.float32),
+        }
     if len(names) != len(CONV_INDEX):
-        raise WeightsError(f"{layers.file.filename}: {len(names)} conv layers, VGG-19 has {len(CONV_INDEX)}")
+        raise WeightsError(
+            f"{layers.file.filename}: {len(names)} conv layers, VGG-19 has {len(CONV_INDEX)}"
+        )
     return found
 
 
@@ -266,7 +290,9 @@ def build_vgg19_pool5(
         with torch.no_grad():
             for m in model.modules():
                 if isinstance(m, torch.nn.Conv2d):
-                    std = (2.0 / (m.out_channels * 9)) ** 0.5  # kaiming normal, fan_out, as torchvision
+                    std = (
+                        2.0 / (m.out_channels * 9)
+                    ) ** 0.5  # kaiming normal, fan_out, as torchvision
                     m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
                     m.bias.zero_()
         return model.eval(), RANDOM
@@ -280,7 +306,9 @@ def build_vgg19_pool5(
         if not path.is_file():
             raise WeightsError(f"{path}: VGG-19 weights file not found")
         keras = path.suffix.lower() in (".h5", ".hdf5")
-        record = replace(KERAS if keras else TORCHVISION, name=f"{'keras' if keras else 'torchvision'}-file")
+        record = replace(
+            KERAS if keras else TORCHVISION, name=f"{'keras' if keras else 'torchvision'}-file"
+        )
         record = replace(record, sha256_prefix=None, md5=None)
     sha = _digest(path, "sha256")
     if record.sha256_prefix and not sha.startswith(record.sha256_prefix):

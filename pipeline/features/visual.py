@@ -54,7 +54,11 @@ class _ClipFrames:
             frames, inverse = decode_planned(path, plan, self.size, self.backend, self.threads)
         except (FrameDecodeError, ValueError, OSError) as exc:
             return {"i": i, "error": str(exc)}
-        return {"i": i, "frames": torch.from_numpy(frames.copy()), "inverse": torch.from_numpy(inverse)}
+        return {
+            "i": i,
+            "frames": torch.from_numpy(frames.copy()),
+            "inverse": torch.from_numpy(inverse),
+        }
 
 
 @dataclass
