@@ -1,7 +1,7 @@
-"""Networks, training and evaluation for audio-visual event localization.
+"""Networks, data, training, evaluation and reports for audio-visual event localization.
 
-``models.build_model(name, num_classes=29, **options)`` builds a registered network (see
-``models.registry``); importing this package stays light (torch is imported on first use).
+``models.build_model(name, num_classes=29, **options)`` builds any registered network (localization
+and cross-modality alike); importing this package stays light (torch is imported on first use).
 """
 
 from __future__ import annotations
@@ -11,17 +11,12 @@ from typing import Any
 
 def build_model(name: str, num_classes: int = 29, **options: Any):
     """A localization network (``a``, ``v``, ..., ``dmrn``) or a cross-modality one (``avdln``, ``dcca``)."""
-    from models.crossmodal_registry import CROSSMODAL_MODELS, build_crossmodal
+    from models.networks import build_model as build
 
-    if name in CROSSMODAL_MODELS:
-        return build_crossmodal(name, **options)
-    from models.registry import build_model as _build
-
-    return _build(name, num_classes=num_classes, **options)
+    return build(name, num_classes=num_classes, **options)
 
 
-def model_names() -> list[str]:
-    from models.crossmodal_registry import CROSSMODAL_MODELS
-    from models.registry import MODELS
+def model_names(task: str | None = None) -> list[str]:
+    from models.networks import model_names as names
 
-    return sorted(MODELS) + sorted(CROSSMODAL_MODELS)
+    return names(task)

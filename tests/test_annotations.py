@@ -6,16 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.annotations import (
+from pipeline.core.fetch import SourceError, fetch
+from pipeline.core.manifest import AnnotationError
+from pipeline.stages.annotations.ave import (
     AVE_CATEGORIES,
-    AnnotationError,
-    AnnotationsConfig,
     parse_annotations,
     parse_audioset_csv,
     read_split,
-    run_annotations,
 )
-from pipeline.sources import SourceError, fetch
+from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
 
 GOOD = [
     "Church bell&RUhOCu3LNXM&good&0&10",
@@ -248,4 +247,4 @@ def test_cli_prints_summary_and_errors(tmp_path):
     assert "up to date" in out
     (root / "Annotations.txt").write_text("Bark&short&good&0&1\n")
     bad = subprocess.run(args, capture_output=True, text=True)
-    assert bad.returncode == 2 and "Annotations.txt:1: malformed YouTube ID 'short'" in bad.stdout
+    assert bad.returncode == 2 and "Annotations.txt:1: malformed YouTube ID 'short'" in bad.stderr

@@ -8,19 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.annotations import (
-    AnnotationError,
-    AnnotationsConfig,
-    clip_ids,
-    load_classes,
-    load_manifest,
-    run_annotations,
-)
-from pipeline.clip_lists import make_clip_id
-from pipeline.download import DownloadConfig, load_ledger, run_download
-from pipeline.featurize import FeaturesConfig, run_features
-from pipeline.segments import SegmentsConfig, load_segments, run_segments
-from pipeline.store import FeatureStore
+from pipeline.core.manifest import AnnotationError, clip_ids, load_classes, load_manifest
+from pipeline.core.store import FeatureStore
+from pipeline.stages.annotations.clip_lists import make_clip_id
+from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
+from pipeline.stages.download import DownloadConfig, load_ledger, run_download
+from pipeline.stages.features.stage import FeaturesConfig, run_features
+from pipeline.stages.segments import SegmentsConfig, load_segments, run_segments
 from tests.loopback import LoopbackServer
 from tests.media import duration, make_clip
 

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from models.avdln import AVDLN, NUM_PARAMETERS, contrastive_loss, count_parameters
-from models.crossmodal import (
+from models.evaluation.crossmodal import (
     build_pairs,
     chance_accuracy,
     evaluate_matrices,
@@ -19,13 +18,14 @@ from models.crossmodal import (
     load_clips,
     plot_distance_matrix,
 )
-from models.crossmodal_registry import CROSSMODAL_MODELS, build_crossmodal
-from models.dcca import cca_loss
-from models.release_weights import KERAS_AVDLN_LAYERS, ReleaseWeightsError, load_keras_avdln
-from models.train_crossmodal import CrossmodalConfig, run_train_crossmodal
+from models.networks import build_model, count_parameters, model_names
+from models.networks.avdln import AVDLN, NUM_PARAMETERS, contrastive_loss
+from models.networks.dcca import cca_loss
+from models.release.keras_avdln import KERAS_AVDLN_LAYERS, ReleaseWeightsError, load_keras_avdln
+from models.training.crossmodal import CrossmodalConfig, run_train_crossmodal
 from pipeline import cli
-from pipeline.io import write_parquet
-from pipeline.store import StoreWriter
+from pipeline.core.io import write_parquet
+from pipeline.core.store import StoreWriter
 from tests.conftest import shared_dir
 
 BACKGROUND = 28
@@ -105,12 +105,12 @@ def synthetic(tmp_path_factory):
 
 
 def test_avdln_parameter_count_and_registry():
-    model = build_crossmodal("avdln")
+    model = build_model("avdln")
     assert isinstance(model, AVDLN)
     assert count_parameters(model) == NUM_PARAMETERS == 98_688
-    assert set(CROSSMODAL_MODELS) == {"avdln", "dcca"}
-    with pytest.raises(ValueError, match="unknown cross-modal model"):
-        build_crossmodal("nope")
+    assert set(model_names("crossmodal")) == {"avdln", "dcca"}
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("nope")
 
 
 def test_contrastive_loss_hand_computed():
@@ -354,7 +354,7 @@ def release():
 
 def test_release_weights_parity(release):
     """Our AVDLN with the authors' weights computes the Keras network's distances (1e-5)."""
-    from models.release_weights import read_keras_weights
+    from models.release.keras_avdln import read_keras_weights
 
     layers = read_keras_weights(release / "cmm_model_weights.h5")
     with h5py.File(release / "audio_feature_noisy.h5", "r") as f:

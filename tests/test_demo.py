@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.annotations import AnnotationsConfig, load_manifest, run_annotations
+from pipeline.core.manifest import load_manifest
 from pipeline.demo.run import (
     BLOCKED,
     DONE,
@@ -29,6 +29,7 @@ from pipeline.demo.run import (
 )
 from pipeline.demo.server import parse_range, serve_folder
 from pipeline.demo.synth import CLASSES, SOURCE_SECONDS, generate_demo_set, plan_clips
+from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLIPS, SEED, SIZE, FPS = 4, 0, (128, 96), 8  # 4 clips: train 2, val 1, test 1

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.annotations import AnnotationsConfig, run_annotations
-from pipeline.download import (
+from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
+from pipeline.stages.download import (
     DownloadConfig,
     classify_exception,
     format_summary,

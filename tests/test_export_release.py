@@ -13,22 +13,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.annotations import AnnotationsConfig, run_annotations
 from pipeline.cli import main as avel
-from pipeline.export_release import (
+from pipeline.core.store import FeatureStore, StoreWriter
+from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
+from pipeline.stages.release.export_release import (
     MASK_FILE,
     ROWS_FILE,
     ExportReleaseConfig,
     ExportReleaseError,
     run_export_release,
 )
-from pipeline.import_release import (
+from pipeline.stages.release.import_release import (
     ImportReleaseConfig,
     _write_extra_background,
     run_import_release,
 )
-from pipeline.release_layout import FEATURE_FILES, KEY, ORDER_FILES, noisy_id
-from pipeline.store import FeatureStore, StoreWriter
+from pipeline.stages.release.layout import FEATURE_FILES, KEY, ORDER_FILES, noisy_id
 
 CATEGORIES = ("Church bell", "Male speech, man speaking")
 ROWS = 24

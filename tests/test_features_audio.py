@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline.backbones.vggish import load_vggish, random_vggish
 from pipeline.cli import main as avel
-from pipeline.features.vggish import load_vggish, random_vggish
-from pipeline.featurize import (
+from pipeline.core.store import FeatureStore, store_dir
+from pipeline.stages.features.stage import (
     FeaturesConfig,
     FeaturesError,
     _open_store,
@@ -22,8 +23,7 @@ from pipeline.featurize import (
     format_summary,
     run_features,
 )
-from pipeline.segments import SegmentsConfig, load_patches, run_segments
-from pipeline.store import FeatureStore, store_dir
+from pipeline.stages.segments import SegmentsConfig, load_patches, run_segments
 from tests.media import make_clip
 
 GOLDEN_ID = "golden_wave"
@@ -191,7 +191,7 @@ def test_killed_run_resumes_and_refuses_other_weights(data):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("pipeline.features.vgg19") is not None,
+    importlib.util.find_spec("pipeline.backbones.vgg19") is not None,
     reason="the VGG-19 backend is present",
 )
 def test_visual_without_backend_is_reported(data):

@@ -8,13 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("pipeline.features.visual", reason="the VGG-19 extractor (issue 5) is not here")
+pytest.importorskip(
+    "pipeline.backbones.visual", reason="the VGG-19 extractor (issue 5) is not here"
+)
 
-from pipeline.features.vgg19 import build_vgg19_pool5  # noqa: E402
-from pipeline.features.visual import extract_visual  # noqa: E402
-from pipeline.featurize import FeaturesConfig, format_summary, run_features  # noqa: E402
-from pipeline.segments import SegmentsConfig, frame_plan, load_segments, run_segments  # noqa: E402
-from pipeline.store import FeatureStore  # noqa: E402
+from pipeline.backbones.vgg19 import build_vgg19_pool5  # noqa: E402
+from pipeline.backbones.visual import extract_visual  # noqa: E402
+from pipeline.core.store import FeatureStore  # noqa: E402
+from pipeline.stages.features.stage import FeaturesConfig, format_summary, run_features  # noqa: E402
+from pipeline.stages.segments import SegmentsConfig, frame_plan, load_segments, run_segments  # noqa: E402
 from tests.media import make_clip  # noqa: E402
 
 IDS = ["vis_a______", "vis_b______", "vis_bad____"]

@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 import models
-from models.attention_maps import run_attention_maps
-from models.data import AVEDataset, make_synthetic_store, model_inputs
-from models.edtcn import EDTCN
-from models.fusion import FUSIONS, build_fusion
-from models.registry import count_parameters
-from models.supplementary import visual_guided_audio_attention
-from models.table import TABLES, TableConfig, run_table
-from models.train import TrainConfig, load_checkpoint, train_seed
+from models.data.ave import AVEDataset, make_synthetic_store, model_inputs
+from models.networks import count_parameters
+from models.networks.blocks.fusion import FUSIONS, build_fusion
+from models.networks.edtcn import EDTCN
+from models.networks.supplementary import visual_guided_audio_attention
+from models.reports.attention_maps import run_attention_maps
+from models.reports.table import TABLES, TableConfig, run_table
+from models.training.localization import TrainConfig, load_checkpoint, train_seed
 from pipeline.cli import main as avel
 
 torch.set_num_threads(1)

@@ -12,17 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.annotations import AnnotationsConfig, run_annotations
 from pipeline.cli import main as avel
-from pipeline.import_release import (
+from pipeline.core.fetch import sha256_file
+from pipeline.core.store import FeatureStore, StoreError
+from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
+from pipeline.stages.release.import_release import (
     ImportReleaseConfig,
     ImportReleaseError,
     iter_blocks,
     noisy_id,
     run_import_release,
 )
-from pipeline.sources import sha256_file
-from pipeline.store import FeatureStore, StoreError
 
 CATEGORIES = ("Church bell", "Male speech, man speaking")
 ROWS = 24  # 2 categories x 12 rows; visual file 24 x 2 MB float64

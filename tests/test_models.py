@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 import models
-from models.attention import AudioGuidedAttention
-from models.dmrn import DMRN
-from models.metrics import segment_metrics
-from models.registry import count_parameters
-from models.release_names import RELEASE_MODEL, RELEASE_OPTIONS, to_ours
-from models.weak import mil_pool
+from models.evaluation.metrics import segment_metrics
+from models.networks import count_parameters
+from models.networks.blocks.attention import AudioGuidedAttention
+from models.networks.blocks.dmrn import DMRN
+from models.networks.blocks.mil import mil_pool
+from models.release.names import RELEASE_MODEL, RELEASE_OPTIONS, to_ours
 
 torch.set_num_threads(1)
 
@@ -152,7 +152,7 @@ def test_segment_metrics_counts_background():
 
 
 def test_release_loss_is_soft_margin_on_softmax():
-    from models.train import loss_fn
+    from models.training.localization import loss_fn
 
     torch.manual_seed(0)
     logits, target = torch.randn(4, 10, 29), torch.randint(0, 29, (4, 10))

@@ -14,10 +14,10 @@ import torch
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'avel[ray]')")
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'avel[ray]')")
 
-from pipeline.featurize import FeaturesConfig, run_features  # noqa: E402
-from pipeline.ray_engine import staging_path  # noqa: E402
-from pipeline.segments import SegmentsConfig, patches_path, run_segments  # noqa: E402
-from pipeline.store import FeatureStore, StoreWriter, store_dir  # noqa: E402
+from pipeline.core.store import FeatureStore, StoreWriter, store_dir  # noqa: E402
+from pipeline.stages.features.ray_engine import staging_path  # noqa: E402
+from pipeline.stages.features.stage import FeaturesConfig, run_features  # noqa: E402
+from pipeline.stages.segments import SegmentsConfig, patches_path, run_segments  # noqa: E402
 from tests.media import make_clip  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starting Ray costs ~10-20 s on 2 cores; see the README

@@ -17,8 +17,13 @@ import pytest
 import torch
 from torch import nn
 
-from models.release_checkpoint import ReleaseCheckpointError, read_release_checkpoint
-from models.release_import import RELEASE_CLASS, check_release_tensors, release_spec, resolve_arch
+from models.release.localization import (
+    RELEASE_CLASS,
+    check_release_tensors,
+    release_spec,
+    resolve_arch,
+)
+from models.release.unpickler import ReleaseCheckpointError, read_release_checkpoint
 from tests.release_pickles import Evil, release_network, save_release_pickle
 
 ARCHS = ("av_att", "av_att_weak", "dmrn")
@@ -152,11 +157,11 @@ def test_unreadable_and_absent_files(tmp_path):
         read_release_checkpoint(tmp_path / "absent.pt")
 
 
-# --- onto our networks (needs models.release_names / build_model) -----------------------------
+# --- onto our networks (needs models.release.names / build_model) -----------------------------
 
 
 def _our_networks():
-    return pytest.importorskip("models.release_names", reason="avel's localization networks needed")
+    return pytest.importorskip("models.release.names", reason="avel's localization networks needed")
 
 
 def _inputs(batch: int = 3):
@@ -172,7 +177,7 @@ def _inputs(batch: int = 3):
 def test_mapped_network_computes_the_release_forward(tmp_path, arch, nb_block):
     _our_networks()
     from models import build_model
-    from models.release_import import load_release_model
+    from models.release.localization import load_release_model
 
     net = release_network(arch, **({"nb_block": nb_block} if nb_block else {}))
     model, ckpt, found = load_release_model(save_release_pickle(net, tmp_path / "r.pt", arch))
@@ -203,9 +208,9 @@ def test_mapped_network_computes_the_release_forward(tmp_path, arch, nb_block):
 
 def test_import_checkpoint_writes_an_evaluable_run(tmp_path, capsys):
     _our_networks()
-    from models.data import AVEDataset, make_synthetic_store
-    from models.release_checkpoint import sha256_of
-    from models.train import load_checkpoint
+    from models.data.ave import AVEDataset, make_synthetic_store
+    from models.release.unpickler import sha256_of
+    from models.training.localization import load_checkpoint
     from pipeline.cli import main as avel
 
     data_dir = tmp_path / "data"
@@ -256,7 +261,7 @@ def test_import_checkpoint_refuses_with_the_names(tmp_path, capsys):
 def test_allow_list():
     from collections import OrderedDict
 
-    from models.release_checkpoint import ReleaseModule, resolve_global
+    from models.release.unpickler import ReleaseModule, resolve_global
 
     assert resolve_global("__builtin__", "set") is set  # Python 2 names
     assert resolve_global("collections", "OrderedDict") is OrderedDict

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main as avel
-from pipeline.segments import (
+from pipeline.stages.segments import (
     SegmentsConfig,
     load_patches,
     load_segments,
@@ -164,7 +164,7 @@ def test_missing_audio(data, result):
 
 
 def test_surround_44k_matches_frontend_on_independent_decode(data, result):
-    from pipeline.features.vggish import log_mel_patches
+    from pipeline.backbones.vggish import log_mel_patches
 
     r = rows(result[1], "surround51_")
     assert (r["channels"] == 6).all() and (r["sample_rate"] == 44100).all()

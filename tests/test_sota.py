@@ -9,15 +9,21 @@ import pandas as pd
 import pytest
 import torch
 
-from models.avelnet import segment_contrastive
-from models.data import AVEDataset, make_synthetic_store
-from models.evaluate import run_evaluate
-from models.metrics import REFERENCE_LABELS, localization_metrics, reference_rows, split_reference
-from models.registry import build_model
-from models.synthetic import make_agreement_store
-from models.train import TrainConfig, load_checkpoint, save_checkpoint, train_seed
-from pipeline.annotations import AnnotationsConfig, load_manifest, run_annotations
+from models.data.ave import AVEDataset, make_synthetic_store
+from models.data.synthetic import make_agreement_store
+from models.evaluation.evaluate_run import run_evaluate
+from models.evaluation.metrics import (
+    REFERENCE_LABELS,
+    localization_metrics,
+    reference_rows,
+    split_reference,
+)
+from models.networks import build_model
+from models.networks.avelnet import segment_contrastive
+from models.training.localization import TrainConfig, load_checkpoint, save_checkpoint, train_seed
 from pipeline.cli import main as avel
+from pipeline.core.manifest import load_manifest
+from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
 
 torch.set_num_threads(1)
 BG = 4  # background index of a 5-class (4 events + background) store

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.features.vggish import random_vggish
-from pipeline.segments import load_patches, load_segments
-from pipeline.store import FeatureStore
+from pipeline.backbones.vggish import random_vggish
+from pipeline.core.store import FeatureStore
+from pipeline.stages.segments import load_patches, load_segments
 from tests.loopback import LoopbackServer
 from tests.media import make_clip
 from tests.test_download import OFFSET, write_ave_inputs

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.store import FeatureStore, StoreError, StoreWriter
+from pipeline.core.store import FeatureStore, StoreError, StoreWriter
 
 
 def _values(youtube_id: str) -> np.ndarray:

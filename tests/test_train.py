@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from models.attention_maps import run_attention_maps
-from models.data import AVEDataset, make_synthetic_store
-from models.evaluate import run_evaluate
-from models.train import TrainConfig, load_checkpoint, train_seed
+from models.data.ave import AVEDataset, make_synthetic_store
+from models.evaluation.evaluate_run import run_evaluate
+from models.reports.attention_maps import run_attention_maps
+from models.training.localization import TrainConfig, load_checkpoint, train_seed
 from pipeline.cli import main as avel
-from pipeline.store import FeatureStore
+from pipeline.core.store import FeatureStore
 
 torch.set_num_threads(1)
 
@@ -224,7 +224,7 @@ def test_training_on_gpu_matches_protocol(data_dir, tmp_path):
 def test_videos_missing_from_a_store_are_left_out_and_counted(tmp_path):
     import numpy as np
 
-    from pipeline.store import StoreWriter
+    from pipeline.core.store import StoreWriter
 
     make_synthetic_store(tmp_path, 10, num_classes=2, splits=(0.6, 0.2, 0.2), stores=("audio",))
     full = AVEDataset(tmp_path, "train", ("audio",))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.features.frames import FrameDecodeError, count_frames, decode_planned
-from pipeline.features.vgg19 import (
+from pipeline.backbones.frames import FrameDecodeError, count_frames, decode_planned
+from pipeline.backbones.vgg19 import (
     KERAS,
     TORCHVISION_FILE,
     WeightsError,
@@ -21,7 +21,7 @@ from pipeline.features.vgg19 import (
     convert_keras_vgg19,
     default_cache_dirs,
 )
-from pipeline.features.visual import extract_visual, visual_vec
+from pipeline.backbones.visual import extract_visual, visual_vec
 
 W, H, FPS = 96, 64, 8
 
@@ -326,7 +326,7 @@ def test_gpu_throughput_sanity(clips: dict[str, Path]) -> None:
 @pytest.mark.slow
 def test_bench_visual_small(tmp_path: Path) -> None:
     """The benchmark runs both paths and reports positive rates and ratios (tiny frames: speed only)."""
-    from pipeline.bench_features import bench_visual, format_bench
+    from pipeline.bench.visual import bench_visual, format_bench
 
     res = bench_visual(n_clips=1, per_second=1, size=32, model_frames=2, work_dir=tmp_path)
     assert res["planned_frames"] == 10

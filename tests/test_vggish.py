@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.features import vggish as V
+from pipeline.backbones import vggish as V
 
 SHARED = Path(os.environ.get("AVEL_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 GOLDEN = SHARED / "reference" / "vggish_frontend_golden.npz"
@@ -221,7 +221,7 @@ def test_converted_checkpoint_matches_tf_graph(tf_reference, converted):
 
 def test_weights_record_and_cache_reuse(tf_reference, converted):
     record = json.loads(converted.path.with_suffix(".json").read_text())
-    from pipeline.sources import sha256_file
+    from pipeline.core.fetch import sha256_file
 
     assert record["sha256"] == converted.sha256 == sha256_file(converted.path)
     assert record["source_sha256"] == sha256_file(tf_reference["ckpt"])
@@ -325,7 +325,7 @@ def test_official_weights_smoke_statistics(tmp_path_factory):
     """Upstream smoke test: 3 s 1 kHz sine -> raw mean ~0.000657, std ~0.343; postprocessed
     mean ~126.0, std ~89.3 (10% tolerance; the mean near 0 is checked against 10% of the std)."""
     pytest.importorskip("tensorflow")
-    from pipeline.sources import fetch
+    from pipeline.core.fetch import fetch
 
     cache = Path(os.environ.get("AVEL_WEIGHTS_CACHE", tmp_path_factory.mktemp("official")))
     info = V.ensure_vggish_weights(cache)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.io import write_json
+from pipeline.core.io import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 SUPERVISED_MODELS = ("a", "v", "av_att", "dmrn")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import atomic_path, write_json
+from pipeline.core.io import atomic_path, write_json
 
 SYNTH_VERSION = 1
 SOURCE_SECONDS = 14

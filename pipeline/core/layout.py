@@ -1,0 +1,87 @@
+"""Every path under the data folder, in one place.
+
+``DATA_DIR/``
+  ``manifest.parquet``, ``manifest.json``, ``classes.parquet``   annotations stage
+  ``extra_background.parquet``                                  import-release (weak training)
+  ``clips/<clip_id>.mp4``, ``clips/status.parquet``              download stage (clips + ledger)
+  ``segments.parquet``, ``segments_failed.parquet``              segments stage (tables)
+  ``segments/<clip_id>.json``, ``segments/<clip_id>.patches.npy`` segments stage (per clip)
+  ``features/<store>/``                                         feature stores (``pipeline.core.store``)
+  ``features/.ray/``                                            Ray engine's per-clip staging
+  ``weights/<backbone>/``                                       converted/cached backbone weights
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """The files of one data folder; ``DataLayout(data_dir).manifest`` and so on."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def manifest_meta(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def classes(self) -> Path:
+        return self.root / "classes.parquet"
+
+    @property
+    def extra_background(self) -> Path:
+        return self.root / "extra_background.parquet"
+
+    @property
+    def clips(self) -> Path:
+        return self.root / "clips"
+
+    def clip(self, clip_id: str) -> Path:
+        return self.clips / f"{clip_id}.mp4"
+
+    @property
+    def ledger(self) -> Path:
+        return self.clips / "status.parquet"
+
+    @property
+    def segments(self) -> Path:
+        return self.root / "segments"
+
+    @property
+    def segments_table(self) -> Path:
+        return self.root / "segments.parquet"
+
+    @property
+    def segments_failed(self) -> Path:
+        return self.root / "segments_failed.parquet"
+
+    def segment_receipt(self, clip_id: str) -> Path:
+        return self.segments / f"{clip_id}.json"
+
+    def patches(self, clip_id: str) -> Path:
+        return self.segments / f"{clip_id}.patches.npy"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    def store(self, name: str) -> Path:
+        return self.features / name
+
+    @property
+    def ray_staging(self) -> Path:
+        return self.features / ".ray"
+
+    def weights(self, backbone: str) -> Path:
+        return self.root / "weights" / backbone

@@ -1,0 +1,67 @@
+"""The manifest: one row per clip (sample), the contract between the annotations stage and every later one.
+
+Columns (``MANIFEST_VERSION`` 2): ``sample`` (1-based row), ``clip_id`` (the key of every later
+stage: clip files, ledger, segments, stores; the YouTube ID for AVE, ``<youtube_id>_<start_ms>`` for
+generic clip lists), ``youtube_id``, ``category``, ``label``, ``quality``, ``start``/``end`` (event
+span, seconds), ``audioset_start``/``audioset_end``, the split columns and ``segment_labels`` (one
+label per second, ``num_classes - 1`` = background). Both readers (the AVE annotation file and
+generic clip lists) write this schema; everything downstream reads it through this module.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.core.layout import DataLayout
+
+YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+#: Length of one clip in seconds (= segments per clip): the one definition.
+CLIP_SECONDS = 10
+SPLITS = ("train", "val", "test")
+MANIFEST_VERSION = 2  # 2: clip_id column (the key of every later stage)
+BACKGROUND = "background"
+
+
+class AnnotationError(ValueError):
+    """An input file is malformed; the message names the file and line."""
+
+
+def segment_labels(start: int, end: int, label: int, background: int) -> list[int]:
+    """Per-second labels: the class where start <= t < end, else background."""
+    return [label if start <= t < end else background for t in range(CLIP_SECONDS)]
+
+
+def manifest_path(data_dir: str | Path) -> Path:
+    return DataLayout(data_dir).manifest
+
+
+def load_manifest(data_dir: str | Path) -> pd.DataFrame:
+    """Read ``DATA_DIR/manifest.parquet``, with a clear error when the stage has not run."""
+    path = manifest_path(data_dir)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
+        )
+    return pd.read_parquet(path)
+
+
+def clip_ids(manifest: pd.DataFrame) -> pd.Series:
+    """The key of every later stage per manifest row.
+
+    ``clip_id`` (= ``youtube_id`` for AVE, ``<youtube_id>_<start_ms>`` for generic clip lists);
+    manifests written before that column existed fall back to ``youtube_id``.
+    """
+    column = "clip_id" if "clip_id" in manifest.columns else "youtube_id"
+    return manifest[column].astype(str)
+
+
+def load_classes(data_dir: str | Path) -> list[str]:
+    path = DataLayout(data_dir).classes
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
+        )
+    return pd.read_parquet(path)["name"].tolist()

@@ -1,0 +1,259 @@
+"""Feature store: dense per-video arrays in NPY shards, a Parquet index and a metadata JSON.
+
+Layout of ``DATA_DIR/features/<name>/``::
+
+    shard-00000.npy          (rows, *row_shape) in the storage dtype, memory-mappable
+    shard-00000.index.parquet  youtube_id, row (-1 for a failed video), error   [the shard's receipt]
+    index.parquet            youtube_id -> (shard, row), written when the store is finalised
+    meta.json                backbone, weights identity, preprocessing, precision, dtype, ...
+
+The list of videos is fixed when a store is planned and cut into shards of ``shard_size`` videos, so
+an interrupted extraction resumes at the first shard without a receipt, independent processes can
+fill disjoint shards (``shard_index`` / ``num_shards``), and the last one to finish builds the index.
+A shard's array is written before its receipt, both atomically: a receipt means the shard is done.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.io import write_json, write_npy, write_parquet
+
+STORE_VERSION = 1
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+class StoreError(RuntimeError):
+    """The store is missing, incomplete, or does not match what was asked."""
+
+
+def store_dir(data_dir: str | Path, name: str) -> Path:
+    return Path(data_dir) / "features" / name
+
+
+def _shard_name(i: int) -> str:
+    return f"shard-{i:05d}"
+
+
+@dataclass
+class StoreWriter:
+    """Plans a store over a fixed list of videos and writes it shard by shard.
+
+    ``meta`` is free-form provenance (backbone, weights, preprocessing, precision, ...); the writer
+    adds name, row shape, dtype, shard plan and counts. Planning again with a different video list,
+    row shape or dtype on an unfinished store raises; use ``force`` to start over.
+    """
+
+    root: Path
+    youtube_ids: list[str]
+    row_shape: tuple[int, ...]
+    dtype: str = "float16"
+    shard_size: int = 256
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | Path,
+        name: str,
+        youtube_ids: Sequence[str],
+        row_shape: Sequence[int],
+        dtype: str = "float16",
+        shard_size: int = 256,
+        meta: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> StoreWriter:
+        if dtype not in DTYPES:
+            raise StoreError(f"storage dtype {dtype!r} not supported; use one of {sorted(DTYPES)}")
+        root = store_dir(data_dir, name)
+        writer = cls(
+            root, list(youtube_ids), tuple(int(s) for s in row_shape), dtype, shard_size, meta or {}
+        )
+        if force and root.exists():
+            for f in root.iterdir():
+                if f.is_file():
+                    f.unlink()
+        root.mkdir(parents=True, exist_ok=True)
+        plan_path = root / "plan.json"
+        plan = writer._plan()
+        if plan_path.is_file():
+            old = json.loads(plan_path.read_text())
+            if old != plan:
+                raise StoreError(
+                    f"{root}: an unfinished or finished store with a different plan exists "
+                    f"(videos, row shape, dtype or shard size changed); pass --force to rebuild it"
+                )
+        else:
+            write_json(plan, plan_path)
+        return writer
+
+    def _plan(self) -> dict[str, Any]:
+        return {
+            "version": STORE_VERSION,
+            "youtube_ids": self.youtube_ids,
+            "row_shape": list(self.row_shape),
+            "dtype": self.dtype,
+            "shard_size": self.shard_size,
+        }
+
+    @property
+    def num_shards(self) -> int:
+        return max(1, -(-len(self.youtube_ids) // self.shard_size))
+
+    def shard_ids(self, shard: int) -> list[str]:
+        return self.youtube_ids[shard * self.shard_size : (shard + 1) * self.shard_size]
+
+    def is_done(self, shard: int) -> bool:
+        return (self.root / f"{_shard_name(shard)}.index.parquet").is_file()
+
+    @property
+    def complete(self) -> bool:
+        return (self.root / "meta.json").is_file() and (self.root / "index.parquet").is_file()
+
+    def pending_shards(
+        self, shard_index: int = 0, num_shards: int = 1
+    ) -> Iterator[tuple[int, list[str]]]:
+        """Shards this process still has to write: those with ``shard % num_shards == shard_index``."""
+        if not 0 <= shard_index < num_shards:
+            raise StoreError(f"shard index {shard_index} outside 0..{num_shards - 1}")
+        for shard in range(self.num_shards):
+            if shard % num_shards == shard_index and not self.is_done(shard):
+                yield shard, self.shard_ids(shard)
+
+    def write_shard(self, shard: int, results: dict[str, np.ndarray | str]) -> None:
+        """Write one shard: ``results`` maps each of the shard's ids to its array or an error string."""
+        ids = self.shard_ids(shard)
+        unknown = set(results) - set(ids)
+        if unknown:
+            raise StoreError(f"shard {shard}: ids not planned for it: {sorted(unknown)[:3]}")
+        rows, table = [], []
+        for youtube_id in ids:
+            value = results.get(youtube_id, "not processed")
+            if isinstance(value, str):
+                table.append((youtube_id, -1, value))
+                continue
+            array = np.asarray(value)
+            if array.shape != self.row_shape:
+                raise StoreError(
+                    f"{youtube_id}: feature shape {array.shape} does not match the store's {self.row_shape}"
+                )
+            table.append((youtube_id, len(rows), ""))
+            rows.append(array.astype(DTYPES[self.dtype]))
+        data = np.stack(rows) if rows else np.zeros((0, *self.row_shape), DTYPES[self.dtype])
+        write_npy(data, self.root / f"{_shard_name(shard)}.npy")
+        write_parquet(
+            pd.DataFrame(table, columns=["youtube_id", "row", "error"]),
+            self.root / f"{_shard_name(shard)}.index.parquet",
+        )
+
+    def finalize(self) -> dict[str, Any] | None:
+        """Build ``index.parquet`` and ``meta.json`` once every shard has its receipt.
+
+        Returns the metadata, or None when shards are still missing (another process's part).
+        """
+        if not all(self.is_done(s) for s in range(self.num_shards)):
+            return None
+        parts = []
+        for shard in range(self.num_shards):
+            part = pd.read_parquet(self.root / f"{_shard_name(shard)}.index.parquet")
+            part.insert(1, "shard", shard)
+            parts.append(part)
+        table = pd.concat(parts, ignore_index=True)
+        ok = table[table["row"] >= 0][["youtube_id", "shard", "row"]].reset_index(drop=True)
+        failed = table[table["row"] < 0]
+        meta = dict(self.meta or {})
+        meta.update(
+            {
+                "version": STORE_VERSION,
+                "name": self.root.name,
+                "row_shape": list(self.row_shape),
+                "dtype": self.dtype,
+                "shard_size": self.shard_size,
+                "num_shards": self.num_shards,
+                "videos": int(len(ok)),
+                "failed": {
+                    str(k): str(v)
+                    for k, v in zip(failed["youtube_id"], failed["error"], strict=True)
+                },
+            }
+        )
+        write_parquet(ok, self.root / "index.parquet")
+        write_json(meta, self.root / "meta.json")
+        return meta
+
+
+class FeatureStore:
+    """Read side: memory-mapped shards, lookup by YouTube ID, float32 on the way out."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        meta_path, index_path = self.root / "meta.json", self.root / "index.parquet"
+        if not meta_path.is_file() or not index_path.is_file():
+            raise StoreError(
+                f"{self.root}: no finished feature store here (meta.json/index.parquet missing); "
+                "run `make features` (or `avel import-release`) first, or finish the interrupted run"
+            )
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        self.index = pd.read_parquet(index_path)
+        self._where = {
+            y: (int(s), int(r))
+            for y, s, r in zip(
+                self.index["youtube_id"], self.index["shard"], self.index["row"], strict=True
+            )
+        }
+        self._shards: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, data_dir: str | Path, name: str) -> FeatureStore:
+        return cls(store_dir(data_dir, name))
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["row_shape"])
+
+    @property
+    def youtube_ids(self) -> list[str]:
+        return list(self._where)
+
+    @property
+    def is_random(self) -> bool:
+        """True when the features came from a network with random weights (a smoke run)."""
+        weights = self.meta.get("weights") or {}
+        return bool(self.meta.get("random_weights")) or weights.get("sha256") == "random"
+
+    def __contains__(self, youtube_id: str) -> bool:
+        return youtube_id in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def _shard(self, shard: int) -> np.ndarray:
+        if shard not in self._shards:
+            self._shards[shard] = np.load(self.root / f"{_shard_name(shard)}.npy", mmap_mode="r")
+        return self._shards[shard]
+
+    def get(self, youtube_id: str) -> np.ndarray:
+        """The stored row for one video (a read-only view in the storage dtype)."""
+        try:
+            shard, row = self._where[youtube_id]
+        except KeyError:
+            raise KeyError(f"{youtube_id}: not in feature store {self.root}") from None
+        return self._shard(shard)[row]
+
+    def close(self) -> None:
+        """Drop the memory-mapped shards (a long streaming read stays bounded by what it holds)."""
+        self._shards.clear()
+
+    def gather(self, youtube_ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
+        """Stack rows for several videos (repeats allowed) and convert to ``dtype``."""
+        out = np.empty((len(youtube_ids), *self.row_shape), dtype=dtype)
+        for i, youtube_id in enumerate(youtube_ids):
+            out[i] = self.get(youtube_id)
+        return out

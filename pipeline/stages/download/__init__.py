@@ -1,0 +1,168 @@
+"""Download stage: rebuild the AVE clips from their YouTube IDs, resumable and honest about failures.
+
+``avel download`` reads the manifest, fetches ``[clip_start, clip_end)`` of every video with a
+yt-dlp range download (or ingests clips a user already has with ``--from-dir``), validates each
+clip with ffprobe and records every result in ``DATA_DIR/clips/status.parquet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.stages.download.classify import STATUSES, Outcome, SystemicError, classify_exception
+from pipeline.stages.download.fetch import DEFAULT_FORMAT, DEFAULT_URL_TEMPLATE
+from pipeline.stages.download.ledger import Ledger, load_ledger
+from pipeline.stages.download.stage import (
+    EXIT_SETUP,
+    RATE_LIMIT_ADVICE,
+    DownloadConfig,
+    run_download,
+)
+from pipeline.stages.download.validate import ClipCheck, check_clip
+
+__all__ = [
+    "ClipCheck",
+    "DownloadConfig",
+    "Ledger",
+    "Outcome",
+    "STATUSES",
+    "check_clip",
+    "classify_exception",
+    "format_summary",
+    "load_ledger",
+    "register",
+    "run_download",
+]
+
+
+def format_summary(summary: dict) -> str:
+    """The human summary printed at the end of a run."""
+    run, status = summary["this_run"], summary["status"]
+    lines = [
+        f"{summary['mode']}: {summary['videos']} videos"
+        + (f" (from {summary['from_dir']})" if summary.get("from_dir") else ""),
+        f"  this run: {run['new_ok']} new clips (downloaded {run['downloaded']}, ingested "
+        f"{run['ingested']}, existing files adopted {run['adopted']}); {run['already_ok']} already ok; "
+        f"{run['skipped_permanent']} permanent failures skipped (--retry-failed retries them)",
+        "  ledger:   " + "   ".join(f"{s} {status[s]}" for s in STATUSES),
+    ]
+    if summary["availability"] is not None:
+        lines.append(f"  availability: {100 * summary['availability']:.1f}% of the videos tried")
+    if run["no_offset"]:
+        lines.append(f"  {run['no_offset']} videos have no AudioSet offset (absent from the CSVs)")
+    if run["not_in_from_dir"]:
+        lines.append(f"  {run['not_in_from_dir']} videos are not in the --from-dir folder")
+    if summary["top_failures"]:
+        lines.append("  top failure reasons:")
+        width = max(len(f"{r['status']}/{r['kind']}") for r in summary["top_failures"])
+        for r in summary["top_failures"]:
+            label = f"{r['status']}/{r['kind']}"
+            lines.append(f"    {r['count']:>6}  {label:<{width}}  e.g. {r['example']}")
+    lines.append(f"  -> clips in {summary['clips_dir']}, ledger {summary['ledger']}")
+    if summary["stopped"]:
+        lines.append(f"STOPPED: {summary['stopped']}")
+        if summary["this_run"]["rate_limited_answers"]:
+            lines.append(f"  {RATE_LIMIT_ADVICE}")
+    return "\n".join(lines)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    d = DownloadConfig()
+    p = subparsers.add_parser(
+        "download", help="rebuild the 10 s clips (yt-dlp range downloads, or --from-dir)"
+    )
+    p.add_argument("--data-dir", type=Path, default=d.data_dir)
+    p.add_argument(
+        "--url-template",
+        default=DEFAULT_URL_TEMPLATE,
+        help="source URL per video; fields {youtube_id} {start} {end} (default: the YouTube watch URL)",
+    )
+    p.add_argument(
+        "--from-dir", type=Path, help="ingest existing <youtube_id>.mp4 clips (no network)"
+    )
+    p.add_argument("--workers", type=int, default=d.workers, help="parallel downloads (default 4)")
+    p.add_argument(
+        "--sleep",
+        type=float,
+        default=d.sleep,
+        help="seconds (jittered) each worker waits before a request (default 5)",
+    )
+    p.add_argument("--rate-limit", help="max download speed per worker, e.g. 2M (bytes/s)")
+    p.add_argument("--cookies", help="cookies.txt (Netscape format) from a logged-in browser")
+    p.add_argument("--limit", type=int, help="only the first N unique IDs of the manifest (trials)")
+    p.add_argument(
+        "--num-shards",
+        type=int,
+        default=1,
+        help="split the clip list into K parts (one DATA_DIR per part; see README)",
+    )
+    p.add_argument("--shard-index", type=int, default=0, help="this run's part, 0..K-1")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also retry permanent failures (unavailable / unusable)",
+    )
+    p.add_argument(
+        "--format", default=DEFAULT_FORMAT, help=f"yt-dlp format (default {DEFAULT_FORMAT})"
+    )
+    p.add_argument(
+        "--max-rate-limited",
+        type=int,
+        default=d.max_rate_limited,
+        help="stop after this many rate-limited answers in a row (default 5)",
+    )
+    p.add_argument(
+        "--rate-limit-pause",
+        type=float,
+        default=d.rate_limit_pause,
+        help="seconds every worker pauses at the first rate-limited answer; doubles (300)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=d.retries,
+        help="attempts per video per run for transient failures (default 3)",
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        default=d.backoff,
+        help="base of the exponential back-off between attempts, seconds (default 10)",
+    )
+    p.add_argument("--socket-timeout", type=float, default=d.socket_timeout)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = DownloadConfig(
+        data_dir=args.data_dir,
+        url_template=args.url_template,
+        from_dir=args.from_dir,
+        workers=args.workers,
+        sleep=args.sleep,
+        rate_limit=args.rate_limit,
+        cookies=args.cookies,
+        limit=args.limit,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
+        retry_failed=args.retry_failed,
+        format=args.format,
+        max_rate_limited=args.max_rate_limited,
+        rate_limit_pause=args.rate_limit_pause,
+        retries=args.retries,
+        backoff=args.backoff,
+        socket_timeout=args.socket_timeout,
+        progress=not args.no_progress,
+    )
+    try:
+        summary = run_download(cfg)
+    except (FileNotFoundError, ValueError, SystemicError) as exc:
+        print(f"error: {exc}")
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        print("interrupted: the ledger holds every finished video; run the same command to resume")
+        return 130
+    print(format_summary(summary))
+    return int(summary["exit_code"])

@@ -1,0 +1,537 @@
+"""The download stage: manifest clips -> validated ``DATA_DIR/clips/<clip_id>.mp4`` (AVE: clip_id = youtube_id).
+
+The ledger's ``youtube_id`` column holds the clip key (``clip_id``), which equals the YouTube ID for AVE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.core.manifest import clip_ids, load_manifest
+from pipeline.stages.download.classify import (
+    OK,
+    PENDING,
+    PERMANENT,
+    STATUSES,
+    TRANSIENT,
+    UNAVAILABLE,
+    UNUSABLE,
+    Outcome,
+    SystemicError,
+    classify_exception,
+)
+from pipeline.stages.download.fetch import (
+    DEFAULT_FORMAT,
+    DEFAULT_URL_TEMPLATE,
+    FetchOptions,
+    fetch_clip,
+    source_url,
+)
+from pipeline.stages.download.ledger import Ledger
+from pipeline.stages.download.validate import ClipCheck, check_clip, require_ffmpeg
+
+CLIP_SECONDS = 10.0
+NO_OFFSET = "no_offset"
+#: Exit codes: finished, bad input/environment, stopped on rate limiting, stopped on a systemic error.
+EXIT_OK, EXIT_SETUP, EXIT_RATE_LIMITED, EXIT_SYSTEMIC = 0, 2, 3, 4
+#: How a failed validation is recorded: length/stream problems are the video's; short files retry.
+CHECK_STATUS = {
+    "no_audio": UNUSABLE,
+    "no_video": UNUSABLE,
+    "wrong_length": UNUSABLE,
+    "truncated": TRANSIENT,
+    "undecodable": TRANSIENT,
+}
+
+RATE_LIMIT_ADVICE = (
+    "the site is rate-limiting this session. Wait (YouTube's limit lasts up to an hour), then run "
+    "the same command again (it resumes), with a longer --sleep, fewer --workers, or --cookies FILE "
+    "(cookies.txt exported from a logged-in browser)."
+)
+
+
+@dataclass
+class DownloadConfig:
+    data_dir: Path = Path("data")
+    url_template: str = DEFAULT_URL_TEMPLATE
+    from_dir: Path | None = None  # ingest existing <youtube_id>.mp4 clips instead of downloading
+    workers: int = 4
+    sleep: float = 5.0  # polite pause (s, jittered) before each request of a worker
+    rate_limit: str | None = None
+    cookies: str | None = None
+    limit: int | None = None  # only the first N unique IDs of the manifest
+    num_shards: int = 1  # with shard_index: only clips k of the (limited) list with k % K == i
+    shard_index: int = 0
+    retry_failed: bool = False  # also retry permanent failures (unavailable/unusable)
+    format: str = DEFAULT_FORMAT
+    max_rate_limited: int = 5  # consecutive rate-limited answers before stopping
+    rate_limit_pause: float = 300.0  # first pause of every worker on rate limiting (doubles)
+    retries: int = 3  # attempts per video per run for transient failures
+    backoff: float = 10.0  # base of the exponential back-off between attempts (s)
+    socket_timeout: float = 30.0
+    progress: bool = True
+
+
+@dataclass
+class Video:
+    youtube_id: str  # the source video (fills {youtube_id} of the URL template)
+    start: float | None
+    end: float | None
+    clip_id: str | None = None  # the clip's key (file name, ledger row); None = youtube_id
+
+    @property
+    def key(self) -> str:
+        return self.clip_id or self.youtube_id
+
+    @property
+    def expected(self) -> float:
+        if self.start is None or self.end is None:
+            return CLIP_SECONDS
+        return float(self.end) - float(self.start)
+
+
+@dataclass
+class RunState:
+    """Shared by the workers: pauses on rate limiting, the stop flag and this run's counts."""
+
+    max_rate_limited: int
+    pause: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    resume_at: float = 0.0
+    consecutive_limited: int = 0
+    stop_reason: str | None = None
+    exit_code: int = EXIT_OK
+    counts: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+    def stop(self, reason: str, code: int) -> None:
+        with self.lock:
+            if self.stop_reason is None:
+                self.stop_reason, self.exit_code = reason, code
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_reason is not None
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; False when the run stopped meanwhile."""
+        end = time.monotonic() + seconds
+        while not self.stopped and time.monotonic() < end:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+        return not self.stopped
+
+    def wait_turn(self) -> bool:
+        """Block while every worker is paused for rate limiting; False when stopped."""
+        while not self.stopped:
+            delay = self.resume_at - time.monotonic()
+            if delay <= 0:
+                return True
+            time.sleep(min(0.2, delay))
+        return False
+
+    def rate_limited(self, reason: str) -> None:
+        with self.lock:
+            self.consecutive_limited += 1
+            self.counts["rate_limited_answers"] += 1
+            n = self.consecutive_limited
+            if n >= self.max_rate_limited:
+                if self.stop_reason is None:
+                    self.stop_reason = f"{n} rate-limited answers in a row (last: {reason})"
+                    self.exit_code = EXIT_RATE_LIMITED
+                return
+            pause = self.pause * 2 ** (n - 1) * random.uniform(1.0, 1.25)
+            self.resume_at = max(self.resume_at, time.monotonic() + pause)
+            self.notes.append(f"rate limited ({reason[:120]}): all workers pause {pause:.1f} s")
+
+    def answered(self) -> None:
+        with self.lock:
+            self.consecutive_limited = 0
+
+
+class Stage:
+    """One run of the download stage over a data folder."""
+
+    def __init__(self, cfg: DownloadConfig) -> None:
+        self.cfg = cfg
+        self.clips = Path(cfg.data_dir) / "clips"
+        self.partial = self.clips / ".partial"
+        self.ledger = Ledger(self.clips / "status.parquet")
+        self.state = RunState(cfg.max_rate_limited, cfg.rate_limit_pause)
+        self.fetch_opts = FetchOptions(cfg.format, cfg.cookies, cfg.rate_limit, cfg.socket_timeout)
+
+    def clip_path(self, youtube_id: str) -> Path:
+        return self.clips / f"{youtube_id}.mp4"
+
+    # ----------------------------------------------------------------- one video
+
+    def _accept(
+        self, video: Video, produced: Path, check: ClipCheck, source: str, attempts: int
+    ) -> None:
+        os.replace(produced, self.clip_path(video.key))
+        self.ledger.update(
+            video.key,
+            OK,
+            "ok",
+            "",
+            attempts=attempts,
+            bytes=check.bytes,
+            duration=check.duration,
+            source=source,
+        )
+
+    def _attempt(self, video: Video) -> tuple[Outcome, Path | None, ClipCheck | None]:
+        """One download try; returns the outcome and, when valid, the produced file."""
+        workdir = self.partial / f"{video.key}.{uuid.uuid4().hex[:8]}"
+        url = source_url(self.cfg.url_template, video.youtube_id, video.start, video.end)
+        try:
+            produced = fetch_clip(url, video.start, video.end, workdir, self.fetch_opts)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+            shutil.rmtree(workdir, ignore_errors=True)
+            return classify_exception(exc), None, None
+        check = check_clip(produced, video.expected)
+        if not check.ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+            return (
+                Outcome(CHECK_STATUS.get(check.kind, TRANSIENT), check.kind, check.problem),
+                None,
+                check,
+            )
+        return Outcome(OK, "ok", ""), produced, check
+
+    def download(self, video: Video) -> str:
+        """Download one video with retries; record the result; return its ledger status."""
+        cfg, state = self.cfg, self.state
+        outcome: Outcome | None = None
+        attempts = 0
+        for attempt in range(max(1, cfg.retries)):
+            if not state.wait_turn():
+                break
+            if cfg.sleep > 0 and not state.sleep(cfg.sleep * random.uniform(0.5, 1.5)):
+                break
+            if not state.wait_turn():
+                break
+            attempts += 1
+            outcome, produced, check = self._attempt(video)
+            if outcome.status == OK:
+                try:
+                    self._accept(video, produced, check, "download", attempts)
+                finally:
+                    shutil.rmtree(produced.parent, ignore_errors=True)
+                state.answered()
+                return OK
+            if outcome.systemic:
+                state.stop(outcome.reason, EXIT_SYSTEMIC)
+                break
+            if outcome.rate_limited:
+                state.rate_limited(outcome.reason)
+            elif outcome.status in PERMANENT:
+                state.answered()
+                break
+            if attempt + 1 < cfg.retries:
+                if not state.sleep(cfg.backoff * 2**attempt * random.uniform(0.5, 1.5)):
+                    break
+        if outcome is None:  # stopped before trying: stays as it was
+            return self.ledger.status(video.key) or PENDING
+        self.ledger.update(
+            video.key,
+            outcome.status,
+            outcome.kind,
+            outcome.reason,
+            attempts=attempts,
+            source="download",
+        )
+        return outcome.status
+
+    def ingest(self, video: Video, source: Path) -> str:
+        """Validate an existing clip from ``--from-dir`` and copy it in; return its status."""
+        check = check_clip(source, video.expected)
+        if not check.ok:
+            status = CHECK_STATUS.get(check.kind, UNUSABLE)
+            self.ledger.update(
+                video.key,
+                status,
+                check.kind,
+                f"{source}: {check.problem}",
+                attempts=1,
+                source="from-dir",
+            )
+            return status
+        workdir = self.partial / f"{video.key}.{uuid.uuid4().hex[:8]}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            copy = workdir / "clip.mp4"
+            shutil.copyfile(source, copy)
+            self._accept(video, copy, check, "from-dir", 1)
+        except OSError as exc:
+            outcome = classify_exception(exc)
+            if outcome.systemic:
+                self.state.stop(outcome.reason, EXIT_SYSTEMIC)
+            raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return OK
+
+    def adopt(self, video: Video) -> bool:
+        """A clip file exists but the ledger does not say ok (e.g. killed before recording it)."""
+        path = self.clip_path(video.key)
+        check = check_clip(path, video.expected)
+        if check.ok:
+            self.ledger.update(
+                video.key,
+                OK,
+                "ok",
+                "",
+                bytes=check.bytes,
+                duration=check.duration,
+                source="existing file",
+            )
+            return True
+        path.unlink(missing_ok=True)
+        return False
+
+    # ----------------------------------------------------------------- the run
+
+    def plan(
+        self, videos: list[Video], from_files: dict[str, Path] | None
+    ) -> list[tuple[str, Video]]:
+        """Decide per video: skip, record, or queue a job (``download``/``ingest``/``adopt``)."""
+        jobs: list[tuple[str, Video]] = []
+        counts = self.state.counts
+        for video in videos:
+            row = self.ledger.get(video.key) or {}
+            status, kind, source = row.get("status"), row.get("kind"), row.get("source") or ""
+            have_file = self.clip_path(video.key).is_file()
+            if status == OK and have_file:
+                counts["already_ok"] += 1
+                continue
+            if have_file:
+                jobs.append(("adopt", video))
+                continue
+            if from_files is not None:
+                if video.key in from_files:
+                    jobs.append(("ingest", video))
+                else:
+                    counts["not_in_from_dir"] += 1
+                continue
+            if video.start is None or video.end is None:
+                if status != UNAVAILABLE or kind != NO_OFFSET:
+                    self.ledger.update(
+                        video.key,
+                        UNAVAILABLE,
+                        NO_OFFSET,
+                        "no AudioSet offset known: the ID is absent from the AudioSet segment CSVs "
+                        "given to `make annotations`",
+                        source="manifest",
+                    )
+                counts["no_offset"] += 1
+                continue
+            retryable = (
+                self.cfg.retry_failed or kind == NO_OFFSET or source == "from-dir"
+            )  # a clip offset is known now / the local copy was bad, the network one may be fine
+            if status in PERMANENT and not retryable:
+                counts["skipped_permanent"] += 1
+                continue
+            jobs.append(("download", video))
+        return jobs
+
+    def run(self, videos: list[Video], from_files: dict[str, Path] | None) -> dict:
+        self.clips.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.partial, ignore_errors=True)  # leftovers of a killed run
+        for stale in self.clips.glob(f".{self.ledger.path.name}.*"):  # a ledger write cut short
+            stale.unlink(missing_ok=True)
+        self.ledger.ensure([v.key for v in videos])
+        jobs = self.plan(videos, from_files)
+        run_counts: Counter = Counter()
+        self.state.counts["queued"] = len(jobs)
+
+        def work(job: tuple[str, Video]) -> tuple[str, str]:
+            try:
+                return run_job(job)
+            except Exception as exc:  # noqa: BLE001 - one bad video is recorded, not fatal
+                outcome = classify_exception(exc)
+                if outcome.systemic:
+                    self.state.stop(outcome.reason, EXIT_SYSTEMIC)
+                reason = f"{type(exc).__name__}: {exc}"
+                with contextlib.suppress(Exception):
+                    self.ledger.update(job[1].key, TRANSIENT, outcome.kind, reason)
+                self.state.notes.append(f"{job[1].key}: {reason}")
+                return job[0], TRANSIENT
+
+        def run_job(job: tuple[str, Video]) -> tuple[str, str]:
+            action, video = job
+            if self.state.stopped:
+                return action, "not started"
+            if action == "adopt":
+                if self.adopt(video):
+                    return action, OK
+                action = "download"  # the file was invalid and is gone: do what a fresh run would
+                if from_files is not None:
+                    if video.key not in from_files:
+                        return "ingest", "not in --from-dir"
+                    action = "ingest"
+            if action == "ingest":
+                return action, self.ingest(video, from_files[video.key])
+            if video.start is None or video.end is None:
+                return action, "no offset"
+            return action, self.download(video)
+
+        bar = None
+        if self.cfg.progress and jobs:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=len(jobs), unit="video", desc="download" if from_files is None else "ingest"
+            )
+        seen_notes = 0
+        with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
+            futures = [pool.submit(work, job) for job in jobs]
+            try:
+                for future in as_completed(futures):
+                    action, status = future.result()
+                    run_counts[f"{action}:{status}"] += 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(
+                            ok=sum(v for k, v in run_counts.items() if k.endswith(":ok"))
+                        )
+                    for note in self.state.notes[seen_notes:]:
+                        (bar.write if bar is not None else _stderr)(note)
+                    seen_notes = len(self.state.notes)
+            except KeyboardInterrupt:
+                self.state.stop("interrupted (Ctrl-C)", 130)
+                for f in futures:
+                    f.cancel()
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
+        return self.summarise(videos, run_counts)
+
+    def summarise(self, videos: list[Video], run_counts: Counter) -> dict:
+        table = self.ledger.table()
+        ids = {v.key for v in videos}
+        table = table[table["youtube_id"].isin(ids)]
+        by_status = {s: int((table["status"] == s).sum()) for s in STATUSES}
+        tried = by_status[OK] + by_status[UNAVAILABLE] + by_status[UNUSABLE] + by_status[TRANSIENT]
+        failed = table[table["status"].isin([UNAVAILABLE, UNUSABLE, TRANSIENT])]
+        top = []
+        for (status, kind), group in failed.groupby(["status", "kind"], sort=False):
+            top.append(
+                {
+                    "status": status,
+                    "kind": kind,
+                    "count": int(len(group)),
+                    "example": str(group["reason"].iloc[0])[:160],
+                }
+            )
+        top.sort(key=lambda r: -r["count"])
+        new_ok = sum(v for k, v in run_counts.items() if k.endswith(":ok"))
+        return {
+            "videos": len(videos),
+            "status": by_status,
+            "availability": (by_status[OK] / tried) if tried else None,
+            "this_run": {
+                "queued": self.state.counts["queued"],
+                "downloaded": run_counts["download:ok"],
+                "ingested": run_counts["ingest:ok"],
+                "adopted": run_counts["adopt:ok"],
+                "new_ok": new_ok,
+                "already_ok": self.state.counts["already_ok"],
+                "skipped_permanent": self.state.counts["skipped_permanent"],
+                "no_offset": self.state.counts["no_offset"],
+                "not_in_from_dir": self.state.counts["not_in_from_dir"],
+                "rate_limited_answers": self.state.counts["rate_limited_answers"],
+                "results": dict(sorted(run_counts.items())),
+            },
+            "top_failures": top[:10],
+            "stopped": self.state.stop_reason,
+            "exit_code": self.state.exit_code,
+            "ledger": str(self.ledger.path),
+            "clips_dir": str(self.clips),
+        }
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def manifest_videos(
+    data_dir: Path, limit: int | None = None, num_shards: int = 1, shard_index: int = 0
+) -> list[Video]:
+    """Unique clips of the manifest (``clip_id``; AVE: YouTube IDs) in first-appearance order, with
+    their source video and offsets; the first ``limit``, then every ``num_shards``-th from
+    ``shard_index``."""
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"--shard-index {shard_index} outside 0..{num_shards - 1}")
+    manifest = load_manifest(data_dir)
+    manifest = manifest.assign(_key=clip_ids(manifest)).drop_duplicates("_key", keep="first")
+    videos = [
+        Video(str(v), None if pd.isna(s) else float(s), None if pd.isna(e) else float(e), str(k))
+        for v, s, e, k in zip(
+            manifest["youtube_id"],
+            manifest["clip_start"],
+            manifest["clip_end"],
+            manifest["_key"],
+            strict=True,
+        )
+    ]
+    videos = videos[:limit] if limit is not None else videos
+    return videos[shard_index::num_shards]
+
+
+def index_from_dir(folder: Path) -> dict[str, Path]:
+    """``<youtube_id>.mp4`` files anywhere under ``folder`` (the AVE zip nests them in AVE/)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--from-dir {folder}: not a folder")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*.mp4")):
+        if not path.name.startswith("."):
+            found.setdefault(path.stem, path)
+    return found
+
+
+@contextlib.contextmanager
+def _exclusive(clips: Path):
+    """One download run per data folder at a time (the lock dies with the process)."""
+    clips.mkdir(parents=True, exist_ok=True)
+    with open(clips / ".download.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemicError(f"another `avel download` is running on {clips}") from None
+        yield
+
+
+def run_download(cfg: DownloadConfig) -> dict:
+    """Download (or ingest) every manifest video; return the summary (``exit_code`` inside)."""
+    cfg.data_dir = Path(cfg.data_dir)
+    require_ffmpeg()
+    videos = manifest_videos(cfg.data_dir, cfg.limit, cfg.num_shards, cfg.shard_index)
+    from_files = index_from_dir(Path(cfg.from_dir)) if cfg.from_dir else None
+    if cfg.rate_limit:
+        from pipeline.stages.download.fetch import ydl_params
+
+        ydl_params(0, 1, Path("."), FetchOptions(rate_limit=cfg.rate_limit))  # validates the value
+    if cfg.cookies and not Path(cfg.cookies).is_file():
+        raise FileNotFoundError(f"--cookies {cfg.cookies}: file not found")
+    with _exclusive(cfg.data_dir / "clips"):
+        stage = Stage(cfg)
+        summary = stage.run(videos, from_files)
+    summary["mode"] = "from-dir" if from_files is not None else "download"
+    if from_files is not None:
+        summary["from_dir"] = str(cfg.from_dir)
+    return summary
