@@ -56,7 +56,7 @@ class AVEDataset:
     split: str
     stores: tuple[str, ...]
     background_videos: bool = False
-    youtube_ids: list[str] = field(init=False)
+    clip_ids: list[str] = field(init=False)
     samples: np.ndarray = field(init=False)
     segment_labels: np.ndarray = field(init=False)
     video_labels: np.ndarray = field(init=False)
@@ -109,7 +109,7 @@ class AVEDataset:
             samples = np.concatenate([samples, np.full(len(extra_ids), -1, np.int64)])
             seg = np.concatenate([seg, np.full((len(extra_ids), 10), background, np.int64)])
             vid = np.concatenate([vid, np.full(len(extra_ids), background, np.int64)])
-        self.youtube_ids, self.samples, self.segment_labels, self.video_labels = (
+        self.clip_ids, self.samples, self.segment_labels, self.video_labels = (
             ids,
             samples,
             seg,
@@ -117,13 +117,13 @@ class AVEDataset:
         )
 
     def __len__(self) -> int:
-        return len(self.youtube_ids)
+        return len(self.clip_ids)
 
     def batch(self, indices: Sequence[int]):
         """Features (float32 tensors, keyed by store name) and labels for the given positions."""
         import torch
 
-        ids = [self.youtube_ids[i] for i in indices]
+        ids = [self.clip_ids[i] for i in indices]
         out = {name: torch.from_numpy(store.gather(ids)) for name, store in self._stores.items()}
         idx = np.asarray(indices, np.int64)
         out["segment_labels"] = torch.from_numpy(self.segment_labels[idx])

@@ -9,20 +9,16 @@ import sys
 #: Modules that register subcommands, in pipeline order. Each exposes ``register(subparsers)``.
 COMMAND_MODULES = [
     "pipeline.cli.annotations",
-    "pipeline.stages.download",
-    "pipeline.stages.segments",
-    "pipeline.stages.convert_vggish",
-    "pipeline.stages.features.stage",
-    "pipeline.stages.release.import_release",
-    "pipeline.stages.release.export_release",
-    "pipeline.cli.crossmodal",
-    "models.training.localization",
-    "models.reports.table",
-    "models.evaluation.evaluate_run",
-    "models.reports.attention_maps",
-    "models.release.import_checkpoint",
-    "pipeline.bench.run",
-    "pipeline.demo.run",
+    "pipeline.cli.download",
+    "pipeline.cli.segments",
+    "pipeline.cli.features",
+    "pipeline.cli.release",
+    "pipeline.cli.train",
+    "pipeline.cli.evaluate",
+    "pipeline.cli.reports",
+    "pipeline.cli.checkpoint",
+    "pipeline.cli.bench",
+    "pipeline.cli.demo",
 ]
 
 

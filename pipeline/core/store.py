@@ -1,10 +1,10 @@
-"""Feature store: dense per-video arrays in NPY shards, a Parquet index and a metadata JSON.
+"""Feature store: dense per-clip arrays in NPY shards, a Parquet index and a metadata JSON.
 
 Layout of ``DATA_DIR/features/<name>/``::
 
     shard-00000.npy          (rows, *row_shape) in the storage dtype, memory-mappable
-    shard-00000.index.parquet  youtube_id, row (-1 for a failed video), error   [the shard's receipt]
-    index.parquet            youtube_id -> (shard, row), written when the store is finalised
+    shard-00000.index.parquet  clip_id, row (-1 for a failed video), error   [the shard's receipt]
+    index.parquet            clip_id -> (shard, row), written when the store is finalised
     meta.json                backbone, weights identity, preprocessing, precision, dtype, ...
 
 The list of videos is fixed when a store is planned and cut into shards of ``shard_size`` videos, so
@@ -26,8 +26,28 @@ import pandas as pd
 
 from pipeline.core.io import write_json, write_npy, write_parquet
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: keyed by ``clip_id`` (1 called the same key ``youtube_id``)
+#: Row shape of each store the stages write: one row per clip, one entry per second.
+ROW_SHAPES = {
+    "audio": (10, 128),
+    "audio_maps": (10, 6, 4, 512),
+    "visual": (10, 7, 7, 512),
+    "visual_vec": (10, 512),
+}
 DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def _current_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan written by store version 1 (key ``youtube_ids``) in today's terms."""
+    if plan.get("version") == 1 and "youtube_ids" in plan:
+        plan = {**plan, "version": STORE_VERSION, "clip_ids": plan["youtube_ids"]}
+        del plan["youtube_ids"]
+    return plan
+
+
+def _keyed(table: pd.DataFrame) -> pd.DataFrame:
+    """Index tables of version-1 stores call the key column ``youtube_id``."""
+    return table.rename(columns={"youtube_id": "clip_id"}) if "clip_id" not in table else table
 
 
 class StoreError(RuntimeError):
@@ -52,7 +72,7 @@ class StoreWriter:
     """
 
     root: Path
-    youtube_ids: list[str]
+    clip_ids: list[str]
     row_shape: tuple[int, ...]
     dtype: str = "float16"
     shard_size: int = 256
@@ -63,7 +83,7 @@ class StoreWriter:
         cls,
         data_dir: str | Path,
         name: str,
-        youtube_ids: Sequence[str],
+        clip_ids: Sequence[str],
         row_shape: Sequence[int],
         dtype: str = "float16",
         shard_size: int = 256,
@@ -74,7 +94,7 @@ class StoreWriter:
             raise StoreError(f"storage dtype {dtype!r} not supported; use one of {sorted(DTYPES)}")
         root = store_dir(data_dir, name)
         writer = cls(
-            root, list(youtube_ids), tuple(int(s) for s in row_shape), dtype, shard_size, meta or {}
+            root, list(clip_ids), tuple(int(s) for s in row_shape), dtype, shard_size, meta or {}
         )
         if force and root.exists():
             for f in root.iterdir():
@@ -84,7 +104,7 @@ class StoreWriter:
         plan_path = root / "plan.json"
         plan = writer._plan()
         if plan_path.is_file():
-            old = json.loads(plan_path.read_text())
+            old = _current_plan(json.loads(plan_path.read_text()))
             if old != plan:
                 raise StoreError(
                     f"{root}: an unfinished or finished store with a different plan exists "
@@ -97,7 +117,7 @@ class StoreWriter:
     def _plan(self) -> dict[str, Any]:
         return {
             "version": STORE_VERSION,
-            "youtube_ids": self.youtube_ids,
+            "clip_ids": self.clip_ids,
             "row_shape": list(self.row_shape),
             "dtype": self.dtype,
             "shard_size": self.shard_size,
@@ -105,10 +125,10 @@ class StoreWriter:
 
     @property
     def num_shards(self) -> int:
-        return max(1, -(-len(self.youtube_ids) // self.shard_size))
+        return max(1, -(-len(self.clip_ids) // self.shard_size))
 
     def shard_ids(self, shard: int) -> list[str]:
-        return self.youtube_ids[shard * self.shard_size : (shard + 1) * self.shard_size]
+        return self.clip_ids[shard * self.shard_size : (shard + 1) * self.shard_size]
 
     def is_done(self, shard: int) -> bool:
         return (self.root / f"{_shard_name(shard)}.index.parquet").is_file()
@@ -134,22 +154,22 @@ class StoreWriter:
         if unknown:
             raise StoreError(f"shard {shard}: ids not planned for it: {sorted(unknown)[:3]}")
         rows, table = [], []
-        for youtube_id in ids:
-            value = results.get(youtube_id, "not processed")
+        for clip_id in ids:
+            value = results.get(clip_id, "not processed")
             if isinstance(value, str):
-                table.append((youtube_id, -1, value))
+                table.append((clip_id, -1, value))
                 continue
             array = np.asarray(value)
             if array.shape != self.row_shape:
                 raise StoreError(
-                    f"{youtube_id}: feature shape {array.shape} does not match the store's {self.row_shape}"
+                    f"{clip_id}: feature shape {array.shape} does not match the store's {self.row_shape}"
                 )
-            table.append((youtube_id, len(rows), ""))
+            table.append((clip_id, len(rows), ""))
             rows.append(array.astype(DTYPES[self.dtype]))
         data = np.stack(rows) if rows else np.zeros((0, *self.row_shape), DTYPES[self.dtype])
         write_npy(data, self.root / f"{_shard_name(shard)}.npy")
         write_parquet(
-            pd.DataFrame(table, columns=["youtube_id", "row", "error"]),
+            pd.DataFrame(table, columns=["clip_id", "row", "error"]),
             self.root / f"{_shard_name(shard)}.index.parquet",
         )
 
@@ -162,11 +182,11 @@ class StoreWriter:
             return None
         parts = []
         for shard in range(self.num_shards):
-            part = pd.read_parquet(self.root / f"{_shard_name(shard)}.index.parquet")
+            part = _keyed(pd.read_parquet(self.root / f"{_shard_name(shard)}.index.parquet"))
             part.insert(1, "shard", shard)
             parts.append(part)
         table = pd.concat(parts, ignore_index=True)
-        ok = table[table["row"] >= 0][["youtube_id", "shard", "row"]].reset_index(drop=True)
+        ok = table[table["row"] >= 0][["clip_id", "shard", "row"]].reset_index(drop=True)
         failed = table[table["row"] < 0]
         meta = dict(self.meta or {})
         meta.update(
@@ -179,8 +199,7 @@ class StoreWriter:
                 "num_shards": self.num_shards,
                 "videos": int(len(ok)),
                 "failed": {
-                    str(k): str(v)
-                    for k, v in zip(failed["youtube_id"], failed["error"], strict=True)
+                    str(k): str(v) for k, v in zip(failed["clip_id"], failed["error"], strict=True)
                 },
             }
         )
@@ -190,7 +209,7 @@ class StoreWriter:
 
 
 class FeatureStore:
-    """Read side: memory-mapped shards, lookup by YouTube ID, float32 on the way out."""
+    """Read side: memory-mapped shards, lookup by clip ID, float32 on the way out."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -201,11 +220,11 @@ class FeatureStore:
                 "run `make features` (or `avel import-release`) first, or finish the interrupted run"
             )
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        self.index = pd.read_parquet(index_path)
+        self.index = _keyed(pd.read_parquet(index_path))
         self._where = {
             y: (int(s), int(r))
             for y, s, r in zip(
-                self.index["youtube_id"], self.index["shard"], self.index["row"], strict=True
+                self.index["clip_id"], self.index["shard"], self.index["row"], strict=True
             )
         }
         self._shards: dict[int, np.ndarray] = {}
@@ -219,7 +238,7 @@ class FeatureStore:
         return tuple(self.meta["row_shape"])
 
     @property
-    def youtube_ids(self) -> list[str]:
+    def clip_ids(self) -> list[str]:
         return list(self._where)
 
     @property
@@ -228,8 +247,8 @@ class FeatureStore:
         weights = self.meta.get("weights") or {}
         return bool(self.meta.get("random_weights")) or weights.get("sha256") == "random"
 
-    def __contains__(self, youtube_id: str) -> bool:
-        return youtube_id in self._where
+    def __contains__(self, clip_id: str) -> bool:
+        return clip_id in self._where
 
     def __len__(self) -> int:
         return len(self._where)
@@ -239,21 +258,21 @@ class FeatureStore:
             self._shards[shard] = np.load(self.root / f"{_shard_name(shard)}.npy", mmap_mode="r")
         return self._shards[shard]
 
-    def get(self, youtube_id: str) -> np.ndarray:
+    def get(self, clip_id: str) -> np.ndarray:
         """The stored row for one video (a read-only view in the storage dtype)."""
         try:
-            shard, row = self._where[youtube_id]
+            shard, row = self._where[clip_id]
         except KeyError:
-            raise KeyError(f"{youtube_id}: not in feature store {self.root}") from None
+            raise KeyError(f"{clip_id}: not in feature store {self.root}") from None
         return self._shard(shard)[row]
 
     def close(self) -> None:
         """Drop the memory-mapped shards (a long streaming read stays bounded by what it holds)."""
         self._shards.clear()
 
-    def gather(self, youtube_ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
+    def gather(self, clip_ids: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
         """Stack rows for several videos (repeats allowed) and convert to ``dtype``."""
-        out = np.empty((len(youtube_ids), *self.row_shape), dtype=dtype)
-        for i, youtube_id in enumerate(youtube_ids):
-            out[i] = self.get(youtube_id)
+        out = np.empty((len(clip_ids), *self.row_shape), dtype=dtype)
+        for i, clip_id in enumerate(clip_ids):
+            out[i] = self.get(clip_id)
         return out

@@ -18,10 +18,10 @@ from pipeline.core.store import FeatureStore, StoreWriter, store_dir  # noqa: E4
 from pipeline.stages.features.ray_engine import staging_path  # noqa: E402
 from pipeline.stages.features.stage import FeaturesConfig, run_features  # noqa: E402
 from pipeline.stages.segments import SegmentsConfig, patches_path, run_segments  # noqa: E402
-from tests.media import make_clip  # noqa: E402
+from tests.support.media import make_clip  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starting Ray costs ~10-20 s on 2 cores; see the README
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IDS = ["ray_a______", "ray_b______", "ray_bad____"]
 SIZE = 32  # frame side: pool5 is 1 x 1
 
@@ -90,7 +90,7 @@ def copy_of(segmented: Path, tmp_path: Path, name: str) -> Path:
 
 def assert_same_store(a: Path, b: Path, name: str) -> None:
     left, right = FeatureStore.open(a, name), FeatureStore.open(b, name)
-    assert left.youtube_ids == right.youtube_ids == IDS[:2]
+    assert left.clip_ids == right.clip_ids == IDS[:2]
     np.testing.assert_array_equal(left.gather(IDS[:2]), right.gather(IDS[:2]))  # fp32, CPU
     assert set(left.meta["failed"]) == set(right.meta["failed"]) == {IDS[2]}
     for key in ("row_shape", "dtype", "weights", "preprocessing", "frames_per_segment"):
@@ -143,4 +143,4 @@ def test_ray_store_equals_local_store_and_second_run_does_nothing(
     assert resumed["stores"][name]["clips_computed"] == 1
     assert_same_store(local, distributed, name)
     assert not any((root / ".staging").iterdir())
-    assert json.loads((root / "plan.json").read_text())["youtube_ids"] == IDS
+    assert json.loads((root / "plan.json").read_text())["clip_ids"] == IDS

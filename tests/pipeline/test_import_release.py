@@ -157,7 +157,7 @@ def test_import_small_release(small: dict, tmp_path: Path) -> None:
 
     audio, visual, vec = (FeatureStore.open(data, n) for n in ("audio", "visual", "visual_vec"))
     for store in (audio, visual, vec):
-        assert store.youtube_ids == ids
+        assert store.clip_ids == ids
         assert store.meta["source"] == "AVE feature release" and store.meta["dtype"] == "float16"
         assert store.meta["original_dtype"] == "float64" and store.meta["frames_per_segment"] == 16
     assert audio.meta["files"]["audio_feature.h5"]["sha256"] == sha256_file(

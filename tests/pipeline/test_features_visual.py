@@ -17,7 +17,7 @@ from pipeline.backbones.visual import extract_visual  # noqa: E402
 from pipeline.core.store import FeatureStore  # noqa: E402
 from pipeline.stages.features.stage import FeaturesConfig, format_summary, run_features  # noqa: E402
 from pipeline.stages.segments import SegmentsConfig, frame_plan, load_segments, run_segments  # noqa: E402
-from tests.media import make_clip  # noqa: E402
+from tests.support.media import make_clip  # noqa: E402
 
 IDS = ["vis_a______", "vis_b______", "vis_bad____"]
 SIZE = 32  # frame side: pool5 is 1 x 1 (224 gives the release's 7 x 7)

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tests.test_download import OFFSET, write_ave_inputs
 
 from pipeline.backbones.vggish import random_vggish
 from pipeline.core.store import FeatureStore
 from pipeline.stages.segments import load_patches, load_segments
-from tests.loopback import LoopbackServer
-from tests.media import make_clip
-from tests.test_download import OFFSET, write_ave_inputs
+from tests.support.loopback import LoopbackServer
+from tests.support.media import make_clip
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IDS = ["-e2eDash_01", "e2eFast__02", "e2eGone__03"]
 
 
@@ -71,7 +71,7 @@ def test_download_segments_features_through_make(tmp_path):
     feats = make("features", "FEATURES=audio", "ALLOW_RANDOM_WEIGHTS=1", "NO_DOWNLOAD=1", data=data)
     assert "RANDOM WEIGHTS" in feats.stdout, feats.stdout
     store = FeatureStore.open(data, "audio")
-    assert store.is_random and sorted(store.youtube_ids) == sorted(IDS[:2])
+    assert store.is_random and sorted(store.clip_ids) == sorted(IDS[:2])
     model = random_vggish(seed=0).eval()
     with torch.inference_mode():
         for youtube_id in IDS[:2]:

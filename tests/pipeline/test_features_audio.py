@@ -24,7 +24,7 @@ from pipeline.stages.features.stage import (
     run_features,
 )
 from pipeline.stages.segments import SegmentsConfig, load_patches, run_segments
-from tests.media import make_clip
+from tests.support.media import make_clip
 
 GOLDEN_ID = "golden_wave"
 IDS = [GOLDEN_ID, "tone440____", "tone880____", "corrupt____"]

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.backbones import vggish as V
 
-SHARED = Path(os.environ.get("AVEL_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(os.environ.get("AVEL_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
 GOLDEN = SHARED / "reference" / "vggish_frontend_golden.npz"
 
 

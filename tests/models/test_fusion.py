@@ -248,7 +248,7 @@ def test_trainer_trains_fusion_and_audio_map_models(model, options, data_dir, tm
         restored.stores
     )
     # the attention-maps stage draws the visual attention of these networks too
-    video = AVEDataset(data_dir, "test", ("audio",)).youtube_ids[0]
+    video = AVEDataset(data_dir, "test", ("audio",)).clip_ids[0]
     clip = tmp_path / f"{video}.mp4"
     subprocess.run(
         [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.test_import_release import _data_dir, small  # noqa: F401  (pytest fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make(target: str, *args: str, data: Path) -> str:

@@ -22,10 +22,10 @@ from pipeline.stages.download import (
     load_ledger,
     run_download,
 )
-from tests.loopback import LoopbackServer
-from tests.media import duration, make_clip, stream_types
+from tests.support.loopback import LoopbackServer
+from tests.support.media import duration, make_clip, stream_types
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCE_SECONDS = 14.0
 OFFSET = (2.5, 12.5)  # the AudioSet-style clip inside each 14 s source
 

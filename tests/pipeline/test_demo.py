@@ -31,7 +31,7 @@ from pipeline.demo.server import parse_range, serve_folder
 from pipeline.demo.synth import CLASSES, SOURCE_SECONDS, generate_demo_set, plan_clips
 from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_CLIPS, SEED, SIZE, FPS = 4, 0, (128, 96), 8  # 4 clips: train 2, val 1, test 1
 
 

@@ -56,9 +56,9 @@ def test_dataset_reads_split_and_stores(data_dir):
     assert len(train) == int((manifest["split"] == "train").sum()) and not train.missing
     batch = train.batch([0, 1])
     assert batch["audio"].dtype == torch.float32 and batch["visual"].shape == (2, 10, 7, 7, 512)
-    row = manifest[manifest["youtube_id"] == train.youtube_ids[1]].iloc[0]
+    row = manifest[manifest["youtube_id"] == train.clip_ids[1]].iloc[0]
     assert batch["segment_labels"][1].tolist() == list(row["segment_labels"])
-    stored = FeatureStore.open(data_dir, "visual").get(train.youtube_ids[1])
+    stored = FeatureStore.open(data_dir, "visual").get(train.clip_ids[1])
     torch.testing.assert_close(batch["visual"][1], torch.from_numpy(stored.astype("float32")))
     weak = AVEDataset(data_dir, "train", ("audio",), background_videos=True)
     assert weak.extra_videos == 2 and len(weak) == len(train) + 2
@@ -178,7 +178,7 @@ def test_weak_training_with_background_videos_and_seeds(data_dir, tmp_path):
 
 def test_attention_maps_for_generated_clip(av_att_run, data_dir, tmp_path):
     run, _ = av_att_run
-    video = AVEDataset(data_dir, "test", ("audio",)).youtube_ids[0]
+    video = AVEDataset(data_dir, "test", ("audio",)).clip_ids[0]
     clip = tmp_path / f"{video}.mp4"
     subprocess.run(
         [
@@ -228,11 +228,11 @@ def test_videos_missing_from_a_store_are_left_out_and_counted(tmp_path):
 
     make_synthetic_store(tmp_path, 10, num_classes=2, splits=(0.6, 0.2, 0.2), stores=("audio",))
     full = AVEDataset(tmp_path, "train", ("audio",))
-    ids = FeatureStore.open(tmp_path, "audio").youtube_ids
+    ids = FeatureStore.open(tmp_path, "audio").clip_ids
     writer = StoreWriter.open(tmp_path, "audio", ids, (10, 128), "float32", 256, force=True)
     rows = {y: np.zeros((10, 128), np.float32) for y in ids}
-    rows[full.youtube_ids[0]] = "download failed"
+    rows[full.clip_ids[0]] = "download failed"
     writer.write_shard(0, rows)
     writer.finalize()
     partial = AVEDataset(tmp_path, "train", ("audio",))
-    assert partial.missing == [full.youtube_ids[0]] and len(partial) == len(full) - 1
+    assert partial.missing == [full.clip_ids[0]] and len(partial) == len(full) - 1

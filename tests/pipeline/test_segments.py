@@ -18,7 +18,7 @@ from pipeline.stages.segments import (
     receipt_path,
     run_segments,
 )
-from tests.media import make_clip
+from tests.support.media import make_clip
 
 F = 4  # frames per segment: cheap
 

@@ -15,8 +15,8 @@ from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
 from pipeline.stages.download import DownloadConfig, load_ledger, run_download
 from pipeline.stages.features.stage import FeaturesConfig, run_features
 from pipeline.stages.segments import SegmentsConfig, load_segments, run_segments
-from tests.loopback import LoopbackServer
-from tests.media import duration, make_clip
+from tests.support.loopback import LoopbackServer
+from tests.support.media import duration, make_clip
 
 SHARED = "a-b_c-d_e_f"  # one source video, two clips; '_' and '-' inside on purpose
 OTHER = "Other-vid_2"
@@ -102,7 +102,7 @@ def test_vggsound_list_end_to_end_two_clips_from_one_video(tmp_path, served, lis
     )
     assert not feats["errors"]
     store = FeatureStore.open(data, "audio")
-    assert store.youtube_ids == keys
+    assert store.clip_ids == keys
     # the two clips of one video carry different audio (440 Hz source, different spans) -> rows
     # are both finite; the other video (880 Hz) differs from the first clip
     rows = store.gather(keys)

@@ -24,7 +24,7 @@ from models.release.localization import (
     resolve_arch,
 )
 from models.release.unpickler import ReleaseCheckpointError, read_release_checkpoint
-from tests.release_pickles import Evil, release_network, save_release_pickle
+from tests.support.release_pickles import Evil, release_network, save_release_pickle
 
 ARCHS = ("av_att", "av_att_weak", "dmrn")
 

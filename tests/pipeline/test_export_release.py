@@ -123,7 +123,7 @@ def _read(path: Path, key: str = KEY) -> np.ndarray:
 
 def _store_arrays(data: Path) -> dict[str, tuple[list[str], np.ndarray]]:
     stores = {n: FeatureStore.open(data, n) for n in FEATURE_FILES}
-    return {n: (s.youtube_ids, s.gather(s.youtube_ids)) for n, s in stores.items()}
+    return {n: (s.clip_ids, s.gather(s.clip_ids)) for n, s in stores.items()}
 
 
 def test_export_layout_and_round_trip(small: dict, tmp_path: Path) -> None:

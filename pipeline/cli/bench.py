@@ -1,0 +1,11 @@
+"""``avel bench`` (adapter still inside the library module; to be moved here)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.bench.run import register as _register_0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_0(subparsers)

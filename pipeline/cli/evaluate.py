@@ -1,0 +1,11 @@
+"""``avel evaluate`` (adapter still inside the library module; to be moved here)."""
+
+from __future__ import annotations
+
+import argparse
+
+from models.evaluation.evaluate_run import register as _register_0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_0(subparsers)
