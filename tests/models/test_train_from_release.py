@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_import_release import _data_dir, small  # noqa: F401  (pytest fixture)
+from tests.pipeline.test_import_release import _data_dir, small  # noqa: F401  (pytest fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 

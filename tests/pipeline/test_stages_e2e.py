@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tests.test_download import OFFSET, write_ave_inputs
+from tests.pipeline.test_download import OFFSET, write_ave_inputs
 
 from pipeline.backbones.vggish import random_vggish
 from pipeline.core.store import FeatureStore
