@@ -1,13 +1,9 @@
 """Decode only the planned frames of a clip, scaled straight to 224x224 (bilinear, no crop).
 
-Default backend: one ffmpeg process per clip, ``select`` on the planned frame numbers, ``scale``
-in the same filter graph, raw rgb24 on a pipe, stopping after the last planned frame. It needs no
-extra dependency and is the reference path of the tests. PyAV (``backend="pyav"``, optional, not a
-dependency) was measured on 10 s H.264 clips: about the same CPU time per 320x240 25 fps clip
-(0.24 vs 0.26 s) and half the CPU on tiny clips (no process start), but its ``reformat`` takes
-another swscale path whose pixels differ from ffmpeg's (up to 120/255 on sharp edges), so features
-would depend on which decoder is installed; decoding is far from the bottleneck next to VGG-19
-(~160 frames per clip), so ffmpeg stays the default.
+One ffmpeg process per clip: ``select`` on the planned frame numbers, ``scale`` in the same filter
+graph, raw rgb24 on a pipe, stopping after the last planned frame. It needs no extra dependency, and
+one decoder for every run keeps the features independent of what is installed (another scaler's
+pixels differ, up to 120/255 on sharp edges); decoding is far from the bottleneck next to VGG-19.
 
 Frame numbers count decoded frames from 0 in decode order with no frame-rate conversion
 (``-fps_mode passthrough``), which is also what :func:`count_frames` counts.
@@ -140,60 +136,13 @@ def decode_unique_ffmpeg(
     )
 
 
-def decode_unique_pyav(
-    path: str | os.PathLike, unique: np.ndarray, size: int = SIZE, threads: int = 1
-) -> np.ndarray:
-    """Same as :func:`decode_unique_ffmpeg` through PyAV (swscale bilinear)."""
-    import av
-
-    wanted = {int(i): k for k, i in enumerate(unique)}
-    out = np.empty((len(unique), size, size, 3), dtype=np.uint8)
-    done = 0
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.codec_context.thread_count = threads
-            for n, frame in enumerate(container.decode(stream)):
-                k = wanted.get(n)
-                if k is not None:
-                    out[k] = frame.reformat(
-                        width=size, height=size, format="rgb24", interpolation="BILINEAR"
-                    ).to_ndarray()
-                    done += 1
-                    if done == len(unique):
-                        break
-    except (av.FFmpegError, IndexError) as exc:
-        raise FrameDecodeError(f"{path}: PyAV could not decode the clip ({exc})") from exc
-    if done < len(unique):
-        raise FrameDecodeError(
-            f"{path}: only {done} of the {len(unique)} planned frames could be decoded (highest planned "
-            f"frame number {int(unique[-1])}); the clip is shorter than the plan, re-run the segments stage"
-        )
-    return out
-
-
-def pyav_available() -> bool:
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def decode_planned(
     path: str | os.PathLike,
     frame_indices: np.ndarray | Sequence[int],
     size: int = SIZE,
-    backend: str = "ffmpeg",
     threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode the distinct planned frames once: returns ``(frames (U, size, size, 3) uint8, inverse)``
     with ``frames[inverse]`` in the order of ``frame_indices.reshape(-1)`` (a plan may repeat frames)."""
     unique, inverse = _unique(frame_indices)
-    if backend == "ffmpeg":
-        frames = decode_unique_ffmpeg(path, unique, size, threads)
-    elif backend == "pyav":
-        frames = decode_unique_pyav(path, unique, size, threads)
-    else:
-        raise ValueError(f"unknown decoder backend {backend!r}; use 'ffmpeg' or 'pyav'")
-    return frames, inverse
+    return decode_unique_ffmpeg(path, unique, size, threads), inverse

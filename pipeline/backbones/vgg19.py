@@ -15,7 +15,6 @@ No network access happens here: weight files are looked up in local caches or gi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass, replace
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.core.fetch import sha256_file
 
 TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
 TORCHVISION_URL = f"https://download.pytorch.org/models/{TORCHVISION_FILE}"
@@ -138,14 +139,6 @@ KERAS = VGG19Weights(
 RANDOM = replace(
     TORCHVISION, name="random", url=None, file_name=None, sha256="random", sha256_prefix=None
 )
-
-
-def _digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_cache_dirs() -> list[Path]:
@@ -310,13 +303,13 @@ def build_vgg19_pool5(
             KERAS if keras else TORCHVISION, name=f"{'keras' if keras else 'torchvision'}-file"
         )
         record = replace(record, sha256_prefix=None, md5=None)
-    sha = _digest(path, "sha256")
+    sha = sha256_file(path)
     if record.sha256_prefix and not sha.startswith(record.sha256_prefix):
         raise WeightsError(
             f"{path}: sha256 {sha} does not start with {record.sha256_prefix}; the file is corrupt or "
             f"another version. Download {record.url} again."
         )
-    if record.md5 and _digest(path, "md5") != record.md5:
+    if record.md5 and sha256_file(path, algorithm="md5") != record.md5:
         raise WeightsError(f"{path}: md5 does not match {record.md5}; download {record.url} again.")
     record = replace(record, sha256=sha, source=str(path))
     if record.channel_order == "BGR":

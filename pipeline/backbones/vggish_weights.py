@@ -9,7 +9,6 @@ mode that go with them, and is what feature stores embed in their metadata.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ from pipeline.backbones.vggish_frontend import FRAMINGS, frontend_description
 from pipeline.backbones.vggish_model import LAYERS, NUM_PARAMETERS, OUTPUTS, Postprocessor, VGGish
 from pipeline.core.fetch import SourceError, fetch, is_url, sha256_file
 from pipeline.core.io import atomic_path, write_json
+from pipeline.core.layout import DataLayout
 
 VGGISH_CHECKPOINT_URL = "https://storage.googleapis.com/audioset/vggish_model.ckpt"
 VGGISH_PCA_PARAMS_URL = "https://storage.googleapis.com/audioset/vggish_pca_params.npz"
@@ -102,7 +102,7 @@ _OUTPUT_MEANING = {
 
 def default_cache_dir(data_dir: str | os.PathLike) -> Path:
     """Where the converted weights live for a data directory: DATA_DIR/weights/vggish."""
-    return Path(data_dir) / "weights" / "vggish"
+    return DataLayout(data_dir).weights("vggish")
 
 
 def _expected_shapes() -> dict[str, tuple[int, ...]]:
@@ -179,27 +179,13 @@ def convert_tf_checkpoint(
         {
             "format": FORMAT,
             "source": source or str(Path(ckpt_path).resolve()),
-            "source_sha256": checkpoint_sha256(ckpt_path),
+            "source_sha256": sha256_file(ckpt_path, parts=True),
             "sha256": digest,
             "parameters": NUM_PARAMETERS,
         },
         _record_path(out_path),
     )
     return digest
-
-
-def checkpoint_sha256(ckpt_path: str | os.PathLike) -> str:
-    """sha256 of a checkpoint file, or of a V2 checkpoint's files (index + data) in name order."""
-    path = Path(ckpt_path)
-    if path.is_file():
-        return sha256_file(path)
-    parts = sorted(path.parent.glob(path.name + ".*"))
-    if not parts:
-        raise VGGishWeightsError(f"{ckpt_path}: checkpoint not found")
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.name.encode() + b"\0" + sha256_file(part).encode())
-    return h.hexdigest()
 
 
 def _record_path(pt_path: Path) -> Path:
@@ -276,7 +262,7 @@ def ensure_vggish_weights(
             raise VGGishWeightsError(_missing_message(cache_dir, f"{local}: file not found"))
         source = str(local.resolve())
     cached = _cached_info(pt_path)
-    if cached is not None and cached.source_sha256 == checkpoint_sha256(local):
+    if cached is not None and cached.source_sha256 == sha256_file(local, parts=True):
         return cached
     convert_tf_checkpoint(local, pt_path, source=source)
     info = _cached_info(pt_path)

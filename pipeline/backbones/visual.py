@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.backbones.frames import SIZE, FrameDecodeError, decode_planned
 from pipeline.backbones.vgg19 import VGG19Weights
+from pipeline.core.manifest import CLIP_SECONDS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 Item = tuple[str, str | os.PathLike, np.ndarray]
@@ -30,18 +31,18 @@ def visual_vec(maps: np.ndarray) -> np.ndarray:
     return maps.mean(axis=(-3, -2), dtype=np.float64).astype(maps.dtype)
 
 
-def _check_plan(plan: np.ndarray, youtube_id: str) -> np.ndarray:
+def _check_plan(plan: np.ndarray, clip_id: str) -> np.ndarray:
     plan = np.asarray(plan)
-    if plan.ndim != 2 or plan.shape[0] != 10 or plan.shape[1] < 1:
-        raise ValueError(f"{youtube_id}: frame plan must be (10, F), got {plan.shape}")
+    if plan.ndim != 2 or plan.shape[0] != CLIP_SECONDS or plan.shape[1] < 1:
+        raise ValueError(f"{clip_id}: frame plan must be ({CLIP_SECONDS}, F), got {plan.shape}")
     return plan.astype(np.int64)
 
 
-class _ClipFrames:
+class ClipFrames:
     """Map-style dataset: clip i -> its distinct planned frames (uint8) and their order, or an error."""
 
-    def __init__(self, items: Sequence[Item], backend: str, threads: int, size: int):
-        self.items, self.backend, self.threads, self.size = items, backend, threads, size
+    def __init__(self, items: Sequence[Item], threads: int = 1, size: int = SIZE):
+        self.items, self.threads, self.size = items, threads, size
 
     def __len__(self) -> int:
         return len(self.items)
@@ -49,9 +50,9 @@ class _ClipFrames:
     def __getitem__(self, i: int) -> dict[str, Any]:
         import torch
 
-        youtube_id, path, plan = self.items[i]
+        _, path, plan = self.items[i]
         try:
-            frames, inverse = decode_planned(path, plan, self.size, self.backend, self.threads)
+            frames, inverse = decode_planned(path, plan, self.size, self.threads)
         except (FrameDecodeError, ValueError, OSError) as exc:
             return {"i": i, "error": str(exc)}
         return {
@@ -63,7 +64,7 @@ class _ClipFrames:
 
 @dataclass
 class _Pending:
-    youtube_id: str
+    clip_id: str
     frames: Any  # (N, 224, 224, 3) uint8 on the device, N = 10 * F, plan order
     per_second: int
     done: int = 0  # frames already through the network
@@ -78,14 +79,13 @@ def extract_visual(
     precision: str = "fp32",
     batch_size: int = 64,
     num_workers: int = 2,
-    backend: str = "ffmpeg",
     decoder_threads: int = 1,
     prefetch_clips: int = 2,
     size: int = SIZE,
 ) -> Iterator[tuple[str, np.ndarray | str]]:
-    """Yield ``(youtube_id, pool5 maps (10, 7, 7, 512) float32 | error string)`` in input order.
+    """Yield ``(clip_id, pool5 maps (10, 7, 7, 512) float32 | error string)`` in input order.
 
-    ``items``: ``(youtube_id, clip_path, frame_indices (10, F))``; each second's F planned frames are
+    ``items``: ``(clip_id, clip_path, frame_indices (10, F))``; each second's F planned frames are
     averaged after pool5. ``model``/``weights`` come from :func:`build_vgg19_pool5` (the model is
     moved to ``device`` in channels-last layout, in place). ``precision``
     bf16/fp16 need CUDA (autocast; sums stay fp32). ``num_workers`` decoder processes (0: in this
@@ -108,7 +108,7 @@ def extract_visual(
     model = model.to(dev, memory_format=torch.channels_last).eval()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     loader = torch.utils.data.DataLoader(
-        _ClipFrames(items, backend, decoder_threads, size),
+        ClipFrames(items, decoder_threads, size),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
@@ -144,7 +144,9 @@ def extract_visual(
             for _i, p, first, take in owners:
                 seconds = torch.arange(first, first + take, device=dev) // p.per_second
                 if p.sums is None:
-                    p.sums = torch.zeros((10, *y.shape[1:]), dtype=torch.float32, device=dev)
+                    p.sums = torch.zeros(
+                        (CLIP_SECONDS, *y.shape[1:]), dtype=torch.float32, device=dev
+                    )
                 p.sums.index_add_(0, seconds, y[start : start + take])
                 p.done += take
                 start += take

@@ -15,6 +15,7 @@ import torch
 
 from pipeline.backbones.vggish_frontend import log_mel_patches
 from pipeline.backbones.vggish_weights import random_vggish
+from pipeline.core.manifest import CLIP_SECONDS
 
 
 def _peak_rss_mb() -> float:
@@ -27,7 +28,7 @@ def bench_audio(
     """Time frontend and VGGish on ``n_videos`` 10 s stereo waveforms; return rates and ratios."""
     rng = np.random.default_rng(0)
     waves = [
-        rng.uniform(-0.5, 0.5, (10 * sample_rate, 2)).astype(np.float32) for _ in range(n_videos)
+        rng.uniform(-0.5, 0.5, (CLIP_SECONDS * sample_rate, 2)).astype(np.float32) for _ in range(n_videos)
     ]
     model = random_vggish(seed=0).to(device).eval()
 

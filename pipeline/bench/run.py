@@ -7,7 +7,6 @@ a GPU is present.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.io import atomic_path, write_json
+from pipeline.core.layout import DataLayout
 
 
 def _machine() -> str:
@@ -99,7 +99,7 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "rows": [],
     }
-    work = Path(data_dir) / "bench"
+    work = DataLayout(data_dir).bench
     for dev in devices:
         for name, fn in _benchmarks(dev, quick, work):
             print(f"[bench] {name} on {dev} ...", flush=True)
@@ -136,23 +136,3 @@ def format_table(results: dict) -> str:
             f"| {r['stage']} | {r['device']} | {r['throughput']} | {r['baseline']} | {ratio} | {peak} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("bench", help="benchmark every stage against its naive baseline")
-    p.add_argument(
-        "--data-dir", type=Path, default=Path("data"), help="work files go to DATA_DIR/bench"
-    )
-    p.add_argument("--out-dir", type=Path, default=Path("bench"))
-    p.add_argument("--device", default="auto", help="auto = CPU, plus CUDA when present")
-    p.add_argument(
-        "--quick", action="store_true", help="smaller sizes (a smoke run of the benchmark)"
-    )
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    results = run_bench(args.data_dir, args.out_dir, args.device, args.quick)
-    print(format_table(results))
-    print(f"-> {args.out_dir / 'results.json'}, {args.out_dir / 'results.md'}")
-    return 0

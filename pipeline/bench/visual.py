@@ -25,7 +25,8 @@ import numpy as np
 
 from pipeline.backbones.frames import count_frames
 from pipeline.backbones.vgg19 import build_vgg19_pool5
-from pipeline.backbones.visual import _ClipFrames, extract_visual
+from pipeline.backbones.visual import ClipFrames, extract_visual
+from pipeline.core.manifest import CLIP_SECONDS
 from pipeline.stages.segments import release_frame_indices
 
 
@@ -47,7 +48,7 @@ def make_bench_clips(
                     "-f",
                     "lavfi",
                     "-i",
-                    f"testsrc2=size={size}:rate={fps}:duration=10",
+                    f"testsrc2=size={size}:rate={fps}:duration={CLIP_SECONDS}",
                     "-vf",
                     f"hue=h={37 * k}",
                     "-pix_fmt",
@@ -235,7 +236,7 @@ def bench_visual(
         # Decoding only.
         def decode_opt() -> None:
             loader = torch.utils.data.DataLoader(
-                _ClipFrames(items, "ffmpeg", 1, size), batch_size=None, num_workers=num_workers
+                ClipFrames(items, 1, size), batch_size=None, num_workers=num_workers
             )
             for sample in loader:
                 assert "error" not in sample, sample.get("error")
@@ -281,7 +282,7 @@ def bench_visual(
 
         # End to end.
         def e2e_opt() -> None:
-            for youtube_id, maps in extract_visual(
+            for clip_id, maps in extract_visual(
                 items,
                 model,
                 record,
@@ -291,7 +292,7 @@ def bench_visual(
                 num_workers=num_workers,
                 size=size,
             ):
-                assert not isinstance(maps, str), f"{youtube_id}: {maps}"
+                assert not isinstance(maps, str), f"{clip_id}: {maps}"
 
         sec, mem = _timed(cuda, e2e_opt)
         opt.update(clips_per_s=len(items) / sec, frames_per_s=planned / sec, seconds=sec, **mem)
@@ -306,7 +307,7 @@ def bench_visual(
                             x = frame.permute(1, 2, 0) * record.scale - torch.tensor(record.mean)
                             x = (x / torch.tensor(record.std)).permute(2, 0, 1)[None]
                             maps.append(slow(x.to(dev)).cpu())
-                        torch.stack(maps).reshape(10, per_second, *maps[0].shape[1:]).mean(1)
+                        torch.stack(maps).reshape(CLIP_SECONDS, per_second, *maps[0].shape[1:]).mean(1)
 
             sec, mem = _timed(cuda, e2e_naive)
             nav.update(clips_per_s=len(items) / sec, frames_per_s=planned / sec, seconds=sec, **mem)

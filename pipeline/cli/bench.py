@@ -1,11 +1,34 @@
-"""``avel bench`` (adapter still inside the library module; to be moved here)."""
+"""``avel bench``: every stage benchmark against its naive baseline; the table to stdout."""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+from pathlib import Path
 
-from pipeline.bench.run import register as _register_0
+from pipeline.cli.common import fail
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    _register_0(subparsers)
+    p = subparsers.add_parser("bench", help="benchmark every stage against its naive baseline")
+    p.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="work files go to DATA_DIR/bench"
+    )
+    p.add_argument("--out-dir", type=Path, default=Path("bench"))
+    p.add_argument("--device", default="auto", help="auto = CPU, plus CUDA when present")
+    p.add_argument(
+        "--quick", action="store_true", help="smaller sizes (a smoke run of the benchmark)"
+    )
+    p.set_defaults(func=bench_main)
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    from pipeline.bench.run import format_table, run_bench
+
+    try:
+        results = run_bench(args.data_dir, args.out_dir, args.device, args.quick)
+    except (OSError, subprocess.CalledProcessError) as exc:  # no ffmpeg, unwritable output
+        return fail(exc)
+    print(format_table(results))
+    print(f"-> {args.out_dir / 'results.json'}, {args.out_dir / 'results.md'}")
+    return 0

@@ -18,9 +18,25 @@ class SourceError(RuntimeError):
     """An input file could not be obtained or failed its checksum."""
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
+def sha256_file(
+    path: str | os.PathLike, chunk: int = 1 << 20, algorithm: str = "sha256", parts: bool = False
+) -> str:
+    """Hex digest (sha256 unless ``algorithm`` says otherwise) of a file, streamed.
+
+    With ``parts``, ``path`` may also be the prefix of several files ``<path>.*`` (a TF checkpoint
+    written as index + data): the digest is then taken over each part's name and digest, in name
+    order. A missing file raises :class:`FileNotFoundError`.
+    """
+    path = Path(path)
+    if parts and not path.is_file():
+        found = sorted(path.parent.glob(path.name + ".*"))
+        if not found:
+            raise FileNotFoundError(f"{path}: no such file, nor files {path.name}.*")
+        h = hashlib.new(algorithm)
+        for part in found:
+            h.update(part.name.encode() + b"\0" + sha256_file(part, chunk, algorithm).encode())
+        return h.hexdigest()
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)

@@ -9,6 +9,7 @@
   ``features/<store>/``                                         feature stores (``pipeline.core.store``)
   ``features/.ray/``                                            Ray engine's per-clip staging
   ``weights/<backbone>/``                                       converted/cached backbone weights
+  ``bench/``                                                    ``avel bench`` work files
 """
 
 from __future__ import annotations
@@ -85,3 +86,7 @@ class DataLayout:
 
     def weights(self, backbone: str) -> Path:
         return self.root / "weights" / backbone
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench"

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.io import write_json, write_npy, write_parquet
+from pipeline.core.layout import DataLayout
 
 STORE_VERSION = 2  # 2: keyed by ``clip_id`` (1 called the same key ``youtube_id``)
 #: Row shape of each store the stages write: one row per clip, one entry per second.
@@ -55,7 +56,7 @@ class StoreError(RuntimeError):
 
 
 def store_dir(data_dir: str | Path, name: str) -> Path:
-    return Path(data_dir) / "features" / name
+    return DataLayout(data_dir).store(name)
 
 
 def _shard_name(i: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -15,14 +14,8 @@ import torch
 from pipeline.backbones.vggish import load_vggish, random_vggish
 from pipeline.cli import main as avel
 from pipeline.core.store import FeatureStore, store_dir
-from pipeline.stages.features.stage import (
-    FeaturesConfig,
-    FeaturesError,
-    _open_store,
-    audio_meta,
-    format_summary,
-    run_features,
-)
+from pipeline.stages.features.core import FeaturesConfig, FeaturesError, audio_meta, open_store
+from pipeline.stages.features.stage import format_summary, run_features
 from pipeline.stages.segments import SegmentsConfig, load_patches, run_segments
 from tests.support.media import make_clip
 
@@ -114,8 +107,10 @@ def test_segments_patches_match_golden(data, golden):
 
 def test_refuses_without_weights(data, capsys):
     code = avel(["features", "--data-dir", str(data), "--features", "audio", "--no-download"])
-    out = capsys.readouterr().out
-    assert code == 1 and "--allow-random-weights" in out and "NOT extracted" in out
+    captured = capsys.readouterr()
+    err = captured.err
+    assert code == 1 and "--allow-random-weights" in err and "NOT extracted" in err
+    assert "error" not in captured.out and "NOT extracted" not in captured.out
     assert not (store_dir(data, "audio") / "meta.json").exists()
 
 
@@ -139,10 +134,10 @@ def test_random_weights_store_equals_vggish_on_golden_patches(data, golden):
     model = random_vggish(seed=0).eval()
     with torch.inference_mode():
         golden_emb = model(torch.from_numpy(golden["patches_per_second"])).numpy()
-        for youtube_id in IDS[:3]:
-            patches = torch.from_numpy(load_patches(data, youtube_id))
-            np.testing.assert_allclose(store.get(youtube_id), model(patches).numpy(), atol=1e-5)
-            maps = FeatureStore.open(data, "audio_maps").get(youtube_id)
+        for clip_id in IDS[:3]:
+            patches = torch.from_numpy(load_patches(data, clip_id))
+            np.testing.assert_allclose(store.get(clip_id), model(patches).numpy(), atol=1e-5)
+            maps = FeatureStore.open(data, "audio_maps").get(clip_id)
             np.testing.assert_allclose(maps, model.pool5(patches).numpy(), atol=1e-5)
     scale = np.abs(golden_emb).max()
     np.testing.assert_allclose(store.get(GOLDEN_ID), golden_emb, atol=1e-3 * scale)
@@ -179,7 +174,7 @@ def test_killed_run_resumes_and_refuses_other_weights(data):
     # resuming with other weights (another random seed here) would mix two networks in one store
     meta = audio_meta(random_vggish(seed=5), FeaturesConfig(data), 2, "cpu")
     with pytest.raises(FeaturesError, match="other weights"):
-        _open_store(FeaturesConfig(data, shard_size=1), "audio", IDS[:3], (10, 128), meta)
+        open_store(FeaturesConfig(data, shard_size=1), "audio", IDS[:3], (10, 128), meta)
     resumed = features(data, allow_random_weights=True)
     assert (
         resumed["stores"]["audio"]["shards_written"] == 2 and resumed["stores"]["audio"]["complete"]
@@ -188,12 +183,3 @@ def test_killed_run_resumes_and_refuses_other_weights(data):
     again = features(data, allow_random_weights=True)  # finished store: not rewritten
     assert again["stores"]["audio"].get("already_complete")
     assert json.loads((root / "meta.json").read_text())["videos"] == 3
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("pipeline.backbones.vgg19") is not None,
-    reason="the VGG-19 backend is present",
-)
-def test_visual_without_backend_is_reported(data):
-    summary = run_features(FeaturesConfig(data, features=("visual",), progress=False))
-    assert "visual" in summary["errors"] and "--features audio" in summary["errors"]["visual"]

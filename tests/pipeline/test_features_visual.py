@@ -1,4 +1,4 @@
-"""The visual seam of `avel features`: the VGG-19 extractor (issue 5) filling `visual`/`visual_vec`."""
+"""The visual seam of `avel features`: the VGG-19 extractor filling `visual`/`visual_vec`."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip(
-    "pipeline.backbones.visual", reason="the VGG-19 extractor (issue 5) is not here"
-)
-
-from pipeline.backbones.vgg19 import build_vgg19_pool5  # noqa: E402
-from pipeline.backbones.visual import extract_visual  # noqa: E402
-from pipeline.core.store import FeatureStore  # noqa: E402
-from pipeline.stages.features.stage import FeaturesConfig, format_summary, run_features  # noqa: E402
-from pipeline.stages.segments import SegmentsConfig, frame_plan, load_segments, run_segments  # noqa: E402
-from tests.support.media import make_clip  # noqa: E402
+from pipeline.backbones.vgg19 import build_vgg19_pool5
+from pipeline.backbones.visual import extract_visual
+from pipeline.core.store import FeatureStore
+from pipeline.stages.features.core import FeaturesConfig
+from pipeline.stages.features.stage import format_summary, run_features
+from pipeline.stages.segments import SegmentsConfig, frame_plan, load_segments, run_segments
+from tests.support.media import make_clip
 
 IDS = ["vis_a______", "vis_b______", "vis_bad____"]
 SIZE = 32  # frame side: pool5 is 1 x 1 (224 gives the release's 7 x 7)
@@ -60,10 +57,10 @@ def test_visual_stores_equal_extractor_output(data):
     segments = load_segments(data)
     items = [(y, data / "clips" / f"{y}.mp4", frame_plan(segments, y)) for y in IDS[:2]]
     expected = dict(extract_visual(items, model, weights, batch_size=3, num_workers=0, size=SIZE))
-    for youtube_id in IDS[:2]:
-        np.testing.assert_allclose(maps.get(youtube_id), expected[youtube_id], rtol=1e-4, atol=1e-5)
+    for clip_id in IDS[:2]:
+        np.testing.assert_allclose(maps.get(clip_id), expected[clip_id], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(
-            vecs.get(youtube_id), expected[youtube_id].mean(axis=(1, 2)), atol=1e-5
+            vecs.get(clip_id), expected[clip_id].mean(axis=(1, 2)), atol=1e-5
         )
     again = run_features(cfg)  # finished stores are not rewritten
     assert again["stores"]["visual"].get("already_complete")

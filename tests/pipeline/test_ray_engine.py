@@ -15,8 +15,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'avel
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'avel[ray]')")
 
 from pipeline.core.store import FeatureStore, StoreWriter, store_dir  # noqa: E402
+from pipeline.stages.features.core import FeaturesConfig  # noqa: E402
 from pipeline.stages.features.ray_engine import staging_path  # noqa: E402
-from pipeline.stages.features.stage import FeaturesConfig, run_features  # noqa: E402
+from pipeline.stages.features.stage import run_features  # noqa: E402
 from pipeline.stages.segments import SegmentsConfig, patches_path, run_segments  # noqa: E402
 from tests.support.media import make_clip  # noqa: E402
 

@@ -165,12 +165,12 @@ def test_parity_with_independent_decoding(clips: dict[str, Path], random_vgg) ->
         )
     expected = pool5.reshape(10, per_second, 512, 7, 7).mean(1).permute(0, 2, 3, 1).numpy()
 
-    ((youtube_id, maps),) = list(
+    ((clip_id, maps),) = list(
         extract_visual(
             [("clip-1", clips["good"], plan)], model, weights, batch_size=8, num_workers=1
         )
     )
-    assert youtube_id == "clip-1"
+    assert clip_id == "clip-1"
     assert (
         isinstance(maps, np.ndarray) and maps.shape == (10, 7, 7, 512) and maps.dtype == np.float32
     )
@@ -288,7 +288,7 @@ def _gpu_items(clips: dict[str, Path], copies: int) -> list:
 @pytest.mark.gpu
 @pytest.mark.parametrize(("precision", "bound"), [("bf16", 5e-2), ("fp16", 1e-2)])
 def test_gpu_reduced_precision_error(clips: dict[str, Path], precision: str, bound: float) -> None:
-    """pool5 error of autocast against fp32 (max abs error / max abs value); the issue's rule picks
+    """pool5 error of autocast against fp32 (max abs error / max abs value); the rule picks
     the fastest precision under 1e-2 as the GPU default, so the figure is printed for the README."""
     try:
         model, weights = build_vgg19_pool5("torchvision")

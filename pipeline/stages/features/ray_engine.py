@@ -5,7 +5,7 @@ downstream is unaware of the engine::
 
     plan (the pending shards' clips, Parquet)  --read_parquet-->
     decode (CPU tasks, ``--decode-cpus`` each): visual = the planned frames at model resolution,
-        uint8 (10 F, S, S, 3) (``features.frames.decode_planned``); audio = the segments stage's
+        uint8 (10 F, S, S, 3) (``pipeline.backbones.frames.decode_planned``); audio = the segments stage's
         (10, 96, 64) log-mel patches. Fixed-size tensors; a clip that fails yields zeros + its error
     model (an actor pool, ``--model-actors``, ``num_gpus=1`` per actor on CUDA; ``batch_size`` =
         ``--batch-size`` examples per forward pass, whole clips per Ray batch): VGG-19 pool5 mean per
@@ -33,26 +33,26 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.io import write_json, write_npy, write_parquet
+from pipeline.core.manifest import CLIP_SECONDS
 from pipeline.core.store import DTYPES, StoreWriter
-from pipeline.stages.features.stage import (
+from pipeline.stages.features.core import (
     AUDIO_MAP_ROW,
     AUDIO_ROW,
-    VISUAL_VEC_ROW,
     FeaturesConfig,
     FeaturesError,
-    _open_store,
-    _progress,
-    _store_names,
-    _store_report,
-    _weights_line,
     audio_meta,
     build_vggish,
-    code_version,
-    visual_rows,
+    embed_patches,
+    finish_stores,
+    frame_plans,
+    open_stores,
+    pending_shards,
+    progress,
+    store_names,
+    vgg19_visual_backend,
+    visual_meta,
+    weights_line,
 )
-from pipeline.stages.segments import clips_dir, patches_path
-
-SECONDS = 10
 
 
 def require_ray():
@@ -70,7 +70,7 @@ def init_ray(address: str | None) -> Any:
     """Connect to ``address`` (e.g. "auto") or start a local Ray, unless already initialised."""
     ray = require_ray()
     if not ray.is_initialized():
-        root = str(Path(__file__).resolve().parents[1])  # workers import this checkout's avel
+        root = str(Path(__file__).resolve().parents[3])  # workers import this checkout's avel
         options: dict[str, Any] = {"runtime_env": {"env_vars": {"PYTHONPATH": root}}}
         if address is None:
             options["include_dashboard"] = False
@@ -93,10 +93,10 @@ def decode_visual(row: dict[str, Any], size: int, per_second: int) -> dict[str, 
     """Ray map: one clip -> its planned frames (10 F, size, size, 3) uint8, or zeros + error."""
     from pipeline.backbones.frames import decode_planned
 
-    frames = np.zeros((SECONDS * per_second, size, size, 3), np.uint8)
+    frames = np.zeros((CLIP_SECONDS * per_second, size, size, 3), np.uint8)
     error = ""
     try:
-        plan = np.asarray(row["plan"], dtype=np.int64).reshape(SECONDS, per_second)
+        plan = np.asarray(row["plan"], dtype=np.int64).reshape(CLIP_SECONDS, per_second)
         unique, inverse = decode_planned(row["path"], plan, size)
         frames = np.ascontiguousarray(unique[inverse])
     except Exception as exc:  # noqa: BLE001 - one bad clip is recorded, never fatal
@@ -106,7 +106,7 @@ def decode_visual(row: dict[str, Any], size: int, per_second: int) -> dict[str, 
 
 def decode_audio(row: dict[str, Any]) -> dict[str, Any]:
     """Ray map: one clip -> its (10, 96, 64) log-mel patches, or zeros + error."""
-    patches, error = np.zeros((SECONDS, 96, 64), np.float32), ""
+    patches, error = np.zeros((CLIP_SECONDS, 96, 64), np.float32), ""
     try:
         loaded = np.load(row["path"])
         if loaded.shape != patches.shape:
@@ -123,8 +123,6 @@ class VisualModel:
     def __init__(self, cfg: FeaturesConfig, device: str) -> None:
         import torch
 
-        from pipeline.stages.features.stage import vgg19_visual_backend
-
         self.device = torch.device(device)
         ext = vgg19_visual_backend(cfg, device=device)
         self.weights, self.precision = ext.weights, ext.precision
@@ -136,7 +134,7 @@ class VisualModel:
 
         frames, errors = batch["frames"], batch["error"]
         n, per_clip = frames.shape[:2]
-        per_second = per_clip // SECONDS
+        per_second = per_clip // CLIP_SECONDS
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         ok = [i for i in range(n) if not errors[i]]
         out = None
@@ -154,7 +152,9 @@ class VisualModel:
             for k, i in enumerate(ok):
                 y = pooled[k * per_clip : (k + 1) * per_clip]
                 seconds = torch.arange(per_clip, device=self.device) // per_second
-                sums = torch.zeros((SECONDS, *y.shape[1:]), dtype=torch.float32, device=self.device)
+                sums = torch.zeros(
+                    (CLIP_SECONDS, *y.shape[1:]), dtype=torch.float32, device=self.device
+                )
                 sums.index_add_(0, seconds, y)
                 maps = (sums / per_second).permute(0, 2, 3, 1).contiguous().cpu().numpy()
                 if out is None:
@@ -162,7 +162,7 @@ class VisualModel:
                 out[i] = maps
         if out is None:  # every clip of the batch failed: the shape only has to be consistent
             side = frames.shape[2] // 32
-            out = np.zeros((n, SECONDS, side, side, 512), np.float32)
+            out = np.zeros((n, CLIP_SECONDS, side, side, 512), np.float32)
         return {"clip_id": batch["clip_id"], "shard": batch["shard"], "value": out, "error": errors}
 
 
@@ -174,8 +174,6 @@ class AudioModel:
         self.model = build_vggish(cfg).to(device).eval()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from pipeline.stages.features.stage import embed_patches
-
         patches, errors = batch["patches"], batch["error"]
         n = len(patches)
         ok = [i for i in range(n) if not errors[i]]
@@ -202,12 +200,6 @@ class AudioModel:
 # ----------------------------------------------------------------------------- driver
 
 
-def _pending(writers: dict[str, StoreWriter], cfg: FeaturesConfig) -> list[int]:
-    return sorted(
-        {s for w in writers.values() for s, _ in w.pending_shards(cfg.shard_index, cfg.num_shards)}
-    )
-
-
 def _run_pipeline(
     cfg: FeaturesConfig,
     ray: Any,
@@ -220,7 +212,7 @@ def _run_pipeline(
     kind: str,
 ):
     """Run read -> decode -> model; yield output rows (dicts) as they arrive."""
-    work = Path(cfg.data_dir) / "features" / ".ray"
+    work = cfg.layout.ray_staging
     plan_path = work / f"plan-{kind}-{cfg.shard_index}of{cfg.num_shards}-{os.getpid()}.parquet"
     write_parquet(plan, plan_path)
     cuda = device.startswith("cuda")
@@ -334,8 +326,7 @@ def _collect(rows, shards: _Shards, fields: dict[str, str], bar) -> dict[str, in
 def run_visual_ray(
     cfg: FeaturesConfig, ids: list[str], segments: pd.DataFrame, frames_per_segment: int
 ) -> dict[str, Any]:
-    from pipeline.stages.features.stage import vgg19_visual_backend
-
+    """Fill the visual stores with VGG-19 through a Ray Data pipeline."""
     if cfg.visual_backend is not None:
         raise FeaturesError(
             "--engine ray runs the VGG-19 extractor only (no custom visual backend)"
@@ -343,44 +334,22 @@ def run_visual_ray(
     ray = init_ray(cfg.ray_address)
     device = cluster_device(cfg, ray)
     extractor = vgg19_visual_backend(cfg, device=device)  # checks the weights before launching
-    meta = dict(extractor.meta)
-    meta.update(
-        source="avel features (self-extracted)",
-        storage_dtype=cfg.dtype,
-        frames_per_segment=frames_per_segment,
-        code_version=code_version(),
-        engine="ray",
-    )
-    rows = visual_rows(cfg.frame_size)
-    writers = {
-        "visual": _open_store(cfg, "visual", ids, rows["visual"], dict(meta, feature="visual")),
-        "visual_vec": _open_store(
-            cfg,
-            "visual_vec",
-            ids,
-            VISUAL_VEC_ROW,
-            dict(meta, feature="visual_vec", reduction="mean over 7x7"),
-        ),
-    }
-    shards = _Shards(writers, _pending(writers, cfg))
+    meta = visual_meta(extractor, cfg, frames_per_segment, engine="ray")
+    writers = open_stores(cfg, "visual", ids, meta)
+    shards = _Shards(writers, pending_shards(writers, cfg))
     work = shards.to_compute()
     if work:
-        plans = {
-            y: np.concatenate(
-                [np.asarray(v, np.int64) for v in g.sort_values("second")["frame_indices"]]
-            )
-            for y, g in segments.groupby("youtube_id", sort=False)
-        }
+        plans = frame_plans(segments)
         records = [
             {
-                "clip_id": y,
+                "clip_id": c,
                 "shard": s,
-                "path": str(clips_dir(cfg.data_dir) / f"{y}.mp4"),
-                "plan": plans[y],
+                "path": str(cfg.layout.clip(c)),
+                "plan": plans[c].reshape(-1),
             }
-            for s, y in work
+            for s, c in work
         ]
-        per_clip = SECONDS * frames_per_segment
+        per_clip = CLIP_SECONDS * frames_per_segment
         clips_per_batch = max(1, cfg.batch("visual") // per_clip)
         stream = _run_pipeline(
             cfg,
@@ -399,31 +368,31 @@ def run_visual_ray(
                 value = np.asarray(row["value"])
                 yield dict(row, vec=value.mean(axis=(1, 2)))
 
-        with _progress(len(records), cfg.progress, "visual (ray)") as bar:
+        with progress(len(records), cfg.progress, "visual (ray)") as bar:
             _collect(with_vec(stream), shards, {"visual": "value", "visual_vec": "vec"}, bar)
-    reports = {}
-    for name, writer in writers.items():
-        reports[name] = _store_report(writer, shards.written[name], writer.finalize())
-        reports[name]["clips_computed"] = len(work)
-        reports[name]["random_weights"] = bool(meta["random_weights"])
-        reports[name]["weights"] = _weights_line(meta)
-    return reports
+    return finish_stores(
+        writers,
+        shards.written,
+        bool(meta["random_weights"]),
+        weights_line(meta),
+        clips_computed=len(work),
+    )
 
 
-def run_audio_ray(cfg: FeaturesConfig, ids: list[str], frames_per_segment: int) -> dict[str, Any]:
-    names = _store_names(cfg, "audio")
+def run_audio_ray(
+    cfg: FeaturesConfig, ids: list[str], frames_per_segment: int, names: list[str] | None = None
+) -> dict[str, Any]:
+    """Fill the audio stores (``names``, default all of them) through a Ray Data pipeline."""
+    names = store_names(cfg, "audio") if names is None else names
     ray = init_ray(cfg.ray_address)
     device = cluster_device(cfg, ray)
     model = build_vggish(cfg)  # checks the weights before launching
     meta = dict(audio_meta(model, cfg, frames_per_segment, device), engine="ray")
-    shapes = {"audio": AUDIO_ROW, "audio_maps": AUDIO_MAP_ROW}
-    writers = {n: _open_store(cfg, n, ids, shapes[n], dict(meta, feature=n)) for n in names}
-    shards = _Shards(writers, _pending(writers, cfg))
+    writers = open_stores(cfg, "audio", ids, meta, names)
+    shards = _Shards(writers, pending_shards(writers, cfg))
     work = shards.to_compute()
     if work:
-        records = [
-            {"clip_id": y, "shard": s, "path": str(patches_path(cfg.data_dir, y))} for s, y in work
-        ]
+        records = [{"clip_id": c, "shard": s, "path": str(cfg.layout.patches(c))} for s, c in work]
         stream = _run_pipeline(
             cfg,
             ray,
@@ -432,16 +401,16 @@ def run_audio_ray(cfg: FeaturesConfig, ids: list[str], frames_per_segment: int) 
             {},
             AudioModel,
             device,
-            max(1, cfg.batch("audio") // SECONDS),
+            max(1, cfg.batch("audio") // CLIP_SECONDS),
             "audio",
         )
         fields = {"audio": "value", "audio_maps": "maps"}
-        with _progress(len(records), cfg.progress, "audio (ray)") as bar:
+        with progress(len(records), cfg.progress, "audio (ray)") as bar:
             _collect(stream, shards, {n: fields[n] for n in names}, bar)
-    reports = {}
-    for name, writer in writers.items():
-        reports[name] = _store_report(writer, shards.written[name], writer.finalize())
-        reports[name]["clips_computed"] = len(work)
-        reports[name]["random_weights"] = meta["random_weights"]
-        reports[name]["weights"] = model.weights_info.describe()
-    return reports
+    return finish_stores(
+        writers,
+        shards.written,
+        meta["random_weights"],
+        model.weights_info.describe(),
+        clips_computed=len(work),
+    )

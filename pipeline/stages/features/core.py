@@ -1,0 +1,423 @@
+"""What both feature engines share: the config, store opening and reports, the audio model and
+the visual backend setup. The local engine (:mod:`.local`) and the Ray engine (:mod:`.ray_engine`)
+import this module and nothing of each other.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from pipeline.backbones.vgg19 import WeightsError, build_vgg19_pool5
+from pipeline.backbones.visual import extract_visual
+from pipeline.core.device import resolve_device
+from pipeline.core.io import write_json
+from pipeline.core.layout import DataLayout
+from pipeline.core.manifest import CLIP_SECONDS
+from pipeline.core.store import ROW_SHAPES, StoreWriter
+
+KINDS = ("audio", "visual")
+AUDIO_ROW = ROW_SHAPES["audio"]
+AUDIO_MAP_ROW = ROW_SHAPES["audio_maps"]
+VISUAL_VEC_ROW = ROW_SHAPES["visual_vec"]
+#: Default forward-pass batch sizes when ``--batch-size`` is not given.
+DEFAULT_BATCH = {"audio": 256, "visual": 64}
+RANDOM_BANNER = "!!! RANDOM WEIGHTS: {what} are NOT pretrained features (smoke run only) !!!"
+#: Store settings that must not change while a store is partly written (``run.json``).
+IDENTITY_KEYS = ("backbone", "weights", "output", "preprocessing", "frames_per_segment")
+
+
+class FeaturesError(RuntimeError):
+    """The stage cannot run as asked (missing inputs or weights, mismatched store)."""
+
+
+#: One visual work item: (clip_id, clip path, planned frame indices (10, F)).
+VisualItem = tuple[str, Path, np.ndarray]
+
+
+class VisualExtractor(Protocol):
+    """What a visual backend factory returns: metadata plus a batched extractor over clips.
+
+    ``meta`` is written into the visual stores: backbone, weights {source, sha256} (or "random"),
+    preprocessing, precision, ``random_weights``. Calling it with work items yields, per item and in
+    any order, ``(clip_id, (10, 7, 7, 512) array)`` or ``(clip_id, error string)``.
+    """
+
+    meta: dict[str, Any]
+
+    def __call__(self, items: Iterable[VisualItem]) -> Iterator[tuple[str, np.ndarray | str]]: ...
+
+
+@dataclass
+class FeaturesConfig:
+    data_dir: Path = Path("data")
+    features: tuple[str, ...] = KINDS
+    dtype: str = "float16"
+    device: str = "auto"
+    batch_size: int | None = None  # examples per forward pass (audio patches / visual frames)
+    workers: int = 2  # decoding processes for the visual extractor
+    vgg19_weights: str = "torchvision"  # torchvision, keras, random or a .pth/.h5 path
+    precision: str = (
+        "auto"  # visual: fp32, bf16, fp16; auto = fp16 on CUDA (torchvision), else fp32
+    )
+    frame_size: int = 224  # visual frame side (224 = release; smaller only for fast tests)
+    vggish_checkpoint: str | None = None  # TF checkpoint (path/URL) or a converted .pt state dict
+    vggish_output: str = "ave"
+    vggish_pca_params: str | None = None
+    audio_maps: bool = False
+    allow_random_weights: bool = False
+    allow_download: bool = True
+    num_shards: int = 1
+    shard_index: int = 0
+    shard_size: int = 256
+    merge: bool = False
+    force: bool = False
+    progress: bool = True
+    engine: str = (
+        "local"  # local, or ray (pipeline.stages.features.ray_engine: a Ray Data pipeline)
+    )
+    ray_address: str | None = None  # ray.init address ("auto" = the running cluster); None = local
+    decode_cpus: float = 1.0  # Ray engine: CPUs per decode task
+    model_actors: int | None = None  # Ray engine: model actors (default: GPUs in the cluster, or 1)
+    #: Visual extractor factory taking this config; None = :func:`vgg19_visual_backend`.
+    visual_backend: Callable[[FeaturesConfig], VisualExtractor] | None = field(
+        default=None, repr=False
+    )
+
+    def batch(self, kind: str) -> int:
+        return self.batch_size or DEFAULT_BATCH[kind]
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(self.data_dir)
+
+
+# ----------------------------------------------------------------------------- stores
+
+
+def code_version() -> str:
+    """avel's version plus the git commit of the checkout when there is one."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        base = version("avel")
+    except PackageNotFoundError:
+        base = "0+unknown"
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        commit = out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return f"{base}+g{commit}" if commit else base
+
+
+def features_device(cfg: FeaturesConfig) -> Any:
+    """``cfg.device`` resolved in this process (a ``torch.device``); unusable devices are a
+    :class:`FeaturesError`."""
+    try:
+        return resolve_device(cfg.device)
+    except RuntimeError as exc:
+        raise FeaturesError(str(exc)) from exc
+
+
+def visual_rows(frame_size: int) -> dict[str, tuple[int, ...]]:
+    """Row shapes of the visual stores: pool5 is 1/32 of the frame side (7 x 7 at 224)."""
+    side = frame_size // 32
+    channels = ROW_SHAPES["visual"][-1]
+    return {"visual": (CLIP_SECONDS, side, side, channels), "visual_vec": VISUAL_VEC_ROW}
+
+
+def store_rows(cfg: FeaturesConfig, kind: str) -> dict[str, tuple[int, ...]]:
+    """The stores one kind fills, with their row shapes."""
+    if kind == "audio":
+        rows = {"audio": AUDIO_ROW}
+        if cfg.audio_maps:
+            rows["audio_maps"] = AUDIO_MAP_ROW
+        return rows
+    return visual_rows(cfg.frame_size)
+
+
+def store_names(cfg: FeaturesConfig, kind: str) -> list[str]:
+    return list(store_rows(cfg, kind))
+
+
+def open_store(
+    cfg: FeaturesConfig, name: str, ids: list[str], row: tuple[int, ...], meta: dict
+) -> StoreWriter:
+    """Open (plan) a store and check that a partly written one was made with the same settings."""
+    writer = StoreWriter.open(
+        cfg.data_dir,
+        name,
+        ids,
+        row,
+        dtype=cfg.dtype,
+        shard_size=cfg.shard_size,
+        meta=meta,
+        force=cfg.force,
+    )
+    identity = {k: meta.get(k) for k in IDENTITY_KEYS}
+    run_path = writer.root / "run.json"
+    if run_path.is_file():
+        old = json.loads(run_path.read_text())
+        if old != json.loads(json.dumps(identity, default=str)):
+            now = json.loads(json.dumps(identity, default=str))
+            changed = ", ".join(
+                f"{k}: {str(old.get(k))[:60]} -> {str(now.get(k))[:60]}"
+                for k in now
+                if old.get(k) != now.get(k)
+            )
+            raise FeaturesError(
+                f"{writer.root}: this store was (partly) written with other weights or settings "
+                f"({changed}); pass --force (FORCE=1) to rebuild it"
+            )
+    else:
+        write_json(identity, run_path)
+    return writer
+
+
+def open_stores(
+    cfg: FeaturesConfig,
+    kind: str,
+    ids: list[str],
+    meta: dict[str, Any],
+    names: Iterable[str] | None = None,
+) -> dict[str, StoreWriter]:
+    """Open the stores of one kind (or only ``names``), each with ``meta`` plus its own name."""
+    rows = store_rows(cfg, kind)
+    extra = {"visual_vec": {"reduction": "mean over 7x7"}}
+    return {
+        n: open_store(cfg, n, ids, rows[n], dict(meta, feature=n, **extra.get(n, {})))
+        for n in (rows if names is None else names)
+    }
+
+
+def pending_shards(writers: dict[str, StoreWriter], cfg: FeaturesConfig) -> list[int]:
+    """Shards this process still has to write in any of ``writers``."""
+    return sorted(
+        {s for w in writers.values() for s, _ in w.pending_shards(cfg.shard_index, cfg.num_shards)}
+    )
+
+
+def weights_line(meta: dict) -> str:
+    weights = meta.get("weights") or {}
+    return (
+        f"{meta.get('backbone')} {weights.get('source')} sha256 {str(weights.get('sha256'))[:12]}"
+    )
+
+
+def store_report(writer: StoreWriter, written: int, meta_out: dict | None) -> dict[str, Any]:
+    pending = sum(not writer.is_done(s) for s in range(writer.num_shards))
+    report = {
+        "path": str(writer.root),
+        "shards_written": written,
+        "shards_pending": pending,
+        "complete": writer.complete,
+    }
+    if meta_out is not None:
+        report.update(videos=meta_out["videos"], failed=len(meta_out["failed"]))
+    return report
+
+
+def finish_stores(
+    writers: dict[str, StoreWriter],
+    written: dict[str, int],
+    random_weights: bool,
+    weights: str,
+    **extra: Any,
+) -> dict[str, dict[str, Any]]:
+    """Finalize every store whose shards are all written; one report per store."""
+    reports = {}
+    for name, writer in writers.items():
+        reports[name] = store_report(writer, written[name], writer.finalize())
+        reports[name].update(extra)
+        reports[name]["random_weights"] = random_weights
+        reports[name]["weights"] = weights
+    return reports
+
+
+def progress(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="clip", file=sys.stderr, disable=not enabled)
+
+
+def frame_plans(segments: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Clip ID -> its (10, F) planned frame indices, from the segments table."""
+    # segments.parquet calls the clip ID ``youtube_id``
+    return {
+        clip_id: np.stack(
+            [np.asarray(v, dtype=np.int64) for v in g.sort_values("second")["frame_indices"]]
+        )
+        for clip_id, g in segments.groupby("youtube_id", sort=False)
+    }
+
+
+# ----------------------------------------------------------------------------- audio
+
+
+def build_vggish(cfg: FeaturesConfig):
+    """The VGGish model for this run (weights identity in ``model.weights_info``)."""
+    from pipeline.backbones import vggish as vg
+    from pipeline.core.fetch import SourceError, fetch
+
+    cache = cfg.layout.weights("vggish")
+    pca = None
+    if cfg.vggish_output == "pca":
+        location = cfg.vggish_pca_params or vg.VGGISH_PCA_PARAMS_URL
+        if location.startswith(("http://", "https://")) and not cfg.allow_download:
+            raise FeaturesError(
+                "--vggish-output pca needs vggish_pca_params.npz: pass --vggish-pca-params"
+            )
+        try:
+            pca = fetch(location, cache)
+        except SourceError as exc:
+            raise FeaturesError(f"cannot get the VGGish PCA parameters: {exc}") from exc
+    checkpoint = cfg.vggish_checkpoint
+    try:
+        if checkpoint and Path(checkpoint).suffix in (".pt", ".pth"):
+            return vg.load_vggish(checkpoint, pca_params=pca)
+        info = vg.ensure_vggish_weights(
+            cache, checkpoint=checkpoint, allow_download=cfg.allow_download
+        )
+        return vg.load_vggish(info.path, pca_params=pca)
+    except vg.VGGishWeightsError as exc:
+        if checkpoint or not cfg.allow_random_weights:
+            raise FeaturesError(str(exc)) from exc
+        return vg.random_vggish(seed=0, pca_params=pca)
+
+
+def audio_meta(model, cfg: FeaturesConfig, frames_per_segment: int, device: Any) -> dict[str, Any]:
+    """Store metadata of the audio stores made by ``model`` on ``device``."""
+    info = model.weights_info.with_mode(output=cfg.vggish_output, framing="ave")
+    meta = info.to_dict()
+    meta.update(
+        source="avel features (self-extracted)",
+        storage_dtype=cfg.dtype,
+        random_weights=info.is_random,
+        precision="fp32",
+        device=str(device),
+        frames_per_segment=frames_per_segment,
+        code_version=code_version(),
+        inputs="DATA_DIR/segments/<clip_id>.patches.npy (segments stage, AVE framing)",
+    )
+    return meta
+
+
+def embed_patches(
+    model, patches: np.ndarray, output: str, maps: bool, batch_size: int, device: Any
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """VGGish on (N, 96, 64) patches in batches: (N, 128) embeddings and optionally (N, 6, 4, 512)."""
+    import torch
+
+    emb = np.empty((len(patches), *AUDIO_ROW[1:]), dtype=np.float32)
+    pool5 = np.empty((len(patches), *AUDIO_MAP_ROW[1:]), dtype=np.float32) if maps else None
+    with torch.inference_mode():
+        for start in range(0, len(patches), batch_size):
+            x = torch.from_numpy(patches[start : start + batch_size]).to(device)
+            emb[start : start + len(x)] = model(x, output=output).float().cpu().numpy()
+            if pool5 is not None:
+                pool5[start : start + len(x)] = model.pool5(x).float().cpu().numpy()
+    return emb, pool5
+
+
+# ----------------------------------------------------------------------------- visual
+
+
+class VGG19Extractor:
+    """The VGG-19 visual backend: ``meta`` for the stores, the network and its weights record
+    (the Ray engine's actors take ``model``, ``weights`` and ``precision``), and a call over work
+    items that runs :func:`pipeline.backbones.visual.extract_visual`."""
+
+    def __init__(
+        self, cfg: FeaturesConfig, model: Any, weights: Any, precision: str, device: str
+    ) -> None:
+        self.cfg, self.model, self.weights = cfg, model, weights
+        self.precision, self.device = precision, device
+        record = weights.meta()
+        self.meta: dict[str, Any] = {
+            "backbone": "vgg19 pool5 (torchvision vgg19().features), mean over the frames of each second",
+            "weights": {
+                "source": weights.source or weights.url or weights.name,
+                "sha256": weights.sha256,
+            },
+            "weights_record": record,
+            "preprocessing": record.get("preprocessing"),
+            "frame_size": cfg.frame_size,
+            "precision": precision,
+            "device": device,
+            "random_weights": bool(weights.is_random),
+        }
+
+    def __call__(self, items: Iterable[VisualItem]) -> Iterator[tuple[str, np.ndarray | str]]:
+        return extract_visual(
+            list(items),
+            self.model,
+            self.weights,
+            device=self.device,
+            precision=self.precision,
+            batch_size=self.cfg.batch("visual"),
+            num_workers=self.cfg.workers,
+            size=self.cfg.frame_size,
+        )
+
+
+def vgg19_visual_backend(cfg: FeaturesConfig, device: str | None = None) -> VGG19Extractor:
+    """VGG-19 pool5 (:mod:`pipeline.backbones.vgg19` / :mod:`~pipeline.backbones.visual`) behind
+    the visual seam.
+
+    ``device``: the device the model will run on when it is not this process's (the Ray engine's
+    driver plans for its workers' GPUs); default: ``cfg.device`` resolved here.
+    """
+    device = str(device or features_device(cfg))
+    cache = cfg.layout.weights("vgg19")
+    try:
+        model, weights = build_vgg19_pool5(
+            cfg.vgg19_weights, allow_random=cfg.allow_random_weights, cache_dir=cache
+        )
+    except WeightsError as exc:
+        named = cfg.vgg19_weights in ("torchvision", "keras")
+        if not (named and cfg.allow_random_weights):
+            raise FeaturesError(str(exc)) from exc
+        model, weights = build_vgg19_pool5("random", allow_random=True, cache_dir=cache)
+    precision = cfg.precision
+    if precision == "auto":
+        # fp16 on CUDA for ImageNet-normalised inputs (the `gpu` tests bound its pool5 error vs fp32
+        # at 1e-2 relative); Caffe-style inputs (+-128) risk fp16 overflow deep in the net: fp32.
+        on_cuda = device.startswith("cuda")
+        precision = "fp16" if on_cuda and weights.scale != 1.0 else "fp32"
+    return VGG19Extractor(cfg, model, weights, precision, device)
+
+
+def load_visual_backend(cfg: FeaturesConfig) -> VisualExtractor:
+    """The visual extractor: ``cfg.visual_backend`` or :func:`vgg19_visual_backend`."""
+    return (cfg.visual_backend or vgg19_visual_backend)(cfg)
+
+
+def visual_meta(
+    extractor: VisualExtractor, cfg: FeaturesConfig, frames_per_segment: int, **extra: Any
+) -> dict[str, Any]:
+    """Store metadata of the visual stores: the extractor's record plus this run's settings."""
+    meta = dict(extractor.meta)
+    meta.setdefault("random_weights", (meta.get("weights") or {}).get("sha256") == "random")
+    meta.update(
+        source="avel features (self-extracted)",
+        storage_dtype=cfg.dtype,
+        frames_per_segment=frames_per_segment,
+        code_version=code_version(),
+        **extra,
+    )
+    return meta
