@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -183,3 +184,16 @@ def test_killed_run_resumes_and_refuses_other_weights(data):
     again = features(data, allow_random_weights=True)  # finished store: not rewritten
     assert again["stores"]["audio"].get("already_complete")
     assert json.loads((root / "meta.json").read_text())["videos"] == 3
+
+
+def test_maps_added_to_a_finished_audio_store(data):
+    """A finished `audio` store is left as it is when `audio_maps` is asked for later."""
+    shutil.rmtree(store_dir(data, "audio_maps"), ignore_errors=True)
+    features(data, allow_random_weights=True)  # `audio` complete (resumed or already)
+    stamp = (store_dir(data, "audio") / "meta.json").stat().st_mtime_ns
+    summary = features(data, allow_random_weights=True, audio_maps=True)
+    assert not summary["errors"], summary["errors"]
+    assert summary["stores"]["audio"].get("already_complete")
+    assert summary["stores"]["audio_maps"]["complete"]
+    assert (store_dir(data, "audio") / "meta.json").stat().st_mtime_ns == stamp
+    assert FeatureStore.open(data, "audio_maps").row_shape == (10, 6, 4, 512)

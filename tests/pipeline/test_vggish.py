@@ -345,3 +345,25 @@ def test_official_weights_smoke_statistics(tmp_path_factory):
     assert abs(raw.std() - 0.343) < 0.1 * 0.343
     assert abs(post.mean() - 126.0) < 0.1 * 126.0
     assert abs(post.std() - 89.3) < 0.1 * 89.3
+
+
+def test_checkpoint_digest_covers_every_part(tmp_path):
+    """A TF checkpoint given as a prefix (index + data files) has one digest over its parts."""
+    import hashlib
+
+    from pipeline.core.fetch import sha256_file
+
+    (tmp_path / "model.ckpt.index").write_bytes(b"index")
+    (tmp_path / "model.ckpt.data-00000-of-00001").write_bytes(b"data")
+    digest = sha256_file(tmp_path / "model.ckpt", parts=True)
+    expected = hashlib.sha256()
+    for name, body in (("model.ckpt.data-00000-of-00001", b"data"), ("model.ckpt.index", b"index")):
+        expected.update(name.encode() + b"\0" + hashlib.sha256(body).hexdigest().encode())
+    assert digest == expected.hexdigest()
+    (tmp_path / "model.ckpt.index").write_bytes(b"other index")
+    assert sha256_file(tmp_path / "model.ckpt", parts=True) != digest
+    single = tmp_path / "model.ckpt.index"
+    assert sha256_file(single, parts=True) == sha256_file(single)
+    assert sha256_file(single, algorithm="md5") == hashlib.md5(b"other index").hexdigest()
+    with pytest.raises(FileNotFoundError):
+        sha256_file(tmp_path / "absent.ckpt", parts=True)
