@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from models.data.ave import AVEDataset, make_synthetic_store
+from models.data.ave import AVEDataset
+from models.data.synthetic import make_synthetic_store
 from models.evaluation.evaluate_run import run_evaluate
 from models.reports.attention_maps import run_attention_maps
-from models.training.localization import TrainConfig, load_checkpoint, train_seed
+from models.training.checkpoint import load_checkpoint
+from models.training.engine import TrainConfig, train_seed
 from pipeline.cli import main as avel
 from pipeline.core.store import FeatureStore
 
