@@ -232,6 +232,18 @@ def test_avdln_learns_synthetic_codes(synthetic, tmp_path):
     evaluated = json.loads((tmp_path / "avdln" / "evaluate" / "metrics-test.json").read_text())
     assert evaluated["a2v_accuracy"]["mean"] == pytest.approx(summary["a2v_accuracy"]["mean"])
     assert (tmp_path / "avdln" / "evaluate" / "seed-1" / "distance-0088.png").is_file()
+    # a run of the previous version: flat config, {"model": NAME, "options", "state_dict"} best.pt
+    previous = tmp_path / "previous" / "seed-0"
+    previous.mkdir(parents=True)
+    payload = torch.load(seed_dir / "best.pt", weights_only=True)
+    torch.save(
+        {"model": "avdln", "options": {}, "state_dict": payload["state_dict"], "epoch": 1},
+        previous / "best.pt",
+    )
+    (previous / "config.json").write_text(json.dumps({"data_dir": str(synthetic), "seed": 0}))
+    assert cli.main(["evaluate", "--run", str(previous), "--device", "cpu", "--plots", "0"]) == 0
+    old = json.loads((previous / "evaluate" / "metrics-test.json").read_text())
+    assert old["results"]["run"]["a2v_accuracy"] == seed_metrics["test"]["a2v_accuracy"]
 
 
 def test_dcca_trains_and_evaluates(synthetic, tmp_path):
@@ -271,6 +283,11 @@ def test_dcca_trains_and_evaluates(synthetic, tmp_path):
     assert summary["a2v_accuracy"]["mean"] > summary["chance_accuracy"]["mean"] + 0.2, summary
     assert summary["v2a_accuracy"]["mean"] > summary["chance_accuracy"]["mean"] + 0.2, summary
     assert (tmp_path / "dcca" / "seed-0" / "best.pt").is_file()
+    assert cli.main(["evaluate", "--run", str(tmp_path / "dcca" / "seed-0"), "--plots", "0"]) == 0
+    evaluated = json.loads(
+        (tmp_path / "dcca" / "seed-0" / "evaluate" / "metrics-test.json").read_text()
+    )
+    assert evaluated["a2v_accuracy"]["mean"] == pytest.approx(summary["a2v_accuracy"]["mean"])
 
 
 # --------------------------------------------------------------------------- release weights
