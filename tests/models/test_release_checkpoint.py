@@ -254,7 +254,7 @@ def test_import_checkpoint_refuses_with_the_names(tmp_path, capsys):
     source = save_release_pickle(net, tmp_path / "AV_att.pt", "av_att")
     out = tmp_path / "run"
     assert avel(["import-checkpoint", str(source), "--arch", "av_att", "--out", str(out)]) == 2
-    message = capsys.readouterr().out
+    message = capsys.readouterr().err
     assert "misshapen: L2.weight (found (28, 64), expected (29, 64))" in message
     assert not (out / "config.json").exists()
 
