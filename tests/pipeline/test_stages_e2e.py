@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tests.pipeline.test_download import OFFSET, write_ave_inputs
 
 from pipeline.backbones.vggish import random_vggish
 from pipeline.core.store import FeatureStore
 from pipeline.stages.segments import load_patches, load_segments
-from tests.pipeline.test_download import OFFSET, write_ave_inputs
 from tests.support.loopback import LoopbackServer
 from tests.support.media import make_clip
 
