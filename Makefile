@@ -175,12 +175,12 @@ import-release: $(STAMP_RUN) ffmpeg
 # cross-modality: MODEL=dcca trains the DCCA baseline, anything else AVDLN; runs go to RUN_DIR/<model>.
 XMODEL = $(if $(filter dcca,$(MODEL)),dcca,avdln)
 train-avdln: $(STAMP_RUN) ffmpeg
-	$(AVEL) train-crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" --model "$(XMODEL)" \
-		--run-dir "$(RUN_DIR)/$(XMODEL)" $(call opt,--epochs,$(EPOCHS)) \
+	$(AVEL) train crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" --model "$(XMODEL)" \
+		--run-dir "$(RUN_DIR)" --name "$(XMODEL)" $(call opt,--epochs,$(EPOCHS)) \
 		$(call opt,--batch-size,$(BATCH_SIZE)) $(call opt,--seeds,$(SEEDS)) $(call opt,--mismatched,$(MISMATCHED))
 
 evaluate-crossmodal: $(STAMP_RUN) ffmpeg
-	$(AVEL) evaluate-crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" \
+	$(AVEL) evaluate --data-dir "$(DATA_DIR)" --device "$(DEVICE)" \
 		$(call opt,--run,$(RUN)) $(call opt,--weights,$(WEIGHTS))
 
 # VGGish: convert the official TF checkpoint (downloaded, or VGGISH_CHECKPOINT=path) into torch once.

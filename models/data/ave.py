@@ -4,8 +4,7 @@ A sample is a manifest row (several rows can share a video); its features are th
 YouTube ID in the stores ``audio`` (10,128), ``visual`` (10,7,7,512) NHWC and ``visual_vec`` (10,512).
 Only the stores a network needs are opened; shards stay memory-mapped and each batch is gathered and
 converted to float32. Samples whose video is missing from a store (failed download/extraction) are
-left out and counted. ``make_synthetic_store`` writes an AVE-shaped data folder (manifest, classes,
-stores through the real ``StoreWriter``) for tests and benchmarks.
+left out and counted. Synthetic AVE-shaped data folders for tests and benchmarks: ``models.data.synthetic``.
 """
 
 from __future__ import annotations
@@ -17,17 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import clip_ids, load_classes, load_manifest
-from pipeline.core.io import write_parquet
-from pipeline.core.store import FeatureStore, StoreWriter
+from pipeline.core.store import ROW_SHAPES, FeatureStore
 
-ROW_SHAPES = {
-    "audio": (10, 128),
-    "visual": (10, 7, 7, 512),
-    "visual_vec": (10, 512),
-    "audio_maps": (10, 6, 4, 512),
-}
-EXTRA_BACKGROUND = "extra_background.parquet"
 
 
 _STORES: dict[tuple[str, int], FeatureStore] = {}
@@ -36,7 +28,7 @@ _STORES: dict[tuple[str, int], FeatureStore] = {}
 def open_store(data_dir: str | Path, name: str) -> FeatureStore:
     """A FeatureStore shared by every dataset of this process (one memory map per shard, not one per
     dataset); a rewritten store (new index file) is opened afresh."""
-    root = (Path(data_dir) / "features" / name).resolve()
+    root = DataLayout(data_dir).store(name).resolve()
     index = root / "index.parquet"
     key = (str(root), index.stat().st_mtime_ns if index.is_file() else -1)
     if key not in _STORES:
@@ -45,7 +37,8 @@ def open_store(data_dir: str | Path, name: str) -> FeatureStore:
 
 
 def extra_background_path(data_dir: str | Path) -> Path:
-    return Path(data_dir) / EXTRA_BACKGROUND
+    """Where ``import-release`` writes the background-only videos of weak training."""
+    return DataLayout(data_dir).extra_background
 
 
 @dataclass
@@ -67,10 +60,9 @@ class AVEDataset:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         manifest = load_manifest(self.data_dir)
-        if not (self.data_dir / "classes.parquet").is_file():
-            raise FileNotFoundError(
-                f"{self.data_dir}/classes.parquet not found: run `make annotations` first"
-            )
+        classes = DataLayout(self.data_dir).classes
+        if not classes.is_file():
+            raise FileNotFoundError(f"{classes} not found: run `make annotations` first")
         self.class_names = load_classes(self.data_dir)
         self.num_classes = len(self.class_names)
         background = self.num_classes - 1
@@ -119,6 +111,11 @@ class AVEDataset:
     def __len__(self) -> int:
         return len(self.clip_ids)
 
+    @property
+    def random_features(self) -> bool:
+        """A store of this dataset came from a random-weight backbone (a smoke run, not results)."""
+        return any(s.is_random for s in self._stores.values())
+
     def batch(self, indices: Sequence[int]):
         """Features (float32 tensors, keyed by store name) and labels for the given positions."""
         import torch
@@ -154,108 +151,3 @@ def model_inputs(batch: dict, device) -> tuple:
     if "audio_maps" in batch:
         out += (batch["audio_maps"].to(device),)
     return out
-
-
-def make_synthetic_store(
-    data_dir: str | Path,
-    n_rows: int,
-    num_classes: int = 28,
-    seed: int = 0,
-    splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    visual_dtype: str = "float16",
-    shard_size: int = 256,
-    signal: float = 1.0,
-    noise: float = 1.0,
-    stores: Sequence[str] = ("audio", "visual", "visual_vec"),  # also "audio_maps"
-    background_videos: int = 0,
-) -> dict:
-    """Write an AVE-shaped data folder with random, class-dependent features.
-
-    Every second carries its class's prototype (audio; visual in 8 of the 49 regions) times ``signal``
-    plus Gaussian noise, so a network can learn it; ``signal=0`` gives pure noise. Returns a summary.
-    """
-    data_dir = Path(data_dir)
-    rng = np.random.default_rng(seed)
-    background = num_classes
-    names = [f"class {i:02d}" for i in range(num_classes)] + ["background"]
-    labels = rng.integers(0, num_classes, n_rows)
-    starts = rng.integers(0, 9, n_rows)
-    ends = np.minimum(10, starts + rng.integers(2, 11, n_rows))
-    cut = np.cumsum(np.round(np.asarray(splits) / sum(splits) * n_rows).astype(int))
-    split = np.array(["train"] * n_rows, dtype=object)
-    split[cut[0] : cut[1]] = "val"
-    split[cut[1] :] = "test"
-    ids = [f"syn{i:08d}" for i in range(n_rows)]
-    seg = [
-        [int(lab) if s <= t < e else background for t in range(10)]
-        for lab, s, e in zip(labels, starts, ends, strict=True)
-    ]
-    manifest = pd.DataFrame(
-        {
-            "sample": np.arange(n_rows),
-            "youtube_id": ids,
-            "category": [names[i] for i in labels],
-            "label": labels.astype(np.int16),
-            "start": starts,
-            "end": ends,
-            "split": pd.array(split, dtype="string"),
-            "match_split": pd.array([None] * n_rows, dtype="string"),
-            "clip_start": pd.array([None] * n_rows, dtype="Float64"),
-            "clip_end": pd.array([None] * n_rows, dtype="Float64"),
-            "segment_labels": seg,
-        }
-    )
-    write_parquet(manifest, data_dir / "manifest.parquet")
-    write_parquet(
-        pd.DataFrame({"index": range(len(names)), "name": names}), data_dir / "classes.parquet"
-    )
-    extra_ids = [f"bgv{i:08d}" for i in range(background_videos)]
-    if extra_ids:
-        write_parquet(
-            pd.DataFrame({"youtube_id": extra_ids, "split": "train"}),
-            extra_background_path(data_dir),
-        )
-    all_ids = ids + extra_ids
-    all_seg = np.array(seg + [[background] * 10] * len(extra_ids), np.int64).reshape(-1, 10)
-    proto_a = rng.standard_normal((num_classes + 1, 128)).astype(np.float32)
-    proto_v = np.abs(rng.standard_normal((num_classes + 1, 512))).astype(np.float32)
-    proto_m = np.abs(rng.standard_normal((num_classes + 1, 512))).astype(np.float32)
-    meta = {"synthetic": True, "random_weights": True, "seed": seed}
-    for name in stores:
-        dtype = visual_dtype if name == "visual" else "float32"
-        writer = StoreWriter.open(
-            data_dir, name, all_ids, ROW_SHAPES[name], dtype, shard_size, meta
-        )
-        for shard, shard_ids in writer.pending_shards():
-            lo = shard * shard_size
-            srng = np.random.default_rng([seed, shard])
-            lab = all_seg[lo : lo + len(shard_ids)]
-            if name == "audio":
-                x = signal * proto_a[lab] + noise * srng.standard_normal(
-                    (*lab.shape, 128), np.float32
-                )
-            elif name == "audio_maps":  # VGGish pool5 maps: the class in 4 of the 24 regions
-                maps = noise * np.abs(srng.standard_normal((*lab.shape, 24, 512), np.float32))
-                where = srng.random((*lab.shape, 24)).argsort(-1)[..., :4]
-                hot = np.zeros((*lab.shape, 24, 1), np.float32)
-                np.put_along_axis(hot, where[..., None], 1.0, axis=-2)
-                maps += signal * hot * proto_m[lab][..., None, :]
-                x = maps.reshape(*lab.shape, 6, 4, 512)
-            else:
-                vrng = np.random.default_rng(
-                    [seed, shard, 1]
-                )  # same maps for visual and visual_vec
-                maps = noise * np.abs(vrng.standard_normal((*lab.shape, 49, 512), np.float32))
-                where = vrng.random((*lab.shape, 49)).argsort(-1)[..., :8]
-                hot = np.zeros((*lab.shape, 49, 1), np.float32)
-                np.put_along_axis(hot, where[..., None], 1.0, axis=-2)
-                maps += signal * hot * proto_v[lab][..., None, :]
-                x = maps.reshape(*lab.shape, 7, 7, 512) if name == "visual" else maps.mean(-2)
-            writer.write_shard(shard, dict(zip(shard_ids, x, strict=True)))
-        writer.finalize()
-    return {
-        "rows": n_rows,
-        "classes": num_classes + 1,
-        "extra_background": len(extra_ids),
-        "splits": {s: int((split == s).sum()) for s in ("train", "val", "test")},
-    }

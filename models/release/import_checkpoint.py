@@ -10,7 +10,6 @@ Importing the same file again into the same folder does nothing unless ``--force
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -29,14 +28,10 @@ def run_import_checkpoint(
     ``arch="auto"`` takes the network from the class the pickle records (``models.att_Net`` ->
     av_att, ``models_weakly.att_Net`` -> av_att_weak, ``models_fusion.TBMRF_Net`` -> dmrn).
     """
-    from models.release.localization import (
-        PAPER_ACCURACY,
-        RELEASE_FILE,
-        build_release_model,
-        resolve_arch,
-    )
+    from models.release.localization import RELEASE_FILE, build_release_model, resolve_arch
     from models.release.unpickler import read_release_checkpoint
-    from models.training.localization import save_checkpoint
+    from models.reports.paper import PAPER_ACCURACY
+    from models.training.checkpoint import save_checkpoint
     from pipeline.core.io import write_json
 
     ckpt = read_release_checkpoint(source)
@@ -96,37 +91,3 @@ def format_summary(summary: dict) -> str:
         f"evaluate: avel evaluate --run {summary['run']}  "
         f"(paper: {summary['paper_test_accuracy']}% test segment accuracy)"
     )
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "import-checkpoint",
-        help="import the release's trained AV_att / AV_att_weak / DMRN (.pt) as a run folder",
-        description="Reads a PyTorch-0.3 whole-module pickle without executing it and writes a "
-        "run folder for `avel evaluate --run`.",
-    )
-    p.add_argument("checkpoint", help="model/AV_att.pt, model/AV_att_weak.pt or DMRN.pt")
-    p.add_argument(
-        "--arch",
-        default="auto",
-        choices=("auto", "av_att", "av_att_weak", "dmrn"),
-        help="the release network (default: from the class recorded in the file)",
-    )
-    p.add_argument("--out", default=None, help="run folder (default runs/release-<file name>)")
-    p.add_argument("--data-dir", default="data", help="data folder evaluated by default")
-    p.add_argument("--force", action="store_true", help="import again even if already imported")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from models.release.unpickler import ReleaseCheckpointError
-
-    try:
-        summary = run_import_checkpoint(
-            args.checkpoint, args.arch, args.out, args.data_dir, args.force
-        )
-    except ReleaseCheckpointError as exc:
-        print(f"error: {exc}")
-        return 2
-    print(format_summary(summary))
-    return 0

@@ -34,8 +34,6 @@ RELEASE_FILE = {
     "av_att_weak": "model/AV_att_weak.pt",
     "dmrn": "DMRN.pt",
 }
-#: Paper's test segment accuracy (%) for each (AVE reference 5).
-PAPER_ACCURACY = {"av_att": 72.7, "av_att_weak": 66.7, "dmrn": 73.1}
 
 AUDIO_DIM, VISUAL_DIM, LSTM_HIDDEN, ATT_HIDDEN, REGIONS, HEAD_HIDDEN = 128, 512, 128, 512, 49, 64
 

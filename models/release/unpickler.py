@@ -26,7 +26,6 @@ pickled state dicts are read the same way.
 from __future__ import annotations
 
 import _compat_pickle
-import hashlib
 import pickle
 import re
 import types
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pipeline.core.fetch import sha256_file
 
 #: The release's network classes, as the pickles record them.
 RELEASE_CLASS_NAMES = ("att_Net", "TBMRF_Net")
@@ -190,14 +191,6 @@ class ReleaseCheckpoint:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_restricted(path: str | Path) -> Any:
     """Unpickle a torch file (legacy or zip) with the allow-list; tensors land on the CPU."""
     path = Path(path)
@@ -292,4 +285,4 @@ def read_release_checkpoint(path: str | Path) -> ReleaseCheckpoint:
         )
     if not tensors:
         raise ReleaseCheckpointError(f"{path}: the pickled {release_class} holds no tensors")
-    return ReleaseCheckpoint(path, sha256_of(path), fmt, release_class, tensors, attributes)
+    return ReleaseCheckpoint(path, sha256_file(path), fmt, release_class, tensors, attributes)

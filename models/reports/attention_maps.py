@@ -9,7 +9,6 @@ top, attention overlays below, the predicted class per second in the titles.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 from pathlib import Path
 
@@ -78,13 +77,14 @@ def run_attention_maps(
 
     import torch
 
-    from models.training.localization import load_checkpoint, resolve_device
+    from models.training.checkpoint import load_checkpoint
+    from pipeline.core.device import resolve_device
     from pipeline.core.manifest import load_classes
     from pipeline.core.store import FeatureStore
 
     run = Path(run)
-    config = json.loads((run / "config.json").read_text())["train"]
-    data_dir = Path(data_dir or config["data_dir"])
+    config = json.loads((run / "config.json").read_text())
+    data_dir = Path(data_dir or config.get("train", config)["data_dir"])
     dev = resolve_device(device)
     model, _ = load_checkpoint(run / "best.pt", dev)
     if getattr(model, "attention", None) is None:
@@ -138,30 +138,3 @@ def run_attention_maps(
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     return out
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "attention-maps", help="draw a run's 7x7 audio-guided attention over a clip"
-    )
-    p.add_argument(
-        "run", type=Path, help="a run folder RUN_DIR/NAME/seed-K with an attention model"
-    )
-    p.add_argument("--video", required=True, help="YouTube ID of the clip")
-    p.add_argument("--data-dir", type=Path, help="data folder (default: the run's)")
-    p.add_argument("--clip", type=Path, help="clip file (default DATA_DIR/clips/ID.mp4)")
-    p.add_argument("--out", type=Path, help="PNG path (default RUN/attention-ID.png)")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    try:
-        path = run_attention_maps(
-            args.run, args.video, args.data_dir, args.clip, args.out, args.device
-        )
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # StoreError is a RuntimeError
-        print(f"error: {exc}")
-        return 2
-    print(f"attention maps for {args.video} -> {path}")
-    return 0

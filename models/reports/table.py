@@ -1,7 +1,7 @@
 """``avel table fusion|models|weak|sota --seeds 1,2``: comparison tables, retrained over seeds.
 
 Each table is a fixed list of configurations (``TABLES``). Every configuration is trained with the
-ordinary trainer (``models.training.localization.run_train``) into ``RUN_DIR/<experiment>/seed-K`` with the trainer's
+ordinary trainer (``models.training.engine.run_train``) into ``RUN_DIR/<experiment>/seed-K`` with the trainer's
 own naming, so a seed trained before (by ``avel train`` or an earlier ``avel table``) with the same
 settings is reused, not retrained: the command is resumable. A finished seed trained with other
 settings (epochs, lr, background videos, ...) is never overwritten: its row fails naming the settings
@@ -12,7 +12,7 @@ numbers (AVE reference 5; "–" where the reference gives none) to ``RUN_DIR/tab
 need ``audio_maps``: ``make features AUDIO_MAPS=1``) are listed as skipped; a failing configuration is
 reported and the others still run.
 
-``sota`` (issue 12): ``av_att``, ``dmrn``, ``psp``, ``cmbs`` and ``avel-net``, with the decomposed test
+``sota``: ``av_att``, ``dmrn``, ``psp``, ``cmbs`` and ``avel-net``, with the decomposed test
 metrics (``models.evaluation.metrics.localization_metrics``, mean over seeds) as extra columns. Every row of every
 table carries those means (``*_mean``/``*_std`` in the CSV and JSON), and every table's Markdown ends
 with the reference rows of the test split computed from the manifest (all background, oracle video
@@ -21,7 +21,6 @@ class on every second, best single label per video; ``models.evaluation.referenc
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,8 @@ from typing import Any
 import pandas as pd
 
 from models.evaluation.reference import DECOMPOSED
+from models.reports.paper import SOTA, SUPERVISED, WEAK
+from models.training.runs import mean_std
 from pipeline.core.io import atomic_path, write_json
 
 DECOMPOSED_TABLES = ("sota",)  # tables whose Markdown shows the decomposed metrics as columns
@@ -65,41 +66,41 @@ def _fusion_entries() -> list[Entry]:
         for position in ("early", "late", "decision"):
             key, label = f"{method}-{position}", f"{name} ({position})"
             if (method, position) == ("concat", "late"):  # the paper's A+V-att network, by name
-                out.append(Entry(key, label + " = A+V-att", "av_att", paper=72.7))
+                out.append(Entry(key, label + " = A+V-att", "av_att", paper=SUPERVISED["av_att"]))
                 continue
             out.append(Entry(key, label, method, {"position": position}))
-    out.append(Entry("dmrn", "DMRN (late)", "dmrn", paper=73.1))
-    out.append(Entry("dmrfe", "DMRFE (late)", "dmrfe", paper=73.3))
+    out.append(Entry("dmrn", "DMRN (late)", "dmrn", paper=SUPERVISED["dmrn"]))
+    out.append(Entry("dmrfe", "DMRFE (late)", "dmrfe", paper=SUPERVISED["dmrfe"]))
     return out
 
 
 TABLES: dict[str, list[Entry]] = {
     "fusion": _fusion_entries(),
     "models": [
-        Entry("a", "A", "a", paper=59.5),
-        Entry("v", "V", "v", paper=55.3),
-        Entry("v_att", "V-att", "v_att", paper=58.6),
-        Entry("av", "A+V", "av", paper=71.4),
-        Entry("av_att", "A+V-att", "av_att", paper=72.7),
-        Entry("dmrn", "DMRN", "dmrn", paper=73.1),
-        Entry("dmrfe", "DMRFE", "dmrfe", paper=73.3),
-        Entry("edtcn", "ED-TCN (V features)", "edtcn", paper=46.9),
+        Entry("a", "A", "a", paper=SUPERVISED["a"]),
+        Entry("v", "V", "v", paper=SUPERVISED["v"]),
+        Entry("v_att", "V-att", "v_att", paper=SUPERVISED["v_att"]),
+        Entry("av", "A+V", "av", paper=SUPERVISED["av"]),
+        Entry("av_att", "A+V-att", "av_att", paper=SUPERVISED["av_att"]),
+        Entry("dmrn", "DMRN", "dmrn", paper=SUPERVISED["dmrn"]),
+        Entry("dmrfe", "DMRFE", "dmrfe", paper=SUPERVISED["dmrfe"]),
+        Entry("edtcn", "ED-TCN (V features)", "edtcn", paper=SUPERVISED["edtcn"]),
         Entry("v_att_audio", "A-att (visual-guided audio attention)", "v_att_audio"),
         Entry("co_att", "A-att+V-att (co-attention)", "co_att"),
     ],
     "sota": [
-        Entry("av_att", "A+V-att", "av_att", paper=72.7),
-        Entry("dmrn", "DMRN", "dmrn", paper=73.1),
-        Entry("psp", "PSP (Zhou et al. 2021)", "psp", paper=77.8),
-        Entry("cmbs", "CMBS (Xia & Zhao 2022)", "cmbs", paper=79.3),
+        Entry("av_att", "A+V-att", "av_att", paper=SUPERVISED["av_att"]),
+        Entry("dmrn", "DMRN", "dmrn", paper=SUPERVISED["dmrn"]),
+        Entry("psp", "PSP (Zhou et al. 2021)", "psp", paper=SOTA["psp"]),
+        Entry("cmbs", "CMBS (Xia & Zhao 2022)", "cmbs", paper=SOTA["cmbs"]),
         Entry("avel-net", "avel-net (ours)", "avel-net"),
     ],
     "weak": [
-        Entry("a", "A", "a", mode="weak", paper=53.4),
-        Entry("v", "V", "v", mode="weak", paper=52.9),
-        Entry("v_att", "V-att", "v_att", mode="weak", paper=55.6),
-        Entry("av", "A+V", "av", mode="weak", paper=63.7),
-        Entry("av_att", "A+V-att", "av_att", mode="weak", paper=66.7),
+        Entry("a", "A", "a", mode="weak", paper=WEAK["a"]),
+        Entry("v", "V", "v", mode="weak", paper=WEAK["v"]),
+        Entry("v_att", "V-att", "v_att", mode="weak", paper=WEAK["v_att"]),
+        Entry("av", "A+V", "av", mode="weak", paper=WEAK["av"]),
+        Entry("av_att", "A+V-att", "av_att", mode="weak", paper=WEAK["av_att"]),
     ],
 }
 
@@ -152,7 +153,7 @@ def _missing_stores(data_dir: str, entry: Entry) -> list[str]:
 
 def _refuse_to_overwrite(train_cfg, seeds: tuple[int, ...]) -> None:
     """A finished seed trained with other settings (epochs, lr, ...) is kept: raise instead."""
-    from models.training.localization import TrainConfig
+    from models.training.engine import TrainConfig
 
     for seed in seeds:
         seed_cfg = TrainConfig(**{**asdict(train_cfg), "seed": seed})
@@ -170,13 +171,14 @@ def _refuse_to_overwrite(train_cfg, seeds: tuple[int, ...]) -> None:
 
 
 def _stat(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    m = mean_std(values)
+    return m["mean"], m["std"]
 
 
 def run_entry(cfg: TableConfig, entry: Entry, progress: bool = True) -> dict[str, Any]:
     """Train (or reuse) every seed of one configuration; one result row."""
     from models.evaluation.reference import decomposed_stats
-    from models.training.localization import TrainConfig, run_train
+    from models.training.engine import TrainConfig, run_train
 
     row: dict[str, Any] = {
         "key": entry.key,
@@ -355,68 +357,3 @@ def run_table(cfg: TableConfig, progress: bool = True) -> dict[str, Any]:
     }
     write_json(summary, out / f"{cfg.table}.json")
     return summary
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "table", help="train the paper's comparison configurations over seeds; Markdown + CSV table"
-    )
-    p.add_argument("table", choices=sorted(TABLES))
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument(
-        "--run-dir",
-        type=Path,
-        default=Path("runs"),
-        help="runs in RUN_DIR/NAME/seed-K, tables in RUN_DIR/tables/",
-    )
-    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
-    p.add_argument("--epochs", type=int, help="default: the trainer's (300 supervised, 250 weak)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
-    p.add_argument("--mil", choices=("mean", "max"), default="mean", help="weak table: MIL pooling")
-    p.add_argument(
-        "--no-background-videos",
-        action="store_true",
-        help="weak table: leave out the extra background-only videos",
-    )
-    p.add_argument("--only", help="comma-separated configuration keys (default: all; see --list)")
-    p.add_argument("--list", action="store_true", help="list the table's configurations and exit")
-    p.add_argument("--force", action="store_true", help="retrain seeds that already finished")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.list:
-        for e in TABLES[args.table]:
-            paper = f"  paper {e.paper}" if e.paper is not None else ""
-            print(f"{e.key:24s} {e.model} {json.dumps(e.options) if e.options else ''}{paper}")
-        return 0
-    try:
-        cfg = TableConfig(
-            data_dir=str(args.data_dir),
-            table=args.table,
-            seeds=tuple(int(s) for s in str(args.seeds).split(",") if s.strip()),
-            run_dir=str(args.run_dir),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            device=args.device,
-            eval_every=args.eval_every,
-            mil=args.mil,
-            background_videos=not args.no_background_videos,
-            only=tuple(k.strip() for k in (args.only or "").split(",") if k.strip()),
-            force=args.force,
-        )
-        summary = run_table(cfg)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}")
-        return 2
-    print(summary["markdown"])
-    print(
-        f"{summary['trained']} seed run(s) trained, {summary['reused']} reused; "
-        f"skipped {summary['skipped'] or 'none'}, failed {summary['failed'] or 'none'}; "
-        f"written {', '.join(summary['files'])}"
-    )
-    return 1 if summary["failed"] else 0

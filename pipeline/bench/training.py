@@ -59,8 +59,9 @@ def bench_training(
     """Train ``model`` on a synthetic full-size store; returns throughput and memory figures."""
     import torch
 
-    from models.data.ave import make_synthetic_store
-    from models.training.localization import TrainConfig, resolve_device, train_seed
+    from models.data.synthetic import make_synthetic_store
+    from models.training.engine import TrainConfig, train_seed
+    from pipeline.core.device import resolve_device
 
     tmp = None
     if data_dir is None:

@@ -1,11 +1,41 @@
-"""``avel import-checkpoint`` (adapter still inside the library module; to be moved here)."""
+"""``avel import-checkpoint FILE``: a release model (AV_att.pt ...) as a run folder for ``avel evaluate``."""
 
 from __future__ import annotations
 
 import argparse
 
-from models.release.import_checkpoint import register as _register_0
+from pipeline.cli.common import fail
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    _register_0(subparsers)
+    p = subparsers.add_parser(
+        "import-checkpoint",
+        help="import the release's trained AV_att / AV_att_weak / DMRN (.pt) as a run folder",
+        description="Reads a PyTorch-0.3 whole-module pickle without executing it and writes a "
+        "run folder for `avel evaluate --run`.",
+    )
+    p.add_argument("checkpoint", help="model/AV_att.pt, model/AV_att_weak.pt or DMRN.pt")
+    p.add_argument(
+        "--arch",
+        default="auto",
+        choices=("auto", "av_att", "av_att_weak", "dmrn"),
+        help="the release network (default: from the class recorded in the file)",
+    )
+    p.add_argument("--out", default=None, help="run folder (default runs/release-<file name>)")
+    p.add_argument("--data-dir", default="data", help="data folder evaluated by default")
+    p.add_argument("--force", action="store_true", help="import again even if already imported")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from models.release.import_checkpoint import format_summary, run_import_checkpoint
+    from models.release.unpickler import ReleaseCheckpointError
+
+    try:
+        summary = run_import_checkpoint(
+            args.checkpoint, args.arch, args.out, args.data_dir, args.force
+        )
+    except (ReleaseCheckpointError, FileNotFoundError, ValueError) as exc:
+        return fail(exc)
+    print(format_summary(summary))
+    return 0

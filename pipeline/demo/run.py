@@ -200,14 +200,14 @@ def demo_steps(cfg: DemoConfig, cached: dict[str, Path | None]) -> list[Step]:
     steps += [
         Step(
             "train-crossmodal avdln",
-            ("train-crossmodal",),
-            [*train, "--model", "avdln", "--run-dir", str(cross)],
+            ("train", "crossmodal"),
+            [*train, "--model", "avdln", "--run-dir", str(r), "--name", cross.name],
             needs=("features",),
             run_dir=cross,
         ),
         Step(
             "evaluate-crossmodal avdln",
-            ("evaluate-crossmodal",),
+            ("evaluate",),
             [*common, "--run", str(cross)],
             needs=("train-crossmodal avdln",),
         ),

@@ -10,19 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from models.evaluation.crossmodal import (
-    build_pairs,
-    chance_accuracy,
-    evaluate_matrices,
-    evaluate_model,
-    load_clips,
-    plot_distance_matrix,
-)
+from models.data.crossmodal import build_pairs, load_clips
+from models.evaluation.crossmodal import chance_accuracy, evaluate_matrices, evaluate_model
 from models.networks import build_model, count_parameters, model_names
 from models.networks.avdln import AVDLN, NUM_PARAMETERS, contrastive_loss
 from models.networks.dcca import cca_loss
 from models.release.keras_avdln import KERAS_AVDLN_LAYERS, ReleaseWeightsError, load_keras_avdln
-from models.training.crossmodal import CrossmodalConfig, run_train_crossmodal
+from models.reports.plots import plot_distance_matrix
+from models.training.engine import TrainConfig, run_train
 from pipeline import cli
 from pipeline.core.io import write_parquet
 from pipeline.core.store import StoreWriter
@@ -190,15 +185,17 @@ def test_pairs_follow_the_release(synthetic):
 
 def test_avdln_learns_synthetic_codes(synthetic, tmp_path):
     torch.set_num_threads(1)
-    cfg = CrossmodalConfig(
+    cfg = TrainConfig(
         data_dir=str(synthetic),
-        run_dir=str(tmp_path / "avdln"),
+        mode="crossmodal",
+        run_dir=str(tmp_path),
+        name="avdln",
         epochs=4,
         batch_size=16,
-        seeds=[0, 1],
+        seed=0,
         plots=2,
     )
-    summary = run_train_crossmodal(cfg)
+    summary = run_train(cfg, [0, 1], progress=False)
     chance = summary["chance_accuracy"]["mean"]
     assert summary["a2v_accuracy"]["mean"] > chance + 0.4, summary
     assert summary["v2a_accuracy"]["mean"] > chance + 0.4, summary
@@ -207,19 +204,19 @@ def test_avdln_learns_synthetic_codes(synthetic, tmp_path):
         assert (seed_dir / name).is_file(), name
     assert len(list(seed_dir.glob("distance-*.png"))) == 2
     assert len((seed_dir / "metrics.jsonl").read_text().splitlines()) == 4
-    assert (
-        summary["seeds"][0]["test"]["clips"] == 22
-    )  # 24 test clips less the 10 s and the empty one
+    seed_metrics = json.loads((seed_dir / "metrics.json").read_text())
+    assert seed_metrics["test"]["clips"] == 22  # 24 test clips less the 10 s and the empty one
+    assert (tmp_path / "avdln" / "summary.md").is_file()
     # a second call reuses the finished seeds (resumable, idempotent)
     stamp = (seed_dir / "best.pt").stat().st_mtime_ns
-    again = run_train_crossmodal(cfg)
+    again = run_train(cfg, [0, 1], progress=False)
     assert (seed_dir / "best.pt").stat().st_mtime_ns == stamp
     assert again["a2v_accuracy"] == summary["a2v_accuracy"]
     # re-evaluation from the run directory alone, through the CLI
     assert (
         cli.main(
             [
-                "evaluate-crossmodal",
+                "evaluate",
                 "--data-dir",
                 str(synthetic),
                 "--run",
@@ -235,6 +232,18 @@ def test_avdln_learns_synthetic_codes(synthetic, tmp_path):
     evaluated = json.loads((tmp_path / "avdln" / "evaluate" / "metrics-test.json").read_text())
     assert evaluated["a2v_accuracy"]["mean"] == pytest.approx(summary["a2v_accuracy"]["mean"])
     assert (tmp_path / "avdln" / "evaluate" / "seed-1" / "distance-0088.png").is_file()
+    # a run of the previous version: flat config, {"model": NAME, "options", "state_dict"} best.pt
+    previous = tmp_path / "previous" / "seed-0"
+    previous.mkdir(parents=True)
+    payload = torch.load(seed_dir / "best.pt", weights_only=True)
+    torch.save(
+        {"model": "avdln", "options": {}, "state_dict": payload["state_dict"], "epoch": 1},
+        previous / "best.pt",
+    )
+    (previous / "config.json").write_text(json.dumps({"data_dir": str(synthetic), "seed": 0}))
+    assert cli.main(["evaluate", "--run", str(previous), "--device", "cpu", "--plots", "0"]) == 0
+    old = json.loads((previous / "evaluate" / "metrics-test.json").read_text())
+    assert old["results"]["run"]["a2v_accuracy"] == seed_metrics["test"]["a2v_accuracy"]
 
 
 def test_dcca_trains_and_evaluates(synthetic, tmp_path):
@@ -242,7 +251,8 @@ def test_dcca_trains_and_evaluates(synthetic, tmp_path):
     assert (
         cli.main(
             [
-                "train-crossmodal",
+                "train",
+                "crossmodal",
                 "--data-dir",
                 str(synthetic),
                 "--model",
@@ -251,10 +261,16 @@ def test_dcca_trains_and_evaluates(synthetic, tmp_path):
                 "8",
                 "--batch-size",
                 "64",
-                "--options",
-                '{"hidden": 64, "out_dim": 8}',
+                "--option",
+                "hidden=64",
+                "--option",
+                "out_dim=8",
+                "--seeds",
+                "0",
                 "--run-dir",
-                str(tmp_path / "dcca"),
+                str(tmp_path),
+                "--name",
+                "dcca",
                 "--device",
                 "cpu",
                 "--plots",
@@ -263,10 +279,15 @@ def test_dcca_trains_and_evaluates(synthetic, tmp_path):
         )
         == 0
     )
-    summary = json.loads((tmp_path / "dcca" / "metrics.json").read_text())
+    summary = json.loads((tmp_path / "dcca" / "summary.json").read_text())
     assert summary["a2v_accuracy"]["mean"] > summary["chance_accuracy"]["mean"] + 0.2, summary
     assert summary["v2a_accuracy"]["mean"] > summary["chance_accuracy"]["mean"] + 0.2, summary
     assert (tmp_path / "dcca" / "seed-0" / "best.pt").is_file()
+    assert cli.main(["evaluate", "--run", str(tmp_path / "dcca" / "seed-0"), "--plots", "0"]) == 0
+    evaluated = json.loads(
+        (tmp_path / "dcca" / "seed-0" / "evaluate" / "metrics-test.json").read_text()
+    )
+    assert evaluated["a2v_accuracy"]["mean"] == pytest.approx(summary["a2v_accuracy"]["mean"])
 
 
 # --------------------------------------------------------------------------- release weights
@@ -375,11 +396,11 @@ def test_release_weights_parity(release):
 
 
 def test_release_weights_evaluate_on_store(release, synthetic, tmp_path):
-    """``evaluate-crossmodal --weights`` runs the protocol with the authors' network."""
+    """``evaluate --weights`` runs the protocol with the authors' network."""
     assert (
         cli.main(
             [
-                "evaluate-crossmodal",
+                "evaluate",
                 "--data-dir",
                 str(synthetic),
                 "--weights",

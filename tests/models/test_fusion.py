@@ -18,14 +18,16 @@ import torch
 from torch import nn
 
 import models
-from models.data.ave import AVEDataset, make_synthetic_store, model_inputs
+from models.data.ave import AVEDataset, model_inputs
+from models.data.synthetic import make_synthetic_store
 from models.networks import count_parameters
 from models.networks.blocks.fusion import FUSIONS, build_fusion
 from models.networks.edtcn import EDTCN
 from models.networks.supplementary import visual_guided_audio_attention
 from models.reports.attention_maps import run_attention_maps
 from models.reports.table import TABLES, TableConfig, run_table
-from models.training.localization import TrainConfig, load_checkpoint, train_seed
+from models.training.checkpoint import load_checkpoint
+from models.training.engine import TrainConfig, train_seed
 from pipeline.cli import main as avel
 
 torch.set_num_threads(1)

@@ -208,10 +208,11 @@ def test_mapped_network_computes_the_release_forward(tmp_path, arch, nb_block):
 
 def test_import_checkpoint_writes_an_evaluable_run(tmp_path, capsys):
     _our_networks()
-    from models.data.ave import AVEDataset, make_synthetic_store
-    from models.release.unpickler import sha256_of
-    from models.training.localization import load_checkpoint
+    from models.data.ave import AVEDataset
+    from models.data.synthetic import make_synthetic_store
+    from models.training.checkpoint import load_checkpoint
     from pipeline.cli import main as avel
+    from pipeline.core.fetch import sha256_file
 
     data_dir = tmp_path / "data"
     make_synthetic_store(data_dir, 10, num_classes=28, shard_size=8, stores=("audio", "visual"))
@@ -222,10 +223,10 @@ def test_import_checkpoint_writes_an_evaluable_run(tmp_path, capsys):
     assert avel([*args, "--data-dir", str(data_dir)]) == 0
     assert "imported as dmrn" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
-    assert config["imported"]["sha256"] == sha256_of(source)
+    assert config["imported"]["sha256"] == sha256_file(source)
     assert config["imported"]["release_class"] == "models_fusion.TBMRF_Net"
     model, payload = load_checkpoint(run / "best.pt")  # weights_only: a plain state dict
-    assert payload["sha256"] == sha256_of(source)
+    assert payload["sha256"] == sha256_file(source)
     audio, visual = _inputs(2)
     with torch.no_grad():
         torch.testing.assert_close(
@@ -253,7 +254,7 @@ def test_import_checkpoint_refuses_with_the_names(tmp_path, capsys):
     source = save_release_pickle(net, tmp_path / "AV_att.pt", "av_att")
     out = tmp_path / "run"
     assert avel(["import-checkpoint", str(source), "--arch", "av_att", "--out", str(out)]) == 2
-    message = capsys.readouterr().out
+    message = capsys.readouterr().err
     assert "misshapen: L2.weight (found (28, 64), expected (29, 64))" in message
     assert not (out / "config.json").exists()
 

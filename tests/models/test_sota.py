@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from models.data.ave import AVEDataset, make_synthetic_store
-from models.data.synthetic import make_agreement_store
+from models.data.ave import AVEDataset
+from models.data.synthetic import make_agreement_store, make_synthetic_store
 from models.evaluation.evaluate_run import run_evaluate
 from models.evaluation.metrics import (
     REFERENCE_LABELS,
@@ -20,7 +20,8 @@ from models.evaluation.metrics import (
 )
 from models.networks import build_model
 from models.networks.avelnet import segment_contrastive
-from models.training.localization import TrainConfig, load_checkpoint, save_checkpoint, train_seed
+from models.training.checkpoint import load_checkpoint, save_checkpoint
+from models.training.engine import TrainConfig, train_seed
 from pipeline.cli import main as avel
 from pipeline.core.manifest import load_manifest
 from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from models.data.ave import AVEDataset, make_synthetic_store
+from models.data.ave import AVEDataset
+from models.data.synthetic import make_synthetic_store
 from models.evaluation.evaluate_run import run_evaluate
 from models.reports.attention_maps import run_attention_maps
-from models.training.localization import TrainConfig, load_checkpoint, train_seed
+from models.training.checkpoint import load_checkpoint
+from models.training.engine import TrainConfig, train_seed
 from pipeline.cli import main as avel
 from pipeline.core.store import FeatureStore
 
@@ -236,3 +238,65 @@ def test_videos_missing_from_a_store_are_left_out_and_counted(tmp_path):
     writer.finalize()
     partial = AVEDataset(tmp_path, "train", ("audio",))
     assert partial.missing == [full.clip_ids[0]] and len(partial) == len(full) - 1
+
+
+def test_evaluate_every_localization_kind_through_the_cli(av_att_run, data_dir, tmp_path, capsys):
+    """A weak experiment folder (seed-*), a run of the previous version (old checkpoint format and
+    config), and a file that is no checkpoint (a clear error on stderr)."""
+    import shutil
+
+    assert (
+        avel(
+            [
+                "train",
+                "weak",
+                "--data-dir",
+                str(data_dir),
+                "--model",
+                "av",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--seeds",
+                "1,2",
+                "--run-dir",
+                str(tmp_path),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    exp = tmp_path / "weak-av-mil-mean"
+    capsys.readouterr()
+    assert avel(["evaluate", "--run", str(exp), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "segment accuracy" in out and "mean over seeds" in out and "video acc" in out
+    for seed in (1, 2):
+        evaluated = json.loads((exp / f"seed-{seed}" / "eval-test.json").read_text())
+        trained = json.loads((exp / f"seed-{seed}" / "metrics.json").read_text())
+        assert evaluated["accuracy"] == trained["test_accuracy"]
+
+    run, metrics = av_att_run
+    old = tmp_path / "old-run"
+    old.mkdir()
+    shutil.copy(run / "config.json", old / "config.json")
+    payload = torch.load(run / "best.pt", weights_only=True)
+    spec = payload["model"]
+    legacy = {
+        "format": "avel-localization-checkpoint-1",
+        "model": {"name": spec["name"], "num_classes": spec["num_classes"], **spec["options"]},
+        "epoch": payload["epoch"],
+        "state_dict": payload["state_dict"],
+    }
+    torch.save(legacy, old / "best.pt")
+    assert avel(["evaluate", "--run", str(old), "--device", "cpu"]) == 0
+    assert json.loads((old / "eval-test.json").read_text())["accuracy"] == metrics["test_accuracy"]
+
+    torch.save({"something": torch.zeros(2)}, old / "best.pt")
+    capsys.readouterr()
+    assert avel(["evaluate", "--run", str(old), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert "not an avel checkpoint" in captured.err and "import-checkpoint" in captured.err
+    assert captured.out == ""
