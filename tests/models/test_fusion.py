@@ -212,7 +212,7 @@ def test_fusion_overfits_the_tiny_store_at_every_position(method, data_dir):
 @pytest.mark.parametrize(
     "model,options,steps,lr",
     [
-        ("edtcn", {"dropout": 0.0}, 150, 1e-2),
+        ("edtcn", {"dropout": 0.0}, 300, 1e-2),
         ("v_att_audio", {}, 40, 3e-3),
         ("co_att", {}, 30, 3e-3),
     ],
