@@ -9,6 +9,7 @@
   ``features/<store>/``                                         feature stores (``pipeline.core.store``)
   ``features/.ray/``                                            Ray engine's per-clip staging
   ``weights/<backbone>/``                                       converted/cached backbone weights
+  ``synthetic/``                                                the demo's generated source set
 """
 
 from __future__ import annotations
@@ -85,3 +86,8 @@ class DataLayout:
 
     def weights(self, backbone: str) -> Path:
         return self.root / "weights" / backbone
+
+    @property
+    def demo_source(self) -> Path:
+        """The demo's generated source set (videos, annotation files) it serves on loopback."""
+        return self.root / "synthetic"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.demo.server import LoopbackServer
 from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
 from pipeline.stages.download import (
     DownloadConfig,
@@ -22,7 +23,6 @@ from pipeline.stages.download import (
     load_ledger,
     run_download,
 )
-from tests.support.loopback import LoopbackServer
 from tests.support.media import duration, make_clip, stream_types
 
 ROOT = Path(__file__).resolve().parents[2]

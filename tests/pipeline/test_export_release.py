@@ -320,7 +320,7 @@ def test_errors(small: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     with pytest.raises(ExportReleaseError, match="--missing"):
         run_export_release(_cfg(small["data"], tmp_path / "out", missing="skip"))
     assert avel(["export-release", "--data-dir", str(small["data"])]) == 2
-    assert "give the output folder" in capsys.readouterr().out
+    assert "give the output folder" in capsys.readouterr().err
     out = tmp_path / "flag"
     assert avel(["export-release", "--out-dir", str(out), "--data-dir", str(small["data"])]) == 0
     assert "every manifest row has features" in capsys.readouterr().out

@@ -357,7 +357,7 @@ def test_manifest_is_required(small: dict, tmp_path: Path, capsys: pytest.Captur
     with pytest.raises(ImportReleaseError, match="make annotations"):
         run_import_release(_cfg(release, tmp_path / "empty"))
     assert avel(["import-release", str(release), "--data-dir", str(tmp_path / "empty")]) == 2
-    assert "make annotations" in capsys.readouterr().out
+    assert "make annotations" in capsys.readouterr().err
 
 
 def test_cli_imports(small: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
