@@ -466,7 +466,7 @@ def run_import_release(cfg: ImportReleaseConfig) -> dict[str, Any]:
     summary["rows_read"] = stats.rows_read
     noisy_stores = [s for s, info in summary["stores"].items() if info.get("extra_background")]
     if noisy_stores:
-        _write_extra_background(cfg.data_dir, noisy_rows or 0, num_classes - 1, noisy_stores)
+        write_extra_background(cfg.data_dir, noisy_rows or 0, num_classes - 1, noisy_stores)
         summary["extra_background"] = {
             "rows": noisy_rows,
             "stores": noisy_stores,
@@ -683,7 +683,8 @@ def _stream(
         summary["stores"][store]["value_range"] = ranges
 
 
-def _write_extra_background(data_dir: Path, rows: int, background: int, stores: list[str]) -> None:
+def write_extra_background(data_dir: Path, rows: int, background: int, stores: list[str]) -> None:
+    """``DATA_DIR/extra_background.parquet``: ``rows`` background-only videos in ``stores``."""
     table = pd.DataFrame(
         {
             "sample": np.arange(rows, dtype=np.int64),
