@@ -195,7 +195,7 @@ def with_failures(small: dict, tmp_path_factory: pytest.TempPathFactory) -> dict
     # noisy-0001 missing from the audio store only
     root = data / "features" / "audio"
     index = pd.read_parquet(root / "index.parquet")
-    index[index["youtube_id"] != noisy_id(1)].to_parquet(root / "index.parquet", index=False)
+    index[index["clip_id"] != noisy_id(1)].to_parquet(root / "index.parquet", index=False)
     return {"data": data, "failed": failed}
 
 

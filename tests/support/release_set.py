@@ -43,11 +43,10 @@ def first_ids(rows: Sequence[Row]) -> list[str]:
     return list(dict.fromkeys(y for _, y, _, _ in rows))
 
 
-def build_manifest(
-    root: Path, rows: Sequence[Row], splits: Mapping[str, Sequence[int]], data_dir: Path
-) -> Path:
-    """Write Annotations.txt and the split lists under ``root``; run the annotations stage into
-    ``data_dir`` (no AudioSet offsets) and return it."""
+def write_annotation_inputs(
+    root: Path, rows: Sequence[Row], splits: Mapping[str, Sequence[int]]
+) -> tuple[Path, Path]:
+    """``root/Annotations.txt`` and ``root/splits/{split}_order.txt``; returns both paths."""
     root.mkdir(parents=True, exist_ok=True)
     ann = root / "Annotations.txt"
     ann.write_text("".join(f"{c}&{y}&good&{s}&{e}\n" for c, y, s, e in rows))
@@ -55,6 +54,15 @@ def build_manifest(
     split_dir.mkdir(exist_ok=True)
     for split, indices in splits.items():
         (split_dir / f"{split}_order.txt").write_text("".join(f"{i}\n" for i in indices))
+    return ann, split_dir
+
+
+def build_manifest(
+    root: Path, rows: Sequence[Row], splits: Mapping[str, Sequence[int]], data_dir: Path
+) -> Path:
+    """Write the annotation inputs under ``root`` and run the annotations stage into ``data_dir``
+    (no AudioSet offsets); return ``data_dir``."""
+    ann, split_dir = write_annotation_inputs(root, rows, splits)
     run_annotations(
         AnnotationsConfig(
             data_dir=data_dir,
