@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.cli import main as avel
 from pipeline.demo.server import LoopbackServer
 from pipeline.stages.download import (
     DownloadConfig,
@@ -378,3 +379,9 @@ def test_stalled_server_is_a_transient_timeout(tmp_path, sources):
     assert (row["status"], row["kind"]) == ("transient", "network"), row["reason"]
     assert "timed out" in row["reason"].lower()
     assert summary["exit_code"] == 0 and not (data / "clips" / "stalled_abc.mp4").exists()
+
+
+def test_cli_errors_go_to_stderr(tmp_path, capsys):
+    assert avel(["download", "--data-dir", str(tmp_path / "none"), "--no-progress"]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("error: ") and "manifest" in out.err and out.out == ""

@@ -234,3 +234,9 @@ def test_interrupted_run_resumes_and_ledger(tmp_path):
     again = run_segments(SegmentsConfig(tmp_path, frames_per_segment=F, progress=False))
     assert again["processed"] == 1
     assert (rows(load_segments(tmp_path), ids[1])["num_frames"] == 40).all()
+
+
+def test_cli_errors_go_to_stderr(tmp_path, capsys):
+    assert avel(["segments", "--data-dir", str(tmp_path / "none"), "--workers", "1"]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("error: ") and "manifest" in out.err and out.out == ""
