@@ -255,6 +255,7 @@ test-ray: $(STAMP_RAY) ffmpeg
 
 lint: $(STAMP_DEV)
 	$(PY) -m ruff check pipeline models tests
+	$(PY) -m ruff format --check pipeline models tests
 
 clean:
 	rm -rf $(DATA_DIR) $(RUN_DIR) .pytest_cache .ruff_cache

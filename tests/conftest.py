@@ -1,4 +1,4 @@
-"""Shared pytest configuration: marker handling and the location of ../shared."""
+"""Shared pytest configuration: marker handling and the fixtures several test folders use."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO, shared_dir
+from tests.support.release_set import (
+    EMPTY_ROW,
+    NOISY,
+    SPLITS,
+    annotation_rows,
+    build_manifest,
+    write_release,
+)
 
-
-def shared_dir() -> Path:
-    """``../shared`` beside the checkout (or $AVEL_SHARED)."""
-    return Path(os.environ.get("AVEL_SHARED", REPO.parent / "shared"))
+__all__ = ["REPO", "shared_dir"]
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +28,30 @@ def shared() -> Path:
             f"{path} not found: the AVE annotation files under ../shared are needed for this test"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def small_release(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A 24-row AVE-shaped set: its manifest folder and every file of its feature release.
+
+    Keys: ``rows`` (annotation rows), ``manifest_dir``, ``release`` (folder), ``arrays`` (by file).
+    """
+    root = tmp_path_factory.mktemp("small_release")
+    rows = annotation_rows(empty_row=EMPTY_ROW)
+    manifest_dir = build_manifest(root, rows, SPLITS, root / "manifest")
+    arrays = write_release(root / "release", rows, NOISY)
+    return {
+        "rows": rows,
+        "manifest_dir": manifest_dir,
+        "release": root / "release",
+        "arrays": arrays,
+    }
+
+
+@pytest.fixture(scope="session")
+def small(small_release: dict) -> dict:
+    """``small_release`` under the name tests/models/test_train_from_release.py asks for."""
+    return small_release
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

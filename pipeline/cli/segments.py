@@ -1,11 +1,47 @@
-"""``avel segments`` (adapter still inside the library module; to be moved here)."""
+"""``avel segments``: flags -> ``SegmentsConfig`` -> ``run_segments`` -> summary."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from pipeline.stages.segments import register as _register_0
+from pipeline.cli.common import fail
+from pipeline.stages.segments import SegmentsConfig, format_summary, run_segments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    _register_0(subparsers)
+    p = subparsers.add_parser(
+        "segments",
+        help="frame plan, audio spans and log-mel patches per clip -> DATA_DIR/segments.parquet",
+    )
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument(
+        "--frames-per-segment", type=int, default=16, help="frames per 1 s segment (16 = release)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="parallel clip processes"
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="process at most N pending clips (partial runs)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="redo clips that already have a current receipt"
+    )
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = SegmentsConfig(
+        data_dir=args.data_dir,
+        frames_per_segment=args.frames_per_segment,
+        workers=args.workers,
+        force=args.force,
+        limit=args.limit,
+    )
+    try:
+        summary = run_segments(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        return fail(exc)
+    print(format_summary(summary))
+    return 0

@@ -7,9 +7,10 @@
   ``segments.parquet``, ``segments_failed.parquet``              segments stage (tables)
   ``segments/<clip_id>.json``, ``segments/<clip_id>.patches.npy`` segments stage (per clip)
   ``features/<store>/``                                         feature stores (``pipeline.core.store``)
-  ``features/.ray/``                                            Ray engine's per-clip staging
+  ``features/.ray/``                                            Ray engine's run plans
   ``weights/<backbone>/``                                       converted/cached backbone weights
   ``bench/``                                                    ``avel bench`` work files
+  ``synthetic/``                                                the demo's generated source set
 """
 
 from __future__ import annotations
@@ -90,3 +91,8 @@ class DataLayout:
     @property
     def bench(self) -> Path:
         return self.root / "bench"
+
+    @property
+    def demo_source(self) -> Path:
+        """The demo's generated source set (videos, annotation files) it serves on loopback."""
+        return self.root / "synthetic"

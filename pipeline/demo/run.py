@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.io import write_json
+from pipeline.core.layout import DataLayout
 
 REPO = Path(__file__).resolve().parents[2]
 SUPERVISED_MODELS = ("a", "v", "av_att", "dmrn")
@@ -55,7 +56,7 @@ class DemoConfig:
 
     @property
     def synth_dir(self) -> Path:
-        return Path(self.data_dir) / "synthetic"
+        return DataLayout(self.data_dir).demo_source
 
     @property
     def stamp_dir(self) -> Path:
@@ -90,9 +91,10 @@ def cached_weights(data_dir: Path) -> dict[str, Path | None]:
     """Pretrained backbone files present in the local caches (None where absent): the converted
     VGGish file of the demo's data dir or of the default data dir beside it, and VGG-19 in the
     torch hub or Keras cache."""
+    from pipeline.backbones.vggish_weights import CONVERTED_NAME
+
     vggish = [
-        Path(d) / "weights" / "vggish" / "vggish_model.pt"
-        for d in (data_dir, Path(data_dir).parent)
+        DataLayout(d).weights("vggish") / CONVERTED_NAME for d in (data_dir, Path(data_dir).parent)
     ]
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
     vgg19 = [
@@ -107,7 +109,7 @@ def cached_weights(data_dir: Path) -> dict[str, Path | None]:
 
 def feature_stores_random(data_dir: Path) -> bool | None:
     """True if any feature store says its network had random weights; None when there is none."""
-    metas = sorted((Path(data_dir) / "features").glob("*/meta.json"))
+    metas = sorted(DataLayout(data_dir).features.glob("*/meta.json"))
     if not metas:
         return None
     flags = []
@@ -151,7 +153,7 @@ def demo_steps(cfg: DemoConfig, cached: dict[str, Path | None]) -> list[Step]:
                 "--audioset-csv",
                 str(g / "segments.csv"),
             ],
-            outputs=[Path(d) / "manifest.parquet"],
+            outputs=[DataLayout(d).manifest],
             needs=("generate",),
         ),
         Step(
@@ -511,49 +513,3 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary["not_available"] = [r.name for r in results if r.status == MISSING]
     write_json(summary, cfg.run_dir / "demo_summary.json")
     return summary
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    d = DemoConfig()
-    p = subparsers.add_parser(
-        "demo", help="generate a small event set, serve it on loopback and run every stage on it"
-    )
-    p.add_argument("--data-dir", type=Path, default=d.data_dir, help=f"default {d.data_dir}")
-    p.add_argument("--run-dir", type=Path, default=d.run_dir, help=f"default {d.run_dir}")
-    p.add_argument(
-        "--clips", type=int, default=d.clips, help=f"clips to generate (default {d.clips})"
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--frames-per-segment",
-        type=int,
-        default=d.frames_per_segment,
-        help=f"frames per 1 s segment for the visual features (default {d.frames_per_segment})",
-    )
-    p.add_argument(
-        "--epochs", type=int, default=d.epochs, help=f"training epochs (default {d.epochs})"
-    )
-    p.add_argument("--force", action="store_true", help="regenerate the set and rerun every step")
-    p.add_argument("--quiet", action="store_true", help="do not echo each stage's output")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(
-        data_dir=args.data_dir,
-        run_dir=args.run_dir,
-        clips=args.clips,
-        seed=args.seed,
-        frames_per_segment=args.frames_per_segment,
-        epochs=args.epochs,
-        force=args.force,
-        echo=not args.quiet,
-    )
-    try:
-        summary = run_demo(cfg)
-    except (RuntimeError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}")
-        return 2
-    print(format_table(summary))
-    print(f"\n-> {cfg.run_dir / 'demo_summary.json'}")
-    return 1 if summary["failed"] else 0

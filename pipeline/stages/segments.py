@@ -29,9 +29,7 @@ and ``DATA_DIR/segments_failed.parquet`` (youtube_id, reason), rebuilt from the 
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -43,6 +41,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.io import write_json, write_npy, write_parquet
+from pipeline.core.layout import DataLayout
+from pipeline.core.manifest import CLIP_SECONDS, clip_ids, load_manifest
 from pipeline.core.media import (
     MediaError,
     decode_audio,
@@ -53,7 +53,6 @@ from pipeline.core.media import (
 )
 
 SEGMENTS_VERSION = 1
-SECONDS = 10
 SAMPLE_RATE = 16000
 #: Fewest real samples a second needs for its AVE patch (96 frames read 400 + 95 * 160 samples).
 PATCH_SAMPLES = 15600
@@ -61,7 +60,7 @@ PATCH_SAMPLES = 15600
 DURATION_TOLERANCE = 0.25
 #: Frame durations spreading more than this fraction of the median mark a variable-frame-rate clip.
 VFR_SPREAD = 0.1
-PATCH_SHAPE = (SECONDS, 96, 64)
+PATCH_SHAPE = (CLIP_SECONDS, 96, 64)
 
 
 @dataclass
@@ -78,19 +77,8 @@ class SegmentsConfig:
 
 
 def clips_dir(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "clips"
-
-
-def segments_dir(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "segments"
-
-
-def segments_path(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "segments.parquet"
-
-
-def failed_path(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "segments_failed.parquet"
+    """``DATA_DIR/clips`` (the download stage's folder)."""
+    return DataLayout(data_dir).clips
 
 
 def list_clips(data_dir: str | Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str]], str]:
@@ -99,12 +87,10 @@ def list_clips(data_dir: str | Path) -> tuple[list[tuple[str, Path]], list[tuple
     ``ok`` pairs each YouTube ID with its clip path; ``problems`` lists IDs the ledger calls ok whose
     file is missing; ``source`` says where the list came from (ledger or a scan of the folder).
     """
-    from pipeline.core.manifest import clip_ids, load_manifest
-
     data_dir = Path(data_dir)
     order = list(dict.fromkeys(clip_ids(load_manifest(data_dir))))  # AVE: the YouTube IDs
-    folder = clips_dir(data_dir)
-    ledger = folder / "status.parquet"
+    layout = DataLayout(data_dir)
+    folder, ledger = layout.clips, layout.ledger
     problems: list[tuple[str, str]] = []
     if ledger.is_file():
         table = pd.read_parquet(ledger, columns=["youtube_id", "status"])
@@ -117,7 +103,7 @@ def list_clips(data_dir: str | Path) -> tuple[list[tuple[str, Path]], list[tuple
         source = f"scan of {folder}/*.mp4 (no ledger)"
     clips = []
     for youtube_id in ids:
-        path = folder / f"{youtube_id}.mp4"
+        path = layout.clip(youtube_id)
         if path.is_file():
             clips.append((youtube_id, path))
         else:
@@ -130,8 +116,8 @@ def list_clips(data_dir: str | Path) -> tuple[list[tuple[str, Path]], list[tuple
 
 def release_frame_indices(num_frames: int, frames_per_segment: int = 16) -> np.ndarray:
     """(10, F) frame indices of the release rule: floor(l * interval + i * interval / F)."""
-    interval = num_frames // SECONDS
-    second = np.arange(SECONDS)[:, None]
+    interval = num_frames // CLIP_SECONDS
+    second = np.arange(CLIP_SECONDS)[:, None]
     i = np.arange(frames_per_segment)[None, :]
     return second * interval + (i * interval) // frames_per_segment
 
@@ -139,7 +125,8 @@ def release_frame_indices(num_frames: int, frames_per_segment: int = 16) -> np.n
 def time_frame_indices(times: np.ndarray, frames_per_segment: int = 16) -> np.ndarray:
     """(10, F) indices of the frames on screen at t = l + i / F (times from the first frame)."""
     targets = (
-        np.arange(SECONDS)[:, None] + np.arange(frames_per_segment)[None, :] / frames_per_segment
+        np.arange(CLIP_SECONDS)[:, None]
+        + np.arange(frames_per_segment)[None, :] / frames_per_segment
     )
     return np.clip(np.searchsorted(times, targets + 1e-9, side="right") - 1, 0, len(times) - 1)
 
@@ -168,7 +155,7 @@ def plan_frames(
     frame_dur = float(np.median(steps)) if steps.size else fallback
     vfr = bool(steps.size > 1 and (steps.max() - steps.min()) > VFR_SPREAD * frame_dur)
     video_duration = float(rel[-1] + frame_dur)
-    in_length = abs(video_duration - SECONDS) <= DURATION_TOLERANCE
+    in_length = abs(video_duration - CLIP_SECONDS) <= DURATION_TOLERANCE
     if in_length and not vfr:
         rule = "release"
         indices = release_frame_indices(n, frames_per_segment)
@@ -176,7 +163,8 @@ def plan_frames(
         rule = "time"
         indices = time_frame_indices(rel, frames_per_segment)
     targets = (
-        np.arange(SECONDS)[:, None] + np.arange(frames_per_segment)[None, :] / frames_per_segment
+        np.arange(CLIP_SECONDS)[:, None]
+        + np.arange(frames_per_segment)[None, :] / frames_per_segment
     )
     real = indices < n if rule == "release" else targets < video_duration
     indices = np.minimum(indices, n - 1)
@@ -188,8 +176,8 @@ def plan_frames(
         "vfr": vfr,
         "fps": 1.0 / frame_dur if frame_dur > 0 else float("nan"),
         "video_duration": video_duration,
-        "short_clip": video_duration < SECONDS - DURATION_TOLERANCE,
-        "long_clip": video_duration > SECONDS + DURATION_TOLERANCE,
+        "short_clip": video_duration < CLIP_SECONDS - DURATION_TOLERANCE,
+        "long_clip": video_duration > CLIP_SECONDS + DURATION_TOLERANCE,
     }
 
 
@@ -220,7 +208,7 @@ def audio_patches(wave16k: np.ndarray) -> np.ndarray:
     """(10, 96, 64) float32 patches of the first 10 s (zero-padded) with the VGGish AVE framing."""
     from pipeline.backbones.vggish_frontend import log_mel_patches  # NumPy only: no torch import
 
-    full = np.zeros(SECONDS * SAMPLE_RATE, dtype=np.float64)
+    full = np.zeros(CLIP_SECONDS * SAMPLE_RATE, dtype=np.float64)
     n = min(len(wave16k), full.size)
     full[:n] = wave16k[:n]
     patches = log_mel_patches(full, SAMPLE_RATE, framing="ave")
@@ -237,12 +225,9 @@ def _clip_stamp(path: Path) -> dict[str, int]:
     return {"bytes": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
 
-def receipt_path(data_dir: str | Path, youtube_id: str) -> Path:
-    return segments_dir(data_dir) / f"{youtube_id}.json"
-
-
-def patches_path(data_dir: str | Path, youtube_id: str) -> Path:
-    return segments_dir(data_dir) / f"{youtube_id}.patches.npy"
+def patches_path(data_dir: str | Path, clip_id: str) -> Path:
+    """``DATA_DIR/segments/<clip_id>.patches.npy``."""
+    return DataLayout(data_dir).patches(clip_id)
 
 
 def load_patches(data_dir: str | Path, youtube_id: str) -> np.ndarray:
@@ -263,7 +248,7 @@ def _read_receipt(path: Path) -> dict | None:
 def receipt_is_current(
     data_dir: Path, youtube_id: str, clip: Path, frames_per_segment: int
 ) -> bool:
-    receipt = _read_receipt(receipt_path(data_dir, youtube_id))
+    receipt = _read_receipt(DataLayout(data_dir).segment_receipt(youtube_id))
     if not receipt or receipt.get("version") != SEGMENTS_VERSION:
         return False
     if receipt.get("frames_per_segment") != frames_per_segment:
@@ -288,7 +273,7 @@ def segment_clip(youtube_id: str, clip: Path, data_dir: Path, frames_per_segment
         receipt.update(status="failed", reason=str(exc))
     except Exception as exc:  # anything else about this clip: record it, keep going with the rest
         receipt.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-    write_json(receipt, receipt_path(data_dir, youtube_id))
+    write_json(receipt, DataLayout(data_dir).segment_receipt(youtube_id))
     return receipt
 
 
@@ -308,7 +293,7 @@ def _segment(
     audio = first_stream(info, "audio")
     wave, audio_info = audio_16k(clip, audio)
     patches = audio_patches(wave)
-    real = np.clip(len(wave) - np.arange(SECONDS) * SAMPLE_RATE, 0, SAMPLE_RATE)
+    real = np.clip(len(wave) - np.arange(CLIP_SECONDS) * SAMPLE_RATE, 0, SAMPLE_RATE)
     write_npy(patches, patches_path(data_dir, youtube_id))
     clip_info = {
         "num_frames": int(len(times)),
@@ -323,7 +308,7 @@ def _segment(
         "decode_errors": decode_errors[-500:],
     }
     seconds = []
-    for second in range(SECONDS):
+    for second in range(CLIP_SECONDS):
         seconds.append(
             {
                 "second": second,
@@ -367,7 +352,7 @@ def build_tables(
     """segments (one row per clip and second) and failures, from the receipts of ``clips``."""
     rows, failed = [], []
     for youtube_id, _ in clips:
-        receipt = _read_receipt(receipt_path(data_dir, youtube_id))
+        receipt = _read_receipt(DataLayout(data_dir).segment_receipt(youtube_id))
         if receipt is None:
             continue
         if receipt["status"] != "ok":
@@ -411,7 +396,7 @@ SEGMENT_COLUMNS = [
 
 def load_segments(data_dir: str | Path) -> pd.DataFrame:
     """``DATA_DIR/segments.parquet``, with a clear error when the stage has not run."""
-    path = segments_path(data_dir)
+    path = DataLayout(data_dir).segments_table
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `make segments DATA_DIR={data_dir}` first")
     return pd.read_parquet(path)
@@ -420,7 +405,7 @@ def load_segments(data_dir: str | Path) -> pd.DataFrame:
 def frame_plan(segments: pd.DataFrame, youtube_id: str) -> np.ndarray:
     """(10, F) planned frame indices of one clip from the segments table."""
     rows = segments[segments["youtube_id"] == youtube_id].sort_values("second")
-    if len(rows) != SECONDS:
+    if len(rows) != CLIP_SECONDS:
         raise KeyError(f"{youtube_id}: not in the segments table")
     return np.stack([np.asarray(v, dtype=np.int64) for v in rows["frame_indices"]])
 
@@ -468,8 +453,8 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
     failed = pd.concat(
         [failed, pd.DataFrame(problems, columns=["youtube_id", "reason"])], ignore_index=True
     )
-    write_parquet(table, segments_path(data_dir))
-    write_parquet(failed, failed_path(data_dir))
+    write_parquet(table, DataLayout(data_dir).segments_table)
+    write_parquet(failed, DataLayout(data_dir).segments_failed)
     per_clip = table.groupby("youtube_id", sort=False).first() if len(table) else table
     return {
         "source": source,
@@ -488,8 +473,8 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
         if len(table)
         else 0,
         "frames_per_segment": cfg.frames_per_segment,
-        "segments": str(segments_path(data_dir)),
-        "failures": str(failed_path(data_dir)),
+        "segments": str(DataLayout(data_dir).segments_table),
+        "failures": str(DataLayout(data_dir).segments_failed),
     }
 
 
@@ -506,41 +491,3 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["failed"]:
         lines.append(f"  failures (youtube_id, reason) -> {s['failures']}")
     return "\n".join(lines)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "segments",
-        help="frame plan, audio spans and log-mel patches per clip -> DATA_DIR/segments.parquet",
-    )
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument(
-        "--frames-per-segment", type=int, default=16, help="frames per 1 s segment (16 = release)"
-    )
-    p.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="parallel clip processes"
-    )
-    p.add_argument(
-        "--limit", type=int, default=None, help="process at most N pending clips (partial runs)"
-    )
-    p.add_argument(
-        "--force", action="store_true", help="redo clips that already have a current receipt"
-    )
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    cfg = SegmentsConfig(
-        data_dir=args.data_dir,
-        frames_per_segment=args.frames_per_segment,
-        workers=args.workers,
-        force=args.force,
-        limit=args.limit,
-    )
-    try:
-        summary = run_segments(cfg)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    return 0

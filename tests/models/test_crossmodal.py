@@ -21,7 +21,7 @@ from models.training.engine import TrainConfig, run_train
 from pipeline import cli
 from pipeline.core.io import write_parquet
 from pipeline.core.store import StoreWriter
-from tests.conftest import shared_dir
+from tests.support.paths import shared_dir
 
 BACKGROUND = 28
 CODE = 8

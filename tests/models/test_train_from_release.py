@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.pipeline.test_import_release import _data_dir, small  # noqa: F401  (pytest fixture)
+from tests.support.release_set import release_data_dir as _data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,12 +10,12 @@ import pytest
 
 from pipeline.core.manifest import AnnotationError, clip_ids, load_classes, load_manifest
 from pipeline.core.store import FeatureStore
+from pipeline.demo.server import LoopbackServer
 from pipeline.stages.annotations.clip_lists import make_clip_id
 from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
 from pipeline.stages.download import DownloadConfig, load_ledger, run_download
 from pipeline.stages.features.stage import FeaturesConfig, run_features
 from pipeline.stages.segments import SegmentsConfig, load_segments, run_segments
-from tests.support.loopback import LoopbackServer
 from tests.support.media import duration, make_clip
 
 SHARED = "a-b_c-d_e_f"  # one source video, two clips; '_' and '-' inside on purpose

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.stages.annotations.stage import AnnotationsConfig, run_annotations
+from pipeline.cli import main as avel
+from pipeline.demo.server import LoopbackServer
 from pipeline.stages.download import (
     DownloadConfig,
     classify_exception,
@@ -22,12 +23,11 @@ from pipeline.stages.download import (
     load_ledger,
     run_download,
 )
-from tests.support.loopback import LoopbackServer
+from tests.support.ave_inputs import OFFSET, make_manifest, write_ave_inputs
 from tests.support.media import duration, make_clip, stream_types
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_SECONDS = 14.0
-OFFSET = (2.5, 12.5)  # the AudioSet-style clip inside each 14 s source
 
 # IDs (11 characters of [A-Za-z0-9_-]) and what the server does with them.
 DASH = "-dash_1Stxy"  # starts with '-', no +faststart (moov at the end)
@@ -63,44 +63,6 @@ def server(sources):
         size = (sources / f"{TRUNCATED}.mp4").stat().st_size
         srv.route(f"{TRUNCATED}.mp4", truncate_at=size // 3)
         yield srv
-
-
-def write_ave_inputs(folder: Path, ids: list[str], offsets: dict[str, tuple[float, float]]) -> dict:
-    """A tiny AVE-shaped input set: Annotations.txt, split lists, an AudioSet-style CSV."""
-    folder.mkdir(parents=True, exist_ok=True)
-    cats = ["Church bell", "Male speech, man speaking"]
-    lines = [f"{cats[i % 2]}&{vid}&good&{i % 5}&10" for i, vid in enumerate(ids)]
-    lines.sort(key=lambda line: line.split("&")[0] != cats[0])  # contiguous category blocks
-    (folder / "Annotations.txt").write_text("\n".join(lines) + "\n")
-    splits = folder / "splits"
-    splits.mkdir(exist_ok=True)
-    rows = list(range(len(lines)))
-    parts = {"train": rows[0::3], "val": rows[1::3], "test": rows[2::3]}
-    for name, part in parts.items():
-        (splits / f"{name}_order.txt").write_text("".join(f"{i}\n" for i in part))
-    csv = folder / "segments.csv"
-    header = "# Segments csv\n# num_ytids=0\n# YTID, start_seconds, end_seconds, positive_labels\n"
-    body = "".join(f'{v}, {s:.3f}, {e:.3f}, "/m/0"\n' for v, (s, e) in offsets.items())
-    csv.write_text(header + body)
-    return {"annotations": folder / "Annotations.txt", "splits": splits, "csv": csv}
-
-
-def make_manifest(
-    data_dir: Path,
-    ids: list[str],
-    without_offset: tuple[str, ...] = (),
-    offsets: dict | None = None,
-) -> None:
-    offsets = {v: (offsets or {}).get(v, OFFSET) for v in ids if v not in without_offset}
-    inputs = write_ave_inputs(data_dir.parent / f"{data_dir.name}_inputs", ids, offsets)
-    run_annotations(
-        AnnotationsConfig(
-            data_dir=data_dir,
-            ave_annotations=str(inputs["annotations"]),
-            ave_splits=str(inputs["splits"]),
-            audioset_csv=[str(inputs["csv"])],
-        )
-    )
 
 
 def config(data_dir: Path, server: LoopbackServer | None, **kw) -> DownloadConfig:
@@ -417,3 +379,9 @@ def test_stalled_server_is_a_transient_timeout(tmp_path, sources):
     assert (row["status"], row["kind"]) == ("transient", "network"), row["reason"]
     assert "timed out" in row["reason"].lower()
     assert summary["exit_code"] == 0 and not (data / "clips" / "stalled_abc.mp4").exists()
+
+
+def test_cli_errors_go_to_stderr(tmp_path, capsys):
+    assert avel(["download", "--data-dir", str(tmp_path / "none"), "--no-progress"]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("error: ") and "manifest" in out.err and out.out == ""

@@ -25,33 +25,28 @@ from pipeline.stages.release.export_release import (
 )
 from pipeline.stages.release.import_release import (
     ImportReleaseConfig,
-    _write_extra_background,
     run_import_release,
+    write_extra_background,
 )
 from pipeline.stages.release.layout import FEATURE_FILES, KEY, ORDER_FILES, noisy_id
+from tests.support.release_set import (
+    BACKGROUND,
+    CATEGORIES,
+    DUP_FIRST,
+    DUP_SECOND,
+    ROWS,
+    annotation_rows,
+    build_manifest,
+    copy_manifest,
+    first_ids,
+)
 
-CATEGORIES = ("Church bell", "Male speech, man speaking")
-ROWS = 24
 NOISY = 3
-DUP_FIRST, DUP_SECOND = 3, 15  # one video annotated twice
 SPLITS = {
     "train": [5, 0, 9, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15],
     "val": [19, 16, 17, 18],
     "test": [23, 21, 20, 22],
 }  # shuffled, as the release's lists are
-BACKGROUND = len(CATEGORIES)
-
-
-def _annotation_rows() -> list[tuple[str, str, int, int]]:
-    rows = []
-    for i in range(ROWS):
-        youtube_id = f"vid{(DUP_FIRST if i == DUP_SECOND else i):08d}"
-        rows.append((CATEGORIES[i // 12], youtube_id, i % 4, 10 - i % 3))
-    return rows
-
-
-def _first_ids(rows: list) -> list[str]:
-    return list(dict.fromkeys(y for _, y, _, _ in rows))
 
 
 def _write_stores(data: Path, ids: list[str], failed: dict[str, str] | None = None) -> None:
@@ -87,28 +82,16 @@ def _write_stores(data: Path, ids: list[str], failed: dict[str, str] | None = No
                 },
             )
         writer.finalize()
-    _write_extra_background(data, NOISY, BACKGROUND, list(values))
+    write_extra_background(data, NOISY, BACKGROUND, list(values))
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("export_small")
-    rows = _annotation_rows()
-    ann = root / "Annotations.txt"
-    ann.write_text("".join(f"{c}&{y}&good&{s}&{e}\n" for c, y, s, e in rows))
-    splits = root / "splits"
-    splits.mkdir()
-    for split, indices in SPLITS.items():
-        (splits / f"{split}_order.txt").write_text("".join(f"{i}\n" for i in indices))
-    data = root / "data"
-    run_annotations(
-        AnnotationsConfig(
-            data_dir=data, ave_annotations=str(ann), ave_splits=str(splits), audioset_csv=["none"]
-        )
-    )
-    manifest_only = root / "manifest_only"
-    shutil.copytree(data, manifest_only, ignore=shutil.ignore_patterns("sources"))
-    _write_stores(data, _first_ids(rows))
+    rows = annotation_rows()
+    data = build_manifest(root, rows, SPLITS, root / "data")
+    manifest_only = copy_manifest(data, root / "manifest_only")
+    _write_stores(data, first_ids(rows))
     return {"rows": rows, "data": data, "manifest_only": manifest_only}
 
 
@@ -208,11 +191,11 @@ def with_failures(small: dict, tmp_path_factory: pytest.TempPathFactory) -> dict
     data = tmp_path_factory.mktemp("failures") / "data"
     shutil.copytree(small["manifest_only"], data)
     failed = {"vid00000002": "download failed: video unavailable", "vid00000017": "no frames"}
-    _write_stores(data, _first_ids(small["rows"]), failed)
+    _write_stores(data, first_ids(small["rows"]), failed)
     # noisy-0001 missing from the audio store only
     root = data / "features" / "audio"
     index = pd.read_parquet(root / "index.parquet")
-    index[index["youtube_id"] != noisy_id(1)].to_parquet(root / "index.parquet", index=False)
+    index[index["clip_id"] != noisy_id(1)].to_parquet(root / "index.parquet", index=False)
     return {"data": data, "failed": failed}
 
 
@@ -320,7 +303,7 @@ def test_errors(small: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     with pytest.raises(ExportReleaseError, match="--missing"):
         run_export_release(_cfg(small["data"], tmp_path / "out", missing="skip"))
     assert avel(["export-release", "--data-dir", str(small["data"])]) == 2
-    assert "give the output folder" in capsys.readouterr().out
+    assert "give the output folder" in capsys.readouterr().err
     out = tmp_path / "flag"
     assert avel(["export-release", "--out-dir", str(out), "--data-dir", str(small["data"])]) == 0
     assert "every manifest row has features" in capsys.readouterr().out
@@ -352,7 +335,7 @@ def test_small_files_equal_the_real_release(shared: Path, tmp_path: Path) -> Non
     for shard, shard_ids in writer.pending_shards():
         writer.write_shard(shard, dict.fromkeys(shard_ids, zero))
     writer.finalize()
-    _write_extra_background(data, noisy_rows, len(manifest["label"].unique()), ["audio"])
+    write_extra_background(data, noisy_rows, len(manifest["label"].unique()), ["audio"])
 
     out = tmp_path / "out"
     summary = run_export_release(_cfg(data, out))

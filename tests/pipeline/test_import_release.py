@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tracemalloc
 from pathlib import Path
 
@@ -23,105 +22,23 @@ from pipeline.stages.release.import_release import (
     noisy_id,
     run_import_release,
 )
-
-CATEGORIES = ("Church bell", "Male speech, man speaking")
-ROWS = 24  # 2 categories x 12 rows; visual file 24 x 2 MB float64
-NOISY = 5
-DUP_FIRST, DUP_SECOND = 3, 15  # the same video labelled in both categories
-EMPTY_ROW = 5  # start == end: all background
-SPLITS = {"train": range(0, 16), "val": range(16, 20), "test": range(20, 24)}
-
-
-def _annotation_rows() -> list[tuple[str, str, int, int]]:
-    rows = []
-    for i in range(ROWS):
-        category = CATEGORIES[i // 12]
-        youtube_id = f"vid{(DUP_FIRST if i == DUP_SECOND else i):08d}"
-        start, end = (0, 0) if i == EMPTY_ROW else (i % 4, 10 - i % 3)
-        rows.append((category, youtube_id, start, end))
-    return rows
+from tests.support.release_set import (
+    CATEGORIES,
+    DUP_FIRST,
+    DUP_SECOND,
+    NOISY,
+    ROWS,
+    SPLITS,
+    release_data_dir,
+    write_h5,
+)
 
 
-def _write_h5(path: Path, array: np.ndarray, key: str = "avadataset") -> None:
-    with h5py.File(path, "w") as f:
-        f[key] = array
-
-
-def _write_release(folder: Path, rows: list[tuple[str, str, int, int]]) -> dict[str, np.ndarray]:
-    """All release files for the small set; returns the arrays written."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(6)
-    classes = len(CATEGORIES) + 1
-    background = classes - 1
-    audio = np.maximum(rng.normal(size=(ROWS, 10, 128)), 0)
-    audio[DUP_SECOND] = audio[DUP_FIRST]  # identical duplicate in audio, different in visual
-    visual = rng.gamma(1.0, 2.0, size=(ROWS, 10, 7, 7, 512))
-    labels = np.zeros((ROWS, 10, classes))
-    mil = np.zeros((ROWS, classes))
-    for r, (category, _, start, end) in enumerate(rows):
-        c = CATEGORIES.index(category)
-        for t in range(10):
-            labels[r, t, c if start <= t < end else background] = 1
-        mil[r, c] = 1
-    noisy_labels = np.zeros((NOISY, classes), np.float32)
-    noisy_labels[:, background] = 1
-    arrays = {
-        "audio_feature.h5": audio,
-        "visual_feature.h5": visual,
-        "labels.h5": labels,
-        "labels_closs.h5": (labels.argmax(-1) != background).astype(np.float32),
-        "mil_labels.h5": mil.astype(np.float32),
-        "audio_feature_noisy.h5": np.maximum(rng.normal(size=(NOISY, 10, 128)), 0),
-        "visual_feature_noisy.h5": rng.gamma(1.0, 2.0, size=(NOISY, 10, 7, 7, 512)),
-        "labels_noisy.h5": noisy_labels,
-    }
-    for name, array in arrays.items():
-        _write_h5(folder / name, array)
-    for split, indices in SPLITS.items():
-        _write_h5(folder / f"{split}_order.h5", np.array(list(indices), np.int64), key="order")
-    return arrays
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("small_release")
-    rows = _annotation_rows()
-    ann = root / "Annotations.txt"
-    ann.write_text("".join(f"{c}&{y}&good&{s}&{e}\n" for c, y, s, e in rows))
-    splits = root / "splits"
-    splits.mkdir()
-    for split, indices in SPLITS.items():
-        (splits / f"{split}_order.txt").write_text("".join(f"{i}\n" for i in indices))
-    manifest_dir = root / "manifest"
-    run_annotations(
-        AnnotationsConfig(
-            data_dir=manifest_dir,
-            ave_annotations=str(ann),
-            ave_splits=str(splits),
-            audioset_csv=["none"],
-        )
-    )
-    arrays = _write_release(root / "release", rows)
-    return {
-        "rows": rows,
-        "manifest_dir": manifest_dir,
-        "release": root / "release",
-        "arrays": arrays,
-    }
-
-
-def _data_dir(small: dict, tmp_path: Path) -> Path:
-    """A fresh data dir holding the small manifest."""
-    data = tmp_path / "data"
-    shutil.copytree(small["manifest_dir"], data, ignore=shutil.ignore_patterns("sources"))
-    return data
-
-
-def _release_copy(small: dict, tmp_path: Path, keep: set[str] | None = None) -> Path:
+def _release_copy(small_release: dict, tmp_path: Path, keep: set[str] | None = None) -> Path:
     """A release folder of links to the small release's files (only ``keep`` when given)."""
     folder = tmp_path / "release"
     folder.mkdir()
-    for f in small["release"].iterdir():
+    for f in small_release["release"].iterdir():
         if keep is None or f.name in keep:
             (folder / f.name).symlink_to(f)
     return folder
@@ -148,11 +65,13 @@ def test_iter_blocks_bounds_each_slice() -> None:
     assert [len(w) for *_, w in iter_blocks(rows, 1)] == [1] * len(rows)
 
 
-def test_import_small_release(small: dict, tmp_path: Path) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path)  # no visual_feature_vec.h5: computed from the maps
+def test_import_small_release(small_release: dict, tmp_path: Path) -> None:
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(
+        small_release, tmp_path
+    )  # no visual_feature_vec.h5: computed from the maps
     summary = run_import_release(_cfg(release, data))
-    arrays, first = small["arrays"], _first_rows(small["rows"])
+    arrays, first = small_release["arrays"], _first_rows(small_release["rows"])
     ids = list(first) + [noisy_id(i) for i in range(NOISY)]
 
     audio, visual, vec = (FeatureStore.open(data, n) for n in ("audio", "visual", "visual_vec"))
@@ -219,9 +138,11 @@ def test_import_small_release(small: dict, tmp_path: Path) -> None:
     np.testing.assert_allclose(audio32.get("vid00000007"), arrays["audio_feature.h5"][r], rtol=1e-6)
 
 
-def test_resumes_after_interruption(small: dict, tmp_path: Path) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path, keep={"audio_feature.h5", "audio_feature_noisy.h5"})
+def test_resumes_after_interruption(small_release: dict, tmp_path: Path) -> None:
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(
+        small_release, tmp_path, keep={"audio_feature.h5", "audio_feature_noisy.h5"}
+    )
     run_import_release(_cfg(release, data))
     root = data / "features" / "audio"
     for name in ("meta.json", "index.parquet", "shard-00001.npy", "shard-00001.index.parquet"):
@@ -230,36 +151,38 @@ def test_resumes_after_interruption(small: dict, tmp_path: Path) -> None:
     assert summary["stores"]["audio"]["status"] == "resumed"
     assert summary["stores"]["audio"]["shards_written"] == 1
     store = FeatureStore.open(data, "audio")
-    assert len(store) == len(_first_rows(small["rows"])) + NOISY
+    assert len(store) == len(_first_rows(small_release["rows"])) + NOISY
 
 
-def test_vec_file_used_when_present(small: dict, tmp_path: Path) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path, keep={"audio_feature.h5"})
+def test_vec_file_used_when_present(small_release: dict, tmp_path: Path) -> None:
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path, keep={"audio_feature.h5"})
     vec = np.random.default_rng(1).random((ROWS, 10, 512))
-    _write_h5(release / "visual_feature_vec.h5", vec)
+    write_h5(release / "visual_feature_vec.h5", vec)
     summary = run_import_release(_cfg(release, data))
     store = FeatureStore.open(data, "visual_vec")
     assert "computed_from" not in store.meta and "visual" not in summary["stores"]
-    for youtube_id, r in _first_rows(small["rows"]).items():
+    for youtube_id, r in _first_rows(small_release["rows"]).items():
         np.testing.assert_allclose(store.get(youtube_id), vec[r], rtol=1e-3, atol=1e-3)
     assert any(
         "visual_feature_noisy.h5" in n or "audio_feature_noisy" in n for n in summary["notes"]
     )
 
 
-def test_rows_larger_than_the_block_are_read_one_at_a_time(small: dict, tmp_path: Path) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path, keep={"visual_feature.h5"})
+def test_rows_larger_than_the_block_are_read_one_at_a_time(
+    small_release: dict, tmp_path: Path
+) -> None:
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path, keep={"visual_feature.h5"})
     summary = run_import_release(_cfg(release, data, block_bytes=1 << 20))
     row_bytes = 10 * 7 * 7 * 512 * 8
     assert summary["max_block_bytes"] == row_bytes  # one row, never more
-    assert summary["reads"] == summary["rows_read"] == len(_first_rows(small["rows"]))
+    assert summary["reads"] == summary["rows_read"] == len(_first_rows(small_release["rows"]))
 
 
-def test_peak_memory_stays_far_below_the_file(small: dict, tmp_path: Path) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path, keep={"visual_feature.h5"})
+def test_peak_memory_stays_far_below_the_file(small_release: dict, tmp_path: Path) -> None:
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path, keep={"visual_feature.h5"})
     file_bytes = (release / "visual_feature.h5").stat().st_size
     assert file_bytes > 45e6
     tracemalloc.start()
@@ -273,10 +196,12 @@ def test_peak_memory_stays_far_below_the_file(small: dict, tmp_path: Path) -> No
     assert peak < file_bytes / 4, f"peak {peak / 1e6:.1f} MB for a {file_bytes / 1e6:.1f} MB file"
 
 
-def test_truncated_file_gives_a_clear_error_and_no_store(small: dict, tmp_path: Path) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path, keep={"audio_feature.h5"})
-    source = small["release"] / "visual_feature.h5"
+def test_truncated_file_gives_a_clear_error_and_no_store(
+    small_release: dict, tmp_path: Path
+) -> None:
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path, keep={"audio_feature.h5"})
+    source = small_release["release"] / "visual_feature.h5"
     with open(source, "rb") as f:
         (release / "visual_feature.h5").write_bytes(f.read(source.stat().st_size // 2))
     with pytest.raises(
@@ -309,22 +234,22 @@ def test_truncated_file_gives_a_clear_error_and_no_store(small: dict, tmp_path: 
     ],
 )
 def test_wrong_key_or_shape(
-    small: dict, tmp_path: Path, name: str, array: np.ndarray, key: str, message: str
+    small_release: dict, tmp_path: Path, name: str, array: np.ndarray, key: str, message: str
 ) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path, keep={"audio_feature.h5"} - {name})
-    _write_h5(release / name, array, key=key)
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path, keep={"audio_feature.h5"} - {name})
+    write_h5(release / name, array, key=key)
     with pytest.raises(ImportReleaseError, match=message):
         run_import_release(_cfg(release, data))
 
 
-def test_nan_row_is_named(small: dict, tmp_path: Path) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path)
-    audio = small["arrays"]["audio_feature.h5"].copy()
+def test_nan_row_is_named(small_release: dict, tmp_path: Path) -> None:
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path)
+    audio = small_release["arrays"]["audio_feature.h5"].copy()
     audio[9, 4, 7] = np.nan
     (release / "audio_feature.h5").unlink()
-    _write_h5(release / "audio_feature.h5", audio)
+    write_h5(release / "audio_feature.h5", audio)
     with pytest.raises(
         ImportReleaseError, match=r"audio_feature\.h5: row 9 \(vid00000009\) holds NaN"
     ):
@@ -333,16 +258,16 @@ def test_nan_row_is_named(small: dict, tmp_path: Path) -> None:
         FeatureStore.open(data, "audio")
 
 
-def test_labels_and_orders_must_match_the_manifest(small: dict, tmp_path: Path) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path, keep={"audio_feature.h5", "mil_labels.h5"})
-    closs = small["arrays"]["labels_closs.h5"].copy()
+def test_labels_and_orders_must_match_the_manifest(small_release: dict, tmp_path: Path) -> None:
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path, keep={"audio_feature.h5", "mil_labels.h5"})
+    closs = small_release["arrays"]["labels_closs.h5"].copy()
     closs[7] = 1 - closs[7]
-    _write_h5(release / "labels_closs.h5", closs)
+    write_h5(release / "labels_closs.h5", closs)
     train, val = list(SPLITS["train"]), list(SPLITS["val"])
     train[0], val[0] = val[0], train[0]
-    _write_h5(release / "train_order.h5", np.array(train, np.int64), key="order")
-    _write_h5(release / "val_order.h5", np.array(val, np.int64), key="order")
+    write_h5(release / "train_order.h5", np.array(train, np.int64), key="order")
+    write_h5(release / "val_order.h5", np.array(val, np.int64), key="order")
     with pytest.raises(ImportReleaseError) as info:
         run_import_release(_cfg(release, data))
     text = str(info.value)
@@ -352,17 +277,19 @@ def test_labels_and_orders_must_match_the_manifest(small: dict, tmp_path: Path) 
     assert not (data / "features").exists()
 
 
-def test_manifest_is_required(small: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    release = _release_copy(small, tmp_path, keep={"audio_feature.h5"})
+def test_manifest_is_required(
+    small_release: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    release = _release_copy(small_release, tmp_path, keep={"audio_feature.h5"})
     with pytest.raises(ImportReleaseError, match="make annotations"):
         run_import_release(_cfg(release, tmp_path / "empty"))
     assert avel(["import-release", str(release), "--data-dir", str(tmp_path / "empty")]) == 2
-    assert "make annotations" in capsys.readouterr().out
+    assert "make annotations" in capsys.readouterr().err
 
 
-def test_cli_imports(small: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    data = _data_dir(small, tmp_path)
-    release = _release_copy(small, tmp_path, keep={"audio_feature.h5", "labels.h5"})
+def test_cli_imports(small_release: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path, keep={"audio_feature.h5", "labels.h5"})
     assert (
         avel(
             [
@@ -408,7 +335,7 @@ def test_real_release_files(shared: Path, tmp_path: Path) -> None:
     audio = np.maximum(
         np.random.default_rng(4).normal(size=(rows, 10, 128)), 0
     )  # stand-in, not released here
-    _write_h5(release / "audio_feature.h5", audio)
+    write_h5(release / "audio_feature.h5", audio)
 
     summary = run_import_release(ImportReleaseConfig(release, data, progress=False))
     checked = {c.split(":")[0] for c in summary["checks"]}

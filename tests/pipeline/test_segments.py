@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main as avel
+from pipeline.core.layout import DataLayout
 from pipeline.stages.segments import (
     SegmentsConfig,
     load_patches,
     load_segments,
-    receipt_path,
     run_segments,
 )
 from tests.support.media import make_clip
@@ -196,10 +196,13 @@ def test_corrupt_clip_recorded_and_skipped(data, result):
 
 
 def test_idempotent_rerun(data, result):
-    before = {y: receipt_path(data, y).stat().st_mtime_ns for y in result[1]["youtube_id"].unique()}
+    before = {
+        y: DataLayout(data).segment_receipt(y).stat().st_mtime_ns
+        for y in result[1]["youtube_id"].unique()
+    }
     summary = run_segments(SegmentsConfig(data, frames_per_segment=F, workers=1, progress=False))
     assert summary["processed"] == 0 and summary["skipped"] == 6  # the failed clip is not retried
-    after = {y: receipt_path(data, y).stat().st_mtime_ns for y in before}
+    after = {y: DataLayout(data).segment_receipt(y).stat().st_mtime_ns for y in before}
     assert after == before
     pd.testing.assert_frame_equal(load_segments(data), result[1])
 
@@ -216,12 +219,12 @@ def test_interrupted_run_resumes_and_ledger(tmp_path):
     # the "killed" run: it got through one clip only
     first = run_segments(SegmentsConfig(tmp_path, frames_per_segment=F, limit=1, progress=False))
     assert first["processed"] == 1 and first["remaining"] == 1 and first["ok"] == 1
-    done = receipt_path(tmp_path, ids[0]).stat().st_mtime_ns
+    done = DataLayout(tmp_path).segment_receipt(ids[0]).stat().st_mtime_ns
     code = avel(
         ["segments", "--data-dir", str(tmp_path), "--frames-per-segment", str(F), "--workers", "1"]
     )
     assert code == 0
-    assert receipt_path(tmp_path, ids[0]).stat().st_mtime_ns == done  # not redone
+    assert DataLayout(tmp_path).segment_receipt(ids[0]).stat().st_mtime_ns == done  # not redone
     table = load_segments(tmp_path)
     assert sorted(table["youtube_id"].unique()) == ids[:2]  # clip 2 is unavailable in the ledger
     failed = pd.read_parquet(tmp_path / "segments_failed.parquet")
@@ -231,3 +234,9 @@ def test_interrupted_run_resumes_and_ledger(tmp_path):
     again = run_segments(SegmentsConfig(tmp_path, frames_per_segment=F, progress=False))
     assert again["processed"] == 1
     assert (rows(load_segments(tmp_path), ids[1])["num_frames"] == 40).all()
+
+
+def test_cli_errors_go_to_stderr(tmp_path, capsys):
+    assert avel(["segments", "--data-dir", str(tmp_path / "none"), "--workers", "1"]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("error: ") and "manifest" in out.err and out.out == ""

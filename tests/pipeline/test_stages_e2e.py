@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tests.pipeline.test_download import OFFSET, write_ave_inputs
 
 from pipeline.backbones.vggish import random_vggish
 from pipeline.core.store import FeatureStore
+from pipeline.demo.server import LoopbackServer
 from pipeline.stages.segments import load_patches, load_segments
-from tests.support.loopback import LoopbackServer
+from tests.support.ave_inputs import OFFSET, write_ave_inputs
 from tests.support.media import make_clip
 
 ROOT = Path(__file__).resolve().parents[2]

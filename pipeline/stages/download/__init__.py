@@ -7,18 +7,9 @@ clip with ffprobe and records every result in ``DATA_DIR/clips/status.parquet``.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from pipeline.stages.download.classify import STATUSES, Outcome, SystemicError, classify_exception
-from pipeline.stages.download.fetch import DEFAULT_FORMAT, DEFAULT_URL_TEMPLATE
+from pipeline.stages.download.classify import STATUSES, Outcome, classify_exception
 from pipeline.stages.download.ledger import Ledger, load_ledger
-from pipeline.stages.download.stage import (
-    EXIT_SETUP,
-    RATE_LIMIT_ADVICE,
-    DownloadConfig,
-    run_download,
-)
+from pipeline.stages.download.stage import RATE_LIMIT_ADVICE, DownloadConfig, run_download
 from pipeline.stages.download.validate import ClipCheck, check_clip
 
 __all__ = [
@@ -31,7 +22,6 @@ __all__ = [
     "classify_exception",
     "format_summary",
     "load_ledger",
-    "register",
     "run_download",
 ]
 
@@ -65,104 +55,3 @@ def format_summary(summary: dict) -> str:
         if summary["this_run"]["rate_limited_answers"]:
             lines.append(f"  {RATE_LIMIT_ADVICE}")
     return "\n".join(lines)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    d = DownloadConfig()
-    p = subparsers.add_parser(
-        "download", help="rebuild the 10 s clips (yt-dlp range downloads, or --from-dir)"
-    )
-    p.add_argument("--data-dir", type=Path, default=d.data_dir)
-    p.add_argument(
-        "--url-template",
-        default=DEFAULT_URL_TEMPLATE,
-        help="source URL per video; fields {youtube_id} {start} {end} (default: the YouTube watch URL)",
-    )
-    p.add_argument(
-        "--from-dir", type=Path, help="ingest existing <youtube_id>.mp4 clips (no network)"
-    )
-    p.add_argument("--workers", type=int, default=d.workers, help="parallel downloads (default 4)")
-    p.add_argument(
-        "--sleep",
-        type=float,
-        default=d.sleep,
-        help="seconds (jittered) each worker waits before a request (default 5)",
-    )
-    p.add_argument("--rate-limit", help="max download speed per worker, e.g. 2M (bytes/s)")
-    p.add_argument("--cookies", help="cookies.txt (Netscape format) from a logged-in browser")
-    p.add_argument("--limit", type=int, help="only the first N unique IDs of the manifest (trials)")
-    p.add_argument(
-        "--num-shards",
-        type=int,
-        default=1,
-        help="split the clip list into K parts (one DATA_DIR per part; see README)",
-    )
-    p.add_argument("--shard-index", type=int, default=0, help="this run's part, 0..K-1")
-    p.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="also retry permanent failures (unavailable / unusable)",
-    )
-    p.add_argument(
-        "--format", default=DEFAULT_FORMAT, help=f"yt-dlp format (default {DEFAULT_FORMAT})"
-    )
-    p.add_argument(
-        "--max-rate-limited",
-        type=int,
-        default=d.max_rate_limited,
-        help="stop after this many rate-limited answers in a row (default 5)",
-    )
-    p.add_argument(
-        "--rate-limit-pause",
-        type=float,
-        default=d.rate_limit_pause,
-        help="seconds every worker pauses at the first rate-limited answer; doubles (300)",
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=d.retries,
-        help="attempts per video per run for transient failures (default 3)",
-    )
-    p.add_argument(
-        "--backoff",
-        type=float,
-        default=d.backoff,
-        help="base of the exponential back-off between attempts, seconds (default 10)",
-    )
-    p.add_argument("--socket-timeout", type=float, default=d.socket_timeout)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    cfg = DownloadConfig(
-        data_dir=args.data_dir,
-        url_template=args.url_template,
-        from_dir=args.from_dir,
-        workers=args.workers,
-        sleep=args.sleep,
-        rate_limit=args.rate_limit,
-        cookies=args.cookies,
-        limit=args.limit,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
-        retry_failed=args.retry_failed,
-        format=args.format,
-        max_rate_limited=args.max_rate_limited,
-        rate_limit_pause=args.rate_limit_pause,
-        retries=args.retries,
-        backoff=args.backoff,
-        socket_timeout=args.socket_timeout,
-        progress=not args.no_progress,
-    )
-    try:
-        summary = run_download(cfg)
-    except (FileNotFoundError, ValueError, SystemicError) as exc:
-        print(f"error: {exc}")
-        return EXIT_SETUP
-    except KeyboardInterrupt:
-        print("interrupted: the ledger holds every finished video; run the same command to resume")
-        return 130
-    print(format_summary(summary))
-    return int(summary["exit_code"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.io import write_parquet
+from pipeline.core.layout import DataLayout
 from pipeline.stages.download.classify import PENDING, STATUSES
 
 COLUMNS = (
@@ -129,7 +130,7 @@ def _plain(value):
 
 def load_ledger(data_dir: str | Path) -> pd.DataFrame:
     """Read ``DATA_DIR/clips/status.parquet`` (later stages use it to find the valid clips)."""
-    path = Path(data_dir) / "clips" / "status.parquet"
+    path = DataLayout(data_dir).ledger
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `make download DATA_DIR={data_dir}` first")
     return pd.read_parquet(path)

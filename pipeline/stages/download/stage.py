@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.core.manifest import clip_ids, load_manifest
+from pipeline.core.layout import DataLayout
+from pipeline.core.manifest import CLIP_SECONDS, clip_ids, load_manifest
+from pipeline.core.media import require_ffmpeg
 from pipeline.stages.download.classify import (
     OK,
     PENDING,
@@ -42,9 +44,8 @@ from pipeline.stages.download.fetch import (
     source_url,
 )
 from pipeline.stages.download.ledger import Ledger
-from pipeline.stages.download.validate import ClipCheck, check_clip, require_ffmpeg
+from pipeline.stages.download.validate import ClipCheck, check_clip
 
-CLIP_SECONDS = 10.0
 NO_OFFSET = "no_offset"
 #: Exit codes: finished, bad input/environment, stopped on rate limiting, stopped on a systemic error.
 EXIT_OK, EXIT_SETUP, EXIT_RATE_LIMITED, EXIT_SYSTEMIC = 0, 2, 3, 4
@@ -100,7 +101,7 @@ class Video:
     @property
     def expected(self) -> float:
         if self.start is None or self.end is None:
-            return CLIP_SECONDS
+            return float(CLIP_SECONDS)
         return float(self.end) - float(self.start)
 
 
@@ -167,14 +168,15 @@ class Stage:
 
     def __init__(self, cfg: DownloadConfig) -> None:
         self.cfg = cfg
-        self.clips = Path(cfg.data_dir) / "clips"
+        self.layout = DataLayout(cfg.data_dir)
+        self.clips = self.layout.clips
         self.partial = self.clips / ".partial"
-        self.ledger = Ledger(self.clips / "status.parquet")
+        self.ledger = Ledger(self.layout.ledger)
         self.state = RunState(cfg.max_rate_limited, cfg.rate_limit_pause)
         self.fetch_opts = FetchOptions(cfg.format, cfg.cookies, cfg.rate_limit, cfg.socket_timeout)
 
-    def clip_path(self, youtube_id: str) -> Path:
-        return self.clips / f"{youtube_id}.mp4"
+    def clip_path(self, clip_id: str) -> Path:
+        return self.layout.clip(clip_id)
 
     # ----------------------------------------------------------------- one video
 
@@ -528,7 +530,7 @@ def run_download(cfg: DownloadConfig) -> dict:
         ydl_params(0, 1, Path("."), FetchOptions(rate_limit=cfg.rate_limit))  # validates the value
     if cfg.cookies and not Path(cfg.cookies).is_file():
         raise FileNotFoundError(f"--cookies {cfg.cookies}: file not found")
-    with _exclusive(cfg.data_dir / "clips"):
+    with _exclusive(DataLayout(cfg.data_dir).clips):
         stage = Stage(cfg)
         summary = stage.run(videos, from_files)
     summary["mode"] = "from-dir" if from_files is not None else "download"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.media import require_ffmpeg  # noqa: F401  (re-exported for the download stage)
+from pipeline.core.media import MediaError, probe
 
 #: A clip is accepted when its duration is within this many seconds of the requested length.
 DURATION_TOLERANCE = 0.1
@@ -25,30 +24,6 @@ class ClipCheck:
     @property
     def ok(self) -> bool:
         return self.problem is None
-
-
-def probe(path: str | Path, timeout: float = 60) -> dict:
-    """ffprobe's format and stream description of ``path``."""
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_format",
-            "-show_streams",
-            str(Path(path).absolute()),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if out.returncode != 0:
-        raise ValueError(
-            out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "ffprobe failed"
-        )
-    return json.loads(out.stdout)
 
 
 def _decodes(path: Path, start: float, seconds: float, timeout: float = 60) -> str | None:
@@ -89,8 +64,8 @@ def check_clip(
         return ClipCheck("empty or missing file", "truncated", None, size)
     try:
         info = probe(path)
-    except (ValueError, subprocess.TimeoutExpired) as exc:
-        return ClipCheck(f"ffprobe cannot read the file: {exc}", "truncated", None, size)
+    except MediaError as exc:
+        return ClipCheck(str(exc), "truncated", None, size)
     kinds = [s.get("codec_type") for s in info.get("streams", [])]
     try:
         duration = float(info["format"]["duration"])

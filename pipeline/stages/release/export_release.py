@@ -31,7 +31,6 @@ rows 0.006 s vs 0.66 s / 0.39 s. Hence no compression by default.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -44,11 +43,11 @@ import pandas as pd
 
 from pipeline.core.fetch import sha256_file
 from pipeline.core.io import atomic_path, write_json
-from pipeline.core.manifest import load_classes, load_manifest, manifest_path
+from pipeline.core.layout import DataLayout
+from pipeline.core.manifest import load_classes, load_manifest
 from pipeline.core.store import FeatureStore, StoreError, store_dir
 from pipeline.stages.annotations.ave import read_split
 from pipeline.stages.release.layout import (
-    EXTRA_BACKGROUND,
     FEATURE_FILES,
     KEY,
     ORDER_FILES,
@@ -108,7 +107,7 @@ def _open_stores(data_dir: Path) -> dict[str, FeatureStore]:
         stores[name] = store
     if not stores:
         raise ExportReleaseError(
-            f"{data_dir / 'features'}: no finished feature store (audio, visual, visual_vec); "
+            f"{DataLayout(data_dir).features}: no finished feature store (audio, visual, visual_vec); "
             "run `make features` or `make import-release` first"
         )
     return stores
@@ -141,7 +140,7 @@ def split_lists(data_dir: Path, manifest: pd.DataFrame) -> tuple[dict[str, np.nd
     was built from when it is still there unchanged (the release's lists are shuffled), else
     ascending. Returns the lists and notes."""
     inputs, checksums = {}, {}
-    meta_path = data_dir / "manifest.json"
+    meta_path = DataLayout(data_dir).manifest_meta
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         inputs, checksums = meta.get("inputs", {}), meta.get("sha256", {})
@@ -314,9 +313,9 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
     """Write the manifest's rows and the stores' features in the AVE release layout."""
     cfg.data_dir, cfg.out_dir = Path(cfg.data_dir), Path(cfg.out_dir)
     _check_cfg(cfg)
-    if not manifest_path(cfg.data_dir).is_file():
+    if not DataLayout(cfg.data_dir).manifest.is_file():
         raise ExportReleaseError(
-            f"{manifest_path(cfg.data_dir)} not found: the export takes its rows and labels from the "
+            f"{DataLayout(cfg.data_dir).manifest} not found: the export takes its rows and labels from the "
             f"manifest; run `make annotations DATA_DIR={cfg.data_dir}` first"
         )
     if cfg.out_dir.resolve() == cfg.data_dir.resolve():
@@ -426,7 +425,7 @@ def _export_noisy(
     cfg: ExportReleaseConfig, stores: dict[str, FeatureStore], num_classes: int, summary: dict
 ) -> list[str]:
     """The background-only videos: ``*_noisy.h5`` for the stores that hold them."""
-    path = cfg.data_dir / EXTRA_BACKGROUND
+    path = DataLayout(cfg.data_dir).extra_background
     noisy_stores = {n: s for n, s in stores.items() if FEATURE_FILES[n][1] is not None}
     if not path.is_file() or not noisy_stores:
         return []
@@ -500,66 +499,3 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  removed files of a previous export: {', '.join(summary['removed_stale'])}")
     lines += [f"  note: {n}" for n in summary["notes"]]
     return "\n".join(lines)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "export-release",
-        help="write the feature stores in the AVE release layout (h5) for other AVE model repositories",
-    )
-    p.add_argument("out", nargs="?", type=Path, help="output folder")
-    p.add_argument("--out-dir", type=Path, help="same as OUT_DIR (for make OUT_DIR=...)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument(
-        "--rows",
-        choices=ROWS,
-        default="annotations-order",
-        help="row order: Annotations.txt (default) or the manifest file's own order",
-    )
-    p.add_argument(
-        "--dtype",
-        choices=sorted(DTYPES),
-        default="float32",
-        help="feature dtype (release: float64)",
-    )
-    p.add_argument(
-        "--missing",
-        choices=MISSING,
-        default="drop",
-        help="rows without features: drop them and remap the order files (default), or zero-fill "
-        f"them and write {MASK_FILE}",
-    )
-    p.add_argument(
-        "--compression",
-        choices=COMPRESSION,
-        default="none",
-        help="feature files: contiguous as released (default) or row-chunked and compressed",
-    )
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.out and args.out_dir and Path(args.out) != Path(args.out_dir):
-        print(f"error: two output folders given: {args.out} and --out-dir {args.out_dir}")
-        return 2
-    out = args.out or args.out_dir
-    if out is None:
-        print(
-            "error: give the output folder: avel export-release OUT_DIR (make export-release OUT_DIR=...)"
-        )
-        return 2
-    cfg = ExportReleaseConfig(
-        out_dir=out,
-        data_dir=args.data_dir,
-        rows=args.rows,
-        dtype=args.dtype,
-        missing=args.missing,
-        compression=args.compression,
-    )
-    try:
-        summary = run_export_release(cfg)
-    except ExportReleaseError as exc:
-        print(f"error: {exc}")
-        return 2
-    print(format_summary(summary))
-    return 0

@@ -19,7 +19,6 @@ never rewritten without ``--force``; a rerun only compares the recorded file siz
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 from collections.abc import Callable, Iterator
@@ -32,11 +31,11 @@ import pandas as pd
 
 from pipeline.core.fetch import sha256_file
 from pipeline.core.io import write_parquet
-from pipeline.core.manifest import AnnotationError, load_classes, load_manifest, manifest_path
+from pipeline.core.layout import DataLayout
+from pipeline.core.manifest import AnnotationError, load_classes, load_manifest
 from pipeline.core.store import DTYPES, StoreError, StoreWriter
 from pipeline.stages.annotations.ave import read_split
 from pipeline.stages.release.layout import (
-    EXTRA_BACKGROUND,
     FEATURE_FILES,
     KEY,
     LABEL_FILES,
@@ -405,9 +404,9 @@ def run_import_release(cfg: ImportReleaseConfig) -> dict[str, Any]:
         raise ImportReleaseError(
             f"storage dtype {cfg.dtype!r} not supported; use one of {sorted(DTYPES)}"
         )
-    if not manifest_path(cfg.data_dir).is_file():
+    if not DataLayout(cfg.data_dir).manifest.is_file():
         raise ImportReleaseError(
-            f"{manifest_path(cfg.data_dir)} not found: the import checks the release against the "
+            f"{DataLayout(cfg.data_dir).manifest} not found: the import checks the release against the "
             f"manifest; run `make annotations DATA_DIR={cfg.data_dir}` first"
         )
     manifest = load_manifest(cfg.data_dir).sort_values("sample").reset_index(drop=True)
@@ -467,11 +466,11 @@ def run_import_release(cfg: ImportReleaseConfig) -> dict[str, Any]:
     summary["rows_read"] = stats.rows_read
     noisy_stores = [s for s, info in summary["stores"].items() if info.get("extra_background")]
     if noisy_stores:
-        _write_extra_background(cfg.data_dir, noisy_rows or 0, num_classes - 1, noisy_stores)
+        write_extra_background(cfg.data_dir, noisy_rows or 0, num_classes - 1, noisy_stores)
         summary["extra_background"] = {
             "rows": noisy_rows,
             "stores": noisy_stores,
-            "path": str(cfg.data_dir / EXTRA_BACKGROUND),
+            "path": str(DataLayout(cfg.data_dir).extra_background),
         }
     return summary
 
@@ -684,7 +683,8 @@ def _stream(
         summary["stores"][store]["value_range"] = ranges
 
 
-def _write_extra_background(data_dir: Path, rows: int, background: int, stores: list[str]) -> None:
+def write_extra_background(data_dir: Path, rows: int, background: int, stores: list[str]) -> None:
+    """``DATA_DIR/extra_background.parquet``: ``rows`` background-only videos in ``stores``."""
     table = pd.DataFrame(
         {
             "sample": np.arange(rows, dtype=np.int64),
@@ -698,7 +698,7 @@ def _write_extra_background(data_dir: Path, rows: int, background: int, stores: 
             "stores": [list(stores) for _ in range(rows)],
         }
     )
-    write_parquet(table, data_dir / EXTRA_BACKGROUND)
+    write_parquet(table, DataLayout(data_dir).extra_background)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -734,48 +734,3 @@ def format_summary(summary: dict) -> str:
         f"  read {summary['rows_read']} rows in {summary['reads']} slices, largest {summary['max_block_bytes'] / 2**20:.1f} MiB"
     )
     return "\n".join(lines)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "import-release", help="import the published AVE feature files (h5) into the feature stores"
-    )
-    p.add_argument("dir", nargs="?", type=Path, help="folder with the release's .h5 files")
-    p.add_argument("--release-dir", type=Path, help="same as DIR (for make RELEASE_DIR=...)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument(
-        "--dtype", choices=sorted(DTYPES), default="float16", help="storage dtype (default float16)"
-    )
-    p.add_argument("--force", action="store_true", help="rebuild stores that are already finished")
-    p.add_argument(
-        "--no-checksum",
-        action="store_true",
-        help="skip the sha256 of the feature files (hashing the 7.7 GiB visual file takes minutes)",
-    )
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.dir and args.release_dir and Path(args.dir) != Path(args.release_dir):
-        print(f"error: two release folders given: {args.dir} and --release-dir {args.release_dir}")
-        return 2
-    release_dir = args.dir or args.release_dir
-    if release_dir is None:
-        print(
-            "error: give the release folder: avel import-release DIR (make import-release RELEASE_DIR=DIR)"
-        )
-        return 2
-    cfg = ImportReleaseConfig(
-        release_dir=release_dir,
-        data_dir=args.data_dir,
-        dtype=args.dtype,
-        force=args.force,
-        checksum=not args.no_checksum,
-    )
-    try:
-        summary = run_import_release(cfg)
-    except ImportReleaseError as exc:
-        print(f"error: {exc}")
-        return 2
-    print(format_summary(summary))
-    return 0

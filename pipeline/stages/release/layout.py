@@ -13,7 +13,6 @@ KEY = "avadataset"
 ORDER_KEY = "order"
 SEGMENTS = 10
 NOISY_PREFIX = "noisy-"
-EXTRA_BACKGROUND = "extra_background.parquet"
 
 #: Feature files of the release: store name -> (file, noisy file, row shape).
 FEATURE_FILES = {
