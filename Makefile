@@ -251,7 +251,7 @@ test: $(STAMP_DEV) ffmpeg
 
 # the Ray engine's tests (skipped by `make test` unless Ray is installed): installs the ray extra
 test-ray: $(STAMP_RAY) ffmpeg
-	$(PY) -m pytest -q tests/test_ray_engine.py
+	$(PY) -m pytest -q tests/pipeline/test_ray_engine.py
 
 lint: $(STAMP_DEV)
 	$(PY) -m ruff check pipeline models tests

@@ -20,8 +20,6 @@ from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import clip_ids, load_classes, load_manifest
 from pipeline.core.store import ROW_SHAPES, FeatureStore
 
-
-
 _STORES: dict[tuple[str, int], FeatureStore] = {}
 
 

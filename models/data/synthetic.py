@@ -17,12 +17,10 @@ second carries its class's prototype plus noise, so a network can learn it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-from collections.abc import Sequence
-
 import pandas as pd
 
 from pipeline.core.io import write_parquet
@@ -82,9 +80,7 @@ def make_synthetic_store(
     )
     layout = DataLayout(data_dir)
     write_parquet(manifest, layout.manifest)
-    write_parquet(
-        pd.DataFrame({"index": range(len(names)), "name": names}), layout.classes
-    )
+    write_parquet(pd.DataFrame({"index": range(len(names)), "name": names}), layout.classes)
     extra_ids = [f"bgv{i:08d}" for i in range(background_videos)]
     if extra_ids:
         write_parquet(

@@ -28,7 +28,8 @@ def bench_audio(
     """Time frontend and VGGish on ``n_videos`` 10 s stereo waveforms; return rates and ratios."""
     rng = np.random.default_rng(0)
     waves = [
-        rng.uniform(-0.5, 0.5, (CLIP_SECONDS * sample_rate, 2)).astype(np.float32) for _ in range(n_videos)
+        rng.uniform(-0.5, 0.5, (CLIP_SECONDS * sample_rate, 2)).astype(np.float32)
+        for _ in range(n_videos)
     ]
     model = random_vggish(seed=0).to(device).eval()
 

@@ -27,9 +27,9 @@ def _machine() -> str:
 
 
 def _benchmarks(device: str, quick: bool, work_dir: Path) -> list[tuple[str, Callable[[], dict]]]:
+    from pipeline.bench.audio import bench_audio
     from pipeline.bench.training import bench_training
     from pipeline.bench.visual import bench_visual
-    from pipeline.bench.audio import bench_audio
 
     gpu = device.startswith("cuda")
     return [

@@ -307,7 +307,9 @@ def bench_visual(
                             x = frame.permute(1, 2, 0) * record.scale - torch.tensor(record.mean)
                             x = (x / torch.tensor(record.std)).permute(2, 0, 1)[None]
                             maps.append(slow(x.to(dev)).cpu())
-                        torch.stack(maps).reshape(CLIP_SECONDS, per_second, *maps[0].shape[1:]).mean(1)
+                        torch.stack(maps).reshape(
+                            CLIP_SECONDS, per_second, *maps[0].shape[1:]
+                        ).mean(1)
 
             sec, mem = _timed(cuda, e2e_naive)
             nav.update(clips_per_s=len(items) / sec, frames_per_s=planned / sec, seconds=sec, **mem)

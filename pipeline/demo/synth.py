@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.io import atomic_path, write_json
+from pipeline.core.manifest import CLIP_SECONDS
 
 SYNTH_VERSION = 1
 SOURCE_SECONDS = 14
-CLIP_SECONDS = 10
 MAX_OFFSET = SOURCE_SECONDS - CLIP_SECONDS
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 MODES = ("visible_silent", "audible_offscreen", "neither")

@@ -1,4 +1,4 @@
-"""Decomposed evaluation, reference rows, the later-literature networks and avel-net (issue 12)."""
+"""Decomposed evaluation, reference rows, the later-literature networks and avel-net."""
 
 from __future__ import annotations
 
