@@ -2,8 +2,10 @@
 
 A sample is a manifest row (several rows can share a video); its features are the rows of its
 YouTube ID in the stores ``audio`` (10,128), ``visual`` (10,7,7,512) NHWC and ``visual_vec`` (10,512).
-Only the stores a network needs are opened; shards stay memory-mapped and each batch is gathered and
-converted to float32. Samples whose video is missing from a store (failed download/extraction) are
+Only the stores a network needs are opened. When a split's rows fit in half the available memory
+they are read once into one tensor per store (storage dtype) and each batch is an index plus a
+float32 conversion; otherwise shards stay memory-mapped and each batch is gathered row by row. Both
+give the same float32 values. Samples whose video is missing from a store (failed download/extraction) are
 left out and counted. Synthetic AVE-shaped data folders for tests and benchmarks: ``models.data.synthetic``.
 """
 
@@ -21,6 +23,19 @@ from pipeline.core.manifest import clip_ids, load_classes, load_manifest
 from pipeline.core.store import ROW_SHAPES, FeatureStore
 
 _STORES: dict[tuple[str, int], FeatureStore] = {}
+#: Share of the available memory (MemAvailable) a dataset's in-memory features may take.
+MEMORY_FRACTION = 0.5
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (``MemAvailable``; 0 when unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def open_store(data_dir: str | Path, name: str) -> FeatureStore:
@@ -47,6 +62,7 @@ class AVEDataset:
     split: str
     stores: tuple[str, ...]
     background_videos: bool = False
+    in_memory: bool | None = None  # None: when the rows fit in MEMORY_FRACTION of the free memory
     clip_ids: list[str] = field(init=False)
     samples: np.ndarray = field(init=False)
     segment_labels: np.ndarray = field(init=False)
@@ -105,6 +121,34 @@ class AVEDataset:
             seg,
             vid,
         )
+        self._rows: dict[str, object] | None = None  # store name -> tensor, once loaded
+
+    def feature_bytes(self) -> int:
+        """Bytes the features of this split take in memory, in the stores' dtypes."""
+        total = 0
+        for store in self._stores.values():
+            if store.clip_ids:
+                row = store.get(store.clip_ids[0])
+                total += len(self.clip_ids) * row.nbytes
+        return total
+
+    def _resident(self) -> dict[str, object] | None:
+        """The split's rows as one tensor per store, loaded on first use when they fit."""
+        import torch
+
+        if self._rows is None:
+            fits = self.feature_bytes() <= MEMORY_FRACTION * available_memory()
+            if not (self.in_memory if self.in_memory is not None else fits):
+                self._rows = {}
+            else:
+                self._rows = {
+                    name: torch.from_numpy(
+                        store.gather(self.clip_ids, dtype=store.get(self.clip_ids[0]).dtype)
+                    )
+                    for name, store in self._stores.items()
+                    if self.clip_ids
+                }
+        return self._rows or None
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -118,9 +162,14 @@ class AVEDataset:
         """Features (float32 tensors, keyed by store name) and labels for the given positions."""
         import torch
 
-        ids = [self.clip_ids[i] for i in indices]
-        out = {name: torch.from_numpy(store.gather(ids)) for name, store in self._stores.items()}
         idx = np.asarray(indices, np.int64)
+        rows = self._resident()
+        if rows is not None:
+            pick = torch.from_numpy(idx)
+            out = {name: t.index_select(0, pick).float() for name, t in rows.items()}
+        else:
+            ids = [self.clip_ids[i] for i in indices]
+            out = {name: torch.from_numpy(s.gather(ids)) for name, s in self._stores.items()}
         out["segment_labels"] = torch.from_numpy(self.segment_labels[idx])
         out["video_labels"] = torch.from_numpy(self.video_labels[idx])
         return out

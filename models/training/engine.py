@@ -32,7 +32,7 @@ LOCALIZATION_BATCH = 64
 LOCALIZATION_ONLY = ("loss", "mil", "decay_steps", "decay_gamma", "background_videos")
 CROSSMODAL_ONLY = ("mismatched", "select", "plots", "plot_samples", "visual_store", "audio_store")
 #: Settings that never change what is trained.
-NOT_TRAINING = ("device", "run_dir", "name", "data_dir", "plots", "plot_samples")
+NOT_TRAINING = ("device", "run_dir", "name", "data_dir", "plots", "plot_samples", "threads")
 
 
 @dataclass
@@ -48,6 +48,7 @@ class TrainConfig:
     name: str | None = None
     device: str = "auto"
     eval_every: int = 1
+    threads: int | None = None  # CPU torch threads (default 1: models.training.speed)
     model_options: dict[str, Any] = field(default_factory=dict)
     # localization
     loss: str = "ce"  # "ce" on logits, or "release": multi-label soft margin on softmax outputs
@@ -123,14 +124,8 @@ def task_for(cfg: TrainConfig):
 
 def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> dict:
     """Train one seed into ``cfg.seed_dir()``; returns its final metrics."""
-    import torch
-    from tqdm import tqdm
-
-    from models.networks import count_parameters
-    from models.reports.plots import plot_curves
-    from models.training.checkpoint import load_checkpoint, save_checkpoint
-    from pipeline.core.device import resolve_device, seed_everything
-    from pipeline.core.io import write_json
+    from models.training.speed import training_threads
+    from pipeline.core.device import resolve_device
 
     task = task_for(cfg)
     out = cfg.seed_dir()
@@ -138,6 +133,22 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
         return {**done, "reused": True}
 
     device = resolve_device(cfg.device)
+    with training_threads(device, cfg.threads):
+        return _train(cfg, task, out, device, progress)
+
+
+def _train(cfg: TrainConfig, task, out: Path, device, progress: bool) -> dict:
+    """The body of :func:`train_seed` (threads set)."""
+    import torch
+    from tqdm import tqdm
+
+    from models.networks import count_parameters
+    from models.reports.plots import plot_curves
+    from models.training.checkpoint import load_checkpoint, save_checkpoint
+    from models.training.speed import native_cpu_lstm
+    from pipeline.core.device import seed_everything
+    from pipeline.core.io import write_json
+
     seed_everything(cfg.seed)
     data = task.load_data(cfg)
     seed_everything(cfg.seed)
@@ -159,46 +170,47 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
     started = time.time()
     title = f"{cfg.name} seed {cfg.seed}"
     bar = tqdm(range(1, cfg.epochs + 1), desc=title, disable=not progress, unit="epoch")
-    for epoch in bar:
-        model.train()
-        total, count, stats, t0 = 0.0, 0, {}, time.time()
-        for batch in task.batches(cfg, data, generator):
-            step = task.batch_loss(model, batch, cfg, data, device)
-            if step is None:
-                continue
-            loss, n, batch_stats = step
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total, count = total + loss.item() * n, count + n
-            for k, v in batch_stats.items():
-                stats[k] = stats.get(k, 0) + v
-        task.after_epoch(model, data, device)
-        seconds = time.time() - t0
-        row = {
-            "epoch": epoch,
-            "loss": total / max(count, 1),
-            **task.train_figures(stats),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
-            "clips_per_second": count / max(seconds, 1e-9),
-        }
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            row.update(task.validate(model, data, cfg, device))
-            if task.better(row, best, cfg):
-                best = row
-                val = {k: v for k, v in row.items() if k.startswith("val_")}
-                save_checkpoint(
-                    model, out / runs.BEST, cfg.model_options, epoch=epoch, seed=cfg.seed, **val
-                )
-        history.append(row)
-        runs.append_history(out, row)
-        bar.set_postfix(
-            {"loss": f"{row['loss']:.4f}"}
-            | {k: f"{v:.4f}" for k, v in row.items() if k.startswith("val_")}
-        )
+    with native_cpu_lstm(model, device):  # the plain ATen LSTM on the CPU (models.training.speed)
+        for epoch in bar:
+            model.train()
+            total, count, stats, t0 = 0.0, 0, {}, time.time()
+            for batch in task.batches(cfg, data, generator):
+                step = task.batch_loss(model, batch, cfg, data, device)
+                if step is None:
+                    continue
+                loss, n, batch_stats = step
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total, count = total + loss.item() * n, count + n
+                for k, v in batch_stats.items():
+                    stats[k] = stats.get(k, 0) + v
+            task.after_epoch(model, data, device)
+            seconds = time.time() - t0
+            row = {
+                "epoch": epoch,
+                "loss": total / max(count, 1),
+                **task.train_figures(stats),
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": seconds,
+                "clips_per_second": count / max(seconds, 1e-9),
+            }
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                row.update(task.validate(model, data, cfg, device))
+                if task.better(row, best, cfg):
+                    best = row
+                    val = {k: v for k, v in row.items() if k.startswith("val_")}
+                    save_checkpoint(
+                        model, out / runs.BEST, cfg.model_options, epoch=epoch, seed=cfg.seed, **val
+                    )
+            history.append(row)
+            runs.append_history(out, row)
+            bar.set_postfix(
+                {"loss": f"{row['loss']:.4f}"}
+                | {k: f"{v:.4f}" for k, v in row.items() if k.startswith("val_")}
+            )
     bar.close()
     if best is None:
         raise RuntimeError(f"{out}: no epoch was validated (epochs {cfg.epochs})")

@@ -321,3 +321,26 @@ def build_vgg19_pool5(
     except RuntimeError as exc:
         raise WeightsError(f"{path}: not VGG-19 features weights: {exc}") from exc
     return model.eval(), record
+
+
+def probe_vgg19_precision(
+    model: Any,
+    record: VGG19Weights,
+    device: Any = "cpu",
+    precision: str = "bf16",
+    frames: int = 2,
+    size: int = 224,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`pipeline.backbones.precision.probe_precision` for VGG-19 pool5 on ``frames`` seeded
+    random frames (the same preprocessing, channels-last): speeds and pool5 relative error."""
+    import torch
+
+    from pipeline.backbones.precision import probe_precision
+
+    gen = torch.Generator().manual_seed(seed)
+    raw = torch.randint(0, 256, (frames, size, size, 3), dtype=torch.uint8, generator=gen)
+    dev = torch.device(device)
+    net = model.to(dev, memory_format=torch.channels_last).eval()
+    x = record.preprocess(raw.to(dev)).contiguous(memory_format=torch.channels_last)
+    return probe_precision(net, x, dev, precision)

@@ -4,6 +4,7 @@ postprocessor (AVE reference 2.2)."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,3 +115,15 @@ class VGGish(nn.Module):
         if output == "pca":
             return self.postprocessor(x)
         return x
+
+
+def probe_vggish_precision(
+    model: VGGish, device: Any = "cpu", precision: str = "bf16", patches: int = 64, seed: int = 0
+) -> dict[str, Any]:
+    """:func:`pipeline.backbones.precision.probe_precision` for VGGish embeddings on ``patches``
+    seeded log-mel-like patches: speeds and embedding relative error."""
+    from pipeline.backbones.precision import probe_precision
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((patches, NUM_FRAMES, NUM_BANDS), generator=gen).to(device)
+    return probe_precision(lambda v: model(v, output="raw"), x, torch.device(device), precision)

@@ -3,13 +3,15 @@
 :func:`extract_visual` keeps the accelerator busy: clips are decoded in DataLoader worker processes
 (one ffmpeg per clip, planned frames only, already 224x224), uint8 frames travel through pinned host
 memory with non-blocking copies, batches of ``batch_size`` frames are formed across clips on the
-device, the network runs channels-last under ``torch.inference_mode`` (autocast bf16/fp16 on CUDA),
+device, the network runs channels-last under ``torch.inference_mode`` (autocast bf16/fp16 where the
+device has them natively: CUDA, or bf16 on a CPU with AVX512-BF16/AMX),
 and per-second sums are accumulated on the device in fp32. A clip that fails yields an error string.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.backbones.frames import SIZE, FrameDecodeError, decode_planned
+from pipeline.backbones.precision import check_precision
 from pipeline.backbones.vgg19 import VGG19Weights
 from pipeline.core.manifest import CLIP_SECONDS
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 Item = tuple[str, str | os.PathLike, np.ndarray]
 
 
@@ -82,24 +84,25 @@ def extract_visual(
     decoder_threads: int = 1,
     prefetch_clips: int = 2,
     size: int = SIZE,
+    stats: dict[str, float] | None = None,
 ) -> Iterator[tuple[str, np.ndarray | str]]:
     """Yield ``(clip_id, pool5 maps (10, 7, 7, 512) float32 | error string)`` in input order.
 
     ``items``: ``(clip_id, clip_path, frame_indices (10, F))``; each second's F planned frames are
     averaged after pool5. ``model``/``weights`` come from :func:`build_vgg19_pool5` (the model is
     moved to ``device`` in channels-last layout, in place). ``precision``
-    bf16/fp16 need CUDA (autocast; sums stay fp32). ``num_workers`` decoder processes (0: in this
+    bf16/fp16 run under autocast where the device has them natively (fp16: CUDA; bf16: CUDA or a CPU
+    with AVX512-BF16/AMX, :mod:`pipeline.backbones.precision`); sums stay fp32. ``num_workers`` decoder processes (0: in this
     process); ``prefetch_clips`` clips decoded ahead per worker. ``size`` is the frame side (224 for
-    the release features; smaller sizes give smaller maps and exist for fast tests).
+    the release features; smaller sizes give smaller maps and exist for fast tests). ``stats``, when
+    given, accumulates ``wait_s`` (this process waiting for decoded clips) and ``total_s``: when
+    waiting is most of the time, decoding, not the network, bounds the run.
     """
     import torch
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} not one of {PRECISIONS}")
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    if precision != "fp32" and not cuda:
-        raise ValueError(f"precision {precision} needs a CUDA device; use fp32 on {device}")
+    check_precision(dev, precision)
     items = [(str(y), p, _check_plan(f, str(y))) for y, p, f in items]
     if not items:
         return
@@ -162,8 +165,18 @@ def extract_visual(
                 else:
                     results[i] = maps.numpy()
 
+    stats = {} if stats is None else stats
+    stats.setdefault("wait_s", 0.0)
+    stats.setdefault("total_s", 0.0)
+    began = time.perf_counter()
     with torch.inference_mode():
-        for sample in loader:
+        samples = iter(loader)
+        while True:
+            start = time.perf_counter()
+            sample = next(samples, None)
+            stats["wait_s"] += time.perf_counter() - start
+            if sample is None:
+                break
             i = int(sample["i"])
             if "error" in sample:
                 results[i] = str(sample["error"])
@@ -176,6 +189,7 @@ def extract_visual(
             yield from _drain(results, items, wait=False)
         run_batch(final=True)
         yield from _drain(results, items, wait=True)
+    stats["total_s"] += time.perf_counter() - began
 
 
 def _drain(

@@ -2,7 +2,10 @@
 
 The naive baseline does what the release scripts did: one video at a time, its patches through the
 network in one call per video. The optimised path batches patches across videos under
-``torch.inference_mode``. Both run in the same process on the same waveforms.
+``torch.inference_mode``, in the precision ``auto`` picks on this machine (bf16 only where it is
+native, within the error bound and faster; :mod:`pipeline.backbones.precision`). Both run in the
+same process on the same waveforms. The network's FLOPs per patch (torch profiler) give its achieved
+GFLOP/s for the fraction-of-peak column.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import time
 import numpy as np
 import torch
 
+from pipeline.backbones.precision import autocast, choose_precision
 from pipeline.backbones.vggish_frontend import log_mel_patches
+from pipeline.backbones.vggish_model import probe_vggish_precision
 from pipeline.backbones.vggish_weights import random_vggish
+from pipeline.bench.peak import counted_flops
 from pipeline.core.manifest import CLIP_SECONDS
 
 
@@ -32,6 +38,9 @@ def bench_audio(
         for _ in range(n_videos)
     ]
     model = random_vggish(seed=0).to(device).eval()
+    low = "fp16" if device.startswith("cuda") else "bf16"
+    probe = probe_vggish_precision(model, device, low)
+    precision = choose_precision(probe)
 
     start = time.perf_counter()
     patches = [log_mel_patches(w, sample_rate) for w in waves]
@@ -45,7 +54,7 @@ def bench_audio(
 
     def batched() -> None:
         flat = torch.from_numpy(np.concatenate(patches))
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, precision):
             for i in range(0, len(flat), batch_size):
                 model(flat[i : i + batch_size].to(device, non_blocking=True))
 
@@ -59,6 +68,9 @@ def bench_audio(
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         timings[name] = time.perf_counter() - start
+    one = torch.from_numpy(patches[0][:1]).to(device)
+    with torch.inference_mode():
+        flops = counted_flops(lambda: model(one))
     return {
         "stage": "audio (VGGish)",
         "device": device,
@@ -67,5 +79,8 @@ def bench_audio(
         "naive_patches_per_s": seconds / timings["naive"],
         "batched_patches_per_s": seconds / timings["batched"],
         "ratio_vs_naive": timings["naive"] / timings["batched"],
+        "precision": precision,
+        "precision_probe": probe,
+        "flops_per_patch": flops,
         "peak_rss_mb": _peak_rss_mb(),
     }

@@ -1,8 +1,15 @@
-"""``avel bench``: every stage benchmark against its naive baseline, in one process and one run.
+"""``avel bench``: every stage against its naive baseline and this machine's measured limits.
 
-Writes ``OUT_DIR/results.json`` (all figures) and ``OUT_DIR/results.md`` (one table: throughput,
-peak memory and the ratio to the naive baseline per stage). CPU always; the same rows on CUDA when
-a GPU is present.
+Writes ``OUT_DIR/results.json`` (all figures) and ``OUT_DIR/results.md`` (one table). Every row gives
+its throughput, the naive baseline measured in the same run, their ratio, and the fraction of this
+machine's peak: achieved GFLOP/s (FLOPs counted by the torch profiler x examples/s) over the matmul
+probe in the precision the row ran in, and for decoding the clips/s over the ffmpeg decode probe
+(:mod:`pipeline.bench.peak`). CPU always; on a machine with CUDA the same rows again on the GPU with
+the machine's default decoder workers and batch (the features stage's defaults), the GPU busy
+fraction and the fp16/bf16 error against fp32::
+
+    make bench                 # CPU rows (+ GPU rows when CUDA is present)
+    make bench DEVICE=cuda     # a GPU machine: the same, failing loudly without CUDA
 """
 
 from __future__ import annotations
@@ -22,27 +29,48 @@ def _machine() -> str:
 
     import torch
 
+    from pipeline.backbones.precision import CPU_BF16_FLAGS, cpu_flags
+
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{gpu}"
+    bf16 = ", ".join(sorted(set(CPU_BF16_FLAGS) & cpu_flags())) or "no native bf16"
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores ({bf16}), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}{load}"
+    )
+
+
+def probes(device: str) -> dict[str, float]:
+    """Matmul GFLOP/s on ``device`` in fp32 and the reduced precisions it has natively."""
+    from pipeline.backbones.precision import native
+    from pipeline.bench.peak import matmul_probe
+
+    out = {"fp32": matmul_probe(device, "fp32")}
+    for low in ("bf16", "fp16"):
+        if native(device, low):
+            out[low] = matmul_probe(device, low)
+    return {k: round(v, 1) for k, v in out.items()}
 
 
 def _benchmarks(device: str, quick: bool, work_dir: Path) -> list[tuple[str, Callable[[], dict]]]:
     from pipeline.bench.audio import bench_audio
-    from pipeline.bench.training import bench_training
+    from pipeline.bench.training import bench_crossmodal, bench_training
     from pipeline.bench.visual import bench_visual
+    from pipeline.stages.features.core import default_batch, default_workers
 
     gpu = device.startswith("cuda")
+    rows = 4143 if gpu else (256 if quick else 1024)
     return [
         ("audio", lambda: bench_audio(n_videos=64 if gpu else (4 if quick else 8), device=device)),
         (
             "visual",
             lambda: bench_visual(
-                n_clips=8 if gpu else 2,
+                n_clips=16 if gpu else 2,
                 per_second=16 if gpu else 1,
                 device=device,
-                precision="fp16" if gpu else "fp32",
-                batch_size=256 if gpu else 16,
-                num_workers=8 if gpu else 2,
+                precision="auto",
+                batch_size=default_batch("visual", device) if gpu else 16,
+                num_workers=default_workers(device) if gpu else 2,
                 model_frames=512 if gpu else 4,
                 work_dir=work_dir / "clips",
             ),
@@ -50,40 +78,94 @@ def _benchmarks(device: str, quick: bool, work_dir: Path) -> list[tuple[str, Cal
         (
             "train",
             lambda: bench_training(
-                data_dir=work_dir / f"train-{4143 if gpu else (256 if quick else 1024)}",
-                rows=4143 if gpu else (256 if quick else 1024),
+                data_dir=work_dir / f"train-{rows}",
+                rows=rows,
                 model="av_att",
                 device=device,
             ),
         ),
+        ("train-crossmodal", lambda: bench_crossmodal(device=device, quick=quick)),
     ]
 
 
-def _row(name: str, res: dict[str, Any]) -> dict[str, Any]:
+def _fraction(gflops: float | None, peak: float | None) -> str:
+    if not gflops or not peak:
+        return "n/a"
+    return f"{100 * gflops / peak:.0f}% ({gflops:.1f} of {peak:.0f} GFLOP/s)"
+
+
+def _row(name: str, res: dict[str, Any], peak: dict[str, float]) -> dict[str, Any]:
     """Normalise one benchmark's dict into table cells."""
     if name == "audio":
+        prec = res.get("precision", "fp32")
+        gflops = res["batched_patches_per_s"] * res.get("flops_per_patch", 0) / 1e9
+        probe = res.get("precision_probe") or {}
+        err = (
+            f"; bf16 error {probe['relative_error']:.1e}, x{probe['speedup']:.2f}"
+            if "relative_error" in probe
+            else ""
+        )
         return {
-            "throughput": f"{res['batched_patches_per_s']:.1f} s-of-audio/s (VGGish), "
+            "throughput": f"{res['batched_patches_per_s']:.1f} s-of-audio/s (VGGish {prec}{err}), "
             f"frontend {res['frontend_seconds_per_s']:.0f} s/s",
-            "baseline": f"{res['naive_patches_per_s']:.1f} s/s",
+            "baseline": f"{res['naive_patches_per_s']:.1f} s/s (one call per video, fp32)",
             "ratio": res["ratio_vs_naive"],
+            "peak": "VGGish " + _fraction(gflops, peak.get(prec)),
             "peak_mb": res.get("peak_rss_mb"),
         }
     if name == "visual":
         opt, nav = res["optimised"], res.get("naive", {})
+        prec = res["precision"]
+        gflops = opt["vgg19_frames_per_s"] * res.get("flops_per_frame", 0) / 1e9
+        probe = res.get("decode_probe") or {}
+        decode_clips = opt["decode_frames_per_s"] * res["clips"] / max(res["planned_frames"], 1)
+        decode = (
+            f"; decode {100 * decode_clips / probe['clips_per_s']:.0f}% of the decode probe "
+            f"({probe['clips_per_s']:.2f} clips/s, {probe['processes']} ffmpeg)"
+            if probe
+            else ""
+        )
+        errors = ", ".join(
+            f"{k} error {p['relative_error']:.1e} x{p['speedup']:.2f}"
+            for k, p in res.get("precision_probes", {}).items()
+            if "relative_error" in p
+        )
+        busy = opt.get("gpu_busy_pct")
         return {
             "throughput": f"{opt['clips_per_s']:.3f} clips/s end to end; decode "
             f"{opt['decode_frames_per_s']:.1f} fr/s (x{res['speedup'].get('decode_frames_per_s', 0):.2f}), "
-            f"VGG-19 {opt['vgg19_frames_per_s']:.2f} fr/s (x{res['speedup'].get('vgg19_frames_per_s', 0):.2f})",
-            "baseline": f"{nav.get('clips_per_s', float('nan')):.3f} clips/s",
+            f"VGG-19 {prec} {opt['vgg19_frames_per_s']:.2f} fr/s (x{res['speedup'].get('vgg19_frames_per_s', 0):.2f})"
+            + (f"; {errors}" if errors else "")
+            + (f"; GPU busy {busy:.0f}%" if busy is not None else ""),
+            "baseline": f"{nav.get('clips_per_s', float('nan')):.3f} clips/s (per-frame loop)",
             "ratio": res.get("speedup", {}).get("clips_per_s"),
+            "peak": "VGG-19 " + _fraction(gflops, peak.get(prec)) + decode,
             "peak_mb": opt.get("peak_pss_mib"),
         }
+    if name == "train-crossmodal":
+        return {
+            "throughput": f"{res['pairs_per_second']:.0f} pairs/s training {res['model']} "
+            f"(batch {res['batch_size']}, {res['threads']} thread(s))",
+            "baseline": f"{res['naive']['pairs_per_second']:.0f} pairs/s "
+            f"(float64 arrays per batch, {res['naive']['threads']} threads)",
+            "ratio": res["pairs_per_second"] / max(res["naive"]["pairs_per_second"], 1e-9),
+            "peak": _fraction(res["pairs_per_second"] * res["flops_per_pair"] / 1e9, peak["fp32"]),
+            "peak_mb": None,
+        }
+    clips = res["clips_per_second"][-1]
+    prof = res.get("profile") or {}
+    naive = res.get("naive") or {}
     return {
-        "throughput": f"{res['clips_per_second'][-1]:.1f} clips/s training {res['model']} "
-        f"({res['train_clips']} train clips, batch {res['batch_size']}, store {res['store_gib']} GiB)",
-        "baseline": "n/a (no naive trainer)",
-        "ratio": None,
+        "throughput": f"{clips:.1f} clips/s training {res['model']} "
+        f"({res['train_clips']} train clips, batch {res['batch_size']}, {res['torch_threads']} "
+        f"thread(s), store {res['store_gib']} GiB in memory)",
+        "baseline": f"{naive['clips_per_second']:.1f} clips/s (release loop: float64 h5 per batch)"
+        if naive
+        else "n/a",
+        "ratio": clips / naive["clips_per_second"] if naive else None,
+        "peak": _fraction(clips * prof.get("flops_per_clip", 0) / 1e9, peak["fp32"])
+        if prof
+        else "n/a",
         "peak_mb": res["peak_rss_gib"] * 1024,
     }
 
@@ -93,14 +175,20 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and device != "cpu" else [])
     if device not in ("auto", "cpu") and device not in devices:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise OSError(f"--device {device}: CUDA is not available on this machine")
         devices.append(device)
     results: dict[str, Any] = {
         "machine": _machine(),
         "when": time.strftime("%Y-%m-%d %H:%M"),
+        "peak_gflops": {},
         "rows": [],
     }
     work = DataLayout(data_dir).bench
     for dev in devices:
+        peak = probes(dev)
+        results["peak_gflops"][dev] = peak
+        print(f"[bench] matmul probe on {dev}: {peak} GFLOP/s", flush=True)
         for name, fn in _benchmarks(dev, quick, work):
             print(f"[bench] {name} on {dev} ...", flush=True)
             start = time.perf_counter()
@@ -109,12 +197,15 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
                 "stage": name,
                 "device": dev,
                 "seconds": time.perf_counter() - start,
-                **_row(name, res),
+                **_row(name, res, peak),
             }
             results["rows"].append({**row, "raw": res})
             print(
-                f"[bench] {name} on {dev}: {row['throughput']}  x{row['ratio'] or float('nan'):.2f} vs naive"
+                f"[bench] {name} on {dev}: {row['throughput']}  x{row['ratio'] or float('nan'):.2f} "
+                f"vs naive; peak: {row['peak']}",
+                flush=True,
             )
+    results["machine_after"] = _machine()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(results, out_dir / "results.json")
     with atomic_path(out_dir / "results.md") as tmp:
@@ -123,16 +214,22 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
 
 
 def format_table(results: dict) -> str:
+    peaks = "; ".join(
+        f"{dev}: " + ", ".join(f"{k} {v:.0f}" for k, v in p.items())
+        for dev, p in results.get("peak_gflops", {}).items()
+    )
     lines = [
         f"Machine: {results['machine']} ({results['when']})",
+        f"Matmul probe (GFLOP/s): {peaks}" if peaks else "",
         "",
-        "| stage | device | throughput | naive baseline | ratio | peak memory (MB) |",
-        "|---|---|---|---|---|---|",
+        "| stage | device | throughput | naive baseline (same run) | ratio | fraction of peak | peak memory (MB) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         ratio = f"x{r['ratio']:.2f}" if r.get("ratio") else "n/a"
         peak = f"{r['peak_mb']:.0f}" if r.get("peak_mb") else "n/a"
         lines.append(
-            f"| {r['stage']} | {r['device']} | {r['throughput']} | {r['baseline']} | {ratio} | {peak} |"
+            f"| {r['stage']} | {r['device']} | {r['throughput']} | {r['baseline']} | {ratio} | "
+            f"{r.get('peak', 'n/a')} | {peak} |"
         )
     return "\n".join(lines) + "\n"

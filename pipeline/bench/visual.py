@@ -7,7 +7,10 @@ decode every frame at full size, sample by the plan, resize each chosen frame, o
 
 Figures: decode frames/s, VGG-19 frames/s, end-to-end clips/s, peak memory (RSS of this process and
 its children (PSS), sampled; plus CUDA peak allocation on a GPU), GPU utilisation when NVML is available,
-and optimised/naive ratios.
+and optimised/naive ratios. Against the machine's limits: the decode probe (every frame of the clip to
+``null``, one ffmpeg per core, :func:`pipeline.bench.peak.decode_probe`) and VGG-19's FLOPs per frame
+(torch profiler) for its achieved GFLOP/s; the reduced-precision probe (speed and pool5 error against
+fp32) decides ``precision="auto"`` as the features stage does.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.backbones.frames import count_frames
-from pipeline.backbones.vgg19 import build_vgg19_pool5
+from pipeline.backbones.precision import choose_precision, native
+from pipeline.backbones.vgg19 import build_vgg19_pool5, probe_vgg19_precision
 from pipeline.backbones.visual import ClipFrames, extract_visual
+from pipeline.bench.peak import counted_flops, decode_probe
 from pipeline.core.manifest import CLIP_SECONDS
 from pipeline.stages.segments import release_frame_indices
 
@@ -192,7 +197,7 @@ def bench_visual(
     per_second: int = 1,
     size: int = 224,
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     batch_size: int = 32,
     num_workers: int = 2,
     model_frames: int = 4,
@@ -205,12 +210,24 @@ def bench_visual(
     Without ``clips``, ``n_clips`` 10 s 320x240 25 fps clips are generated in ``work_dir`` (a temp
     dir by default). ``per_second`` frames per second (16 in the release; the CPU default is 1 to fit
     in two minutes). ``model_frames`` frames time the network alone. Random weights by default: the
-    speed does not depend on the values.
+    speed does not depend on the values. ``precision="auto"``: the probe's choice (fp32, or bf16/fp16
+    where native, within the error bound and faster).
     """
     import torch
 
     cuda = torch.device(device).type == "cuda"
     model, record = build_vgg19_pool5(weights, allow_random=weights == "random")
+    probes = {
+        low: probe_vgg19_precision(model, record, device, low, size=size)
+        for low in (("fp16", "bf16") if cuda else ("bf16",))
+        if native(device, low)
+    }
+    if precision == "auto":
+        chosen = [choose_precision(p) for p in probes.values()]
+        precision = next((c for c in chosen if c != "fp32"), "fp32")
+    one = record.preprocess(torch.zeros((1, size, size, 3), dtype=torch.uint8))
+    with torch.inference_mode():
+        flops_per_frame = counted_flops(lambda: model.to("cpu")(one))
     with tempfile.TemporaryDirectory() as tmp:
         paths = (
             [Path(c) for c in clips] if clips else make_bench_clips(Path(work_dir or tmp), n_clips)
@@ -226,9 +243,12 @@ def bench_visual(
             "planned_frames": planned,
             "size": size,
             "precision": precision,
+            "precision_probes": probes,
+            "flops_per_frame": flops_per_frame,
             "batch_size": batch_size,
             "num_workers": num_workers,
             "weights": record.name,
+            "decode_probe": decode_probe(paths[0]),
         }
         opt: dict[str, Any] = {}
         nav: dict[str, Any] = {}

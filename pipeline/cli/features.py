@@ -75,7 +75,12 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="examples per forward pass (audio 256, visual 64)",
     )
-    p.add_argument("--workers", type=int, default=2, help="frame-decoding processes (visual)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="frame-decoding processes (visual; default: every core but one on CUDA, half the cores on the CPU)",
+    )
     p.add_argument(
         "--vgg19-weights",
         default="torchvision",

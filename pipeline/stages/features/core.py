@@ -28,8 +28,13 @@ KINDS = ("audio", "visual")
 AUDIO_ROW = ROW_SHAPES["audio"]
 AUDIO_MAP_ROW = ROW_SHAPES["audio_maps"]
 VISUAL_VEC_ROW = ROW_SHAPES["visual_vec"]
-#: Default forward-pass batch sizes when ``--batch-size`` is not given.
+#: Default forward-pass batch sizes when ``--batch-size`` is not given (CPU; on CUDA the visual
+#: batch grows with the GPU's memory, :func:`default_batch`).
 DEFAULT_BATCH = {"audio": 256, "visual": 64}
+#: Visual frames per GiB of GPU memory for the default CUDA batch (VGG-19 at 224, inference,
+#: fp16/bf16 activations ~20 MiB per frame at the peak layer, with room for the decoder's buffers).
+FRAMES_PER_GPU_GIB = 8
+MAX_GPU_BATCH = 512
 RANDOM_BANNER = "!!! RANDOM WEIGHTS: {what} are NOT pretrained features (smoke run only) !!!"
 #: Store settings that must not change while a store is partly written (``run.json``).
 IDENTITY_KEYS = ("backbone", "weights", "output", "preprocessing", "frames_per_segment")
@@ -63,11 +68,9 @@ class FeaturesConfig:
     dtype: str = "float16"
     device: str = "auto"
     batch_size: int | None = None  # examples per forward pass (audio patches / visual frames)
-    workers: int = 2  # decoding processes for the visual extractor
+    workers: int | None = None  # decoding processes (visual); None = default_workers(device)
     vgg19_weights: str = "torchvision"  # torchvision, keras, random or a .pth/.h5 path
-    precision: str = (
-        "auto"  # visual: fp32, bf16, fp16; auto = fp16 on CUDA (torchvision), else fp32
-    )
+    precision: str = "auto"  # fp32, bf16, fp16; auto = measured (pipeline.backbones.precision)
     frame_size: int = 224  # visual frame side (224 = release; smaller only for fast tests)
     vggish_checkpoint: str | None = None  # TF checkpoint (path/URL) or a converted .pt state dict
     vggish_output: str = "ave"
@@ -92,12 +95,60 @@ class FeaturesConfig:
         default=None, repr=False
     )
 
-    def batch(self, kind: str) -> int:
-        return self.batch_size or DEFAULT_BATCH[kind]
+    def batch(self, kind: str, device: Any = None) -> int:
+        """Examples per forward pass: ``batch_size``, else :func:`default_batch` for ``device``."""
+        return self.batch_size or default_batch(kind, device)
+
+    def decode_workers(self, device: Any = None) -> int:
+        """Decoding processes: ``workers``, else :func:`default_workers` for ``device``."""
+        return self.workers if self.workers is not None else default_workers(device)
 
     @property
     def layout(self) -> DataLayout:
         return DataLayout(self.data_dir)
+
+
+def default_workers(device: Any = None) -> int:
+    """Decoder processes from the machine: on CUDA every core but one (the network needs only one
+    feeding process; ~3 clips/s per core at 16 fps keeps a GPU busier than two workers can), on the
+    CPU half the cores (the network's threads need the rest), at least one."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    cuda = device is not None and str(device).startswith("cuda")
+    return max(1, cores - 1 if cuda else cores // 2)
+
+
+def default_batch(kind: str, device: Any = None) -> int:
+    """Forward batch from the machine: on CUDA, visual frames from the GPU's memory
+    (:data:`FRAMES_PER_GPU_GIB` per GiB, a power of two, 64..:data:`MAX_GPU_BATCH`); else
+    :data:`DEFAULT_BATCH`."""
+    if kind == "visual" and device is not None and str(device).startswith("cuda"):
+        import torch
+
+        gib = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+        frames = max(DEFAULT_BATCH["visual"], int(gib * FRAMES_PER_GPU_GIB))
+        return min(MAX_GPU_BATCH, 1 << (frames.bit_length() - 1))
+    return DEFAULT_BATCH[kind]
+
+
+def resolve_precision(cfg: FeaturesConfig, probe: Callable[[], dict[str, Any]], device: Any):
+    """(precision, probe figures or None) for one network: an explicit ``cfg.precision`` is checked
+    against the device; ``auto`` runs ``probe`` (bf16 on a CPU with native bf16) and keeps bf16 only
+    within the error bound and when faster (:func:`pipeline.backbones.precision.choose_precision`)."""
+    from pipeline.backbones.precision import check_precision, choose_precision, native_bf16_cpu
+
+    if cfg.precision != "auto":
+        try:
+            check_precision(device, cfg.precision)
+        except ValueError as exc:
+            raise FeaturesError(str(exc)) from exc
+        return cfg.precision, None
+    if str(device).startswith("cpu") and native_bf16_cpu():
+        figures = probe()
+        return choose_precision(figures), figures
+    return "fp32", None
 
 
 # ----------------------------------------------------------------------------- stores
@@ -300,15 +351,30 @@ def build_vggish(cfg: FeaturesConfig):
         return vg.random_vggish(seed=0, pca_params=pca)
 
 
-def audio_meta(model, cfg: FeaturesConfig, frames_per_segment: int, device: Any) -> dict[str, Any]:
-    """Store metadata of the audio stores made by ``model`` on ``device``."""
+def audio_precision(model, cfg: FeaturesConfig, device: Any) -> tuple[str, dict | None]:
+    """VGGish's precision on ``device`` (:func:`resolve_precision`) and the probe's figures."""
+    from pipeline.backbones.vggish_model import probe_vggish_precision
+
+    return resolve_precision(cfg, lambda: probe_vggish_precision(model, device), device)
+
+
+def audio_meta(
+    model,
+    cfg: FeaturesConfig,
+    frames_per_segment: int,
+    device: Any,
+    precision: str = "fp32",
+    probe: dict | None = None,
+) -> dict[str, Any]:
+    """Store metadata of the audio stores made by ``model`` on ``device`` in ``precision``."""
     info = model.weights_info.with_mode(output=cfg.vggish_output, framing="ave")
     meta = info.to_dict()
     meta.update(
         source="avel features (self-extracted)",
         storage_dtype=cfg.dtype,
         random_weights=info.is_random,
-        precision="fp32",
+        precision=precision,
+        precision_probe=probe,
         device=str(device),
         frames_per_segment=frames_per_segment,
         code_version=code_version(),
@@ -318,14 +384,23 @@ def audio_meta(model, cfg: FeaturesConfig, frames_per_segment: int, device: Any)
 
 
 def embed_patches(
-    model, patches: np.ndarray, output: str, maps: bool, batch_size: int, device: Any
+    model,
+    patches: np.ndarray,
+    output: str,
+    maps: bool,
+    batch_size: int,
+    device: Any,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """VGGish on (N, 96, 64) patches in batches: (N, 128) embeddings and optionally (N, 6, 4, 512)."""
+    """VGGish on (N, 96, 64) patches in batches: (N, 128) embeddings and optionally (N, 6, 4, 512);
+    ``precision`` bf16/fp16 runs under autocast (outputs stored as float32)."""
     import torch
+
+    from pipeline.backbones.precision import autocast
 
     emb = np.empty((len(patches), *AUDIO_ROW[1:]), dtype=np.float32)
     pool5 = np.empty((len(patches), *AUDIO_MAP_ROW[1:]), dtype=np.float32) if maps else None
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(patches), batch_size):
             x = torch.from_numpy(patches[start : start + batch_size]).to(device)
             emb[start : start + len(x)] = model(x, output=output).float().cpu().numpy()
@@ -343,10 +418,18 @@ class VGG19Extractor:
     items that runs :func:`pipeline.backbones.visual.extract_visual`."""
 
     def __init__(
-        self, cfg: FeaturesConfig, model: Any, weights: Any, precision: str, device: str
+        self,
+        cfg: FeaturesConfig,
+        model: Any,
+        weights: Any,
+        precision: str,
+        device: str,
+        probe: dict[str, Any] | None = None,
     ) -> None:
         self.cfg, self.model, self.weights = cfg, model, weights
         self.precision, self.device = precision, device
+        #: ``wait_s`` / ``total_s`` of the extraction so far (decoding- or network-bound).
+        self.stats: dict[str, float] = {}
         record = weights.meta()
         self.meta: dict[str, Any] = {
             "backbone": "vgg19 pool5 (torchvision vgg19().features), mean over the frames of each second",
@@ -358,7 +441,10 @@ class VGG19Extractor:
             "preprocessing": record.get("preprocessing"),
             "frame_size": cfg.frame_size,
             "precision": precision,
+            "precision_probe": probe,
             "device": device,
+            "batch_size": cfg.batch("visual", device),
+            "decode_workers": cfg.decode_workers(device),
             "random_weights": bool(weights.is_random),
         }
 
@@ -369,9 +455,10 @@ class VGG19Extractor:
             self.weights,
             device=self.device,
             precision=self.precision,
-            batch_size=self.cfg.batch("visual"),
-            num_workers=self.cfg.workers,
+            batch_size=self.cfg.batch("visual", self.device),
+            num_workers=self.cfg.decode_workers(self.device),
             size=self.cfg.frame_size,
+            stats=self.stats,
         )
 
 
@@ -393,13 +480,19 @@ def vgg19_visual_backend(cfg: FeaturesConfig, device: str | None = None) -> VGG1
         if not (named and cfg.allow_random_weights):
             raise FeaturesError(str(exc)) from exc
         model, weights = build_vgg19_pool5("random", allow_random=True, cache_dir=cache)
-    precision = cfg.precision
-    if precision == "auto":
+    from pipeline.backbones.vgg19 import probe_vgg19_precision
+
+    if cfg.precision == "auto" and device.startswith("cuda"):
         # fp16 on CUDA for ImageNet-normalised inputs (the `gpu` tests bound its pool5 error vs fp32
         # at 1e-2 relative); Caffe-style inputs (+-128) risk fp16 overflow deep in the net: fp32.
-        on_cuda = device.startswith("cuda")
-        precision = "fp16" if on_cuda and weights.scale != 1.0 else "fp32"
-    return VGG19Extractor(cfg, model, weights, precision, device)
+        precision, probe = ("fp16" if weights.scale != 1.0 else "fp32"), None
+    else:
+        precision, probe = resolve_precision(
+            cfg,
+            lambda: probe_vgg19_precision(model, weights, device, size=cfg.frame_size),
+            device,
+        )
+    return VGG19Extractor(cfg, model, weights, precision, device, probe)
 
 
 def load_visual_backend(cfg: FeaturesConfig) -> VisualExtractor:

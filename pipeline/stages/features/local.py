@@ -11,6 +11,7 @@ import pandas as pd
 from pipeline.stages.features.core import (
     FeaturesConfig,
     audio_meta,
+    audio_precision,
     build_vggish,
     embed_patches,
     features_device,
@@ -34,7 +35,8 @@ def run_audio(
     names = store_names(cfg, "audio") if names is None else names
     device = features_device(cfg)
     model = build_vggish(cfg).to(device).eval()
-    meta = audio_meta(model, cfg, frames_per_segment, device)
+    precision, probe = audio_precision(model, cfg, device)
+    meta = audio_meta(model, cfg, frames_per_segment, device, precision, probe)
     writers = open_stores(cfg, "audio", ids, meta, names)
     todo = pending_shards(writers, cfg)
     written = dict.fromkeys(names, 0)
@@ -57,7 +59,13 @@ def run_audio(
                 else np.zeros((0, 96, 64), np.float32)
             )
             emb, pool5 = embed_patches(
-                model, stacked, cfg.vggish_output, need_maps, cfg.batch("audio"), device
+                model,
+                stacked,
+                cfg.vggish_output,
+                need_maps,
+                cfg.batch("audio", device),
+                device,
+                precision,
             )
             for name, values in (("audio", emb), ("audio_maps", pool5)):
                 writer = writers.get(name)
@@ -70,7 +78,13 @@ def run_audio(
                 writer.write_shard(shard, results)
                 written[name] += 1
             bar.update(len(shard_ids))
-    return finish_stores(writers, written, meta["random_weights"], model.weights_info.describe())
+    return finish_stores(
+        writers,
+        written,
+        meta["random_weights"],
+        model.weights_info.describe(),
+        precision=precision,
+    )
 
 
 def run_visual(
@@ -83,6 +97,7 @@ def run_visual(
     plans = frame_plans(segments)
     todo = pending_shards(writers, cfg)
     written = dict.fromkeys(writers, 0)
+    extracted = 0
     first = writers["visual"]
     with progress(sum(len(first.shard_ids(s)) for s in todo), cfg.progress, "visual") as bar:
         for shard in todo:
@@ -91,6 +106,7 @@ def run_visual(
             maps: dict[str, np.ndarray | str] = {}
             for clip_id, value in extractor(items):
                 maps[clip_id] = value
+                extracted += 1
                 bar.update(1)
             vecs = {
                 c: v if isinstance(v, str) else np.asarray(v).mean(axis=(1, 2))
@@ -100,4 +116,22 @@ def run_visual(
                 if not writers[name].is_done(shard):
                     writers[name].write_shard(shard, results)
                     written[name] += 1
-    return finish_stores(writers, written, bool(meta["random_weights"]), weights_line(meta))
+    extra = {"precision": meta.get("precision")}
+    stats = getattr(extractor, "stats", None)
+    if stats and stats.get("total_s"):
+        extra["speed"] = speed_line(stats, extracted)
+    return finish_stores(
+        writers, written, bool(meta["random_weights"]), weights_line(meta), **extra
+    )
+
+
+def speed_line(stats: dict[str, float], clips: int) -> str:
+    """One line: clips/s and whether decoding or the network bound the visual extraction."""
+    wait = stats["wait_s"] / stats["total_s"]
+    rate = f"{clips / stats['total_s']:.2f} clips/s" if clips else "no clip extracted"
+    if wait > 0.5:
+        return (
+            f"{rate}; waited for decoded frames {100 * wait:.0f}% of the time: decoding, not the "
+            "network, bounds this run (more --workers, or fewer frames per segment)"
+        )
+    return f"{rate}; waited for decoded frames {100 * wait:.0f}% of the time: the network bounds it"

@@ -164,6 +164,10 @@ def format_summary(summary: dict[str, Any], errors: bool = True) -> str:
         )
         if r.get("weights"):
             lines.append(f"    weights: {r['weights']}")
+        if r.get("precision"):
+            lines.append(f"    precision: {r['precision']}")
+        if r.get("speed"):
+            lines.append(f"    speed: {r['speed']}")
     random = [n for n, r in summary["stores"].items() if r.get("random_weights")]
     if random:
         lines.append(RANDOM_BANNER.format(what=", ".join(random)))

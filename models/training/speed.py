@@ -1,0 +1,72 @@
+"""CPU speed settings of the training loop that leave the arithmetic as it is.
+
+``training_threads(device, threads)``: the localization and cross-modal networks are small (batch 64
+x 10 s, or 8 pairs); with several torch threads every op, Adam's included, is a parallel region
+whose threads meet at a barrier, and on a busy machine one descheduled thread stalls them all for
+milliseconds. Measured on this 2-core machine under load: AVDLN 48 -> 1,931 pairs/s with one thread
+instead of two. Training on the CPU uses :data:`CPU_TRAINING_THREADS` unless told otherwise.
+
+``native_cpu_lstm(model)``: on the CPU, PyTorch runs ``nn.LSTM`` through oneDNN (mkldnn) when it
+can; its training-mode forward keeps a workspace and its backward (``mkldnn_rnn_layer_backward``) is
+several times slower than the plain ATen LSTM for the release's sizes (batch 64, 10 steps, 128
+hidden). The hooks switch oneDNN off for the duration of each LSTM forward only; every other layer
+keeps its kernels. Both paths compute the same LSTM in fp32 (outputs agree to float rounding).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+#: Torch threads of the CPU training loop when ``TrainConfig.threads`` is not given.
+CPU_TRAINING_THREADS = 1
+
+
+@contextlib.contextmanager
+def training_threads(device: Any, threads: int | None = None) -> Iterator[int]:
+    """Run the block with ``threads`` torch threads on the CPU (default
+    :data:`CPU_TRAINING_THREADS`); the previous count is restored after. Yields the count."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        yield torch.get_num_threads()
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads or CPU_TRAINING_THREADS))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _off(module: Any, args: Any) -> None:
+    import torch
+
+    module._avel_mkldnn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+
+
+def _restore(module: Any, args: Any, output: Any) -> None:
+    import torch
+
+    torch.backends.mkldnn.enabled = getattr(module, "_avel_mkldnn", True)
+
+
+@contextlib.contextmanager
+def native_cpu_lstm(model: Any, device: Any) -> Iterator[int]:
+    """Run the LSTMs of ``model`` without oneDNN while the block lasts (CPU only); yields how many
+    LSTM modules were switched."""
+    import torch
+
+    lstms = [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]
+    if torch.device(device).type != "cpu" or not lstms:
+        yield 0
+        return
+    handles = [m.register_forward_pre_hook(_off) for m in lstms]
+    handles += [m.register_forward_hook(_restore) for m in lstms]
+    try:
+        yield len(lstms)
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,99 @@
+"""This machine's measured limits, for the bench's "fraction of peak" columns.
+
+- :func:`matmul_probe`: dense matmul GFLOP/s (fp32 and bf16/fp16) with torch's threads: the compute
+  limit every network row is compared with (achieved FLOP/s = FLOPs counted by the torch profiler
+  per example x examples/s).
+- :func:`decode_probe`: ffmpeg decoding a clip as fast as it can (every frame, to ``null``, one
+  process per core): the decoding limit of the visual rows, in clips/s.
+- :func:`counted_flops`: FLOPs of one call of a function, counted by ``torch.profiler``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def matmul_probe(
+    device: str = "cpu", dtype: str = "fp32", n: int = 2048, repeats: int = 3
+) -> float:
+    """Best GFLOP/s of an ``n`` x ``n`` matmul in ``dtype`` on ``device`` (all torch threads)."""
+    import torch
+
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(dev, dt)
+    b = torch.randn(n, n, generator=gen).to(dev, dt)
+    inner = 20 if dev.type == "cuda" else 2
+    best = float("inf")
+    with torch.inference_mode():
+        a @ b  # warm-up
+        for _ in range(repeats):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(inner):
+                a @ b
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, (time.perf_counter() - start) / inner)
+    return 2 * n**3 / best / 1e9
+
+
+def decode_probe(clip: str | Path, processes: int | None = None) -> dict[str, float]:
+    """Decode every frame of ``clip`` to ``null`` (no scaling, no output), ``processes`` copies at
+    once (default: the cores), one ffmpeg thread each: the machine's decoding limit in clips/s."""
+    processes = processes or cores()
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-threads", "1", "-i", str(clip)]
+    cmd += ["-an", "-f", "null", "-"]
+
+    def one(_: int) -> None:
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    one(0)  # warm the page cache
+    start = time.perf_counter()
+    with ThreadPoolExecutor(processes) as pool:
+        list(pool.map(one, range(processes)))
+    seconds = time.perf_counter() - start
+    return {"clips_per_s": processes / seconds, "processes": processes}
+
+
+def counted_flops(fn: Callable[[], Any]) -> float:
+    """FLOPs of one call of ``fn`` as the torch profiler counts them (matmuls and convolutions)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        fn()
+    return float(sum(e.flops or 0 for e in prof.key_averages()))
+
+
+def top_ops(fn: Callable[[], Any], rows: int = 8) -> list[dict[str, Any]]:
+    """Where the time of one call of ``fn`` goes: the ``rows`` ops with the most self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [
+        {
+            "op": e.key,
+            "self_ms": round(e.self_cpu_time_total / 1e3, 1),
+            "share": round(e.self_cpu_time_total / total, 3),
+            "calls": e.count,
+        }
+        for e in events[:rows]
+    ]
