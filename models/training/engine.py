@@ -48,7 +48,7 @@ class TrainConfig:
     name: str | None = None
     device: str = "auto"
     eval_every: int = 1
-    threads: int | None = None  # CPU torch threads (default 1: models.training.speed)
+    threads: int | None = None  # CPU torch threads (default: models.training.speed.default_threads)
     model_options: dict[str, Any] = field(default_factory=dict)
     # localization
     loss: str = "ce"  # "ce" on logits, or "release": multi-label soft margin on softmax outputs
@@ -124,7 +124,7 @@ def task_for(cfg: TrainConfig):
 
 def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> dict:
     """Train one seed into ``cfg.seed_dir()``; returns its final metrics."""
-    from models.training.speed import training_threads
+    from models.training.speed import default_threads, training_threads
     from pipeline.core.device import resolve_device
 
     task = task_for(cfg)
@@ -133,7 +133,7 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
         return {**done, "reused": True}
 
     device = resolve_device(cfg.device)
-    with training_threads(device, cfg.threads):
+    with training_threads(device, cfg.threads or default_threads(cfg.mode)):
         return _train(cfg, task, out, device, progress)
 
 

@@ -4,7 +4,9 @@
 x 10 s, or 8 pairs); with several torch threads every op, Adam's included, is a parallel region
 whose threads meet at a barrier, and on a busy machine one descheduled thread stalls them all for
 milliseconds. Measured on this 2-core machine under load: AVDLN 48 -> 1,931 pairs/s with one thread
-instead of two. Training on the CPU uses :data:`CPU_TRAINING_THREADS` unless told otherwise.
+instead of two (idle: the same speed either way, the ops are too small to share). The cross-modal
+networks therefore train with one thread on the CPU; the localization networks, whose step is a few
+large matmuls, keep torch's threads. ``TrainConfig.threads`` overrides both.
 
 ``native_cpu_lstm(model)``: on the CPU, PyTorch runs ``nn.LSTM`` through oneDNN (mkldnn) when it
 can; its training-mode forward keeps a workspace and its backward (``mkldnn_rnn_layer_backward``) is
@@ -19,21 +21,26 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-#: Torch threads of the CPU training loop when ``TrainConfig.threads`` is not given.
-CPU_TRAINING_THREADS = 1
+#: Torch threads of CPU training per task when ``TrainConfig.threads`` is not given (None: torch's).
+CPU_TRAINING_THREADS = {"crossmodal": 1}
+
+
+def default_threads(mode: str) -> int | None:
+    """Torch threads for CPU training of a task (``supervised``, ``weak``, ``crossmodal``)."""
+    return CPU_TRAINING_THREADS.get(mode)
 
 
 @contextlib.contextmanager
 def training_threads(device: Any, threads: int | None = None) -> Iterator[int]:
-    """Run the block with ``threads`` torch threads on the CPU (default
-    :data:`CPU_TRAINING_THREADS`); the previous count is restored after. Yields the count."""
+    """Run the block with ``threads`` torch threads on the CPU (None: as they are); the previous
+    count is restored after. Yields the count in use."""
     import torch
 
-    if torch.device(device).type != "cpu":
+    if torch.device(device).type != "cpu" or not threads:
         yield torch.get_num_threads()
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads or CPU_TRAINING_THREADS))
+    torch.set_num_threads(max(1, threads))
     try:
         yield torch.get_num_threads()
     finally:

@@ -118,7 +118,7 @@ class VGGish(nn.Module):
 
 
 def probe_vggish_precision(
-    model: VGGish, device: Any = "cpu", precision: str = "bf16", patches: int = 64, seed: int = 0
+    model: VGGish, device: Any = "cpu", precision: str = "bf16", patches: int = 16, seed: int = 0
 ) -> dict[str, Any]:
     """:func:`pipeline.backbones.precision.probe_precision` for VGGish embeddings on ``patches``
     seeded log-mel-like patches: speeds and embedding relative error."""

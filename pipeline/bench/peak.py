@@ -6,6 +6,7 @@
 - :func:`decode_probe`: ffmpeg decoding a clip as fast as it can (every frame, to ``null``, one
   process per core): the decoding limit of the visual rows, in clips/s.
 - :func:`counted_flops`: FLOPs of one call of a function, counted by ``torch.profiler``.
+- :func:`tree_pss_kib`: memory of a process and its descendants (PSS, shared pages once).
 """
 
 from __future__ import annotations
@@ -97,3 +98,21 @@ def top_ops(fn: Callable[[], Any], rows: int = 8) -> list[dict[str, Any]]:
         }
         for e in events[:rows]
     ]
+
+
+def tree_pss_kib(pid: int) -> int:
+    """Proportional set size of ``pid`` and all its descendants (KiB), from /proc: pages shared
+    with forked decoder workers count once, unlike RSS."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(tree_pss_kib(int(c)) for c in f.read().split())
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return total

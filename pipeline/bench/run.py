@@ -3,7 +3,7 @@
 Writes ``OUT_DIR/results.json`` (all figures) and ``OUT_DIR/results.md`` (one table). Every row gives
 its throughput, the naive baseline measured in the same run, their ratio, and the fraction of this
 machine's peak: achieved GFLOP/s (FLOPs counted by the torch profiler x examples/s) over the matmul
-probe in the precision the row ran in, and for decoding the clips/s over the ffmpeg decode probe
+probe measured just before the row (same load, same torch threads) in the precision the row ran in, and for decoding the clips/s over the ffmpeg decode probe
 (:mod:`pipeline.bench.peak`). CPU always; on a machine with CUDA the same rows again on the GPU with
 the machine's default decoder workers and batch (the features stage's defaults), the GPU busy
 fraction and the fp16/bf16 error against fp32::
@@ -40,19 +40,25 @@ def _machine() -> str:
     )
 
 
-def probes(device: str) -> dict[str, float]:
-    """Matmul GFLOP/s on ``device`` in fp32 and the reduced precisions it has natively."""
+def probes(device: str, threads: int | None = None) -> dict[str, float]:
+    """Matmul GFLOP/s on ``device`` in fp32 and the reduced precisions it has natively, with
+    ``threads`` torch threads (None: as they are)."""
+    from models.training.speed import training_threads
     from pipeline.backbones.precision import native
     from pipeline.bench.peak import matmul_probe
 
-    out = {"fp32": matmul_probe(device, "fp32")}
-    for low in ("bf16", "fp16"):
-        if native(device, low):
-            out[low] = matmul_probe(device, low)
+    with training_threads(device, threads):
+        out = {"fp32": matmul_probe(device, "fp32")}
+        for low in ("bf16", "fp16"):
+            if native(device, low):
+                out[low] = matmul_probe(device, low)
     return {k: round(v, 1) for k, v in out.items()}
 
 
-def _benchmarks(device: str, quick: bool, work_dir: Path) -> list[tuple[str, Callable[[], dict]]]:
+def _benchmarks(
+    device: str, quick: bool, work_dir: Path
+) -> list[tuple[str, Callable[[], dict], int | None]]:
+    """(row name, benchmark, torch threads it runs with (None: torch's)) per row."""
     from pipeline.bench.audio import bench_audio
     from pipeline.bench.training import bench_crossmodal, bench_training
     from pipeline.bench.visual import bench_visual
@@ -60,8 +66,13 @@ def _benchmarks(device: str, quick: bool, work_dir: Path) -> list[tuple[str, Cal
 
     gpu = device.startswith("cuda")
     rows = 4143 if gpu else (256 if quick else 1024)
+    train_dir = work_dir / f"train-{rows}"
     return [
-        ("audio", lambda: bench_audio(n_videos=64 if gpu else (4 if quick else 8), device=device)),
+        (
+            "audio",
+            lambda: bench_audio(n_videos=64 if gpu else (4 if quick else 8), device=device),
+            None,
+        ),
         (
             "visual",
             lambda: bench_visual(
@@ -74,17 +85,33 @@ def _benchmarks(device: str, quick: bool, work_dir: Path) -> list[tuple[str, Cal
                 model_frames=512 if gpu else 4,
                 work_dir=work_dir / "clips",
             ),
+            None,
         ),
         (
             "train",
-            lambda: bench_training(
-                data_dir=work_dir / f"train-{rows}",
-                rows=rows,
-                model="av_att",
-                device=device,
-            ),
+            lambda: bench_training(train_dir, rows=rows, model="av_att", device=device),
+            None,
         ),
-        ("train-crossmodal", lambda: bench_crossmodal(device=device, quick=quick)),
+        *(
+            []
+            if gpu
+            else [
+                (
+                    "train (1 thread)",
+                    lambda: bench_training(
+                        train_dir,
+                        rows,
+                        "av_att",
+                        device=device,
+                        threads=1,
+                        naive=False,
+                        profile=False,
+                    ),
+                    1,
+                )
+            ]
+        ),
+        ("train-crossmodal", lambda: bench_crossmodal(device=device, quick=quick), 1),
     ]
 
 
@@ -94,8 +121,12 @@ def _fraction(gflops: float | None, peak: float | None) -> str:
     return f"{100 * gflops / peak:.0f}% ({gflops:.1f} of {peak:.0f} GFLOP/s)"
 
 
-def _row(name: str, res: dict[str, Any], peak: dict[str, float]) -> dict[str, Any]:
-    """Normalise one benchmark's dict into table cells."""
+def _row(
+    name: str, res: dict[str, Any], peak: dict[str, float], base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Normalise one benchmark's dict into table cells (``base``: the raw result of the main
+    training row, whose naive baseline and profile a second training row shares)."""
+    base = base or {}
     if name == "audio":
         prec = res.get("precision", "fp32")
         gflops = res["batched_patches_per_s"] * res.get("flops_per_patch", 0) / 1e9
@@ -153,8 +184,8 @@ def _row(name: str, res: dict[str, Any], peak: dict[str, float]) -> dict[str, An
             "peak_mb": None,
         }
     clips = res["clips_per_second"][-1]
-    prof = res.get("profile") or {}
-    naive = res.get("naive") or {}
+    prof = res.get("profile") or base.get("profile") or {}
+    naive = res.get("naive") or base.get("naive") or {}
     return {
         "throughput": f"{clips:.1f} clips/s training {res['model']} "
         f"({res['train_clips']} train clips, batch {res['batch_size']}, {res['torch_threads']} "
@@ -186,18 +217,21 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
     }
     work = DataLayout(data_dir).bench
     for dev in devices:
-        peak = probes(dev)
-        results["peak_gflops"][dev] = peak
-        print(f"[bench] matmul probe on {dev}: {peak} GFLOP/s", flush=True)
-        for name, fn in _benchmarks(dev, quick, work):
-            print(f"[bench] {name} on {dev} ...", flush=True)
+        base: dict[str, Any] = {}
+        for name, fn, threads in _benchmarks(dev, quick, work):
+            peak = probes(dev, threads)  # just before the row: the same load as the row
+            results["peak_gflops"].setdefault(dev, peak)
+            print(f"[bench] {name} on {dev} (matmul probe {peak} GFLOP/s) ...", flush=True)
             start = time.perf_counter()
             res = fn()
+            if name == "train":
+                base = res
             row = {
                 "stage": name,
                 "device": dev,
                 "seconds": time.perf_counter() - start,
-                **_row(name, res, peak),
+                "peak_gflops": peak,
+                **_row(name, res, peak, base),
             }
             results["rows"].append({**row, "raw": res})
             print(

@@ -159,7 +159,7 @@ def bench_crossmodal(
     import torch
 
     from models.networks import build_model
-    from models.training.speed import training_threads
+    from models.training.speed import default_threads, training_threads
     from pipeline.bench.peak import counted_flops, top_ops
     from pipeline.core.device import resolve_device
 
@@ -200,7 +200,7 @@ def bench_crossmodal(
         t = torch.from_numpy(idx).to(dev)
         return v[t], a[t], y[t]
 
-    with training_threads(dev) as threads:
+    with training_threads(dev, default_threads("crossmodal")) as threads:
         net, opt = fresh()
         rate = loop(net, opt, fast_batch)
         one = fast_batch(order[:batch_size])
@@ -229,6 +229,8 @@ def bench_training(
     seed: int = 0,
     naive: bool = True,
     naive_batches: int = 4,
+    threads: int | None = None,
+    profile: bool = True,
 ) -> dict:
     """Train ``model`` on a synthetic full-size store; returns throughput and memory figures, the
     naive baseline (the release's loop on float64 h5 files) and the step profile (CPU)."""
@@ -262,6 +264,7 @@ def bench_training(
         seed=seed,
         run_dir=str(data_dir / "runs"),
         device=str(dev),
+        threads=threads,
     )
     with _PeakRSS() as rss:
         t1 = time.time()
@@ -277,7 +280,7 @@ def bench_training(
         "batch_size": batch_size,
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads or torch.get_num_threads(),
         "visual_dtype": visual_dtype,
         "train_clips": json.loads((cfg.seed_dir() / "config.json").read_text())["data"][
             "train_samples"
@@ -303,8 +306,11 @@ def bench_training(
             )
         stores = tuple(json.loads((cfg.seed_dir() / "config.json").read_text())["data"]["stores"])
         result["naive"] = naive_release_loop(h5_dir, stores, model, naive_batches, batch_size, seed)
-    if dev.type == "cpu":
-        result["profile"] = step_profile(data_dir, model, batch_size, seed)
+    if dev.type == "cpu" and profile:
+        from models.training.speed import training_threads
+
+        with training_threads(dev, threads):
+            result["profile"] = step_profile(data_dir, model, batch_size, seed)
     if tmp is not None:
         tmp.cleanup()
     return result

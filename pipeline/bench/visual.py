@@ -2,7 +2,7 @@
 
 Optimised: :func:`pipeline.backbones.visual.extract_visual` (decoder worker processes, one ffmpeg per
 clip decoding only the planned frames straight to 224x224, cross-clip batches, channels-last,
-inference mode, autocast on CUDA). Naive, as the original release scripts did: one clip at a time,
+inference mode, autocast where the precision is native). Naive, as the original release scripts did: one clip at a time,
 decode every frame at full size, sample by the plan, resize each chosen frame, one frame per forward.
 
 Figures: decode frames/s, VGG-19 frames/s, end-to-end clips/s, peak memory (RSS of this process and
@@ -30,7 +30,7 @@ from pipeline.backbones.frames import count_frames
 from pipeline.backbones.precision import choose_precision, native
 from pipeline.backbones.vgg19 import build_vgg19_pool5, probe_vgg19_precision
 from pipeline.backbones.visual import ClipFrames, extract_visual
-from pipeline.bench.peak import counted_flops, decode_probe
+from pipeline.bench.peak import counted_flops, decode_probe, tree_pss_kib
 from pipeline.core.manifest import CLIP_SECONDS
 from pipeline.stages.segments import release_frame_indices
 
@@ -68,24 +68,6 @@ def make_bench_clips(
     return paths
 
 
-def _tree_pss_kib(pid: int) -> int:
-    """Proportional set size of ``pid`` and all its descendants (KiB), from /proc: pages shared
-    with forked decoder workers count once, unlike RSS."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-                    break
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                total += sum(_tree_pss_kib(int(c)) for c in f.read().split())
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        pass
-    return total
-
-
 class _Peak:
     """Samples RSS of this process tree (and GPU utilisation) in a thread while a phase runs."""
 
@@ -106,7 +88,7 @@ class _Peak:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, _tree_pss_kib(os.getpid()))
+            self.peak_kib = max(self.peak_kib, tree_pss_kib(os.getpid()))
             if self.cuda:
                 try:
                     import torch

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "pipeline.cli.checkpoint",
     "pipeline.cli.bench",
     "pipeline.cli.demo",
+    "pipeline.cli.rehearsal",
 ]
 
 

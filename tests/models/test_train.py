@@ -300,3 +300,49 @@ def test_evaluate_every_localization_kind_through_the_cli(av_att_run, data_dir, 
     captured = capsys.readouterr()
     assert "not an avel checkpoint" in captured.err and "import-checkpoint" in captured.err
     assert captured.out == ""
+
+
+def test_in_memory_batches_equal_memory_mapped_ones(data_dir):
+    """Rows read once into memory give exactly the batches the memory-mapped gather gives."""
+    stores = ("audio", "visual", "visual_vec")
+    mapped = AVEDataset(data_dir, "train", stores, background_videos=True, in_memory=False)
+    resident = AVEDataset(data_dir, "train", stores, background_videos=True, in_memory=True)
+    assert resident.feature_bytes() > 0
+    order = torch.randperm(len(mapped), generator=torch.Generator().manual_seed(3)).tolist()
+    for a, b in zip(mapped.batches(5), resident.batches(5), strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+    a, b = mapped.batch(order[:7]), resident.batch(order[:7])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resident.batch(order[:7])["visual"].dtype == torch.float32  # float16 store, float32 out
+
+
+def test_native_cpu_lstm_hooks_keep_the_lstm_and_restore_onednn():
+    from models.networks.blocks.lstm import BiLSTM
+    from models.training.speed import native_cpu_lstm, training_threads
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(BiLSTM(16, hidden=8))
+    x = torch.randn(4, 10, 16)
+    reference = net(x)
+    reference.sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    seen = []
+    probe = net[0].register_forward_hook(lambda *_: seen.append(torch.backends.mkldnn.enabled))
+    with native_cpu_lstm(net, "cpu") as switched:
+        out = net(x)
+        assert torch.backends.mkldnn.enabled  # only inside the LSTM's own forward
+    probe.remove()
+    out.sum().backward()
+    assert switched == 1 and seen == [False]
+    assert torch.allclose(out, reference, atol=1e-6)
+    assert all(
+        torch.allclose(p.grad, g, atol=1e-5) for p, g in zip(net.parameters(), grads, strict=True)
+    )
+    assert not net[0]._forward_pre_hooks and not net[0]._forward_hooks  # hooks removed
+    before = torch.get_num_threads()
+    with training_threads("cpu", 1) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before

@@ -335,3 +335,44 @@ def test_bench_visual_small(tmp_path: Path) -> None:
             assert res[side][key] > 0, (side, key)
     assert set(res["speedup"]) == {"decode_frames_per_s", "vgg19_frames_per_s", "clips_per_s"}
     assert "end-to-end clips/s" in format_bench(res)
+
+
+def test_cpu_bf16_where_native_else_refused(clips: dict[str, Path], random_vgg) -> None:
+    """bf16 on the CPU runs where the CPU has it (pool5 within the auto bound of fp32) and is
+    refused, naming the missing flags, where it does not; fp16 needs CUDA."""
+    from pipeline.backbones.precision import CPU_BF16_FLAGS, ERROR_BOUND, cpu_flags, native_bf16_cpu
+
+    model, weights = random_vgg
+    n = count_frames(clips["good"])
+    items = [("good", clips["good"], release_plan(n, 1))]
+    kwargs = {"num_workers": 0, "size": 64}
+    if not native_bf16_cpu():
+        assert not set(CPU_BF16_FLAGS) & cpu_flags() or not torch.backends.mkldnn.is_available()
+        with pytest.raises(ValueError, match="avx512_bf16"):
+            list(extract_visual(items, model, weights, precision="bf16", **kwargs))
+        return
+    [(_, ref)] = list(extract_visual(items, model, weights, precision="fp32", **kwargs))
+    [(_, low)] = list(extract_visual(items, model, weights, precision="bf16", **kwargs))
+    rel = np.linalg.norm(low - ref) / np.linalg.norm(ref)
+    assert 0 < rel < ERROR_BOUND, rel  # bf16 really ran (not bit-equal) and stays in the bound
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        list(extract_visual(items, model, weights, precision="fp16", **kwargs))
+
+
+def test_precision_probe_and_auto_choice(random_vgg) -> None:
+    """The probe measures both precisions on the real network; auto takes bf16 only when native,
+    within the error bound and at least MIN_SPEEDUP faster."""
+    from pipeline.backbones.precision import ERROR_BOUND, MIN_SPEEDUP, choose_precision
+    from pipeline.backbones.vgg19 import probe_vgg19_precision
+
+    model, weights = random_vgg
+    probe = probe_vgg19_precision(model, weights, "cpu", "bf16", frames=2, size=64)
+    assert probe["fp32_per_s"] > 0 and probe["error_bound"] == ERROR_BOUND
+    if probe["native"]:
+        assert 0 < probe["relative_error"] < ERROR_BOUND and probe["reduced_per_s"] > 0
+        fast = probe["speedup"] >= MIN_SPEEDUP
+        assert choose_precision(probe) == ("bf16" if fast else "fp32")
+        assert choose_precision({**probe, "speedup": MIN_SPEEDUP}) == "bf16"
+        assert choose_precision({**probe, "relative_error": 2 * ERROR_BOUND}) == "fp32"
+    else:
+        assert choose_precision(probe) == "fp32"

@@ -367,3 +367,31 @@ def test_checkpoint_digest_covers_every_part(tmp_path):
     assert sha256_file(single, algorithm="md5") == hashlib.md5(b"other index").hexdigest()
     with pytest.raises(FileNotFoundError):
         sha256_file(tmp_path / "absent.ckpt", parts=True)
+
+
+def test_bf16_embeddings_on_a_native_cpu_within_bound():
+    """VGGish under bf16 autocast (where the CPU has it) stays within the auto bound of fp32; the
+    probe reports the same figure; fp16 on the CPU is refused."""
+    from pipeline.backbones.precision import ERROR_BOUND, native_bf16_cpu, relative_error
+    from pipeline.backbones.vggish_model import probe_vggish_precision
+    from pipeline.stages.features.core import (
+        FeaturesConfig,
+        FeaturesError,
+        embed_patches,
+        resolve_precision,
+    )
+
+    model = V.random_vggish(seed=0).eval()
+    patches = np.random.default_rng(0).standard_normal((6, 96, 64)).astype(np.float32)
+    ref, _ = embed_patches(model, patches, "raw", False, 4, "cpu", "fp32")
+    with pytest.raises(FeaturesError, match="fp16"):
+        resolve_precision(FeaturesConfig(precision="fp16"), dict, "cpu")
+    if not native_bf16_cpu():
+        pytest.skip("this CPU has no native bf16 (avx512_bf16/amx_bf16)")
+    low, _ = embed_patches(model, patches, "raw", False, 4, "cpu", "bf16")
+    rel = relative_error(torch.from_numpy(low), torch.from_numpy(ref))
+    assert 0 < rel < ERROR_BOUND
+    probe = probe_vggish_precision(model, "cpu", "bf16", patches=4)
+    assert 0 < probe["relative_error"] < ERROR_BOUND
+    precision, figures = resolve_precision(FeaturesConfig(), lambda: probe, "cpu")
+    assert figures is probe and precision in ("bf16", "fp32")
