@@ -259,3 +259,14 @@ lint: $(STAMP_DEV)
 
 clean:
 	rm -rf $(DATA_DIR) $(RUN_DIR) .pytest_cache .ruff_cache
+
+# AVE-size rehearsal (not part of `make test`): AVE's rows served on loopback with a fault mix, every
+# stage killed part-way and resumed, measured -> RUN_DIR/rehearsal/report.{json,md}. CLIPS rows
+# (default 400, 0 = all 4,143); AVE_ANNOTATIONS/AVE_SPLITS for the real list (else an AVE-like one).
+REHEARSAL_DATA_DIR ?= $(DATA_DIR)/rehearsal
+.PHONY: rehearsal
+rehearsal: $(STAMP_RUN) ffmpeg
+	$(AVEL) rehearsal --data-dir "$(REHEARSAL_DATA_DIR)" --run-dir "$(RUN_DIR)/rehearsal" \
+		$(call opt,--clips,$(CLIPS)) $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
+		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--seed,$(SEED)) \
+		$(call opt,--workers,$(WORKERS)) $(call opt,--epochs,$(EPOCHS))

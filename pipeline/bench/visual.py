@@ -202,7 +202,7 @@ def bench_visual(
     probes = {
         low: probe_vgg19_precision(model, record, device, low, size=size)
         for low in (("fp16", "bf16") if cuda else ("bf16",))
-        if native(device, low)
+        if native(device, low) and precision == "auto"
     }
     if precision == "auto":
         chosen = [choose_precision(p) for p in probes.values()]

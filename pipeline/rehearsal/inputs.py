@@ -28,8 +28,10 @@ from pipeline.demo.server import LoopbackServer, Request
 from pipeline.demo.synth import ID_ALPHABET, MAX_OFFSET, generate_demo_set
 
 SPLIT_NAMES = tuple(f"{s}_order{m}" for m in ("", "_match") for s in ("train", "val", "test"))
-#: AVE's shape: 4,143 rows, 4,097 videos (45 appear twice), 28 categories, 3339/402/402 splits.
-AVE_ROWS, AVE_REPEATS, AVE_CATEGORIES = 4143, 45, 28
+#: AVE's shape: 4,143 rows, 4,097 videos (44 appear twice, one three times: 46 extra rows),
+#: 28 categories, 3339/402/402 splits.
+AVE_ROWS, AVE_EXTRA_ROWS, AVE_CATEGORIES = 4143, 46, 28
+AVE_VIDEOS = AVE_ROWS - AVE_EXTRA_ROWS
 AVE_SPLIT_SIZES = (3339, 402, 402)
 FAULTS = ("ok", "unavailable", "rate_limited", "short", "no_audio")
 #: The injected fault -> the ledger status the download stage must record.
@@ -109,7 +111,7 @@ def generated_ave(rows: int = AVE_ROWS, seed: int = 0) -> AVERows:
     ``-``, IDs with ``_``, AVE's share of repeated IDs, event spans (a third the whole 10 s), and
     localization / cross-modal splits in AVE's proportions."""
     rng = np.random.default_rng(seed)
-    repeats = max(1, round(AVE_REPEATS * rows / AVE_ROWS)) if rows >= 4 else 0
+    repeats = max(1, round(AVE_EXTRA_ROWS * rows / AVE_ROWS)) if rows >= 4 else 0
     unique = rows - repeats
     ids: list[str] = []
     seen: set[str] = set()
@@ -155,7 +157,7 @@ def subset(ave: AVERows, rows: int | None) -> AVERows:
     for i, y in enumerate(ave.ids):
         by_id.setdefault(y, []).append(i)
     pairs = [v for v in by_id.values() if len(v) > 1]
-    want = min(len(pairs), max(1, round(AVE_REPEATS * rows / AVE_ROWS)))
+    want = min(len(pairs), max(1, round(AVE_EXTRA_ROWS * rows / AVE_ROWS)))
     for k in np.linspace(0, len(pairs) - 1, want).round().astype(int) if pairs else []:
         picked.update(pairs[int(k)])
     for rows_of_id in pairs:  # a picked repeated ID keeps both rows

@@ -31,6 +31,7 @@ from pipeline.core.io import atomic_path, write_json
 from pipeline.core.layout import DataLayout
 from pipeline.rehearsal.inputs import (
     AVE_ROWS,
+    AVE_VIDEOS,
     EXPECTED,
     FaultServer,
     fault_plan,
@@ -47,7 +48,6 @@ from pipeline.rehearsal.inputs import (
 ASSUMED_GPU_FRAMES_PER_S = 2000.0
 #: CPU cores decoding for that GPU in the projection (a typical GPU node share).
 ASSUMED_GPU_HOST_CORES = 16
-AVE_UNIQUE_VIDEOS = 4097
 
 
 @dataclass
@@ -62,11 +62,14 @@ class RehearsalConfig:
     epochs: int = 5  # training on audio
     visual_sample: int = 2  # clips whose visual features are extracted (timed)
     frame_size: int = 224  # visual frame side of the sample (smaller only for tests)
+    precision: str = "auto"  # of the audio features and the visual sample
     kill: bool = True
     kill_at: float = 0.4
     shard_size: int | None = None  # audio store shard size (default: ~8 shards, to kill between)
     timeout: float = 3600.0  # per stage run
-    mix: dict[str, float] | None = None  # fault shares (default pipeline.rehearsal.inputs.DEFAULT_MIX)
+    mix: dict[str, float] | None = (
+        None  # fault shares (default pipeline.rehearsal.inputs.DEFAULT_MIX)
+    )
     progress: bool = True
 
 
@@ -198,7 +201,7 @@ def _count(folder: Path, pattern: str) -> int:
 
 def project_visual(sample: dict[str, Any], ok_share: float) -> dict[str, Any]:
     """Projected time for AVE's visual features at 16 frames per second from the sample's rates."""
-    clips = round(AVE_UNIQUE_VIDEOS * ok_share)
+    clips = round(AVE_VIDEOS * ok_share)
     frames = clips * 160
     net = sample["optimised"]["vgg19_frames_per_s"]
     decode_clips_per_core = (
@@ -324,6 +327,8 @@ def run_rehearsal(cfg: RehearsalConfig) -> dict[str, Any]:
             "audio",
             "--allow-random-weights",
             "--no-download",
+            "--precision",
+            cfg.precision,
             "--shard-size",
             str(shard_size),
         ],
@@ -380,7 +385,7 @@ def run_rehearsal(cfg: RehearsalConfig) -> dict[str, Any]:
         clips=sample,
         per_second=1,
         size=cfg.frame_size,
-        precision="auto",
+        precision=cfg.precision,
         batch_size=16,
         num_workers=min(2, cores()),
         model_frames=2,
