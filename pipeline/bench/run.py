@@ -121,7 +121,7 @@ def _fraction(gflops: float | None, peak: float | None) -> str:
     return f"{100 * gflops / peak:.0f}% ({gflops:.1f} of {peak:.0f} GFLOP/s)"
 
 
-def _row(
+def row_cells(
     name: str, res: dict[str, Any], peak: dict[str, float], base: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Normalise one benchmark's dict into table cells (``base``: the raw result of the main
@@ -231,7 +231,7 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
                 "device": dev,
                 "seconds": time.perf_counter() - start,
                 "peak_gflops": peak,
-                **_row(name, res, peak, base),
+                **row_cells(name, res, peak, base),
             }
             results["rows"].append({**row, "raw": res})
             print(
