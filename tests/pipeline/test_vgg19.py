@@ -370,9 +370,12 @@ def test_precision_probe_and_auto_choice(random_vgg) -> None:
     assert probe["fp32_per_s"] > 0 and probe["error_bound"] == ERROR_BOUND
     if probe["native"]:
         assert 0 < probe["relative_error"] < ERROR_BOUND and probe["reduced_per_s"] > 0
-        fast = probe["speedup"] >= MIN_SPEEDUP
+        assert probe["speedup_min"] <= probe["speedup"]
+        fast = probe["speedup_min"] >= MIN_SPEEDUP
         assert choose_precision(probe) == ("bf16" if fast else "fp32")
-        assert choose_precision({**probe, "speedup": MIN_SPEEDUP}) == "bf16"
-        assert choose_precision({**probe, "relative_error": 2 * ERROR_BOUND}) == "fp32"
+        faster = {**probe, "speedup": MIN_SPEEDUP + 1, "speedup_min": MIN_SPEEDUP}
+        assert choose_precision(faster) == "bf16"
+        assert choose_precision({**faster, "speedup_min": 0.9 * MIN_SPEEDUP}) == "fp32"
+        assert choose_precision({**faster, "relative_error": 2 * ERROR_BOUND}) == "fp32"
     else:
         assert choose_precision(probe) == "fp32"

@@ -369,7 +369,7 @@ def test_checkpoint_digest_covers_every_part(tmp_path):
         sha256_file(tmp_path / "absent.ckpt", parts=True)
 
 
-def test_bf16_embeddings_on_a_native_cpu_within_bound():
+def test_bf16_embeddings_on_a_native_cpu_within_bound(tmp_path):
     """VGGish under bf16 autocast (where the CPU has it) stays within the auto bound of fp32; the
     probe reports the same figure; fp16 on the CPU is refused."""
     from pipeline.backbones.precision import ERROR_BOUND, native_bf16_cpu, relative_error
@@ -385,7 +385,7 @@ def test_bf16_embeddings_on_a_native_cpu_within_bound():
     patches = np.random.default_rng(0).standard_normal((6, 96, 64)).astype(np.float32)
     ref, _ = embed_patches(model, patches, "raw", False, 4, "cpu", "fp32")
     with pytest.raises(FeaturesError, match="fp16"):
-        resolve_precision(FeaturesConfig(precision="fp16"), dict, "cpu")
+        resolve_precision(FeaturesConfig(tmp_path, precision="fp16"), dict, "cpu")
     if not native_bf16_cpu():
         pytest.skip("this CPU has no native bf16 (avx512_bf16/amx_bf16)")
     low, _ = embed_patches(model, patches, "raw", False, 4, "cpu", "bf16")
@@ -393,5 +393,9 @@ def test_bf16_embeddings_on_a_native_cpu_within_bound():
     assert 0 < rel < ERROR_BOUND
     probe = probe_vggish_precision(model, "cpu", "bf16", patches=4)
     assert 0 < probe["relative_error"] < ERROR_BOUND
-    precision, figures = resolve_precision(FeaturesConfig(), lambda: probe, "cpu")
-    assert figures is probe and precision in ("bf16", "fp32")
+    cfg = FeaturesConfig(tmp_path)
+    precision, figures = resolve_precision(cfg, lambda: probe, "cpu", "vggish")
+    assert figures == probe and precision in ("bf16", "fp32")
+    # the decision is kept: a resumed run takes the same precision without measuring again
+    assert resolve_precision(cfg, dict, "cpu", "vggish") == (precision, figures)
+    assert (tmp_path / "features" / "precision.json").is_file()

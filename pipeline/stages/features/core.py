@@ -133,10 +133,14 @@ def default_batch(kind: str, device: Any = None) -> int:
     return DEFAULT_BATCH[kind]
 
 
-def resolve_precision(cfg: FeaturesConfig, probe: Callable[[], dict[str, Any]], device: Any):
+def resolve_precision(
+    cfg: FeaturesConfig, probe: Callable[[], dict[str, Any]], device: Any, network: str = ""
+):
     """(precision, probe figures or None) for one network: an explicit ``cfg.precision`` is checked
     against the device; ``auto`` runs ``probe`` (bf16 on a CPU with native bf16) and keeps bf16 only
-    within the error bound and when faster (:func:`pipeline.backbones.precision.choose_precision`)."""
+    within the error bound and when faster (:func:`pipeline.backbones.precision.choose_precision`).
+    The decision is kept in ``DATA_DIR/features/precision.json`` (per network, device and frame
+    size), so a resumed or repeated run writes its stores in the precision the first one chose."""
     from pipeline.backbones.precision import check_precision, choose_precision, native_bf16_cpu
 
     if cfg.precision != "auto":
@@ -145,10 +149,16 @@ def resolve_precision(cfg: FeaturesConfig, probe: Callable[[], dict[str, Any]], 
         except ValueError as exc:
             raise FeaturesError(str(exc)) from exc
         return cfg.precision, None
-    if str(device).startswith("cpu") and native_bf16_cpu():
+    if not (str(device).startswith("cpu") and native_bf16_cpu()):
+        return "fp32", None
+    path = cfg.layout.features / "precision.json"
+    key = f"{network}|{device}|{cfg.frame_size}"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    if key not in known or cfg.force:
         figures = probe()
-        return choose_precision(figures), figures
-    return "fp32", None
+        known[key] = {"precision": choose_precision(figures), "probe": figures}
+        write_json(known, path)
+    return known[key]["precision"], known[key]["probe"]
 
 
 # ----------------------------------------------------------------------------- stores
@@ -355,7 +365,7 @@ def audio_precision(model, cfg: FeaturesConfig, device: Any) -> tuple[str, dict 
     """VGGish's precision on ``device`` (:func:`resolve_precision`) and the probe's figures."""
     from pipeline.backbones.vggish_model import probe_vggish_precision
 
-    return resolve_precision(cfg, lambda: probe_vggish_precision(model, device), device)
+    return resolve_precision(cfg, lambda: probe_vggish_precision(model, device), device, "vggish")
 
 
 def audio_meta(
@@ -491,6 +501,7 @@ def vgg19_visual_backend(cfg: FeaturesConfig, device: str | None = None) -> VGG1
             cfg,
             lambda: probe_vgg19_precision(model, weights, device, size=cfg.frame_size),
             device,
+            "vgg19",
         )
     return VGG19Extractor(cfg, model, weights, precision, device, probe)
 
