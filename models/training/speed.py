@@ -3,16 +3,9 @@
 ``training_threads(device, threads)``: the localization and cross-modal networks are small (batch 64
 x 10 s, or 8 pairs); with several torch threads every op, Adam's included, is a parallel region
 whose threads meet at a barrier, and on a busy machine one descheduled thread stalls them all for
-milliseconds. Measured on this 2-core machine under load: AVDLN 48 -> 1,931 pairs/s with one thread
-instead of two (idle: the same speed either way, the ops are too small to share). The cross-modal
-networks therefore train with one thread on the CPU; the localization networks, whose step is a few
-large matmuls, keep torch's threads. ``TrainConfig.threads`` overrides both.
-
-``native_cpu_lstm(model)``: on the CPU, PyTorch runs ``nn.LSTM`` through oneDNN (mkldnn) when it
-can; its training-mode forward keeps a workspace and its backward (``mkldnn_rnn_layer_backward``) is
-several times slower than the plain ATen LSTM for the release's sizes (batch 64, 10 steps, 128
-hidden). The hooks switch oneDNN off for the duration of each LSTM forward only; every other layer
-keeps its kernels. Both paths compute the same LSTM in fp32 (outputs agree to float rounding).
+milliseconds. Measured in one ``make bench`` run on this 2-core machine (shared, load 2-5): av_att
+17.0 clips/s with two threads, 85.4 with one; AVDLN 422 -> 5,636 pairs/s. CPU training therefore uses
+:data:`CPU_TRAINING_THREADS` (one) unless ``TrainConfig.threads`` says otherwise.
 """
 
 from __future__ import annotations
@@ -21,13 +14,13 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-#: Torch threads of CPU training per task when ``TrainConfig.threads`` is not given (None: torch's).
-CPU_TRAINING_THREADS = {"crossmodal": 1}
+#: Torch threads of CPU training when ``TrainConfig.threads`` is not given.
+CPU_TRAINING_THREADS = 1
 
 
 def default_threads(mode: str) -> int | None:
     """Torch threads for CPU training of a task (``supervised``, ``weak``, ``crossmodal``)."""
-    return CPU_TRAINING_THREADS.get(mode)
+    return CPU_TRAINING_THREADS
 
 
 @contextlib.contextmanager

@@ -59,7 +59,9 @@ def _benchmarks(
     device: str, quick: bool, work_dir: Path
 ) -> list[tuple[str, Callable[[], dict], int | None]]:
     """(row name, benchmark, torch threads it runs with (None: torch's)) per row."""
+    from models.training.speed import default_threads
     from pipeline.bench.audio import bench_audio
+    from pipeline.bench.peak import cores
     from pipeline.bench.training import bench_crossmodal, bench_training
     from pipeline.bench.visual import bench_visual
     from pipeline.stages.features.core import default_batch, default_workers
@@ -90,24 +92,24 @@ def _benchmarks(
         (
             "train",
             lambda: bench_training(train_dir, rows=rows, model="av_att", device=device),
-            None,
+            None if gpu else default_threads("supervised"),
         ),
         *(
             []
             if gpu
             else [
                 (
-                    "train (1 thread)",
+                    f"train ({cores()} threads)",
                     lambda: bench_training(
                         train_dir,
                         rows,
                         "av_att",
                         device=device,
-                        threads=1,
+                        threads=cores(),
                         naive=False,
                         profile=False,
                     ),
-                    1,
+                    cores(),
                 )
             ]
         ),

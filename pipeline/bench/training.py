@@ -238,6 +238,7 @@ def bench_training(
 
     from models.data.synthetic import make_synthetic_store
     from models.training.engine import TrainConfig, train_seed
+    from models.training.speed import default_threads, training_threads
     from pipeline.core.device import resolve_device
 
     tmp = None
@@ -280,7 +281,7 @@ def bench_training(
         "batch_size": batch_size,
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "torch_threads": threads or torch.get_num_threads(),
+        "torch_threads": threads or default_threads("supervised") or torch.get_num_threads(),
         "visual_dtype": visual_dtype,
         "train_clips": json.loads((cfg.seed_dir() / "config.json").read_text())["data"][
             "train_samples"
@@ -307,9 +308,7 @@ def bench_training(
         stores = tuple(json.loads((cfg.seed_dir() / "config.json").read_text())["data"]["stores"])
         result["naive"] = naive_release_loop(h5_dir, stores, model, naive_batches, batch_size, seed)
     if dev.type == "cpu" and profile:
-        from models.training.speed import training_threads
-
-        with training_threads(dev, threads):
+        with training_threads(dev, threads or default_threads("supervised")):
             result["profile"] = step_profile(data_dir, model, batch_size, seed)
     if tmp is not None:
         tmp.cleanup()

@@ -199,14 +199,16 @@ def _count(folder: Path, pattern: str) -> int:
     return sum(1 for _ in folder.glob(pattern)) if folder.is_dir() else 0
 
 
-def project_visual(sample: dict[str, Any], ok_share: float) -> dict[str, Any]:
-    """Projected time for AVE's visual features at 16 frames per second from the sample's rates."""
+def project_visual(
+    sample: dict[str, Any], decode: dict[str, float], ok_share: float
+) -> dict[str, Any]:
+    """Projected time for AVE's visual features at 16 frames per second: the network at the
+    sample's VGG-19 rate, decoding at ``decode`` (the probe on an AVE-like 320x240 25 fps clip; the
+    rehearsal's own sources are small)."""
     clips = round(AVE_VIDEOS * ok_share)
     frames = clips * 160
     net = sample["optimised"]["vgg19_frames_per_s"]
-    decode_clips_per_core = (
-        sample["decode_probe"]["clips_per_s"] / sample["decode_probe"]["processes"]
-    )
+    decode_clips_per_core = decode["clips_per_s"] / decode["processes"]
     cpu_hours = max(frames / net, clips / (decode_clips_per_core * cores())) / 3600
     gpu_net_hours = frames / ASSUMED_GPU_FRAMES_PER_S / 3600
     gpu_decode_hours = clips / (decode_clips_per_core * ASSUMED_GPU_HOST_CORES) / 3600
@@ -227,7 +229,8 @@ def project_visual(sample: dict[str, Any], ok_share: float) -> dict[str, Any]:
 def run_rehearsal(cfg: RehearsalConfig) -> dict[str, Any]:
     """Build the inputs, serve them, run every stage with its kill-and-resume; write the report."""
     from pipeline.backbones.frames import count_frames
-    from pipeline.bench.visual import bench_visual
+    from pipeline.bench.peak import decode_probe
+    from pipeline.bench.visual import bench_visual, make_bench_clips
 
     cfg.data_dir, cfg.run_dir = Path(cfg.data_dir), Path(cfg.run_dir)
     started = time.perf_counter()
@@ -373,6 +376,10 @@ def run_rehearsal(cfg: RehearsalConfig) -> dict[str, Any]:
         return len(lines) / max(cfg.epochs, 1)
 
     stages.append(run_stage(cfg, train, epochs_done))
+    config = seed_dir / "config.json"
+    if config.is_file():  # throughput in training clips (epochs x train clips, both runs' work)
+        train.items = cfg.epochs * json.loads(config.read_text())["data"]["train_samples"]
+        train.unit = "training clips"
     metrics = seed_dir / "metrics.json"
     if metrics.is_file():
         m = json.loads(metrics.read_text())
@@ -399,7 +406,9 @@ def run_rehearsal(cfg: RehearsalConfig) -> dict[str, Any]:
         **{k: visual[k] for k in ("precision", "optimised", "decode_probe", "precision_probes")},
     }
     ok_share = len(ok_ids) / max(len(ids), 1)
-    report["projection"] = project_visual(visual, ok_share)
+    ave_like = decode_probe(make_bench_clips(work / "ave-like-clip", 1)[0])
+    report["visual_sample"]["decode_probe_ave_like"] = ave_like
+    report["projection"] = project_visual(visual, ave_like, ok_share)
     report["stages"] = [{**asdict(s), "throughput": round(s.throughput, 3)} for s in stages]
     report["machine"]["load_after"] = round(os.getloadavg()[0], 2)
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -460,7 +469,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [
         f"Visual sample: {v['clips']} clips, VGG-19 {v['precision']} "
         f"{v['optimised']['vgg19_frames_per_s']:.2f} frames/s, decode "
-        f"{v['decode_probe']['clips_per_s']:.2f} clips/s on {v['decode_probe']['processes']} processes",
+        f"{v['decode_probe']['clips_per_s']:.2f} clips/s on {v['decode_probe']['processes']} processes "
+        f"(its 128x96 sources; an AVE-like 320x240 25 fps clip: "
+        f"{v['decode_probe_ave_like']['clips_per_s']:.2f} clips/s)",
         f"Projected AVE visual features at 16 frames/s ({p['clips']} clips, {p['frames']} frames): "
         f"this CPU {p['cpu_hours']:.1f} h; one GPU at an assumed {p['gpu_assumed_frames_per_s']:.0f} "
         f"frames/s with {p['gpu_host_cores']} decoding cores {p['gpu_hours']:.2f} h "
