@@ -133,11 +133,11 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
         return {**done, "reused": True}
 
     device = resolve_device(cfg.device)
-    with training_threads(device, cfg.threads or default_threads(cfg.mode)):
-        return _train(cfg, task, out, device, progress)
+    with training_threads(device, cfg.threads or default_threads(cfg.mode)) as threads:
+        return _train(cfg, task, out, device, progress, threads)
 
 
-def _train(cfg: TrainConfig, task, out: Path, device, progress: bool) -> dict:
+def _train(cfg: TrainConfig, task, out: Path, device, progress: bool, threads: int) -> dict:
     """The body of :func:`train_seed` (threads set)."""
     import torch
     from tqdm import tqdm
@@ -159,6 +159,7 @@ def _train(cfg: TrainConfig, task, out: Path, device, progress: bool) -> dict:
         "model": model.config,
         "parameters": count_parameters(model),
         "data": task.describe(data),
+        "torch_threads": threads,
     }
     runs.start_seed(out, config)
 

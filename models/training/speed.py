@@ -2,10 +2,13 @@
 
 ``training_threads(device, threads)``: the localization and cross-modal networks are small (batch 64
 x 10 s, or 8 pairs); with several torch threads every op, Adam's included, is a parallel region
-whose threads meet at a barrier, and on a busy machine one descheduled thread stalls them all for
-milliseconds. Measured in one ``make bench`` run on this 2-core machine (shared, load 2-5): av_att
-17.0 clips/s with two threads, 85.4 with one; AVDLN 422 -> 5,636 pairs/s. CPU training therefore uses
-:data:`CPU_TRAINING_THREADS` (one) unless ``TrainConfig.threads`` says otherwise.
+whose threads meet at a barrier, and when another job holds a core one descheduled thread stalls
+them all for milliseconds. Measured by ``make bench`` on this 2-core machine: shared (load 2-5),
+av_att 17.0 clips/s with two threads and 85.4 with one, AVDLN 422 -> 5,636 pairs/s; idle (load
+0.1), av_att 157.8 clips/s with two threads and 84.6 with one. So CPU training takes the cores that
+are free when it starts (:func:`free_cores`: the idle share of the CPUs over 0.3 s, at least one),
+unless ``TrainConfig.threads`` says otherwise; the count used is recorded in the run's
+``config.json``. Thread counts change float rounding (~1e-7), not the trajectory.
 """
 
 from __future__ import annotations
@@ -14,13 +17,41 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-#: Torch threads of CPU training when ``TrainConfig.threads`` is not given.
-CPU_TRAINING_THREADS = 1
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs from /proc/stat; None where unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user..steal
 
 
-def default_threads(mode: str) -> int | None:
-    """Torch threads for CPU training of a task (``supervised``, ``weak``, ``crossmodal``)."""
-    return CPU_TRAINING_THREADS
+def free_cores(window: float = 0.3) -> int:
+    """Cores other work leaves free now: the idle share of all CPUs over ``window`` seconds (this
+    process waits meanwhile) times the usable cores, rounded, between 1 and the usable cores. Falls
+    back to cores minus the 1-minute load average where /proc/stat is missing."""
+    import os
+    import time
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    first = _cpu_times()
+    if first is not None:
+        time.sleep(window)
+        second = _cpu_times()
+        if second is not None and second[1] > first[1]:
+            idle = (second[0] - first[0]) / (second[1] - first[1])
+            return max(1, min(cores, int(idle * cores + 0.5)))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def default_threads(mode: str) -> int:
+    """Torch threads for CPU training of a task (``supervised``, ``weak``, ``crossmodal``): the
+    free cores (:func:`free_cores`)."""
+    return free_cores()
 
 
 @contextlib.contextmanager

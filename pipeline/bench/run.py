@@ -57,9 +57,9 @@ def probes(device: str, threads: int | None = None) -> dict[str, float]:
 
 def _benchmarks(
     device: str, quick: bool, work_dir: Path
-) -> list[tuple[str, Callable[[], dict], int | None]]:
-    """(row name, benchmark, torch threads it runs with (None: torch's)) per row."""
-    from models.training.speed import default_threads
+) -> list[tuple[str, Callable[[], dict], int | str | None]]:
+    """(row name, benchmark, torch threads it runs with: a count, None (torch's) or "free" (the
+    trainer's choice, :func:`models.training.speed.default_threads`)) per row."""
     from pipeline.bench.audio import bench_audio
     from pipeline.bench.peak import cores
     from pipeline.bench.training import bench_crossmodal, bench_training
@@ -92,28 +92,23 @@ def _benchmarks(
         (
             "train",
             lambda: bench_training(train_dir, rows=rows, model="av_att", device=device),
-            None if gpu else default_threads("supervised"),
+            None if gpu else "free",
         ),
         *(
-            []
-            if gpu
-            else [
-                (
-                    f"train ({cores()} threads)",
-                    lambda: bench_training(
-                        train_dir,
-                        rows,
-                        "av_att",
-                        device=device,
-                        threads=cores(),
-                        naive=False,
-                        profile=False,
-                    ),
-                    cores(),
-                )
-            ]
+            (
+                f"train ({n} thread{'s' if n > 1 else ''})",
+                lambda n=n: bench_training(
+                    train_dir, rows, "av_att", device=device, threads=n, naive=False, profile=False
+                ),
+                n,
+            )
+            for n in ([] if gpu else sorted({1, cores()}))
         ),
-        ("train-crossmodal", lambda: bench_crossmodal(device=device, quick=quick), 1),
+        (
+            "train-crossmodal",
+            lambda: bench_crossmodal(device=device, quick=quick),
+            None if gpu else "free",
+        ),
     ]
 
 
@@ -206,6 +201,8 @@ def row_cells(
 def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool = False) -> dict:
     import torch
 
+    from models.training.speed import default_threads
+
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and device != "cpu" else [])
     if device not in ("auto", "cpu") and device not in devices:
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -221,6 +218,8 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
     for dev in devices:
         base: dict[str, Any] = {}
         for name, fn, threads in _benchmarks(dev, quick, work):
+            if threads == "free":  # as the trainer will choose: the cores free just now
+                threads = default_threads("supervised")
             peak = probes(dev, threads)  # just before the row: the same load as the row
             results["peak_gflops"].setdefault(dev, peak)
             print(f"[bench] {name} on {dev} (matmul probe {peak} GFLOP/s) ...", flush=True)

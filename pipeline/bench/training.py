@@ -200,7 +200,7 @@ def bench_crossmodal(
         t = torch.from_numpy(idx).to(dev)
         return v[t], a[t], y[t]
 
-    with training_threads(dev, default_threads("crossmodal")) as threads:
+    with training_threads(dev, default_threads("crossmodal")) as threads:  # as the trainer
         net, opt = fresh()
         rate = loop(net, opt, fast_batch)
         one = fast_batch(order[:batch_size])
@@ -281,7 +281,7 @@ def bench_training(
         "batch_size": batch_size,
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "torch_threads": threads or default_threads("supervised") or torch.get_num_threads(),
+        "torch_threads": json.loads((cfg.seed_dir() / "config.json").read_text())["torch_threads"],
         "visual_dtype": visual_dtype,
         "train_clips": json.loads((cfg.seed_dir() / "config.json").read_text())["data"][
             "train_samples"

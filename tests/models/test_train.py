@@ -105,7 +105,12 @@ def test_same_seed_gives_identical_metrics(data_dir, tmp_path):
     results = []
     for i in range(2):
         cfg = TrainConfig(
-            str(data_dir), model="av", epochs=2, batch_size=8, run_dir=str(tmp_path / f"r{i}")
+            str(data_dir),
+            model="av",
+            epochs=2,
+            batch_size=8,
+            run_dir=str(tmp_path / f"r{i}"),
+            threads=1,  # a thread count changes float rounding; the free cores may change
         )
         metrics = train_seed(cfg, progress=False)
         losses = [
