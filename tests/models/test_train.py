@@ -351,3 +351,15 @@ def test_native_cpu_lstm_hooks_keep_the_lstm_and_restore_onednn():
     with training_threads("cpu", 1) as n:
         assert n == 1 == torch.get_num_threads()
     assert torch.get_num_threads() == before
+
+
+def test_run_records_the_threads_it_trained_with(av_att_run):
+    """CPU training takes the cores free at its start (1..usable cores) and records the count."""
+    import os
+
+    from models.training.speed import free_cores
+
+    run, _ = av_att_run
+    used = json.loads((run / "config.json").read_text())["torch_threads"]
+    usable = len(os.sched_getaffinity(0))
+    assert 1 <= used <= usable and 1 <= free_cores(0.05) <= usable

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.bench.peak import counted_flops, decode_probe, matmul_probe, top_ops
+from pipeline.bench.peak import cores, counted_flops, decode_probe, matmul_probe, top_ops
 from pipeline.bench.run import format_table, row_cells
 from pipeline.bench.training import bench_crossmodal, bench_training
 
@@ -42,7 +42,7 @@ def test_training_rows_have_baseline_and_fraction_of_peak(tmp_path: Path) -> Non
     assert prof["step_s"] > 0 and prof["top_ops"]
     assert (tmp_path / "store" / "release-float64" / "visual_feature.h5").is_file()
     cross = bench_crossmodal(quick=True, pairs=256)
-    assert cross["threads"] == 1 and cross["pairs_per_second"] > 0
+    assert 1 <= cross["threads"] <= cores() and cross["pairs_per_second"] > 0
     assert cross["naive"]["pairs_per_second"] > 0 and cross["flops_per_pair"] > 0
     peak = {"fp32": 100.0}
     rows = [
