@@ -227,6 +227,9 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
             res = fn()
             if name == "train":
                 base = res
+            used = res.get("torch_threads") or res.get("threads")
+            if dev == "cpu" and used and used != threads:  # the trainer chose another count
+                peak = probes(dev, used)
             row = {
                 "stage": name,
                 "device": dev,
