@@ -116,14 +116,14 @@ def test_export_layout_and_round_trip(small: dict, tmp_path: Path) -> None:
     assert summary["rows"] == ROWS and not summary["missing"]
 
     expected = {
-        "audio_feature.h5": ((ROWS, 10, 128), np.float32),
-        "visual_feature.h5": ((ROWS, 10, 7, 7, 512), np.float32),
-        "visual_feature_vec.h5": ((ROWS, 10, 512), np.float32),
+        "audio_feature.h5": ((ROWS, 10, 128), np.float64),
+        "visual_feature.h5": ((ROWS, 10, 7, 7, 512), np.float64),
+        "visual_feature_vec.h5": ((ROWS, 10, 512), np.float64),
         "labels.h5": ((ROWS, 10, BACKGROUND + 1), np.float32),
         "labels_closs.h5": ((ROWS, 10), np.float32),
         "mil_labels.h5": ((ROWS, BACKGROUND + 1), np.float32),
-        "audio_feature_noisy.h5": ((NOISY, 10, 128), np.float32),
-        "visual_feature_noisy.h5": ((NOISY, 10, 7, 7, 512), np.float32),
+        "audio_feature_noisy.h5": ((NOISY, 10, 128), np.float64),
+        "visual_feature_noisy.h5": ((NOISY, 10, 7, 7, 512), np.float64),
         "labels_noisy.h5": ((NOISY, BACKGROUND + 1), np.float32),
     }
     for name, (shape, dtype) in expected.items():
@@ -245,19 +245,19 @@ def test_missing_rows_zero_filled_with_mask(with_failures: dict, tmp_path: Path)
     assert not (out / MASK_FILE).exists()
 
 
-def test_manifest_row_order_and_float64(small: dict, tmp_path: Path) -> None:
+def test_manifest_row_order_and_float32(small: dict, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(small["data"], data, symlinks=True)
     manifest = pd.read_parquet(data / "manifest.parquet")
     manifest.iloc[::-1].to_parquet(data / "manifest.parquet", index=False)
     out = tmp_path / "out"
-    run_export_release(_cfg(data, out, rows="manifest", dtype="float64"))
+    run_export_release(_cfg(data, out, rows="manifest", dtype="float32"))
     assert pd.read_csv(out / ROWS_FILE)["sample"].tolist() == list(range(ROWS))[::-1]
     audio = _read(out / "audio_feature.h5")
-    assert audio.dtype == np.float64
+    assert audio.dtype == np.float32  # the option; the default is the release's float64
     store = FeatureStore.open(data, "audio")
     np.testing.assert_array_equal(
-        audio[0], store.get(small["rows"][ROWS - 1][1]).astype(np.float64)
+        audio[0], store.get(small["rows"][ROWS - 1][1]).astype(np.float32)
     )
     order = _read(out / "test_order.h5", "order")
     assert [ROWS - 1 - i for i in order] == SPLITS["test"]

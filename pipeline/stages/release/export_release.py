@@ -78,7 +78,7 @@ class ExportReleaseConfig:
     out_dir: Path
     data_dir: Path = Path("data")
     rows: str = "annotations-order"
-    dtype: str = "float32"
+    dtype: str = "float64"  # the release's; consumers that call model.double() need it
     missing: str = "drop"
     compression: str = "none"
     block_bytes: int = 64 << 20  # largest block of output rows held in memory
