@@ -63,6 +63,9 @@ def test_every_variable_is_named_after_the_flag_it_feeds() -> None:
     assert not wrong, f"Make variables not named after their flag: {wrong}"
     undefined = {var for _, _, var in calls} - USER_VARIABLES
     assert not undefined, f"used but never defined with ?=: {undefined}"
+    named = {"FORCE", "ALLOW_RANDOM_WEIGHTS", "NO_DOWNLOAD", "MERGE", "AUDIO_MAPS", "NO_CHECKSUM"}
+    named |= {"BACKGROUND_VIDEOS", "RETRY_FAILED", "OFFLINE", "QUICK", "NO_PROGRESS"}
+    assert named <= bool_variables()  # the yes/no rule below is checked for each of them
 
 
 def test_each_variable_is_defined_once_before_use() -> None:
