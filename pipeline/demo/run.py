@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline.core.io import write_json
 from pipeline.core.layout import DataLayout
-from pipeline.demo.weights import WeightSource, cached_weights, fetch_weights
+from pipeline.demo.weights import OFFICIAL, WeightSource, cached_weights, fetch_weights
 
 REPO = Path(__file__).resolve().parents[2]
 SUPERVISED_MODELS = ("a", "v", "av_att", "dmrn")
@@ -478,7 +478,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     else:
         cached, problems = fetch_weights(cfg.data_dir, cfg.weight_sources)
     for backbone, why in problems.items():
-        print(f"WARNING: no pretrained {backbone} weights ({why}): RANDOM {backbone}", flush=True)
+        src = (cfg.weight_sources or {}).get(backbone) or OFFICIAL[backbone]
+        folder = DataLayout(cfg.data_dir).weights(backbone)
+        print(
+            f"WARNING: no pretrained {backbone} weights ({why}): RANDOM {backbone}. To use the "
+            f"real ones, put {src.file_name} from {src.url} into {folder} and run without --offline",
+            flush=True,
+        )
     random_weights = not all(cached.values())
     steps = demo_steps(cfg, cached)
     with serve_folder(paths["videos"]) as base_url:  # type: ignore[index]
