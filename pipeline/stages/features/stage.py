@@ -35,7 +35,7 @@ from pipeline.stages.features.core import (
     store_rows,
     weights_line,
 )
-from pipeline.stages.features.local import run_audio, run_visual
+from pipeline.stages.features.local import run_audio, run_visual, run_visual_c3d
 from pipeline.stages.segments import load_segments
 
 ENGINES = ("local", "ray")
@@ -121,16 +121,27 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     runners: dict[str, Callable[[list[str]], dict[str, Any]]] = {
         "audio": lambda names: run_audio(cfg, ids, fps, names),
         "visual": lambda names: run_visual(cfg, ids, segments, fps),
+        "c3d": lambda names: run_visual_c3d(cfg, ids, segments, fps, names),
     }
     if cfg.engine == "ray" and not cfg.merge:
-        from pipeline.stages.features.ray_engine import run_audio_ray, run_visual_ray
+        from pipeline.stages.features.ray_engine import (
+            run_audio_ray,
+            run_c3d_ray,
+            run_visual_ray,
+        )
 
         runners = {
             "audio": lambda names: run_audio_ray(cfg, ids, fps, names),
             "visual": lambda names: run_visual_ray(cfg, ids, segments, fps),
+            "c3d": lambda names: run_c3d_ray(cfg, ids, segments, fps, names),
         }
     for kind in cfg.features:
+        if kind == "c3d" and "visual" in cfg.features:
+            continue  # filled together with the visual stores: each clip is decoded once
         rows = store_rows(cfg, kind)
+        if kind == "visual" and "c3d" in cfg.features:
+            rows = {**rows, **store_rows(cfg, "c3d")}
+            runners["visual"] = runners["c3d"]
         try:
             if cfg.merge:
                 summary["stores"].update(
