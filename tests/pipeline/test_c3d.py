@@ -27,7 +27,7 @@ from pipeline.backbones.c3d import (
 )
 from pipeline.backbones.vgg19 import build_vgg19_pool5
 from pipeline.backbones.visual import extract_visual
-from pipeline.core.store import FeatureStore
+from pipeline.core.store import FeatureStore, StoreWriter
 from pipeline.stages.features.core import FeaturesConfig
 from pipeline.stages.features.stage import format_summary, run_features
 from pipeline.stages.segments import SegmentsConfig, frame_plan, load_segments, run_segments
@@ -354,3 +354,33 @@ def test_features_c3d_refuses_without_weights(segmented: Path, tmp_path: Path) -
     )
     summary = run_features(cfg)
     assert str(missing) in summary["errors"]["c3d"] and "c3d" not in summary["stores"]
+
+
+def test_export_release_writes_the_c3d_file(tmp_path: Path) -> None:
+    import h5py
+
+    from pipeline.stages.release.export_release import ExportReleaseConfig, run_export_release
+    from tests.support.release_set import SPLITS, annotation_rows, build_manifest, first_ids
+
+    rows = annotation_rows()
+    data = build_manifest(tmp_path, rows, SPLITS, tmp_path / "data")
+    ids = first_ids(rows)
+    rng = np.random.default_rng(2)
+    values = {
+        "audio": rng.random((len(ids), 10, 128)).astype(np.float32),
+        "c3d": rng.random((len(ids), 10, 512)).astype(np.float32),
+    }
+    for name, array in values.items():
+        writer = StoreWriter.open(data, name, ids, array.shape[1:], "float32", 8, {})
+        for shard, shard_ids in writer.pending_shards():
+            writer.write_shard(shard, {y: array[ids.index(y)] for y in shard_ids})
+        writer.finalize()
+    out = tmp_path / "out"
+    summary = run_export_release(ExportReleaseConfig(out_dir=out, data_dir=data, progress=False))
+    assert "visual_feature_c3d.h5" in summary["written"]
+    table = pd.read_csv(out / "avel_rows.csv")
+    with h5py.File(out / "visual_feature_c3d.h5", "r") as f:
+        exported = f["avadataset"][...]
+    assert exported.shape == (len(table), 10, 512)
+    expected = values["c3d"][[ids.index(y) for y in table["youtube_id"]]]
+    np.testing.assert_array_equal(exported, expected)
