@@ -384,3 +384,21 @@ def test_export_release_writes_the_c3d_file(tmp_path: Path) -> None:
     assert exported.shape == (len(table), 10, 512)
     expected = values["c3d"][[ids.index(y) for y in table["youtube_id"]]]
     np.testing.assert_array_equal(exported, expected)
+
+
+def test_bench_c3d_small() -> None:
+    from pipeline.bench.c3d import bench_c3d, c3d_flops
+
+    model, _ = build_c3d("random", allow_random=True)
+    counted = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            m.register_forward_hook(
+                lambda mod, x, y: counted.append(2 * y.numel() * mod.in_channels * 27)
+            )
+    with torch.inference_mode():
+        model(torch.zeros((1, 3, 16, 48, 48)))
+    assert c3d_flops(48) == sum(counted)
+    res = bench_c3d(crop=CROP, model_clips=2, clips_per_pass=2, e2e_clips=0)
+    assert res["optimised_frames_per_s"] > 0 and res["naive_frames_per_s"] > 0
+    assert 0 < res["fraction_of_peak"] and res["flops_per_clip"] == c3d_flops(CROP)
