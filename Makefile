@@ -31,7 +31,7 @@ SPLIT ?=
 VIDEO ?=
 BACKGROUND_VIDEOS ?=
 OPTION ?=
-# comparison tables (TABLE: fusion|models|weak|sota; ONLY: comma-separated keys; SEEDS, EPOCHS ... above)
+# comparison tables (TABLE: fusion|models|weak|sota|features; ONLY: comma-separated keys; SEEDS, EPOCHS ... above)
 TABLE ?= models
 ONLY ?=
 
