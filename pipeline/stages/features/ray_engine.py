@@ -486,8 +486,8 @@ class C3DModel:
         n = len(errors)
         side = pool5_side(self.cfg.c3d_crop)
         maps = np.zeros((n, CLIP_SECONDS, side, side, 512), np.float32)
-        vside = self.cfg.frame_size // 32 if self.vgg is not None else 1
-        visual = np.zeros((n, CLIP_SECONDS, vside, vside, 512 if vside > 1 else 1), np.float32)
+        vside, channels = (self.cfg.frame_size // 32, 512) if self.vgg is not None else (1, 1)
+        visual = np.zeros((n, CLIP_SECONDS, vside, vside, channels), np.float32)
         per_second = batch["frames"].shape[1] // CLIP_SECONDS
         for i in range(n):
             if errors[i]:
