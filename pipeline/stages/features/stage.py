@@ -5,7 +5,9 @@ Stores (``pipeline.core.store``, one row per clip, clips = the segmented ok clip
 - ``audio`` (10, 128): VGGish on the segments stage's log-mel patches, ``--vggish-output`` mode;
 - ``audio_maps`` (10, 6, 4, 512): the VGGish pool5 map (``--audio-maps``);
 - ``visual`` (10, 7, 7, 512) and ``visual_vec`` (10, 512, the 7x7 mean of the same maps): from the
-  visual extractor (``FeaturesConfig.visual_backend``, VGG-19 by default).
+  visual extractor (``FeaturesConfig.visual_backend``, VGG-19 by default);
+- ``c3d`` (10, 512) and ``c3d_maps`` (10, 4, 4, 512, ``--c3d-maps``): C3D pool5 of each second's 16-frame
+  clip (``pipeline.backbones.c3d``); with ``--features visual,c3d`` every clip is decoded once for both.
 
 Each store is filled shard by shard (resumable; ``--num-shards K --shard-index i`` lets K processes
 fill disjoint shards; the last to finish, or ``--merge``, writes the index). A finished store is not
