@@ -53,6 +53,10 @@ DTYPE ?=
 DEVICE ?=
 BATCH_SIZE ?=
 VGG19_WEIGHTS ?=
+# C3D (FEATURES=visual,c3d): C3D_WEIGHTS mmaction2|pickle|random|file|URL
+C3D_WEIGHTS ?=
+C3D_MAPS ?=
+C3D_BATCH ?=
 PRECISION ?=
 FRAME_SIZE ?=
 VGGISH_CHECKPOINT ?=
@@ -176,7 +180,8 @@ cmd_features = $(AVEL) features $(call opt,--data-dir,DATA_DIR) $(call opt,--fea
 	$(call opt,--num-shards,NUM_SHARDS) $(call opt,--shard-index,SHARD_INDEX) \
 	$(call opt,--shard-size,SHARD_SIZE) $(call flag,--merge,MERGE) $(call flag,--force,FORCE) \
 	$(call opt,--engine,ENGINE) $(call opt,--address,ADDRESS) $(call opt,--decode-cpus,DECODE_CPUS) \
-	$(call opt,--model-actors,MODEL_ACTORS)
+	$(call opt,--model-actors,MODEL_ACTORS) $(call opt,--c3d-weights,C3D_WEIGHTS) \
+	$(call flag,--c3d-maps,C3D_MAPS) $(call opt,--c3d-batch,C3D_BATCH)
 
 # options of every training mode
 cmd_train = $(AVEL) train $(1) $(call opt,--data-dir,DATA_DIR) $(call opt,--model,MODEL) \
@@ -305,7 +310,7 @@ attention-maps: | $(STAMP_RUN) ffmpeg ## draw RUN's audio-guided attention over 
 		$(call opt_given,--data-dir,DATA_DIR) $(call opt,--clip,CLIP) $(call opt,--out,OUT) \
 		$(call opt,--device,DEVICE)
 
-table: | $(STAMP_RUN) ffmpeg $(STORES_OUT) ## the paper's comparison TABLE (fusion|models|weak|sota) -> RUN_DIR/tables
+table: | $(STAMP_RUN) ffmpeg $(STORES_OUT) ## the paper's comparison TABLE (fusion|models|weak|sota|features) -> RUN_DIR/tables
 	$(AVEL) table $(call q,$(TABLE)) $(call opt,--data-dir,DATA_DIR) $(call opt,--run-dir,RUN_DIR) \
 		$(call opt,--seeds,SEEDS) $(call opt,--epochs,EPOCHS) $(call opt,--batch-size,BATCH_SIZE) \
 		$(call opt,--lr,LR) $(call opt,--device,DEVICE) $(call opt,--eval-every,EVAL_EVERY) \

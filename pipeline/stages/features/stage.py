@@ -5,7 +5,9 @@ Stores (``pipeline.core.store``, one row per clip, clips = the segmented ok clip
 - ``audio`` (10, 128): VGGish on the segments stage's log-mel patches, ``--vggish-output`` mode;
 - ``audio_maps`` (10, 6, 4, 512): the VGGish pool5 map (``--audio-maps``);
 - ``visual`` (10, 7, 7, 512) and ``visual_vec`` (10, 512, the 7x7 mean of the same maps): from the
-  visual extractor (``FeaturesConfig.visual_backend``, VGG-19 by default).
+  visual extractor (``FeaturesConfig.visual_backend``, VGG-19 by default);
+- ``c3d`` (10, 512) and ``c3d_maps`` (10, 4, 4, 512, ``--c3d-maps``): C3D pool5 of each second's 16-frame
+  clip (``pipeline.backbones.c3d``); with ``--features visual,c3d`` every clip is decoded once for both.
 
 Each store is filled shard by shard (resumable; ``--num-shards K --shard-index i`` lets K processes
 fill disjoint shards; the last to finish, or ``--merge``, writes the index). A finished store is not
@@ -35,7 +37,7 @@ from pipeline.stages.features.core import (
     store_rows,
     weights_line,
 )
-from pipeline.stages.features.local import run_audio, run_visual
+from pipeline.stages.features.local import run_audio, run_visual, run_visual_c3d
 from pipeline.stages.segments import load_segments
 
 ENGINES = ("local", "ray")
@@ -121,16 +123,27 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     runners: dict[str, Callable[[list[str]], dict[str, Any]]] = {
         "audio": lambda names: run_audio(cfg, ids, fps, names),
         "visual": lambda names: run_visual(cfg, ids, segments, fps),
+        "c3d": lambda names: run_visual_c3d(cfg, ids, segments, fps, names),
     }
     if cfg.engine == "ray" and not cfg.merge:
-        from pipeline.stages.features.ray_engine import run_audio_ray, run_visual_ray
+        from pipeline.stages.features.ray_engine import (
+            run_audio_ray,
+            run_c3d_ray,
+            run_visual_ray,
+        )
 
         runners = {
             "audio": lambda names: run_audio_ray(cfg, ids, fps, names),
             "visual": lambda names: run_visual_ray(cfg, ids, segments, fps),
+            "c3d": lambda names: run_c3d_ray(cfg, ids, segments, fps, names),
         }
     for kind in cfg.features:
+        if kind == "c3d" and "visual" in cfg.features:
+            continue  # filled together with the visual stores: each clip is decoded once
         rows = store_rows(cfg, kind)
+        if kind == "visual" and "c3d" in cfg.features:
+            rows = {**rows, **store_rows(cfg, "c3d")}
+            runners["visual"] = runners["c3d"]
         try:
             if cfg.merge:
                 summary["stores"].update(
