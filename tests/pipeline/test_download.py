@@ -133,7 +133,9 @@ def test_failure_classes_summary_and_retries(tmp_path, server):
     ids = [FAST, GONE, LIMITED, FORBIDDEN, TRUNCATED, NO_AUDIO, NO_OFFSET]
     make_manifest(data, ids, without_offset=(NO_OFFSET,))
     summary = run_download(config(data, server))
-    assert summary["exit_code"] == 0, summary["stopped"]
+    # finished, but three clips are still transient: exit 5, not 0, so a script can tell
+    assert summary["exit_code"] == 5, summary["stopped"]
+    assert "NOT FINISHED: 3 clips are still transient" in format_summary(summary)
     rows = ledger_rows(data)
     expected = {
         FAST: ("ok", "ok"),
@@ -378,7 +380,7 @@ def test_stalled_server_is_a_transient_timeout(tmp_path, sources):
     row = ledger_rows(data)["stalled_abc"]
     assert (row["status"], row["kind"]) == ("transient", "network"), row["reason"]
     assert "timed out" in row["reason"].lower()
-    assert summary["exit_code"] == 0 and not (data / "clips" / "stalled_abc.mp4").exists()
+    assert summary["exit_code"] == 5 and not (data / "clips" / "stalled_abc.mp4").exists()
 
 
 def test_cli_errors_go_to_stderr(tmp_path, capsys):

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pipeline.stages.download.classify import STATUSES, Outcome, classify_exception
 from pipeline.stages.download.ledger import Ledger, load_ledger
-from pipeline.stages.download.stage import RATE_LIMIT_ADVICE, DownloadConfig, run_download
+from pipeline.stages.download.stage import (
+    EXIT_TRANSIENT,
+    RATE_LIMIT_ADVICE,
+    DownloadConfig,
+    run_download,
+)
 from pipeline.stages.download.validate import ClipCheck, check_clip
 
 __all__ = [
@@ -54,4 +59,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"STOPPED: {summary['stopped']}")
         if summary["this_run"]["rate_limited_answers"]:
             lines.append(f"  {RATE_LIMIT_ADVICE}")
+    elif summary["exit_code"] == EXIT_TRANSIENT:
+        lines.append(
+            f"NOT FINISHED: {status['transient']} clips are still transient after every retry; "
+            f"run the same command again later (exit code {EXIT_TRANSIENT})"
+        )
     return "\n".join(lines)
