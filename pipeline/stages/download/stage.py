@@ -249,7 +249,9 @@ class Stage:
                 return OK
             if outcome.systemic:
                 self.stop_systemic(outcome.reason)
-                return self.ledger.status(video.key) or PENDING  # not the video's fault: not recorded
+                return (
+                    self.ledger.status(video.key) or PENDING
+                )  # not the video's fault: not recorded
             if outcome.kind == "stopped" and state.stopped:
                 return self.ledger.status(video.key) or PENDING
             if outcome.rate_limited:
