@@ -268,3 +268,38 @@ def test_store_follows_the_segments_and_refuses_other_settings(tmp_path, capsys)
         store.get(STALE_IDS[1]), _expected_embeddings(data, STALE_IDS[1]), rtol=2**-10, atol=1e-3
     )
     assert np.array_equal(store.get(STALE_IDS[0]), kept)
+
+
+def test_disk_full_one_line_nothing_half_written_and_a_rerun_finishes(tmp_path, capsys):
+    from tests.support.disk import error_lines, fill, small_disk
+
+    data = _stale_data(tmp_path / "data")
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    args = ["features", "--data-dir", str(data), "--features", "audio", "--audio-maps"]
+    args += ["--dtype", "float32", "--allow-random-weights", "--no-download", "--shard-size", "1"]
+    with small_disk(data / "features", "2m") as folder:
+        filler = fill(folder, leave=600 * 1024)  # one shard of audio_maps (480 KiB) fits
+        assert avel(args) != 0
+        (err,) = error_lines(capsys.readouterr().err)  # one line, no traceback
+        assert err.startswith("error: disk full: "), err
+        assert str(folder) in err and "free" in err
+        maps = folder / "audio_maps"
+        assert not (maps / "index.parquet").exists() and not (maps / "meta.json").exists()
+        assert not list(maps.glob(".*")), "a half-written temp file was left behind"
+        done = sorted(maps.glob("shard-*.index.parquet"))
+        assert 1 <= len(done) < 3  # each receipt beside a complete shard array
+        assert all(p.with_name(p.name.replace(".index.parquet", ".npy")).is_file() for p in done)
+        stamp = done[0].stat().st_mtime_ns
+
+        filler.unlink()
+        assert avel(args) == 0
+        assert done[0].stat().st_mtime_ns == stamp  # finished shards are not redone
+        store = FeatureStore.open(data, "audio_maps")
+        assert sorted(store.clip_ids) == sorted(STALE_IDS)
+        model = random_vggish(seed=0).eval()
+        with torch.inference_mode():
+            for clip_id in STALE_IDS:
+                patches = torch.from_numpy(load_patches(data, clip_id))
+                np.testing.assert_allclose(
+                    store.get(clip_id), model.pool5(patches).numpy(), atol=1e-5
+                )

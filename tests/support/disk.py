@@ -50,3 +50,9 @@ def fill(folder: Path, leave: int) -> Path:
         while todo > 0:
             todo -= f.write(block[: min(len(block), todo)])
     return filler
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of a command's stderr that report a problem (progress bars left out)."""
+    lines = [part for line in stderr.splitlines() for part in line.split("\r")]
+    return [line for line in lines if "error" in line.lower() or "Traceback" in line]
