@@ -69,6 +69,9 @@ MAX_RATE_LIMITED ?=
 RATE_LIMIT_PAUSE ?=
 RETRIES ?=
 BACKOFF ?=
+SOCKET_TIMEOUT ?=
+TRANSFER_TIMEOUT ?=
+JS_RUNTIME ?=
 
 # export-release stage (DTYPE above: float32|float64 here)
 OUT_DIR ?=
@@ -195,6 +198,8 @@ download: $(STAMP_RUN) ffmpeg
 		$(if $(filter 1 yes true,$(RETRY_FAILED)),--retry-failed) $(call opt,--format,$(FORMAT)) \
 		$(call opt,--max-rate-limited,$(MAX_RATE_LIMITED)) $(call opt,--rate-limit-pause,$(RATE_LIMIT_PAUSE)) \
 		$(call opt,--retries,$(RETRIES)) $(call opt,--backoff,$(BACKOFF)) \
+		$(call opt,--socket-timeout,$(SOCKET_TIMEOUT)) $(call opt,--transfer-timeout,$(TRANSFER_TIMEOUT)) \
+		$(call opt,--js-runtime,$(JS_RUNTIME)) \
 		$(call opt,--num-shards,$(NUM_SHARDS)) $(call opt,--shard-index,$(SHARD_INDEX))
 
 export-release: $(STAMP_RUN) ffmpeg
