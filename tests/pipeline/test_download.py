@@ -559,3 +559,20 @@ def test_youtube_needs_a_js_runtime_and_finds_the_packaged_deno(tmp_path):
     assert runtime is not None and runtime[0] == "deno" and Path(runtime[1]).is_file()
     params = ydl_params(0, 10, tmp_path, FetchOptions(js_runtime=runtime))
     assert params["js_runtimes"] == {"deno": {"path": runtime[1]}}
+
+
+def test_clip_cut_from_another_range_is_not_already_ok(tmp_path, server):
+    """The manifest is rebuilt with other AudioSet offsets: the old clip is stale, not "ok"."""
+    data = tmp_path / "data"
+    make_manifest(data, [FAST])  # 2.5-12.5 s
+    assert run_download(config(data, server))["this_run"]["downloaded"] == 1
+    assert ledger_rows(data)[FAST]["range"] == "2.500-12.500"
+    old = (data / "clips" / f"{FAST}.mp4").read_bytes()
+    make_manifest(data, [FAST], offsets={FAST: (0.0, 10.0)})
+    summary = run_download(config(data, server))
+    assert summary["this_run"]["range_changed"] == 1 and summary["this_run"]["downloaded"] == 1
+    row = ledger_rows(data)[FAST]
+    assert (row["status"], row["range"]) == ("ok", "0.000-10.000")
+    assert (data / "clips" / ".stale" / f"{FAST}.2.500-12.500.mp4").read_bytes() == old  # kept
+    assert (data / "clips" / f"{FAST}.mp4").read_bytes() != old
+    assert run_download(config(data, server))["this_run"]["already_ok"] == 1

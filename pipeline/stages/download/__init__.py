@@ -46,6 +46,11 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  availability: {100 * summary['availability']:.1f}% of the videos tried")
     if run["no_offset"]:
         lines.append(f"  {run['no_offset']} videos have no AudioSet offset (absent from the CSVs)")
+    if run.get("range_changed"):
+        lines.append(
+            f"  {run['range_changed']} clips were cut from another range than the manifest asks: "
+            "set aside in clips/.stale and downloaded again"
+        )
     if run["not_in_from_dir"]:
         lines.append(f"  {run['not_in_from_dir']} videos are not in the --from-dir folder")
     if summary["top_failures"]:

@@ -100,6 +100,13 @@ class Video:
         return self.clip_id or self.youtube_id
 
     @property
+    def range(self) -> str:
+        """``start-end`` of the source, as the ledger records it ("" without offsets)."""
+        if self.start is None or self.end is None:
+            return ""
+        return f"{float(self.start):.3f}-{float(self.end):.3f}"
+
+    @property
     def expected(self) -> float:
         if self.start is None or self.end is None:
             return float(CLIP_SECONDS)
@@ -197,6 +204,7 @@ class Stage:
             bytes=check.bytes,
             duration=check.duration,
             source=source,
+            range=video.range if source == "download" else "",
         )
 
     def disk_full(self) -> DiskFullError | None:
@@ -338,6 +346,23 @@ class Stage:
             row = self.ledger.get(video.key) or {}
             status, kind, source = row.get("status"), row.get("kind"), row.get("source") or ""
             have_file = self.clip_path(video.key).is_file()
+            cut_from = row.get("range") or ""
+            if status == OK and have_file and cut_from and video.range and cut_from != video.range:
+                # the manifest asks for another part of the source: the clip is stale. It is set
+                # aside (kept, not deleted) and the new range downloaded.
+                stale = self.clips / ".stale" / f"{video.key}.{cut_from}.mp4"
+                stale.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.clip_path(video.key), stale)
+                self.ledger.update(
+                    video.key,
+                    PENDING,
+                    "range_changed",
+                    f"the clip was cut at {cut_from} s, the manifest now asks {video.range} s "
+                    f"(old clip kept as {stale})",
+                    source="manifest",
+                )
+                counts["range_changed"] += 1
+                status, have_file = PENDING, False
             if status == OK and have_file:
                 counts["already_ok"] += 1
                 continue
@@ -485,6 +510,7 @@ class Stage:
                 "skipped_permanent": self.state.counts["skipped_permanent"],
                 "no_offset": self.state.counts["no_offset"],
                 "not_in_from_dir": self.state.counts["not_in_from_dir"],
+                "range_changed": self.state.counts["range_changed"],
                 "rate_limited_answers": self.state.counts["rate_limited_answers"],
                 "results": dict(sorted(run_counts.items())),
             },
