@@ -31,7 +31,7 @@ SPLIT ?=
 VIDEO ?=
 BACKGROUND_VIDEOS ?=
 OPTION ?=
-# comparison tables (TABLE: fusion|models|weak|sota; ONLY: comma-separated keys; SEEDS, EPOCHS ... above)
+# comparison tables (TABLE: fusion|models|weak|sota|features; ONLY: comma-separated keys; SEEDS, EPOCHS ... above)
 TABLE ?= models
 ONLY ?=
 
@@ -84,6 +84,10 @@ COMPRESSION ?=
 FRAMES_PER_SEGMENT ?=
 FEATURES ?=
 VGG19_WEIGHTS ?=
+# C3D (FEATURES=visual,c3d): C3D_WEIGHTS mmaction2|pickle|random|file|URL, C3D_MAPS=1, C3D_BATCH
+C3D_WEIGHTS ?=
+C3D_MAPS ?=
+C3D_BATCH ?=
 PRECISION ?=
 VGGISH_OUTPUT ?=
 VGGISH_PCA_PARAMS ?=
@@ -169,7 +173,8 @@ features: $(STAMP_RUN) ffmpeg
 		$(call opt,--shard-index,$(SHARD_INDEX)) $(call opt,--shard-size,$(SHARD_SIZE)) \
 		$(call flag,--merge,$(MERGE)) $(call flag,--force,$(FORCE)) $(call opt,--engine,$(ENGINE)) \
 		$(call opt,--address,$(ADDRESS)) $(call opt,--decode-cpus,$(DECODE_CPUS)) \
-		$(call opt,--model-actors,$(MODEL_ACTORS))
+		$(call opt,--model-actors,$(MODEL_ACTORS)) $(call opt,--c3d-weights,$(C3D_WEIGHTS)) \
+		$(call flag,--c3d-maps,$(C3D_MAPS)) $(call opt,--c3d-batch,$(C3D_BATCH))
 
 import-release: $(STAMP_RUN) ffmpeg
 	$(AVEL) import-release --data-dir "$(DATA_DIR)" $(call opt,--release-dir,$(RELEASE_DIR)) \

@@ -28,6 +28,7 @@ def _machine() -> str:
 
 def _benchmarks(device: str, quick: bool, work_dir: Path) -> list[tuple[str, Callable[[], dict]]]:
     from pipeline.bench.audio import bench_audio
+    from pipeline.bench.c3d import bench_c3d
     from pipeline.bench.training import bench_training
     from pipeline.bench.visual import bench_visual
 
@@ -44,6 +45,18 @@ def _benchmarks(device: str, quick: bool, work_dir: Path) -> list[tuple[str, Cal
                 batch_size=256 if gpu else 16,
                 num_workers=8 if gpu else 2,
                 model_frames=512 if gpu else 4,
+                work_dir=work_dir / "clips",
+            ),
+        ),
+        (
+            "c3d",
+            lambda: bench_c3d(
+                device=device,
+                precision="bf16" if gpu else "fp32",
+                clips_per_pass=32 if gpu else 2,
+                model_clips=256 if gpu else (2 if quick else 4),
+                e2e_clips=8 if gpu else (0 if quick else 1),
+                num_workers=8 if gpu else 2,
                 work_dir=work_dir / "clips",
             ),
         ),
@@ -78,6 +91,18 @@ def _row(name: str, res: dict[str, Any]) -> dict[str, Any]:
             "baseline": f"{nav.get('clips_per_s', float('nan')):.3f} clips/s",
             "ratio": res.get("speedup", {}).get("clips_per_s"),
             "peak_mb": opt.get("peak_pss_mib"),
+        }
+    if name == "c3d":
+        e2e = (
+            f", end to end {res['e2e_clips_per_s']:.3f} clips/s" if "e2e_clips_per_s" in res else ""
+        )
+        return {
+            "throughput": f"C3D {res['optimised_frames_per_s']:.1f} fr/s "
+            f"({res['optimised_gflops']:.0f} GFLOP/s, {100 * res['fraction_of_peak']:.0f}% of the "
+            f"measured matmul peak {res['matmul_peak_gflops']:.0f} GFLOP/s, {res['precision']}){e2e}",
+            "baseline": f"{res['naive_frames_per_s']:.1f} fr/s (one clip per pass)",
+            "ratio": res["speedup"],
+            "peak_mb": None,
         }
     return {
         "throughput": f"{res['clips_per_second'][-1]:.1f} clips/s training {res['model']} "

@@ -65,7 +65,9 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument(
-        "--features", default="audio,visual", help="comma list: audio, visual (default both)"
+        "--features",
+        default="audio,visual",
+        help="comma list: audio, visual, c3d (default audio,visual; visual,c3d decode each clip once)",
     )
     p.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="storage dtype")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -81,6 +83,15 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
         default="torchvision",
         help="torchvision, keras, random, or a .pth/.h5 file",
     )
+    p.add_argument(
+        "--c3d-weights",
+        default="mmaction2",
+        help="C3D weights: mmaction2, pickle (c3d.pickle), random, a file or a URL",
+    )
+    p.add_argument(
+        "--c3d-maps", action="store_true", help="also store the C3D pool5 maps (c3d_maps)"
+    )
+    p.add_argument("--c3d-batch", type=int, default=4, help="C3D: 16-frame clips per forward pass")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--frame-size", type=int, default=224, help="visual frame side (224 = release)")
     p.add_argument(
@@ -160,6 +171,9 @@ def features_main(args: argparse.Namespace) -> int:
         ray_address=args.address,
         decode_cpus=args.decode_cpus,
         model_actors=args.model_actors,
+        c3d_weights=args.c3d_weights,
+        c3d_maps=args.c3d_maps,
+        c3d_batch=args.c3d_batch,
     )
     try:
         summary = run_features(cfg)

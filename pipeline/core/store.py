@@ -34,6 +34,8 @@ ROW_SHAPES = {
     "audio_maps": (10, 6, 4, 512),
     "visual": (10, 7, 7, 512),
     "visual_vec": (10, 512),
+    "c3d": (10, 512),
+    "c3d_maps": (10, 4, 4, 512),
 }
 DTYPES = {"float16": np.float16, "float32": np.float32}
 

@@ -431,11 +431,12 @@ def load_segments(data_dir: str | Path) -> pd.DataFrame:
 _FINGERPRINT_COLUMNS = {
     "audio": ("clip_bytes", "clip_mtime_ns", "sample_rate", "channels", "audio_duration"),
     "visual": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_indices"),
+    "c3d": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_rule", "frame_indices"),
 }
 
 
 def clip_fingerprints(segments: pd.DataFrame, kind: str) -> dict[str, str]:
-    """Clip ID -> a short hash of what the ``kind`` ('audio'/'visual') features of that clip are
+    """Clip ID -> a short hash of what the ``kind`` ('audio'/'visual'/'c3d') features of a clip are
     made from, read from the segments table: the clip file (size, mtime), the segments version and,
     for visual, the planned frames of every second. A clip whose hash is unchanged has the same
     features; a re-downloaded clip or another frames-per-segment changes it."""

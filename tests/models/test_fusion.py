@@ -48,6 +48,9 @@ def _inputs(model: nn.Module, batch: int = 2, t: int = 10):
     stores = model.stores
     audio = torch.randn(batch, t, 128, generator=g) if "audio" in stores else None
     visual = maps if "visual" in stores else maps.mean((2, 3))
+    if "c3d" in stores:  # C3D vectors: alone, or after the VGG-19 ones (visual=vgg19+c3d)
+        c3d = torch.randn(batch, t, 512, generator=g)
+        visual = torch.cat([visual, c3d], -1) if "visual_vec" in stores else c3d
     if "audio_maps" in stores:
         return audio, visual, torch.randn(batch, t, 6, 4, 512, generator=g)
     return audio, visual

@@ -5,7 +5,9 @@ Stores (``pipeline.core.store``, one row per clip, clips = the segmented ok clip
 - ``audio`` (10, 128): VGGish on the segments stage's log-mel patches, ``--vggish-output`` mode;
 - ``audio_maps`` (10, 6, 4, 512): the VGGish pool5 map (``--audio-maps``);
 - ``visual`` (10, 7, 7, 512) and ``visual_vec`` (10, 512, the 7x7 mean of the same maps): from the
-  visual extractor (``FeaturesConfig.visual_backend``, VGG-19 by default).
+  visual extractor (``FeaturesConfig.visual_backend``, VGG-19 by default);
+- ``c3d`` (10, 512) and ``c3d_maps`` (10, 4, 4, 512, ``--c3d-maps``): C3D pool5 of each second's 16-frame
+  clip (``pipeline.backbones.c3d``); with ``--features visual,c3d`` every clip is decoded once for both.
 
 Each store is filled shard by shard (resumable; ``--num-shards K --shard-index i`` lets K processes
 fill disjoint shards; the last to finish, or ``--merge``, writes the index). A store records which
@@ -22,8 +24,10 @@ hashes of the clip list and of the inputs. On a later run:
   with a message naming each difference and ``--force`` (it never mixes two settings in one store);
 - other clips or inputs (new clips segmented, a clip re-downloaded, another frames per segment): the
   store is extended. The finished store waits in ``.<name>.previous`` while a new plan is filled:
-  every shard whose clips are unchanged is copied over, only new or changed clips are computed. Without pretrained weights the stage refuses to run
-unless ``--allow-random-weights``, and then marks the store ``random_weights`` and says so loudly.
+  every shard whose clips are unchanged is copied over, only new or changed clips are computed.
+
+Without pretrained weights the stage refuses to run unless ``--allow-random-weights``, and then
+marks the store ``random_weights`` and says so loudly.
 
 Two engines fill the same stores: :mod:`.local` (this process) and :mod:`.ray_engine` (a Ray Data
 pipeline, ``--engine ray``); what they share is :mod:`.core`.
@@ -58,7 +62,7 @@ from pipeline.stages.features.core import (
     store_rows,
     weights_line,
 )
-from pipeline.stages.features.local import run_audio, run_visual
+from pipeline.stages.features.local import run_audio, run_visual, run_visual_c3d
 from pipeline.stages.segments import clip_fingerprints, load_segments
 
 ENGINES = ("local", "ray")
@@ -140,6 +144,13 @@ def requested(cfg: FeaturesConfig, kind: str) -> dict[str, Any]:
             "vggish_checkpoint": cfg.vggish_checkpoint,
             "vggish_pca_params": cfg.vggish_pca_params,
         }
+    if kind == "c3d":
+        return {
+            "dtype": cfg.dtype,
+            "c3d_weights": cfg.c3d_weights,
+            "precision": cfg.precision,
+            "c3d_crop": cfg.c3d_crop,
+        }
     backend = cfg.visual_backend
     return {
         "dtype": cfg.dtype,
@@ -198,15 +209,18 @@ def settings_difference(
 
 
 def plan_kind(
-    cfg: FeaturesConfig, kind: str, ids: list[str], record: dict[str, Any]
+    cfg: FeaturesConfig,
+    rows: dict[str, tuple[int, ...]],
+    ids: list[str],
+    records: dict[str, dict[str, Any]],
 ) -> tuple[dict[str, dict[str, Any]], list[str], list[str], dict[str, int]]:
-    """Decide, for every store of ``kind``: reuse it (its report), or build it.
+    """Decide, for every store in ``rows`` (those one engine call fills): reuse it (its report),
+    or build it. ``records``: each store's :func:`inputs_record`.
 
     Returns the reports of stores left as they are, the stores to build, the clip order their plan
     uses, and per extended store the shards carried over from its finished version. Raises
     :class:`FeaturesError` when a finished store was made with other settings.
     """
-    rows = store_rows(cfg, kind)
     done: dict[str, dict[str, Any]] = {}
     build: list[str] = []
     extend: list[str] = []
@@ -214,6 +228,7 @@ def plan_kind(
     for name in rows:
         root = cfg.layout.store(name)
         previous = previous_dir(root)
+        record = records[name]
         if cfg.force:
             build.append(name)  # the engine starts it over once its weights are loaded
             continue
@@ -246,7 +261,8 @@ def plan_kind(
         if old is None:  # made before stores recorded their inputs
             planned = FeatureStore(root).planned_ids
             same_fps = (
-                kind == "audio" or meta.get("frames_per_segment") == record["frames_per_segment"]
+                record["kind"] == "audio"
+                or meta.get("frames_per_segment") == record["frames_per_segment"]
             )
             if set(planned) == set(ids) and same_fps:
                 done[name] = existing_report(cfg, name)
@@ -278,14 +294,14 @@ def plan_kind(
             order = planned
     carried: dict[str, int] = {}
     for name in extend:
-        order, carried[name] = _extend(cfg, name, rows[name], ids, record, order)
+        order, carried[name] = _extend(cfg, name, rows[name], ids, records[name], order)
     for name in build:
         root = cfg.layout.store(name)
         if cfg.force:
             continue  # --force clears the folder when the engine opens it: recorded once finished
         root.mkdir(parents=True, exist_ok=True)
         if not (root / "plan.json").is_file() or not (root / INPUTS_FILE).is_file():
-            write_json(record, root / INPUTS_FILE)
+            write_json(records[name], root / INPUTS_FILE)
     return done, build + extend, order or ids, carried
 
 
@@ -375,31 +391,48 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     runners: dict[str, Runner] = {
         "audio": lambda order, names: run_audio(cfg, order, fps, names),
         "visual": lambda order, names: run_visual(cfg, order, segments, fps),
+        "c3d": lambda order, names: run_visual_c3d(cfg, order, segments, fps, names),
     }
     if cfg.engine == "ray" and not cfg.merge:
-        from pipeline.stages.features.ray_engine import run_audio_ray, run_visual_ray
+        from pipeline.stages.features.ray_engine import (
+            run_audio_ray,
+            run_c3d_ray,
+            run_visual_ray,
+        )
 
         runners = {
             "audio": lambda order, names: run_audio_ray(cfg, order, fps, names),
             "visual": lambda order, names: run_visual_ray(cfg, order, segments, fps),
+            "c3d": lambda order, names: run_c3d_ray(cfg, order, segments, fps, names),
         }
     for kind in cfg.features:
+        if kind == "c3d" and "visual" in cfg.features:
+            continue  # filled together with the visual stores: each clip is decoded once
         rows = store_rows(cfg, kind)
-        record = inputs_record(cfg, kind, ids, clip_fingerprints(segments, kind), fps)
+        kinds = {n: kind for n in rows}
+        if kind == "visual" and "c3d" in cfg.features:
+            rows = {**rows, **store_rows(cfg, "c3d")}
+            kinds.update({n: "c3d" for n in store_rows(cfg, "c3d")})
+            runners["visual"] = runners["c3d"]
+        records = {
+            k: inputs_record(cfg, k, ids, clip_fingerprints(segments, k), fps)
+            for k in set(kinds.values())
+        }
+        record = {n: records[k] for n, k in kinds.items()}
         try:
             if cfg.merge:
                 for n, row in rows.items():
                     summary["stores"][n] = merge_store(cfg, n, ids, row)
-                    record_inputs(cfg, n, record)
+                    record_inputs(cfg, n, record[n])
                 continue
-            done, build, order, carried = plan_kind(cfg, kind, ids, record)
+            done, build, order, carried = plan_kind(cfg, rows, ids, record)
             summary["stores"].update(done)
             if build:
                 reports = runners[kind](order, build)
                 for n, report in reports.items():
                     if n in carried:
                         report["carried_over"] = carried[n]
-                    record_inputs(cfg, n, record)
+                    record_inputs(cfg, n, record[n])
                 summary["stores"].update(reports)
         except (FeaturesError, StoreError) as exc:
             summary["errors"][kind] = str(exc)
