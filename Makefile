@@ -44,6 +44,8 @@ RATE_LIMIT_PAUSE ?=
 RETRIES ?=
 BACKOFF ?=
 SOCKET_TIMEOUT ?=
+TRANSFER_TIMEOUT ?=
+JS_RUNTIME ?=
 NO_PROGRESS ?=
 # segments, features (and the download's NUM_SHARDS / SHARD_INDEX / WORKERS)
 FRAMES_PER_SEGMENT ?=
@@ -163,7 +165,8 @@ cmd_download = $(AVEL) download $(call opt,--data-dir,DATA_DIR) $(call opt,--url
 	$(call flag,--retry-failed,RETRY_FAILED) $(call opt,--format,FORMAT) \
 	$(call opt,--max-rate-limited,MAX_RATE_LIMITED) $(call opt,--rate-limit-pause,RATE_LIMIT_PAUSE) \
 	$(call opt,--retries,RETRIES) $(call opt,--backoff,BACKOFF) \
-	$(call opt,--socket-timeout,SOCKET_TIMEOUT) $(call flag,--no-progress,NO_PROGRESS) \
+	$(call opt,--socket-timeout,SOCKET_TIMEOUT) $(call opt,--transfer-timeout,TRANSFER_TIMEOUT) \
+	$(call opt,--js-runtime,JS_RUNTIME) $(call flag,--no-progress,NO_PROGRESS) \
 	$(call opt,--num-shards,NUM_SHARDS) $(call opt,--shard-index,SHARD_INDEX)
 
 cmd_segments = $(AVEL) segments $(call opt,--data-dir,DATA_DIR) \

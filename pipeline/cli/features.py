@@ -141,6 +141,7 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
 
 
 def features_main(args: argparse.Namespace) -> int:
+    from pipeline.core.io import DiskFullError
     from pipeline.core.store import StoreError
     from pipeline.stages.features.core import FeaturesConfig, FeaturesError
     from pipeline.stages.features.stage import format_errors, format_summary, run_features
@@ -176,7 +177,7 @@ def features_main(args: argparse.Namespace) -> int:
     )
     try:
         summary = run_features(cfg)
-    except (FeaturesError, StoreError, FileNotFoundError) as exc:
+    except (FeaturesError, StoreError, FileNotFoundError, DiskFullError) as exc:
         return fail(exc)
     print(format_summary(summary, errors=False))
     code = 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.cli.common import fail
+from pipeline.core.io import DiskFullError
 from pipeline.core.store import DTYPES as STORE_DTYPES
 from pipeline.stages.release import export_release, import_release
 from pipeline.stages.release.export_release import (
@@ -68,7 +69,7 @@ def _main_import(args: argparse.Namespace) -> int:
     )
     try:
         summary = run_import_release(cfg)
-    except ImportReleaseError as exc:
+    except (ImportReleaseError, DiskFullError) as exc:
         return fail(exc)
     print(import_release.format_summary(summary))
     return 0
