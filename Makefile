@@ -1,64 +1,38 @@
 # avel: every target is a thin call of the `avel` CLI (python -m pipeline.cli).
-# Make variables are the upper-snake-case of the CLI flag they feed.
+#
+# Variables are the upper-snake-case of the CLI flag they feed (--ave-splits <- AVE_SPLITS); an
+# empty variable leaves the CLI's own default. Values reach the CLI intact (`--flag='value'`, so
+# IDs and paths may start with '-' and hold spaces or quotes). Yes/no variables (FORCE, MERGE, ...)
+# take 1/yes/true (on) or 0/no/false/empty (off), any case; anything else stops make.
+# Stage targets are chained by what they produce under DATA_DIR: a target runs the stages whose
+# output is missing first (`make -n TARGET` prints the plan). `make help` lists every target with
+# its variables: it reads the `##` comments and recipes below.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+MAKEFILE := $(abspath $(lastword $(MAKEFILE_LIST)))
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 AVEL := $(PY) -m pipeline.cli
 
+# ----------------------------------------------------------------------------- variables
+# where things live
 DATA_DIR ?= data
-DEVICE ?= auto
-RUN_DIR ?= runs
-MODEL ?= av_att
-EPOCHS ?=
-SEEDS ?=
-
-# cross-modal (AVDLN / DCCA)
-BATCH_SIZE ?=
-MISMATCHED ?=
-WEIGHTS ?=
-RUN ?=
-# models stage (MODEL, EPOCHS, SEEDS, RUN_DIR, DEVICE above)
-BATCH_SIZE ?=
-LR ?=
-LOSS ?=
-MIL ?=
-NAME ?=
-RUN ?=
-SPLIT ?=
-VIDEO ?=
-BACKGROUND_VIDEOS ?=
-OPTION ?=
-# comparison tables (TABLE: fusion|models|weak|sota; ONLY: comma-separated keys; SEEDS, EPOCHS ... above)
-TABLE ?= models
-ONLY ?=
-
-# import-checkpoint: a released trained model (CHECKPOINT=model/AV_att.pt; ARCH defaults to the class in the file)
-CHECKPOINT ?=
-ARCH ?=
+RUN_DIR ?=
+OUT_DIR ?=
 OUT ?=
-
-# annotations stage
+# annotations
 AVE_ANNOTATIONS ?=
 AVE_SPLITS ?=
 AUDIOSET_CSV ?=
-# generic clip lists instead of AVE (CLIP_LIST_FORMAT: audioset|vggsound|table; LABELS: ';'-separated)
 CLIP_LIST ?=
 CLIP_LIST_FORMAT ?=
 LABELS ?=
 CLASS_LABELS ?=
-
-# import-release stage (FORCE / NO_CHECKSUM: any non-empty value turns the flag on)
-RELEASE_DIR ?=
-DTYPE ?=
-FORCE ?=
-NO_CHECKSUM ?=
-# download stage
+# download
 URL_TEMPLATE ?=
 FROM_DIR ?=
-WORKERS ?=
 SLEEP ?=
 RATE_LIMIT ?=
 COOKIES ?=
@@ -69,21 +43,28 @@ MAX_RATE_LIMITED ?=
 RATE_LIMIT_PAUSE ?=
 RETRIES ?=
 BACKOFF ?=
-
-# export-release stage (DTYPE above: float32|float64 here)
-OUT_DIR ?=
-ROWS ?=
-MISSING ?=
-COMPRESSION ?=
-
-# segments / features stages (WORKERS above; AUDIO_MAPS, ALLOW_RANDOM_WEIGHTS, NO_DOWNLOAD, MERGE:
-# flags, any non-empty value turns them on, as FORCE)
+SOCKET_TIMEOUT ?=
+TRANSFER_TIMEOUT ?=
+JS_RUNTIME ?=
+NO_PROGRESS ?=
+# segments, features (and the download's NUM_SHARDS / SHARD_INDEX / WORKERS)
 FRAMES_PER_SEGMENT ?=
+WORKERS ?=
 FEATURES ?=
+DTYPE ?=
+DEVICE ?=
+BATCH_SIZE ?=
 VGG19_WEIGHTS ?=
+# C3D (FEATURES=visual,c3d): C3D_WEIGHTS mmaction2|pickle|random|file|URL
+C3D_WEIGHTS ?=
+C3D_MAPS ?=
+C3D_BATCH ?=
 PRECISION ?=
+FRAME_SIZE ?=
+VGGISH_CHECKPOINT ?=
 VGGISH_OUTPUT ?=
 VGGISH_PCA_PARAMS ?=
+WEIGHTS_DIR ?=
 AUDIO_MAPS ?=
 ALLOW_RANDOM_WEIGHTS ?=
 NO_DOWNLOAD ?=
@@ -91,30 +72,153 @@ NUM_SHARDS ?=
 SHARD_INDEX ?=
 SHARD_SIZE ?=
 MERGE ?=
-# demo (make demo): a generated event set served on loopback, run through every stage
-DEMO_DATA_DIR ?= data/demo
-DEMO_RUN_DIR ?= runs/demo
-CLIPS ?=
-SEED ?=
-FRAMES_PER_SEGMENT ?=
-# features on Ray Data (ENGINE=ray; ADDRESS=auto for a running cluster); NUM_SHARDS/SHARD_INDEX
-# above also split the download stage's clip list
 ENGINE ?=
 ADDRESS ?=
 DECODE_CPUS ?=
 MODEL_ACTORS ?=
+FORCE ?=
+# import-release / export-release
+RELEASE_DIR ?=
+NO_CHECKSUM ?=
+ROWS ?=
+MISSING ?=
+COMPRESSION ?=
+# training (MODEL: a, v, av_att, dmrn, ...; train-avdln: avdln or dcca)
+MODEL ?=
+EPOCHS ?=
+SEEDS ?=
+LR ?=
+NAME ?=
+EVAL_EVERY ?=
+OPTION ?=
+LOSS ?=
+MIL ?=
+DECAY_STEPS ?=
+BACKGROUND_VIDEOS ?=
+MISMATCHED ?=
+SELECT ?=
+PLOTS ?=
+PLOT_SAMPLES ?=
+VISUAL_STORE ?=
+AUDIO_STORE ?=
+# evaluation, reports, released models
+RUN ?=
+SPLIT ?=
+WEIGHTS ?=
+VIDEO ?=
+CLIP ?=
+TABLE ?= models
+ONLY ?=
+NO_BACKGROUND_VIDEOS ?=
+LIST ?=
+CHECKPOINT ?=
+ARCH ?=
+# bench, demo, rehearsal
+QUICK ?=
+CLIPS ?=
+SEED ?=
+QUIET ?=
+OFFLINE ?=
+VISUAL_SAMPLE ?=
+NO_KILL ?=
 
-opt = $(if $(strip $(2)),$(1) "$(strip $(2))")
-flag = $(if $(strip $(2)),$(1))
+# ----------------------------------------------------------------------------- helpers
+empty :=
+space := $(empty) $(empty)
+comma := ,
+# shell-quote one value: 'it'\''s'
+q = '$(subst ','\'',$(1))'
+lc = $(subst Y,y,$(subst E,e,$(subst S,s,$(subst T,t,$(subst R,r,$(subst U,u,$(subst N,n,$(subst O,o,$(subst F,f,$(subst A,a,$(subst L,l,$(1))))))))))))
+# $(call bool,NAME): 1 when variable NAME says yes, empty when no; stops on anything else
+bool = $(strip $(if $(filter 1 yes true,$(call lc,$(strip $($(1))))),1,$(if $(filter-out 0 no false,$(call lc,$(strip $($(1))))),$(error $(1)=$($(1)): use 1/yes/true or 0/no/false (or leave it empty)))))
+# $(call opt,--flag,NAME): --flag='value' when NAME is set; flag: --flag when NAME says yes
+opt = $(if $(strip $($(2))),$(1)=$(call q,$($(2))))
+flag = $(if $(call bool,$(2)),$(1))
+# opts: one --flag='word' per space-separated word (OPTION="num_blocks=2 out_dim=32")
+opts = $(foreach word,$($(2)),$(1)=$(call q,$(word)))
+# given: NAME was set on the command line or in the environment (not a default of this file)
+given = $(filter-out undefined default file,$(origin $(1)))
+# opt_given: --flag only when NAME was given (a run's own data folder is the default otherwise)
+opt_given = $(if $(call given,$(2)),$(call opt,$(1),$(2)))
+
+# Stage outputs under DATA_DIR (Make cannot name files with spaces, ':', '%' or '#': with such a
+# DATA_DIR the targets run their command without chaining).
+CHAIN := $(if $(or $(findstring $(space),$(DATA_DIR)),$(findstring :,$(DATA_DIR)),$(findstring %,$(DATA_DIR)),$(findstring \#,$(DATA_DIR))),,1)
+out = $(if $(CHAIN),$(DATA_DIR)/$(1))
+MANIFEST_OUT = $(call out,manifest.parquet)
+LEDGER_OUT = $(call out,clips/status.parquet)
+SEGMENTS_OUT = $(call out,segments.parquet)
+STORES_OUT = $(foreach s,$(subst $(comma), ,$(or $(FEATURES),audio,visual)),$(call out,features/$(s)/index.parquet))
 
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_RAY := $(VENV)/.installed-ray
 
-.PHONY: convert-vggish help setup ffmpeg annotations download segments features import-release export-release test lint clean train-avdln evaluate-crossmodal train-supervised train-weak evaluate attention-maps table bench demo
+# ----------------------------------------------------------------------------- commands
+cmd_annotations = $(AVEL) annotations $(call opt,--data-dir,DATA_DIR) \
+	$(call opt,--ave-annotations,AVE_ANNOTATIONS) $(call opt,--ave-splits,AVE_SPLITS) \
+	$(call opt,--audioset-csv,AUDIOSET_CSV) $(call opt,--clip-list,CLIP_LIST) \
+	$(call opt,--clip-list-format,CLIP_LIST_FORMAT) $(call opt,--labels,LABELS) \
+	$(call opt,--class-labels,CLASS_LABELS) $(call flag,--force,FORCE)
 
-help:
-	@echo "make demo | test | annotations | download | lint | setup | clean   (DATA_DIR=$(DATA_DIR))"
+cmd_download = $(AVEL) download $(call opt,--data-dir,DATA_DIR) $(call opt,--url-template,URL_TEMPLATE) \
+	$(call opt,--from-dir,FROM_DIR) $(call opt,--workers,WORKERS) $(call opt,--sleep,SLEEP) \
+	$(call opt,--rate-limit,RATE_LIMIT) $(call opt,--cookies,COOKIES) $(call opt,--limit,LIMIT) \
+	$(call flag,--retry-failed,RETRY_FAILED) $(call opt,--format,FORMAT) \
+	$(call opt,--max-rate-limited,MAX_RATE_LIMITED) $(call opt,--rate-limit-pause,RATE_LIMIT_PAUSE) \
+	$(call opt,--retries,RETRIES) $(call opt,--backoff,BACKOFF) \
+	$(call opt,--socket-timeout,SOCKET_TIMEOUT) $(call opt,--transfer-timeout,TRANSFER_TIMEOUT) \
+	$(call opt,--js-runtime,JS_RUNTIME) $(call flag,--no-progress,NO_PROGRESS) \
+	$(call opt,--num-shards,NUM_SHARDS) $(call opt,--shard-index,SHARD_INDEX)
+
+cmd_segments = $(AVEL) segments $(call opt,--data-dir,DATA_DIR) \
+	$(call opt,--frames-per-segment,FRAMES_PER_SEGMENT) $(call opt,--workers,WORKERS) \
+	$(call opt,--limit,LIMIT) $(call flag,--force,FORCE)
+
+cmd_features = $(AVEL) features $(call opt,--data-dir,DATA_DIR) $(call opt,--features,FEATURES) \
+	$(call opt,--dtype,DTYPE) $(call opt,--device,DEVICE) $(call opt,--batch-size,BATCH_SIZE) \
+	$(call opt,--workers,WORKERS) $(call opt,--vgg19-weights,VGG19_WEIGHTS) \
+	$(call opt,--precision,PRECISION) $(call opt,--frame-size,FRAME_SIZE) \
+	$(call opt,--vggish-checkpoint,VGGISH_CHECKPOINT) $(call opt,--vggish-output,VGGISH_OUTPUT) \
+	$(call opt,--vggish-pca-params,VGGISH_PCA_PARAMS) $(call flag,--audio-maps,AUDIO_MAPS) \
+	$(call flag,--allow-random-weights,ALLOW_RANDOM_WEIGHTS) $(call flag,--no-download,NO_DOWNLOAD) \
+	$(call opt,--num-shards,NUM_SHARDS) $(call opt,--shard-index,SHARD_INDEX) \
+	$(call opt,--shard-size,SHARD_SIZE) $(call flag,--merge,MERGE) $(call flag,--force,FORCE) \
+	$(call opt,--engine,ENGINE) $(call opt,--address,ADDRESS) $(call opt,--decode-cpus,DECODE_CPUS) \
+	$(call opt,--model-actors,MODEL_ACTORS) $(call opt,--c3d-weights,C3D_WEIGHTS) \
+	$(call flag,--c3d-maps,C3D_MAPS) $(call opt,--c3d-batch,C3D_BATCH)
+
+# options of every training mode
+cmd_train = $(AVEL) train $(1) $(call opt,--data-dir,DATA_DIR) $(call opt,--model,MODEL) \
+	$(call opt,--run-dir,RUN_DIR) $(call opt,--device,DEVICE) $(call opt,--epochs,EPOCHS) \
+	$(call opt,--seeds,SEEDS) $(call opt,--batch-size,BATCH_SIZE) $(call opt,--lr,LR) \
+	$(call opt,--name,NAME) $(call opt,--eval-every,EVAL_EVERY) $(call opts,--option,OPTION) \
+	$(call flag,--force,FORCE)
+cmd_localization = $(call opt,--loss,LOSS) $(call opt,--decay-steps,DECAY_STEPS)
+# cross-modal evaluation outputs (train crossmodal and evaluate)
+cmd_crossmodal = $(call opt,--plots,PLOTS) $(call opt,--plot-samples,PLOT_SAMPLES) \
+	$(call opt,--visual-store,VISUAL_STORE) $(call opt,--audio-store,AUDIO_STORE)
+
+# CHECKPOINT=file: the run it is imported into (OUT, else RUN_DIR/release-<file name>; runs is
+# the CLI's default RUN_DIR); stem = the file name without folder and suffix, spaces kept
+stem = $(subst <sp>,$(space),$(basename $(notdir $(subst $(space),<sp>,$(1)))))
+checkpoint_run = $(or $(OUT),$(or $(RUN_DIR),runs)/release-$(call stem,$(CHECKPOINT)))
+cmd_import_checkpoint = $(AVEL) import-checkpoint $(call opt,--checkpoint,CHECKPOINT) \
+	--out=$(call q,$(checkpoint_run)) $(call opt,--data-dir,DATA_DIR) $(call opt,--arch,ARCH) \
+	$(call flag,--force,FORCE)
+
+.PHONY: help setup setup-ray ffmpeg annotations download segments features convert-vggish \
+	import-release export-release train-supervised train-weak train-avdln evaluate \
+	evaluate-crossmodal attention-maps table import-checkpoint bench demo test test-ray lint \
+	clean delete-data delete-runs rehearsal
+
+# ----------------------------------------------------------------------------- targets
+help: ## this list: every target with the variables it reads
+	@$(PYTHON) $(call q,$(dir $(MAKEFILE))pipeline/cli/make_help.py) $(call q,$(MAKEFILE))
+
+setup: $(STAMP_DEV) ffmpeg ## create VENV and install the package (extras tf, dev) and ffmpeg
+
+setup-ray: $(STAMP_RAY) ffmpeg ## setup plus the ray extra (`features ENGINE=ray`)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -128,145 +232,136 @@ $(STAMP_DEV): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[tf,dev]"
 	@touch $@ $(STAMP_RUN)
 
-setup: $(STAMP_DEV) ffmpeg
-
 $(STAMP_RAY): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[tf,dev,ray]"
 	@touch $@ $(STAMP_DEV) $(STAMP_RUN)
 
-.PHONY: setup-ray test-ray
-setup-ray: $(STAMP_RAY) ffmpeg
-
 # ffmpeg/ffprobe: installed from Debian's packages when running as root, else the exact command to run.
-ffmpeg:
+ffmpeg: ## check ffmpeg/ffprobe (installs Debian's package when run as root)
 	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "ffmpeg not found: installing Debian's ffmpeg" >&2; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
 		else echo "ffmpeg/ffprobe not found; run: sudo apt-get install -y ffmpeg" >&2; exit 1; fi; fi
 
-annotations: $(STAMP_RUN) ffmpeg
-	$(AVEL) annotations --data-dir "$(DATA_DIR)" $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
-		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--audioset-csv,$(AUDIOSET_CSV)) \
-		$(call opt,--clip-list,$(CLIP_LIST)) $(call opt,--clip-list-format,$(CLIP_LIST_FORMAT)) \
-		$(call opt,--labels,$(LABELS)) $(call opt,--class-labels,$(CLASS_LABELS))
+# Each stage: the named target always runs its command (the stage itself skips finished work);
+# the file target of its output runs it only when a later stage needs that output and it is missing.
+annotations: | $(STAMP_RUN) ffmpeg ## AVE annotations + split lists (+ AudioSet CSVs) or clip lists -> DATA_DIR/manifest.parquet
+	$(cmd_annotations)
+ifneq ($(CHAIN),)
+$(MANIFEST_OUT): | $(STAMP_RUN) ffmpeg
+	$(cmd_annotations)
+endif
 
-segments: $(STAMP_RUN) ffmpeg
-	$(AVEL) segments --data-dir "$(DATA_DIR)" $(call opt,--frames-per-segment,$(FRAMES_PER_SEGMENT)) \
-		$(call opt,--workers,$(WORKERS)) $(call flag,--force,$(FORCE))
+download: | $(STAMP_RUN) ffmpeg $(MANIFEST_OUT) ## the 10 s clips (yt-dlp range downloads, or FROM_DIR) -> DATA_DIR/clips
+	$(cmd_download)
+ifneq ($(CHAIN),)
+# exit 5 = finished with clips still transient: in a chain, later stages go on with the clips that are ok
+$(LEDGER_OUT): | $(STAMP_RUN) ffmpeg $(MANIFEST_OUT)
+	$(cmd_download) || { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; \
+		echo "download: some clips are still transient; going on with the rest (run make download later)" >&2; }
+endif
 
-features: $(STAMP_RUN) ffmpeg
-	$(AVEL) features --data-dir "$(DATA_DIR)" $(call opt,--features,$(FEATURES)) \
-		$(call opt,--dtype,$(DTYPE)) $(call opt,--device,$(DEVICE)) $(call opt,--batch-size,$(BATCH_SIZE)) \
-		$(call opt,--workers,$(WORKERS)) $(call opt,--vggish-checkpoint,$(VGGISH_CHECKPOINT)) \
-		$(call opt,--vgg19-weights,$(VGG19_WEIGHTS)) $(call opt,--precision,$(PRECISION)) \
-		$(call opt,--vggish-output,$(VGGISH_OUTPUT)) $(call opt,--vggish-pca-params,$(VGGISH_PCA_PARAMS)) \
-		$(call flag,--audio-maps,$(AUDIO_MAPS)) $(call flag,--allow-random-weights,$(ALLOW_RANDOM_WEIGHTS)) \
-		$(call flag,--no-download,$(NO_DOWNLOAD)) $(call opt,--num-shards,$(NUM_SHARDS)) \
-		$(call opt,--shard-index,$(SHARD_INDEX)) $(call opt,--shard-size,$(SHARD_SIZE)) \
-		$(call flag,--merge,$(MERGE)) $(call flag,--force,$(FORCE)) $(call opt,--engine,$(ENGINE)) \
-		$(call opt,--address,$(ADDRESS)) $(call opt,--decode-cpus,$(DECODE_CPUS)) \
-		$(call opt,--model-actors,$(MODEL_ACTORS))
+segments: | $(STAMP_RUN) ffmpeg $(LEDGER_OUT) ## frame plan, audio spans, log-mel patches -> DATA_DIR/segments.parquet
+	$(cmd_segments)
+ifneq ($(CHAIN),)
+$(SEGMENTS_OUT): | $(STAMP_RUN) ffmpeg $(LEDGER_OUT)
+	$(cmd_segments)
+endif
 
-import-release: $(STAMP_RUN) ffmpeg
-	$(AVEL) import-release --data-dir "$(DATA_DIR)" $(call opt,--release-dir,$(RELEASE_DIR)) \
-		$(call opt,--dtype,$(DTYPE)) $(if $(strip $(FORCE)),--force) $(if $(strip $(NO_CHECKSUM)),--no-checksum)
+features: | $(STAMP_RUN) ffmpeg $(SEGMENTS_OUT) ## VGGish audio / VGG-19 visual feature stores -> DATA_DIR/features
+	$(cmd_features)
+ifneq ($(CHAIN),)
+$(STORES_OUT) &: | $(STAMP_RUN) ffmpeg $(SEGMENTS_OUT)
+	$(cmd_features)
+endif
 
-# cross-modality: MODEL=dcca trains the DCCA baseline, anything else AVDLN; runs go to RUN_DIR/<model>.
-XMODEL = $(if $(filter dcca,$(MODEL)),dcca,avdln)
-train-avdln: $(STAMP_RUN) ffmpeg
-	$(AVEL) train crossmodal --data-dir "$(DATA_DIR)" --device "$(DEVICE)" --model "$(XMODEL)" \
-		--run-dir "$(RUN_DIR)" --name "$(XMODEL)" $(call opt,--epochs,$(EPOCHS)) \
-		$(call opt,--batch-size,$(BATCH_SIZE)) $(call opt,--seeds,$(SEEDS)) $(call opt,--mismatched,$(MISMATCHED))
+convert-vggish: | $(STAMP_RUN) ## the official VGGish TF checkpoint (or VGGISH_CHECKPOINT) -> cached torch weights
+	$(AVEL) convert-vggish $(call opt,--data-dir,DATA_DIR) \
+		$(call opt,--vggish-checkpoint,VGGISH_CHECKPOINT) $(call opt,--weights-dir,WEIGHTS_DIR) \
+		$(call flag,--no-download,NO_DOWNLOAD)
 
-evaluate-crossmodal: $(STAMP_RUN) ffmpeg
-	$(AVEL) evaluate --data-dir "$(DATA_DIR)" --device "$(DEVICE)" \
-		$(call opt,--run,$(RUN)) $(call opt,--weights,$(WEIGHTS))
+import-release: | $(STAMP_RUN) ffmpeg $(MANIFEST_OUT) ## the published AVE feature files (RELEASE_DIR) -> feature stores
+	$(AVEL) import-release $(call opt,--release-dir,RELEASE_DIR) $(call opt,--data-dir,DATA_DIR) \
+		$(call opt,--dtype,DTYPE) $(call flag,--force,FORCE) $(call flag,--no-checksum,NO_CHECKSUM)
 
-# VGGish: convert the official TF checkpoint (downloaded, or VGGISH_CHECKPOINT=path) into torch once.
-VGGISH_CHECKPOINT ?=
-convert-vggish: $(STAMP_RUN)
-	$(AVEL) convert-vggish --data-dir "$(DATA_DIR)" $(call opt,--vggish-checkpoint,$(VGGISH_CHECKPOINT))
+export-release: | $(STAMP_RUN) $(STORES_OUT) ## feature stores + manifest -> the release's h5 files in OUT_DIR (float64)
+	$(AVEL) export-release $(call opt,--out-dir,OUT_DIR) $(call opt,--data-dir,DATA_DIR) \
+		$(call opt,--rows,ROWS) $(call opt,--dtype,DTYPE) $(call opt,--missing,MISSING) \
+		$(call opt,--compression,COMPRESSION)
 
-download: $(STAMP_RUN) ffmpeg
-	$(AVEL) download --data-dir "$(DATA_DIR)" $(call opt,--url-template,$(URL_TEMPLATE)) \
-		$(call opt,--from-dir,$(FROM_DIR)) $(call opt,--workers,$(WORKERS)) $(call opt,--sleep,$(SLEEP)) \
-		$(call opt,--rate-limit,$(RATE_LIMIT)) $(call opt,--cookies,$(COOKIES)) $(call opt,--limit,$(LIMIT)) \
-		$(if $(filter 1 yes true,$(RETRY_FAILED)),--retry-failed) $(call opt,--format,$(FORMAT)) \
-		$(call opt,--max-rate-limited,$(MAX_RATE_LIMITED)) $(call opt,--rate-limit-pause,$(RATE_LIMIT_PAUSE)) \
-		$(call opt,--retries,$(RETRIES)) $(call opt,--backoff,$(BACKOFF)) \
-		$(call opt,--num-shards,$(NUM_SHARDS)) $(call opt,--shard-index,$(SHARD_INDEX))
+train-supervised: | $(STAMP_RUN) ffmpeg $(STORES_OUT) ## a localization model (MODEL) -> RUN_DIR/NAME/seed-K
+	$(call cmd_train,supervised) $(cmd_localization)
 
-export-release: $(STAMP_RUN) ffmpeg
-	$(AVEL) export-release --data-dir "$(DATA_DIR)" $(call opt,--out-dir,$(OUT_DIR)) \
-		$(call opt,--rows,$(ROWS)) $(call opt,--dtype,$(DTYPE)) $(call opt,--missing,$(MISSING)) \
-		$(call opt,--compression,$(COMPRESSION))
+train-weak: | $(STAMP_RUN) ffmpeg $(STORES_OUT) ## a weakly supervised localization model (MIL pooling MIL)
+	$(call cmd_train,weak) $(cmd_localization) $(call opt,--mil,MIL) \
+		$(call flag,--background-videos,BACKGROUND_VIDEOS)
 
-TRAIN_OPTS = --model "$(MODEL)" --run-dir "$(RUN_DIR)" --device "$(DEVICE)" $(call opt,--epochs,$(EPOCHS)) \
-	$(call opt,--seeds,$(SEEDS)) $(call opt,--batch-size,$(BATCH_SIZE)) $(call opt,--lr,$(LR)) \
-	$(call opt,--loss,$(LOSS)) $(call opt,--name,$(NAME)) $(call opt,--option,$(OPTION))
+train-avdln: | $(STAMP_RUN) ffmpeg $(STORES_OUT) ## cross-modality localization: AVDLN (or MODEL=dcca), A2V / V2A
+	$(call cmd_train,crossmodal) $(cmd_crossmodal) $(call opt,--mismatched,MISMATCHED) \
+		$(call opt,--select,SELECT)
 
-train-supervised: $(STAMP_RUN) ffmpeg
-	$(AVEL) train supervised --data-dir "$(DATA_DIR)" $(TRAIN_OPTS)
+evaluate: | $(STAMP_RUN) ffmpeg ## re-evaluate RUN (or import CHECKPOINT first) on the run's data (or DATA_DIR)
+	$(if $(strip $(CHECKPOINT)),$(cmd_import_checkpoint))
+	$(AVEL) evaluate $(if $(strip $(CHECKPOINT)),--run=$(call q,$(checkpoint_run)),$(call opt,--run,RUN)) \
+		$(call opt_given,--data-dir,DATA_DIR) $(call opt,--device,DEVICE) $(call opt,--split,SPLIT) \
+		$(call opt,--batch-size,BATCH_SIZE)
 
-train-weak: $(STAMP_RUN) ffmpeg
-	$(AVEL) train weak --data-dir "$(DATA_DIR)" $(TRAIN_OPTS) $(call opt,--mil,$(MIL)) \
-		$(if $(strip $(BACKGROUND_VIDEOS)),--background-videos)
+evaluate-crossmodal: | $(STAMP_RUN) ffmpeg ## A2V / V2A of a cross-modal RUN or the release's WEIGHTS (.h5)
+	$(AVEL) evaluate $(call opt,--run,RUN) $(call opt,--weights,WEIGHTS) \
+		$(call opt_given,--data-dir,DATA_DIR) $(call opt,--device,DEVICE) $(call opt,--split,SPLIT) \
+		$(call opt,--out-dir,OUT_DIR) $(cmd_crossmodal)
 
-# CHECKPOINT=file: import that released model first (into RUN_DIR/release-<file name>), then evaluate it
-CHECKPOINT_RUN = $(or $(strip $(OUT)),$(RUN_DIR)/release-$(basename $(notdir $(CHECKPOINT))))
-evaluate: $(STAMP_RUN) ffmpeg
-	$(if $(strip $(CHECKPOINT)),$(AVEL) import-checkpoint "$(CHECKPOINT)" --data-dir "$(DATA_DIR)" \
-		$(call opt,--arch,$(ARCH)) --out "$(CHECKPOINT_RUN)")
-	$(AVEL) evaluate --data-dir "$(DATA_DIR)" --run "$(if $(strip $(CHECKPOINT)),$(CHECKPOINT_RUN),$(RUN))" \
-		--device "$(DEVICE)" $(call opt,--split,$(SPLIT))
+attention-maps: | $(STAMP_RUN) ffmpeg ## draw RUN's audio-guided attention over clip VIDEO -> PNG
+	$(AVEL) attention-maps $(call opt,--run,RUN) $(call opt,--video,VIDEO) \
+		$(call opt_given,--data-dir,DATA_DIR) $(call opt,--clip,CLIP) $(call opt,--out,OUT) \
+		$(call opt,--device,DEVICE)
 
-attention-maps: $(STAMP_RUN) ffmpeg
-	$(AVEL) attention-maps "$(RUN)" --data-dir "$(DATA_DIR)" --video "$(VIDEO)"
+table: | $(STAMP_RUN) ffmpeg $(STORES_OUT) ## the paper's comparison TABLE (fusion|models|weak|sota|features) -> RUN_DIR/tables
+	$(AVEL) table $(call q,$(TABLE)) $(call opt,--data-dir,DATA_DIR) $(call opt,--run-dir,RUN_DIR) \
+		$(call opt,--seeds,SEEDS) $(call opt,--epochs,EPOCHS) $(call opt,--batch-size,BATCH_SIZE) \
+		$(call opt,--lr,LR) $(call opt,--device,DEVICE) $(call opt,--eval-every,EVAL_EVERY) \
+		$(call opt,--mil,MIL) $(call flag,--no-background-videos,NO_BACKGROUND_VIDEOS) \
+		$(call opt,--only,ONLY) $(call flag,--list,LIST) $(call flag,--force,FORCE)
 
-# the paper's comparison tables: trains (or reuses) every configuration -> RUN_DIR/tables/TABLE.{md,csv}
-table: $(STAMP_RUN) ffmpeg
-	$(AVEL) table "$(TABLE)" --data-dir "$(DATA_DIR)" --run-dir "$(RUN_DIR)" --device "$(DEVICE)" \
-		$(call opt,--seeds,$(SEEDS)) $(call opt,--epochs,$(EPOCHS)) $(call opt,--batch-size,$(BATCH_SIZE)) \
-		$(call opt,--lr,$(LR)) $(call opt,--mil,$(MIL)) $(call opt,--only,$(ONLY))
+import-checkpoint: | $(STAMP_RUN) ## a released AV_att / AV_att_weak / DMRN .pt (CHECKPOINT) -> a run folder
+	$(cmd_import_checkpoint)
 
-# benchmarks: every stage vs its naive baseline -> bench/results.json + bench/results.md
-QUICK ?=
-bench: $(STAMP_RUN) ffmpeg
-	$(AVEL) bench --data-dir "$(DATA_DIR)" --device "$(DEVICE)" $(call opt,--out-dir,$(OUT_DIR)) \
-		$(if $(strip $(QUICK)),--quick)
+bench: | $(STAMP_RUN) ffmpeg ## every stage against its naive baseline -> OUT_DIR (default bench/)
+	$(AVEL) bench $(call opt,--data-dir,DATA_DIR) $(call opt,--out-dir,OUT_DIR) \
+		$(call opt,--device,DEVICE) $(call flag,--quick,QUICK)
 
-demo: $(STAMP_RUN) ffmpeg
-	$(AVEL) demo --data-dir "$(DEMO_DATA_DIR)" --run-dir "$(DEMO_RUN_DIR)" $(call opt,--clips,$(CLIPS)) \
-		$(call opt,--seed,$(SEED)) $(call opt,--frames-per-segment,$(FRAMES_PER_SEGMENT)) \
-		$(call opt,--epochs,$(EPOCHS))
+demo: | $(STAMP_RUN) ffmpeg ## the whole system on a generated set (default data/demo, runs/demo)
+	$(AVEL) demo $(call opt_given,--data-dir,DATA_DIR) $(call opt,--run-dir,RUN_DIR) \
+		$(call opt,--clips,CLIPS) $(call opt,--seed,SEED) \
+		$(call opt,--frames-per-segment,FRAMES_PER_SEGMENT) $(call opt,--epochs,EPOCHS) \
+		$(call flag,--force,FORCE) $(call flag,--quiet,QUIET) $(call flag,--offline,OFFLINE)
 
-.PHONY: import-checkpoint
-import-checkpoint: $(STAMP_RUN) ffmpeg
-	$(AVEL) import-checkpoint "$(CHECKPOINT)" --data-dir "$(DATA_DIR)" $(call opt,--arch,$(ARCH)) \
-		--out "$(CHECKPOINT_RUN)"
-
-test: $(STAMP_DEV) ffmpeg
+test: $(STAMP_RAY) ffmpeg ## the test suite (installs the ray extra so the Ray engine's tests run)
 	$(PY) -m pytest -q
 
-# the Ray engine's tests (skipped by `make test` unless Ray is installed): installs the ray extra
-test-ray: $(STAMP_RAY) ffmpeg
+test-ray: $(STAMP_RAY) ffmpeg ## only the Ray engine's tests
 	$(PY) -m pytest -q tests/pipeline/test_ray_engine.py
 
-lint: $(STAMP_DEV)
+lint: $(STAMP_DEV) ## ruff check + format check
 	$(PY) -m ruff check pipeline models tests
 	$(PY) -m ruff format --check pipeline models tests
 
-clean:
-	rm -rf $(DATA_DIR) $(RUN_DIR) .pytest_cache .ruff_cache
+clean: ## caches only (__pycache__, .pytest_cache, .ruff_cache, build/): never data, weights or runs
+	rm -rf .pytest_cache .ruff_cache build
+	find pipeline models tests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 
-# AVE-size rehearsal (not part of `make test`): AVE's rows served on loopback with a fault mix, every
-# stage killed part-way and resumed, measured -> RUN_DIR/rehearsal/report.{json,md}. CLIPS rows
-# (default 400, 0 = all 4,143); AVE_ANNOTATIONS/AVE_SPLITS for the real list (else an AVE-like one).
-REHEARSAL_DATA_DIR ?= $(DATA_DIR)/rehearsal
-.PHONY: rehearsal
-rehearsal: $(STAMP_RUN) ffmpeg
-	$(AVEL) rehearsal --data-dir "$(REHEARSAL_DATA_DIR)" --run-dir "$(RUN_DIR)/rehearsal" \
-		$(call opt,--clips,$(CLIPS)) $(call opt,--ave-annotations,$(AVE_ANNOTATIONS)) \
-		$(call opt,--ave-splits,$(AVE_SPLITS)) $(call opt,--seed,$(SEED)) \
-		$(call opt,--workers,$(WORKERS)) $(call opt,--epochs,$(EPOCHS))
+delete-data: ## DELETES DATA_DIR (clips, weights, features): DATA_DIR must be given explicitly
+	$(if $(call given,DATA_DIR),,$(error delete-data deletes a whole data folder: name it, e.g. make delete-data DATA_DIR=data))
+	rm -rf -- $(call q,$(DATA_DIR))
+
+delete-runs: ## DELETES RUN_DIR (every trained run in it): RUN_DIR must be given explicitly
+	$(if $(call given,RUN_DIR),,$(error delete-runs deletes every run in a folder: name it, e.g. make delete-runs RUN_DIR=runs))
+	rm -rf -- $(call q,$(RUN_DIR))
+
+rehearsal: | $(STAMP_RUN) ffmpeg ## AVE's rows on loopback with faults, every stage killed and resumed, measured (default data/rehearsal, runs/rehearsal; not in `make test`)
+	$(AVEL) rehearsal $(call opt_given,--data-dir,DATA_DIR) $(call opt_given,--run-dir,RUN_DIR) \
+		$(call opt,--clips,CLIPS) $(call opt,--ave-annotations,AVE_ANNOTATIONS) \
+		$(call opt,--ave-splits,AVE_SPLITS) $(call opt,--seed,SEED) $(call opt,--workers,WORKERS) \
+		$(call opt,--epochs,EPOCHS) $(call opt,--visual-sample,VISUAL_SAMPLE) \
+		$(call flag,--no-kill,NO_KILL) $(call flag,--quiet,QUIET)

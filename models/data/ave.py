@@ -1,7 +1,8 @@
 """The AVE dataset over the feature stores: samples from the manifest, features memory-mapped.
 
 A sample is a manifest row (several rows can share a video); its features are the rows of its
-YouTube ID in the stores ``audio`` (10,128), ``visual`` (10,7,7,512) NHWC and ``visual_vec`` (10,512).
+YouTube ID in the stores ``audio`` (10,128), ``visual`` (10,7,7,512) NHWC and ``visual_vec`` (10,512),
+or instead of ``visual_vec`` the C3D vectors ``c3d`` (10,512) or both concatenated (``VISUAL_FEATURES``).
 Only the stores a network needs are opened. When a split's rows fit in half the available memory
 they are read once into one tensor per store (storage dtype) and each batch is an index plus a
 float32 conversion; otherwise shards stay memory-mapped and each batch is gathered row by row. Both
@@ -36,6 +37,22 @@ def available_memory() -> int:
     except OSError:
         pass
     return 0
+
+
+#: Visual vector features a model can read (model option ``visual``): name -> (stores, width). The
+#: stores' rows are concatenated in this order: ``vgg19+c3d`` is VGG-19's 512 then C3D's 512.
+VISUAL_FEATURES: dict[str, tuple[tuple[str, ...], int]] = {
+    "vgg19": (("visual_vec",), 512),
+    "c3d": (("c3d",), 512),
+    "vgg19+c3d": (("visual_vec", "c3d"), 1024),
+}
+
+
+def visual_features(name: str) -> tuple[tuple[str, ...], int]:
+    """(stores, width) of the visual vector feature set ``name`` (``VISUAL_FEATURES``)."""
+    if name not in VISUAL_FEATURES:
+        raise ValueError(f"visual must be one of {sorted(VISUAL_FEATURES)}, got {name!r}")
+    return VISUAL_FEATURES[name]
 
 
 def open_store(data_dir: str | Path, name: str) -> FeatureStore:
@@ -188,9 +205,14 @@ class AVEDataset:
 
 def model_inputs(batch: dict, device) -> tuple:
     """(audio, visual) for ``LocalizationNet.forward`` from a batch (absent stores give None);
-    (audio, visual, audio_maps) when the batch has the VGGish pool5 maps (supplementary models)."""
+    (audio, visual, audio_maps) when the batch has the VGGish pool5 maps (supplementary models).
+    A ``c3d`` row is the visual vector, or is appended to ``visual_vec`` (feature set ``vgg19+c3d``)."""
+    import torch
+
     audio = batch.get("audio")
     visual = batch.get("visual", batch.get("visual_vec"))
+    if "c3d" in batch:
+        visual = batch["c3d"] if visual is None else torch.cat([visual, batch["c3d"]], dim=-1)
     out = (
         audio.to(device) if audio is not None else None,
         visual.to(device) if visual is not None else None,

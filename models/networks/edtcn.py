@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.data.ave import visual_features
 from models.networks.blocks.attention import global_average
 from models.networks.blocks.mil import mil_pool
 from models.networks.registry import register_network
@@ -51,17 +52,20 @@ class EDTCN(nn.Module):
         kernel_size: int = 3,
         dropout: float = 0.3,
         mil: str | None = None,
+        visual: str = "vgg19",
     ):
         super().__init__()
         if features not in FEATURES:
             raise ValueError(f"features must be one of {sorted(FEATURES)}, got {features!r}")
+        self.visual_stores, width = visual_features(visual)
         if kernel_size % 2 != 1:
             raise ValueError(
                 f"kernel_size must be odd (same-length convolutions), got {kernel_size}"
             )
         self.features, self.mil = features, mil
         pad = kernel_size // 2
-        widths = [FEATURES[features], *channels]
+        in_dim = FEATURES[features] + (width - 512 if features != "audio" else 0)
+        widths = [in_dim, *channels]
         self.encoder = nn.ModuleList(
             nn.Conv1d(i, o, kernel_size, padding=pad)
             for i, o in zip(widths[:-1], widths[1:], strict=True)
@@ -78,9 +82,11 @@ class EDTCN(nn.Module):
 
     @property
     def stores(self) -> tuple[str, ...]:
-        return {"visual": ("visual_vec",), "audio": ("audio",), "av": ("audio", "visual_vec")}[
-            self.features
-        ]
+        return {
+            "visual": self.visual_stores,
+            "audio": ("audio",),
+            "av": ("audio", *self.visual_stores),
+        }[self.features]
 
     def _input(self, audio: torch.Tensor | None, visual: torch.Tensor | None) -> torch.Tensor:
         if self.features == "audio":
@@ -111,5 +117,6 @@ def edtcn(
     kernel_size: int = 3,
     dropout: float = 0.3,
     mil: str | None = None,
+    visual: str = "vgg19",
 ) -> EDTCN:
-    return EDTCN(num_classes, features, tuple(channels), kernel_size, dropout, mil)
+    return EDTCN(num_classes, features, tuple(channels), kernel_size, dropout, mil, visual)

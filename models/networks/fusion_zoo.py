@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.data.ave import visual_features
 from models.networks.blocks.attention import AudioGuidedAttention, global_average, regions
 from models.networks.blocks.fusion import FUSIONS, build_fusion
 from models.networks.blocks.lstm import BiLSTM
@@ -48,9 +49,11 @@ class EarlyFusionNet(nn.Module):
         attention: AudioGuidedAttention | None = None,
         lstm_hidden: int = 128,
         mil: str | None = None,
+        visual_stores: tuple[str, ...] = ("visual_vec",),
     ):
         super().__init__()
         self.attention = attention
+        self.visual_stores = visual_stores
         self.fusion = fusion
         self.lstm = BiLSTM(fusion.output_dim, lstm_hidden)
         self.classifier = classifier
@@ -59,7 +62,7 @@ class EarlyFusionNet(nn.Module):
 
     @property
     def stores(self) -> tuple[str, ...]:
-        return ("audio", "visual" if self.attention is not None else "visual_vec")
+        return ("audio", "visual") if self.attention is not None else ("audio", *self.visual_stores)
 
     def attention_weights(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         if self.attention is None:
@@ -104,16 +107,23 @@ def fusion_model(
     broadcast: str = "paper",
     lstm_hidden: int = 128,
     mil: str | None = None,
+    visual: str = "vgg19",
     **fusion_options: Any,
 ) -> nn.Module:
-    """Build fusion ``method`` at ``position`` (see the module docstring for the architecture)."""
+    """Build fusion ``method`` at ``position`` (see the module docstring for the architecture);
+    ``visual`` (with ``attend=False``): the visual vectors, ``models.data.ave.VISUAL_FEATURES``."""
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    if attend and visual != "vgg19":
+        raise ValueError(f"visual={visual!r} gives vectors: pass attend=false")
     attention = AudioGuidedAttention(broadcast=broadcast) if attend else None
     state = 2 * lstm_hidden
     if position == "early":
-        fuse = build_fusion(method, AUDIO_DIM, VISUAL_DIM, dim or 256, **fusion_options)
-        return EarlyFusionNet(fuse, MLPHead(state, num_classes), attention, lstm_hidden, mil)
+        stores, width = visual_features(visual)
+        width = VISUAL_DIM if visual == "vgg19" else width
+        fuse = build_fusion(method, AUDIO_DIM, width, dim or 256, **fusion_options)
+        head = MLPHead(state, num_classes)
+        return EarlyFusionNet(fuse, head, attention, lstm_hidden, mil, stores)
     if position == "late":
         fuse = build_fusion(method, state, state, dim or state, **fusion_options)
         head: nn.Module = MLPHead(fuse.output_dim, num_classes)
@@ -126,7 +136,9 @@ def fusion_model(
             state,
         )
         head = nn.Identity()
-    return LocalizationNet(head, True, True, attention, fuse, lstm_hidden=lstm_hidden, mil=mil)
+    return LocalizationNet(
+        head, True, True, attention, fuse, lstm_hidden=lstm_hidden, mil=mil, visual=visual
+    )
 
 
 for _method in FUSIONS:

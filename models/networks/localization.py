@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.data.ave import visual_features
 from models.networks.blocks.attention import AudioGuidedAttention, global_average, regions
 from models.networks.blocks.dmrn import DMRN, EnsembleClassifier
 from models.networks.blocks.lstm import BiLSTM
@@ -60,8 +61,15 @@ class LocalizationNet(nn.Module):
         lstm_hidden: int = 128,
         mil: str | None = None,
         config: dict[str, Any] | None = None,
+        visual: str = "vgg19",
     ):
         super().__init__()
+        if visual != "vgg19" and attention is not None:
+            raise ValueError(
+                f"visual={visual!r} gives vectors; the audio-guided attention needs the VGG-19 maps"
+            )
+        self.visual_stores, width = visual_features(visual)
+        visual_dim = width if visual != "vgg19" else visual_dim
         if not (use_audio or use_visual):
             raise ValueError("a localization network needs at least one modality")
         if use_audio and use_visual and fusion is None:
@@ -82,7 +90,7 @@ class LocalizationNet(nn.Module):
         if self.use_audio or self.attention is not None:
             out.append("audio")
         if self.use_visual:
-            out.append("visual" if self.attention is not None else "visual_vec")
+            out += ["visual"] if self.attention is not None else list(self.visual_stores)
         return tuple(out)
 
     def visual_input(self, audio: torch.Tensor | None, visual: torch.Tensor) -> torch.Tensor:
@@ -126,10 +134,18 @@ def _net(
     broadcast="paper",
     lstm_hidden=128,
     mil=None,
+    features="vgg19",
 ) -> LocalizationNet:
     attention = AudioGuidedAttention(broadcast=broadcast) if attend else None
     return LocalizationNet(
-        classifier, audio, visual, attention, fusion, lstm_hidden=lstm_hidden, mil=mil
+        classifier,
+        audio,
+        visual,
+        attention,
+        fusion,
+        lstm_hidden=lstm_hidden,
+        mil=mil,
+        visual=features,
     )
 
 
@@ -143,10 +159,20 @@ def audio_only(
 
 @register_network("v")
 def visual_only(
-    num_classes: int = 29, lstm_hidden: int = 128, mil: str | None = None
+    num_classes: int = 29, lstm_hidden: int = 128, mil: str | None = None, visual: str = "vgg19"
 ) -> LocalizationNet:
     head = MLPHead(2 * lstm_hidden, num_classes)
-    return _net(num_classes, False, True, False, None, head, lstm_hidden=lstm_hidden, mil=mil)
+    return _net(
+        num_classes,
+        False,
+        True,
+        False,
+        None,
+        head,
+        lstm_hidden=lstm_hidden,
+        mil=mil,
+        features=visual,
+    )
 
 
 @register_network("v_att")
@@ -159,10 +185,20 @@ def visual_attended(
 
 @register_network("av")
 def audio_visual(
-    num_classes: int = 29, lstm_hidden: int = 128, mil: str | None = None
+    num_classes: int = 29, lstm_hidden: int = 128, mil: str | None = None, visual: str = "vgg19"
 ) -> LocalizationNet:
     head = MLPHead(4 * lstm_hidden, num_classes)
-    return _net(num_classes, True, True, False, Concat(), head, lstm_hidden=lstm_hidden, mil=mil)
+    return _net(
+        num_classes,
+        True,
+        True,
+        False,
+        Concat(),
+        head,
+        lstm_hidden=lstm_hidden,
+        mil=mil,
+        features=visual,
+    )
 
 
 @register_network("av_att")

@@ -21,6 +21,10 @@ SUPERVISED = {
 }
 #: Weakly-supervised segment accuracy (%), AVE paper, by network name.
 WEAK = {"a": 53.4, "v": 52.9, "v_att": 55.6, "av": 63.7, "av_att": 66.7}
+#: Supervised segment accuracy (%) with other visual features (supplementary Tables 4-5: C3D, VGG-19 +
+#: C3D), by table key. Left empty: those figures are not in the reference we work from, and a number
+#: is never guessed; the VGG-19 rows of ``avel table features`` carry the main table's A / V / A+V.
+FEATURES: dict[str, float] = {}
 #: Later methods' supervised segment accuracy (%): PSP (Zhou et al. 2021), CMBS (Xia & Zhao 2022).
 SOTA = {"psp": 77.8, "cmbs": 79.3}
 #: Cross-modality localization (%), AVE paper: model -> (A2V, V2A).

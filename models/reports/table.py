@@ -1,4 +1,4 @@
-"""``avel table fusion|models|weak|sota --seeds 1,2``: comparison tables, retrained over seeds.
+"""``avel table fusion|models|weak|sota|features --seeds 1,2``: comparison tables, retrained over seeds.
 
 Each table is a fixed list of configurations (``TABLES``). Every configuration is trained with the
 ordinary trainer (``models.training.engine.run_train``) into ``RUN_DIR/<experiment>/seed-K`` with the trainer's
@@ -11,6 +11,10 @@ numbers (AVE reference 5; "–" where the reference gives none) to ``RUN_DIR/tab
 ``.csv`` and ``.json``. Configurations whose feature stores are absent (the supplementary attentions
 need ``audio_maps``: ``make features AUDIO_MAPS=1``) are listed as skipped; a failing configuration is
 reported and the others still run.
+
+``features`` (supplementary Tables 4-5): A, and V and A+V on each visual feature set (VGG-19
+``visual_vec``, C3D ``c3d``, both concatenated; model option ``visual``), side by side; the C3D stores
+come from ``make features FEATURES=visual,c3d``.
 
 ``sota``: ``av_att``, ``dmrn``, ``psp``, ``cmbs`` and ``avel-net``, with the decomposed test
 metrics (``models.evaluation.metrics.localization_metrics``, mean over seeds) as extra columns. Every row of every
@@ -30,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from models.evaluation.reference import DECOMPOSED
-from models.reports.paper import SOTA, SUPERVISED, WEAK
+from models.reports.paper import FEATURES, SOTA, SUPERVISED, WEAK
 from models.training.runs import mean_std
 from pipeline.core.io import atomic_path, write_json
 
@@ -58,6 +62,7 @@ class Entry:
     options: dict[str, Any] = field(default_factory=dict)
     mode: str = "supervised"
     paper: float | None = None  # test segment accuracy %, AVE reference 5
+    features: str | None = None  # the visual feature set (table ``features``)
 
 
 def _fusion_entries() -> list[Entry]:
@@ -71,6 +76,24 @@ def _fusion_entries() -> list[Entry]:
             out.append(Entry(key, label, method, {"position": position}))
     out.append(Entry("dmrn", "DMRN (late)", "dmrn", paper=SUPERVISED["dmrn"]))
     out.append(Entry("dmrfe", "DMRFE (late)", "dmrfe", paper=SUPERVISED["dmrfe"]))
+    return out
+
+
+#: Visual feature sets of the ``features`` table: model option ``visual`` -> column label.
+FEATURE_SETS = {"vgg19": "VGG-19", "c3d": "C3D", "vgg19+c3d": "VGG-19 + C3D"}
+
+
+def _feature_entries() -> list[Entry]:
+    """A once (no visual input), then V and A+V on each visual feature set (supplementary Tables 4-5)."""
+    out = [Entry("a", "A", "a", paper=SUPERVISED["a"], features="audio only")]
+    for model, label in (("v", "V"), ("av", "A+V")):
+        for name, column in FEATURE_SETS.items():
+            key = f"{model}-{name}"
+            paper = SUPERVISED[model] if name == "vgg19" else FEATURES.get(key)
+            options = {} if name == "vgg19" else {"visual": name}
+            out.append(
+                Entry(key, f"{label} ({column})", model, options, paper=paper, features=name)
+            )
     return out
 
 
@@ -95,6 +118,7 @@ TABLES: dict[str, list[Entry]] = {
         Entry("cmbs", "CMBS (Xia & Zhao 2022)", "cmbs", paper=SOTA["cmbs"]),
         Entry("avel-net", "avel-net (ours)", "avel-net"),
     ],
+    "features": _feature_entries(),
     "weak": [
         Entry("a", "A", "a", mode="weak", paper=WEAK["a"]),
         Entry("v", "V", "v", mode="weak", paper=WEAK["v"]),
@@ -191,6 +215,8 @@ def run_entry(cfg: TableConfig, entry: Entry, progress: bool = True) -> dict[str
     missing = _missing_stores(cfg.data_dir, entry)
     if missing:
         hint = " (make features AUDIO_MAPS=1)" if "audio_maps" in missing else ""
+        if any(n.startswith("c3d") for n in missing):
+            hint = " (make features FEATURES=visual,c3d)"
         return {**row, "status": f"skipped: store(s) {', '.join(missing)} missing{hint}"}
     train_cfg = TrainConfig(
         data_dir=cfg.data_dir,
@@ -280,6 +306,8 @@ def to_markdown(cfg: TableConfig, rows: list[dict[str, Any]]) -> str:
             "Decomposed test metrics, mean over seeds (%; boundary error in seconds): "
             "models.evaluation.metrics.localization_metrics.",
         ]
+    if cfg.table == "features":
+        lines += ["", *features_markdown(rows)]
     lines += ["", reference_markdown(cfg.data_dir).rstrip()]
     if any(r.get("random_features") for r in rows):
         lines += [
@@ -288,6 +316,33 @@ def to_markdown(cfg: TableConfig, rows: list[dict[str, Any]]) -> str:
             "these numbers mean nothing.**",
         ]
     return "\n".join(lines) + "\n"
+
+
+def features_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``features`` table side by side: one line per model, one column per visual feature set."""
+    by_key = {r["key"]: r for r in rows}
+
+    def cell(key: str) -> str:
+        r = by_key.get(key)
+        if r is None:
+            return "–"
+        if r["status"] != "ok":
+            return r["status"].split(":")[0]
+        paper = f" (paper {_fmt(r['paper'])})" if r.get("paper") is not None else ""
+        return f"{r['test_mean']:.1f} ± {r['test_std']:.1f}{paper}"
+
+    head = " | ".join(FEATURE_SETS.values())
+    lines = [
+        "Test segment accuracy (%) by visual feature set (paper: AVE reference 5 where it gives one):",
+        "",
+        f"| model | {head} |",
+        "|---|" + "---|" * len(FEATURE_SETS),
+        f"| A (no visual input) | {' | '.join([cell('a')] * len(FEATURE_SETS))} |",
+    ]
+    for model, label in (("v", "V"), ("av", "A+V")):
+        cells = " | ".join(cell(f"{model}-{name}") for name in FEATURE_SETS)
+        lines.append(f"| {label} | {cells} |")
+    return lines
 
 
 COLUMNS = [

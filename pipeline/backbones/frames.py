@@ -146,3 +146,94 @@ def decode_planned(
     with ``frames[inverse]`` in the order of ``frame_indices.reshape(-1)`` (a plan may repeat frames)."""
     unique, inverse = _unique(frame_indices)
     return decode_unique_ffmpeg(path, unique, size, threads), inverse
+
+
+def decode_unique_sizes(
+    path: str | os.PathLike,
+    unique: np.ndarray,
+    sizes: Sequence[tuple[int, int]],
+    threads: int = 1,
+    timeout: float = 300.0,
+) -> list[np.ndarray]:
+    """Frames ``unique`` of ``path`` decoded once and scaled to each of ``sizes`` (width, height):
+    one uint8 RGB array (U, height, width, 3) per size.
+
+    One ffmpeg process: ``select`` -> ``split`` -> per size ``scale`` (bilinear, straight to rgb24,
+    as :func:`decode_unique_ffmpeg`) padded to the widest -> ``vstack``; the rows are cut apart again
+    here. Each size's pixels are those of a decode at that size alone.
+    """
+    sizes = [(int(w), int(h)) for w, h in sizes]
+    if not sizes:
+        raise ValueError("no frame size asked for")
+    n = len(unique)
+    width = max(w for w, _ in sizes)
+    height = sum(h for _, h in sizes)
+    k = len(sizes)
+    branches = []
+    for j, (w, h) in enumerate(sizes):
+        pad = f",pad={width}:{h}" if w < width else ""
+        branches.append(f"[s{j}]scale={w}:{h}:flags=bilinear,format=rgb24{pad}[p{j}]")
+    split = "".join(f"[s{j}]" for j in range(k))
+    stacked = "".join(f"[p{j}]" for j in range(k))
+    tail = f";{stacked}vstack=inputs={k}[out]" if k > 1 else ""
+    graph = f"[0:v:0]{_select_expr(unique)},split={k}{split};" + ";".join(branches) + tail
+    if k == 1:
+        graph = graph.replace("[p0]", "[out]")
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-threads",
+        str(threads),
+        "-i",
+        str(path),
+        "-filter_complex",
+        graph,
+        "-map",
+        "[out]",
+        "-fps_mode",
+        "passthrough",
+        "-frames:v",
+        str(n),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "pipe:1",
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        if proc.returncode != 0 and b"fps_mode" in proc.stderr:  # ffmpeg < 5.1: -vsync spelling
+            cmd[cmd.index("-fps_mode")] = "-vsync"
+            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise FrameDecodeError(f"{path}: ffmpeg timed out after {timeout:.0f} s") from exc
+    frame_bytes = width * height * 3
+    got = len(proc.stdout) // frame_bytes
+    if proc.returncode != 0 and got < n:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
+        raise FrameDecodeError(f"{path}: ffmpeg could not decode the clip ({err[0]})")
+    if got < n:
+        raise FrameDecodeError(
+            f"{path}: only {got} of the {n} planned frames could be decoded (highest planned frame "
+            f"number {int(unique[-1])}); the clip is shorter than the plan, re-run the segments stage"
+        )
+    tall = np.frombuffer(proc.stdout, dtype=np.uint8, count=n * frame_bytes)
+    tall = tall.reshape(n, height, width, 3)
+    out, top = [], 0
+    for w, h in sizes:
+        out.append(np.ascontiguousarray(tall[:, top : top + h, :w]))
+        top += h
+    return out
+
+
+def decode_planned_sizes(
+    path: str | os.PathLike,
+    frame_indices: np.ndarray | Sequence[int],
+    sizes: Sequence[tuple[int, int]],
+    threads: int = 1,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`decode_planned` at several sizes in one decoding pass: ``(frames per size, inverse)``."""
+    unique, inverse = _unique(frame_indices)
+    return decode_unique_sizes(path, unique, sizes, threads), inverse

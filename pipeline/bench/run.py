@@ -61,6 +61,7 @@ def _benchmarks(
     """(row name, benchmark, torch threads it runs with: a count, None (torch's) or "free" (the
     trainer's choice, :func:`models.training.speed.default_threads`)) per row."""
     from pipeline.bench.audio import bench_audio
+    from pipeline.bench.c3d import bench_c3d
     from pipeline.bench.peak import cores
     from pipeline.bench.training import bench_crossmodal, bench_training
     from pipeline.bench.visual import bench_visual
@@ -85,6 +86,19 @@ def _benchmarks(
                 batch_size=default_batch("visual", device) if gpu else 16,
                 num_workers=default_workers(device) if gpu else 2,
                 model_frames=512 if gpu else 4,
+                work_dir=work_dir / "clips",
+            ),
+            None,
+        ),
+        (
+            "c3d",
+            lambda: bench_c3d(
+                device=device,
+                precision="bf16" if gpu else "fp32",
+                clips_per_pass=32 if gpu else 2,
+                model_clips=256 if gpu else (2 if quick else 4),
+                e2e_clips=8 if gpu else (0 if quick else 1),
+                num_workers=8 if gpu else 2,
                 work_dir=work_dir / "clips",
             ),
             None,
@@ -169,6 +183,20 @@ def row_cells(
             "ratio": res.get("speedup", {}).get("clips_per_s"),
             "peak": "VGG-19 " + _fraction(gflops, peak.get(prec)) + decode,
             "peak_mb": opt.get("peak_pss_mib"),
+        }
+    if name == "c3d":
+        e2e = (
+            f", end to end {res['e2e_clips_per_s']:.3f} clips/s" if "e2e_clips_per_s" in res else ""
+        )
+        return {
+            "throughput": f"C3D {res['optimised_frames_per_s']:.1f} fr/s "
+            f"({res['optimised_gflops']:.0f} GFLOP/s, {100 * res['fraction_of_peak']:.0f}% of the "
+            f"measured matmul peak {res['matmul_peak_gflops']:.0f} GFLOP/s, {res['precision']}){e2e}",
+            "baseline": f"{res['naive_frames_per_s']:.1f} fr/s (one clip per pass)",
+            "ratio": res["speedup"],
+            "peak": f"C3D {100 * res['fraction_of_peak']:.0f}% ({res['optimised_gflops']:.0f} of "
+            f"{res['matmul_peak_gflops']:.0f} GFLOP/s)",
+            "peak_mb": None,
         }
     if name == "train-crossmodal":
         return {

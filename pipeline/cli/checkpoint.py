@@ -14,7 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Reads a PyTorch-0.3 whole-module pickle without executing it and writes a "
         "run folder for `avel evaluate --run`.",
     )
-    p.add_argument("checkpoint", help="model/AV_att.pt, model/AV_att_weak.pt or DMRN.pt")
+    p.add_argument("checkpoint", nargs="?", help="model/AV_att.pt, model/AV_att_weak.pt or DMRN.pt")
+    p.add_argument(
+        "--checkpoint",
+        dest="checkpoint_option",
+        help="same as CHECKPOINT (for make CHECKPOINT=...)",
+    )
     p.add_argument(
         "--arch",
         default="auto",
@@ -31,10 +36,17 @@ def _main(args: argparse.Namespace) -> int:
     from models.release.import_checkpoint import format_summary, run_import_checkpoint
     from models.release.unpickler import ReleaseCheckpointError
 
-    try:
-        summary = run_import_checkpoint(
-            args.checkpoint, args.arch, args.out, args.data_dir, args.force
+    if args.checkpoint and args.checkpoint_option and args.checkpoint != args.checkpoint_option:
+        return fail(
+            f"two checkpoints given: {args.checkpoint} and --checkpoint {args.checkpoint_option}"
         )
+    checkpoint = args.checkpoint or args.checkpoint_option
+    if checkpoint is None:
+        return fail(
+            "give the checkpoint: avel import-checkpoint FILE (make import-checkpoint CHECKPOINT=FILE)"
+        )
+    try:
+        summary = run_import_checkpoint(checkpoint, args.arch, args.out, args.data_dir, args.force)
     except (ReleaseCheckpointError, FileNotFoundError, ValueError) as exc:
         return fail(exc)
     print(format_summary(summary))

@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="regenerate the set and rerun every step")
     p.add_argument("--quiet", action="store_true", help="do not echo each stage's output")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not try to fetch the pretrained VGGish / VGG-19 weights (RANDOM unless cached)",
+    )
     p.set_defaults(func=_main)
 
 
@@ -43,6 +48,7 @@ def _main(args: argparse.Namespace) -> int:
         frames_per_segment=args.frames_per_segment,
         epochs=args.epochs,
         force=args.force,
+        offline=args.offline,
         echo=not args.quiet,
     )
     try:

@@ -6,10 +6,16 @@ import argparse
 from pathlib import Path
 
 from pipeline.cli.common import fail, warn
+from pipeline.core.io import DiskFullError
 from pipeline.stages.download import format_summary
 from pipeline.stages.download.classify import SystemicError
 from pipeline.stages.download.fetch import DEFAULT_FORMAT, DEFAULT_URL_TEMPLATE
-from pipeline.stages.download.stage import EXIT_SETUP, DownloadConfig, run_download
+from pipeline.stages.download.stage import (
+    EXIT_SETUP,
+    EXIT_SYSTEMIC,
+    DownloadConfig,
+    run_download,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +81,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=d.backoff,
         help="base of the exponential back-off between attempts, seconds (default 10)",
     )
-    p.add_argument("--socket-timeout", type=float, default=d.socket_timeout)
+    p.add_argument(
+        "--socket-timeout",
+        type=float,
+        default=d.socket_timeout,
+        help="seconds one network read may wait (default 30)",
+    )
+    p.add_argument(
+        "--transfer-timeout",
+        type=float,
+        default=d.transfer_timeout,
+        help="seconds one whole attempt (fetch, cut, check) may take before it is killed and "
+        "recorded transient/timeout (default 300)",
+    )
+    p.add_argument(
+        "--js-runtime",
+        default=d.js_runtime,
+        help="JavaScript runtime for YouTube: auto (the deno wheel, then deno/node/bun on PATH) "
+        "or the path of one",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
 
@@ -99,12 +123,16 @@ def _main(args: argparse.Namespace) -> int:
         retries=args.retries,
         backoff=args.backoff,
         socket_timeout=args.socket_timeout,
+        transfer_timeout=args.transfer_timeout,
+        js_runtime=args.js_runtime,
         progress=not args.no_progress,
     )
     try:
         summary = run_download(cfg)
     except (FileNotFoundError, ValueError, SystemicError) as exc:
         return fail(exc, EXIT_SETUP)
+    except DiskFullError as exc:
+        return fail(exc, EXIT_SYSTEMIC)
     except KeyboardInterrupt:
         warn("interrupted: the ledger holds every finished video; run the same command to resume")
         return 130

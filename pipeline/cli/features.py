@@ -65,7 +65,9 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument(
-        "--features", default="audio,visual", help="comma list: audio, visual (default both)"
+        "--features",
+        default="audio,visual",
+        help="comma list: audio, visual, c3d (default audio,visual; visual,c3d decode each clip once)",
     )
     p.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="storage dtype")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -93,6 +95,15 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
         help="VGGish and VGG-19; auto: fp16 on CUDA, bf16 on a CPU with native bf16 when measured "
         "faster and within 2e-2 of fp32, else fp32",
     )
+    p.add_argument(
+        "--c3d-weights",
+        default="mmaction2",
+        help="C3D weights: mmaction2, pickle (c3d.pickle), random, a file or a URL",
+    )
+    p.add_argument(
+        "--c3d-maps", action="store_true", help="also store the C3D pool5 maps (c3d_maps)"
+    )
+    p.add_argument("--c3d-batch", type=int, default=4, help="C3D: 16-frame clips per forward pass")
     p.add_argument("--frame-size", type=int, default=224, help="visual frame side (224 = release)")
     p.add_argument(
         "--vggish-checkpoint", help="official TF checkpoint (path/URL) or a converted .pt file"
@@ -141,6 +152,7 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
 
 
 def features_main(args: argparse.Namespace) -> int:
+    from pipeline.core.io import DiskFullError
     from pipeline.core.store import StoreError
     from pipeline.stages.features.core import FeaturesConfig, FeaturesError
     from pipeline.stages.features.stage import format_errors, format_summary, run_features
@@ -170,10 +182,13 @@ def features_main(args: argparse.Namespace) -> int:
         ray_address=args.address,
         decode_cpus=args.decode_cpus,
         model_actors=args.model_actors,
+        c3d_weights=args.c3d_weights,
+        c3d_maps=args.c3d_maps,
+        c3d_batch=args.c3d_batch,
     )
     try:
         summary = run_features(cfg)
-    except (FeaturesError, StoreError, FileNotFoundError) as exc:
+    except (FeaturesError, StoreError, FileNotFoundError, DiskFullError) as exc:
         return fail(exc)
     print(format_summary(summary, errors=False))
     code = 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.cli.common import fail
+from pipeline.core.io import DiskFullError
 from pipeline.core.store import DTYPES as STORE_DTYPES
 from pipeline.stages.release import export_release, import_release
 from pipeline.stages.release.export_release import (
@@ -68,7 +69,7 @@ def _main_import(args: argparse.Namespace) -> int:
     )
     try:
         summary = run_import_release(cfg)
-    except ImportReleaseError as exc:
+    except (ImportReleaseError, DiskFullError) as exc:
         return fail(exc)
     print(import_release.format_summary(summary))
     return 0
@@ -91,8 +92,9 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dtype",
         choices=sorted(export_release.DTYPES),
-        default="float32",
-        help="feature dtype (release: float64)",
+        default=ExportReleaseConfig.dtype,
+        help=f"feature dtype (default {ExportReleaseConfig.dtype}, the release's; float32 halves "
+        "the size for consumers that cast anyway)",
     )
     p.add_argument(
         "--missing",

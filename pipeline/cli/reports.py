@@ -87,8 +87,12 @@ def _register_attention_maps(subparsers: argparse._SubParsersAction) -> None:
         "attention-maps", help="draw a run's 7x7 audio-guided attention over a clip"
     )
     p.add_argument(
-        "run", type=Path, help="a run folder RUN_DIR/NAME/seed-K with an attention model"
+        "run",
+        nargs="?",
+        type=Path,
+        help="a run folder RUN_DIR/NAME/seed-K with an attention model",
     )
+    p.add_argument("--run", dest="run_option", type=Path, help="same as RUN (for make RUN=...)")
     p.add_argument("--video", required=True, help="YouTube ID of the clip")
     p.add_argument("--data-dir", type=Path, help="data folder (default: the run's)")
     p.add_argument("--clip", type=Path, help="clip file (default DATA_DIR/clips/ID.mp4)")
@@ -100,10 +104,15 @@ def _register_attention_maps(subparsers: argparse._SubParsersAction) -> None:
 def _attention_maps(args: argparse.Namespace) -> int:
     from models.reports.attention_maps import run_attention_maps
 
-    try:
-        path = run_attention_maps(
-            args.run, args.video, args.data_dir, args.clip, args.out, args.device
+    if args.run and args.run_option and Path(args.run) != Path(args.run_option):
+        return fail(f"two runs given: {args.run} and --run {args.run_option}")
+    run = args.run or args.run_option
+    if run is None:
+        return fail(
+            "give the run: avel attention-maps RUN --video ID (make attention-maps RUN=...)"
         )
+    try:
+        path = run_attention_maps(run, args.video, args.data_dir, args.clip, args.out, args.device)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # StoreError is a RuntimeError
         return fail(exc)
     print(f"attention maps for {args.video} -> {path}")

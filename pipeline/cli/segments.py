@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from pipeline.cli.common import fail
+from pipeline.core.io import DiskFullError
 from pipeline.stages.segments import SegmentsConfig, format_summary, run_segments
 
 
@@ -41,7 +42,7 @@ def _main(args: argparse.Namespace) -> int:
     )
     try:
         summary = run_segments(cfg)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, DiskFullError) as exc:
         return fail(exc)
     print(format_summary(summary))
     return 0

@@ -1,10 +1,17 @@
-"""Atomic file writes shared by every stage: write to a temp name in the same folder, then rename."""
+"""Atomic file writes shared by every stage: write to a temp name in the same folder, then rename.
+
+A write that fails because the file system is full raises :class:`DiskFullError`, one line naming
+the folder and its free space; the temp file is removed, so nothing half-written is left counted.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +19,63 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+
+class DiskFullError(RuntimeError):
+    """A write failed because the file system is full (or over quota); the message is one line."""
+
+
+#: Messages of writes cut short by a full disk that carry no errno (NumPy's ``tofile``/``save``).
+_FULL_MESSAGES = re.compile(r"no space left|disk quota|requested and \d+ written", re.I)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) says the file system is full."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, DiskFullError):
+            return True
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(e, OSError | RuntimeError) and _FULL_MESSAGES.search(str(e)):
+            return True
+        todo += [e.__cause__, e.__context__]
+    return False
+
+
+def free_bytes(folder: str | os.PathLike) -> int | None:
+    """Bytes free for this user on the file system of ``folder`` (its nearest existing parent)."""
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - unreachable
+
+
+def disk_full_error(folder: str | os.PathLike) -> DiskFullError:
+    """The one-line error for a full file system under ``folder``."""
+    return DiskFullError(
+        f"disk full: {Path(folder)} has {human_bytes(free_bytes(folder))} free; free some space and "
+        "run the same command again (finished work is kept, nothing half-written counts as done)"
+    )
 
 
 @contextlib.contextmanager
@@ -28,6 +92,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except Exception as exc:
+        if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+            raise
+        tmp_path.unlink(missing_ok=True)  # free the space before measuring what is left
+        raise disk_full_error(path.parent) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -34,6 +34,8 @@ ROW_SHAPES = {
     "audio_maps": (10, 6, 4, 512),
     "visual": (10, 7, 7, 512),
     "visual_vec": (10, 512),
+    "c3d": (10, 512),
+    "c3d_maps": (10, 4, 4, 512),
 }
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -109,7 +111,7 @@ class StoreWriter:
             if old != plan:
                 raise StoreError(
                     f"{root}: an unfinished or finished store with a different plan exists "
-                    f"(videos, row shape, dtype or shard size changed); pass --force to rebuild it"
+                    f"({plan_difference(old, plan)}); pass --force to rebuild it"
                 )
         else:
             write_json(plan, plan_path)
@@ -209,6 +211,42 @@ class StoreWriter:
         return meta
 
 
+def plan_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What changed between two store plans, in words."""
+    parts = []
+    before, after = list(old.get("clip_ids") or []), list(new.get("clip_ids") or [])
+    if before != after:
+        added, gone = len(set(after) - set(before)), len(set(before) - set(after))
+        what = f"{added} new, {gone} gone" if added or gone else "same clips, another order"
+        parts.append(f"clips: {len(before)} planned, {len(after)} asked ({what})")
+    for key in ("row_shape", "dtype", "shard_size", "version"):
+        if old.get(key) != new.get(key):
+            parts.append(f"{key}: {old.get(key)} -> {new.get(key)}")
+    return "; ".join(parts) or "plan changed"
+
+
+def previous_dir(root: str | Path) -> Path:
+    """Where a finished store waits while a new plan of it is filled (``.<name>.previous``)."""
+    root = Path(root)
+    return root.parent / f".{root.name}.previous"
+
+
+def carry_over(writer: StoreWriter, previous: FeatureStore, keep: set[str]) -> int:
+    """Fill every pending shard of ``writer`` whose clips are all in ``keep`` from the finished
+    store ``previous`` (rows and recorded failures as they were); return the shards written."""
+    written = 0
+    failed = previous.meta.get("failed") or {}
+    for shard, ids in writer.pending_shards():
+        if not ids or not set(ids) <= keep:
+            continue
+        results: dict[str, np.ndarray | str] = {
+            c: np.asarray(previous.get(c)) if c in previous else str(failed[c]) for c in ids
+        }
+        writer.write_shard(shard, results)
+        written += 1
+    return written
+
+
 class FeatureStore:
     """Read side: memory-mapped shards, lookup by clip ID, float32 on the way out."""
 
@@ -241,6 +279,14 @@ class FeatureStore:
     @property
     def clip_ids(self) -> list[str]:
         return list(self._where)
+
+    @property
+    def planned_ids(self) -> list[str]:
+        """Every clip the store was planned for, in plan order (rows and recorded failures)."""
+        plan_path = self.root / "plan.json"
+        if plan_path.is_file():
+            return list(_current_plan(json.loads(plan_path.read_text()))["clip_ids"])
+        return [*self._where, *(self.meta.get("failed") or {})]
 
     @property
     def is_random(self) -> bool:

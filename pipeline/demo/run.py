@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pipeline.core.io import write_json
 from pipeline.core.layout import DataLayout
+from pipeline.demo.weights import OFFICIAL, WeightSource, cached_weights, fetch_weights
 
 REPO = Path(__file__).resolve().parents[2]
 SUPERVISED_MODELS = ("a", "v", "av_att", "dmrn")
@@ -51,6 +52,8 @@ class DemoConfig:
     frames_per_segment: int = 1
     epochs: int = 20
     force: bool = False
+    offline: bool = False  # never try to fetch the pretrained weights
+    weight_sources: dict[str, WeightSource] | None = None  # default: the official files
     python: str = sys.executable
     echo: bool = True  # stream each stage's output to stdout
 
@@ -87,26 +90,6 @@ class StepResult:
 # --------------------------------------------------------------------------- weights
 
 
-def cached_weights(data_dir: Path) -> dict[str, Path | None]:
-    """Pretrained backbone files present in the local caches (None where absent): the converted
-    VGGish file of the demo's data dir or of the default data dir beside it, and VGG-19 in the
-    torch hub or Keras cache."""
-    from pipeline.backbones.vggish_weights import CONVERTED_NAME
-
-    vggish = [
-        DataLayout(d).weights("vggish") / CONVERTED_NAME for d in (data_dir, Path(data_dir).parent)
-    ]
-    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    vgg19 = [
-        torch_home / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth",
-        Path.home() / ".keras" / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ]
-    return {
-        "vggish": next((p for p in vggish if p.is_file()), None),
-        "vgg19": next((p for p in vgg19 if p.is_file()), None),
-    }
-
-
 def feature_stores_random(data_dir: Path) -> bool | None:
     """True if any feature store says its network had random weights; None when there is none."""
     metas = sorted(DataLayout(data_dir).features.glob("*/meta.json"))
@@ -135,9 +118,11 @@ def demo_steps(cfg: DemoConfig, cached: dict[str, Path | None]) -> list[Step]:
     its own ``evaluate-crossmodal``."""
     d, r, g = str(cfg.data_dir), Path(cfg.run_dir), cfg.synth_dir
     common = ["--data-dir", d]
-    weights = ["--no-download"]
+    weights = ["--no-download"]  # the demo fetched what it could; the stage never downloads
     if cached.get("vggish") is not None:
         weights += ["--vggish-checkpoint", str(cached["vggish"])]
+    if cached.get("vgg19") is not None:
+        weights += ["--vgg19-weights", str(cached["vgg19"])]
     if not all(cached.values()):
         weights.append("--allow-random-weights")
     steps = [
@@ -263,6 +248,15 @@ def _stale_since_last_attempt(cfg: DemoConfig, step: Step) -> bool:
     return any(_finished_at(cfg, n) > last for n in step.needs)
 
 
+def _settings_changed(cfg: DemoConfig, step: Step) -> bool:
+    """The step finished earlier with another command line (e.g. other weights): rebuild."""
+    try:
+        stamp = json.loads(_stamp_path(cfg, step).read_text())
+    except (OSError, ValueError):
+        return False
+    return stamp.get("argv") != [*step.command, *step.args]
+
+
 def is_done(cfg: DemoConfig, step: Step) -> bool:
     """Finished earlier with the same command line, and its outputs are still there."""
     try:
@@ -328,7 +322,12 @@ def run_steps(
             res = StepResult(step.name, DONE, detail=f"took {took:.1f}s then" if took else "")
         else:
             argv = [*step.command, *(a.replace("{base_url}", base_url) for a in step.args)]
-            if upstream_ran or cfg.force or _stale_since_last_attempt(cfg, step):
+            if (
+                upstream_ran
+                or cfg.force
+                or _stale_since_last_attempt(cfg, step)
+                or _settings_changed(cfg, step)
+            ):
                 argv += step.rebuild_args
             attempt = cfg.stamp_dir / (step.name.replace(" ", "_") + ".attempt")
             attempt.parent.mkdir(parents=True, exist_ok=True)
@@ -442,8 +441,8 @@ def format_table(summary: dict) -> str:
     ]
     if s["weights"].startswith("RANDOM"):
         lines.append(
-            "WARNING: RANDOM backbone weights (no pretrained files in the local cache): a smoke run; "
-            "these accuracies say nothing about the paper's."
+            "WARNING: RANDOM backbone weights (pretrained files neither cached nor fetchable): a "
+            "smoke run; these accuracies say nothing about the paper's."
         )
     if summary["pictures"]:
         lines += ["", "pictures:"] + [f"  {p}" for p in summary["pictures"]]
@@ -473,7 +472,19 @@ def run_demo(cfg: DemoConfig) -> dict:
     results = [StepResult("generate", DONE if done_before else OK, seconds)]
     before = {"generate": results[0].status}
 
-    cached = cached_weights(cfg.data_dir)
+    if cfg.offline:
+        cached = cached_weights(cfg.data_dir)
+        problems = {k: "offline (--offline)" for k, v in cached.items() if v is None}
+    else:
+        cached, problems = fetch_weights(cfg.data_dir, cfg.weight_sources)
+    for backbone, why in problems.items():
+        src = (cfg.weight_sources or {}).get(backbone) or OFFICIAL[backbone]
+        folder = DataLayout(cfg.data_dir).weights(backbone)
+        print(
+            f"WARNING: no pretrained {backbone} weights ({why}): RANDOM {backbone}. To use the "
+            f"real ones, put {src.file_name} from {src.url} into {folder} and run without --offline",
+            flush=True,
+        )
     random_weights = not all(cached.values())
     steps = demo_steps(cfg, cached)
     with serve_folder(paths["videos"]) as base_url:  # type: ignore[index]
@@ -483,10 +494,10 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     store_random = feature_stores_random(cfg.data_dir)
     if store_random is True or (store_random is None and random_weights):
-        missing = ", ".join(k for k, v in cached.items() if v is None) or "none"
-        weights = f"RANDOM (missing from cache: {missing})"
+        missing = "; ".join(f"{k}: {why}" for k, why in problems.items()) or "see the stores"
+        weights = f"RANDOM (no pretrained {missing})"
     else:
-        weights = "real (pretrained, from the local cache)"
+        weights = "real (pretrained: " + ", ".join(f"{k} {v}" for k, v in cached.items()) + ")"
     models = {}
     for step in steps:
         if step.run_dir is not None and step.run_dir.is_dir():
@@ -504,6 +515,7 @@ def run_demo(cfg: DemoConfig) -> dict:
             "frames_per_segment": cfg.frames_per_segment,
             "epochs": cfg.epochs,
             "weights": weights,
+            "weight_files": {k: str(v) if v else None for k, v in cached.items()},
             "data_dir": str(cfg.data_dir),
             "run_dir": str(cfg.run_dir),
             "base_url": base_url,

@@ -16,7 +16,9 @@ every ``DATA_DIR/clips/<youtube_id>.mp4`` whose ID is in the manifest):
   by the VGGish frontend (AVE framing). Missing audio is silence (all zeros), flagged
   ``missing_audio``; a second whose patch reads zero padding (fewer than 15,600 real samples) is
   flagged ``padded_audio``.
-- A clip that cannot be probed or decoded is recorded as failed with the reason and skipped.
+- A clip that cannot be probed or decoded is recorded as failed with the reason and skipped. A full
+  disk is not the clip's fault: the run stops (one line naming the folder and its free space) and
+  records nothing for the clip, so a plain re-run after freeing space finishes the work.
 
 Clips are keyed by the manifest's ``clip_id`` (= YouTube ID for AVE; the ``youtube_id`` columns and
 file names below hold that key).
@@ -40,7 +42,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.io import write_json, write_npy, write_parquet
+from pipeline.core.io import (
+    DiskFullError,
+    disk_full_error,
+    is_disk_full,
+    write_json,
+    write_npy,
+    write_parquet,
+)
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import CLIP_SECONDS, clip_ids, load_manifest
 from pipeline.core.media import (
@@ -269,10 +278,15 @@ def segment_clip(youtube_id: str, clip: Path, data_dir: Path, frames_per_segment
     try:
         receipt.update(_segment(clip, data_dir, youtube_id, frames_per_segment))
         receipt["status"], receipt["reason"] = "ok", ""
-    except (MediaError, OSError, ValueError) as exc:
-        receipt.update(status="failed", reason=str(exc))
-    except Exception as exc:  # anything else about this clip: record it, keep going with the rest
-        receipt.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    except DiskFullError:
+        raise
+    except Exception as exc:  # anything about this clip: record it, keep going with the rest
+        if is_disk_full(exc):  # the machine's problem, not the clip's: never a sticky failure
+            raise disk_full_error(DataLayout(data_dir).segments) from exc
+        known = isinstance(exc, MediaError | OSError | ValueError)
+        receipt.update(
+            status="failed", reason=str(exc) if known else f"{type(exc).__name__}: {exc}"
+        )
     write_json(receipt, DataLayout(data_dir).segment_receipt(youtube_id))
     return receipt
 
@@ -358,8 +372,17 @@ def build_tables(
         if receipt["status"] != "ok":
             failed.append((youtube_id, receipt["reason"]))
             continue
+        stamp = receipt.get("clip") or {}
         for sec in receipt["seconds"]:
-            rows.append({"youtube_id": youtube_id, **sec, **receipt["clip_info"]})
+            rows.append(
+                {
+                    "youtube_id": youtube_id,
+                    **sec,
+                    **receipt["clip_info"],
+                    "clip_bytes": stamp.get("bytes"),
+                    "clip_mtime_ns": stamp.get("mtime_ns"),
+                }
+            )
     table = pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
     return table, pd.DataFrame(failed, columns=["youtube_id", "reason"])
 
@@ -391,6 +414,8 @@ SEGMENT_COLUMNS = [
     "channels",
     "audio_duration",
     "audio_codec",
+    "clip_bytes",  # the clip file the row was made from (size, mtime): what later stages key on
+    "clip_mtime_ns",
 ]
 
 
@@ -400,6 +425,41 @@ def load_segments(data_dir: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `make segments DATA_DIR={data_dir}` first")
     return pd.read_parquet(path)
+
+
+#: What each feature kind is made from, per clip: the clip file, plus (visual) the frame plan.
+_FINGERPRINT_COLUMNS = {
+    "audio": ("clip_bytes", "clip_mtime_ns", "sample_rate", "channels", "audio_duration"),
+    "visual": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_indices"),
+    "c3d": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_rule", "frame_indices"),
+}
+
+
+def clip_fingerprints(segments: pd.DataFrame, kind: str) -> dict[str, str]:
+    """Clip ID -> a short hash of what the ``kind`` ('audio'/'visual'/'c3d') features of a clip are
+    made from, read from the segments table: the clip file (size, mtime), the segments version and,
+    for visual, the planned frames of every second. A clip whose hash is unchanged has the same
+    features; a re-downloaded clip or another frames-per-segment changes it."""
+    import hashlib
+
+    columns = [c for c in _FINGERPRINT_COLUMNS[kind] if c in segments.columns]
+    out: dict[str, str] = {}
+    for clip_id, group in segments.groupby("youtube_id", sort=False):
+        group = group.sort_values("second")
+        parts = [f"segments-v{SEGMENTS_VERSION}"]
+        for column in columns:
+            values = group[column].tolist() if column == "frame_indices" else group[column].iloc[0]
+            parts.append(f"{column}={json.dumps(values, default=_plain)}")
+        out[str(clip_id)] = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return out
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
 
 
 def frame_plan(segments: pd.DataFrame, youtube_id: str) -> np.ndarray:
@@ -447,8 +507,12 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
     else:
         with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
             futures = [pool.submit(_segment_task, t) for t in tasks]
-            for future in _progress(as_completed(futures), len(futures), cfg.progress):
-                new_failed += future.result()["status"] != "ok"
+            try:
+                for future in _progress(as_completed(futures), len(futures), cfg.progress):
+                    new_failed += future.result()["status"] != "ok"
+            except DiskFullError:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     table, failed = build_tables(data_dir, clips)
     failed = pd.concat(
         [failed, pd.DataFrame(problems, columns=["youtube_id", "reason"])], ignore_index=True

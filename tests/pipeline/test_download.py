@@ -133,7 +133,9 @@ def test_failure_classes_summary_and_retries(tmp_path, server):
     ids = [FAST, GONE, LIMITED, FORBIDDEN, TRUNCATED, NO_AUDIO, NO_OFFSET]
     make_manifest(data, ids, without_offset=(NO_OFFSET,))
     summary = run_download(config(data, server))
-    assert summary["exit_code"] == 0, summary["stopped"]
+    # finished, but three clips are still transient: exit 5, not 0, so a script can tell
+    assert summary["exit_code"] == 5, summary["stopped"]
+    assert "NOT FINISHED: 3 clips are still transient" in format_summary(summary)
     rows = ledger_rows(data)
     expected = {
         FAST: ("ok", "ok"),
@@ -378,10 +380,199 @@ def test_stalled_server_is_a_transient_timeout(tmp_path, sources):
     row = ledger_rows(data)["stalled_abc"]
     assert (row["status"], row["kind"]) == ("transient", "network"), row["reason"]
     assert "timed out" in row["reason"].lower()
-    assert summary["exit_code"] == 0 and not (data / "clips" / "stalled_abc.mp4").exists()
+    assert summary["exit_code"] == 5 and not (data / "clips" / "stalled_abc.mp4").exists()
 
 
 def test_cli_errors_go_to_stderr(tmp_path, capsys):
     assert avel(["download", "--data-dir", str(tmp_path / "none"), "--no-progress"]) == 2
     out = capsys.readouterr()
     assert out.err.startswith("error: ") and "manifest" in out.err and out.out == ""
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_stalled_transfer_is_a_timeout_within_the_transfer_timeout(tmp_path, sources):
+    """The server answers at once, then trickles the media: the socket timeout never fires; the
+    transfer timeout ends the attempt and records it as a timeout, not as a truncated clip."""
+    data = tmp_path / "data"
+    make_manifest(data, ["trickle_abc"])
+    size = (sources / f"{FAST}.mp4").stat().st_size
+    with LoopbackServer(sources) as srv:
+        srv.route("trickle_abc.mp4", file=sources / f"{FAST}.mp4", bytes_per_second=size / 120)
+        began = time.monotonic()
+        summary = run_download(config(data, srv, retries=1, transfer_timeout=4.0))
+        took = time.monotonic() - began
+        assert any(r.range for r in srv.requests_for("trickle_abc.mp4")), "ffmpeg never read"
+    row = ledger_rows(data)["trickle_abc"]
+    assert (row["status"], row["kind"]) == ("transient", "timeout"), row["reason"]
+    assert "4 s" in row["reason"] and "--transfer-timeout" in row["reason"]
+    assert took < 4.0 + 10.0, f"the attempt ran {took:.1f} s past a 4 s transfer timeout"
+    assert summary["exit_code"] == 5
+    assert not any((data / "clips" / ".partial").glob("*"))
+
+
+def test_source_shorter_than_its_range_is_unusable_and_not_retried(tmp_path, sources):
+    data = tmp_path / "data"
+    short = "short6_abcd"
+    make_clip(sources.parent / "short" / f"{short}.mp4", duration=6.0, fps=8)
+    make_manifest(data, [short])  # AudioSet range 2.5-12.5 s of a 6 s video
+    with LoopbackServer(sources.parent / "short") as srv:
+        summary = run_download(config(data, srv, retries=3))
+        row = ledger_rows(data)[short]
+        assert (row["status"], row["kind"]) == ("unusable", "source_too_short"), row["reason"]
+        assert "6.00 s long" in row["reason"] and "2.50-12.50 s" in row["reason"]
+        assert row["attempts"] == 1 and summary["exit_code"] == 0
+        before = media_requests(srv, short)
+        again = run_download(config(data, srv))
+        assert media_requests(srv, short) == before, "a permanent failure is not downloaded again"
+        assert again["this_run"]["skipped_permanent"] == 1
+
+
+def test_from_dir_checks_the_decoded_length_not_the_header(tmp_path):
+    from tests.support.media import stretch_header
+
+    data = tmp_path / "data"
+    liar, honest = "liarHeader1", "honestClip1"
+    make_manifest(data, [liar, honest])
+    zip_dir = tmp_path / "AVE"
+    make_clip(tmp_path / "six.mp4", duration=6.0, fps=8)
+    stretch_header(tmp_path / "six.mp4", zip_dir / f"{liar}.mp4", 10.0 / 6.0)
+    make_clip(zip_dir / f"{honest}.mp4", duration=10.0, fps=8)
+    assert abs(duration(zip_dir / f"{liar}.mp4") - 10.0) < 0.01  # the header says 10 s
+    summary = run_download(config(data, None, from_dir=zip_dir))
+    rows = ledger_rows(data)
+    assert rows[honest]["status"] == "ok"
+    assert (rows[liar]["status"], rows[liar]["kind"]) == ("unusable", "truncated")
+    assert "decodes to 6.000 s of video" in rows[liar]["reason"]
+    assert not (data / "clips" / f"{liar}.mp4").exists() and summary["exit_code"] == 0
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of live (non-zombie) processes whose arguments contain ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_sigkill_of_the_command_leaves_no_ffmpeg_running(tmp_path, sources):
+    data = tmp_path / "data"
+    make_manifest(data, [SLOW])
+    size = (sources / f"{SLOW}.mp4").stat().st_size
+    with LoopbackServer(sources) as srv:
+        srv.route(f"{SLOW}.mp4", bytes_per_second=size / 60)  # ~60 s to serve the file
+        cmd = [sys.executable, "-m", "pipeline.cli", "download", "--data-dir", str(data)]
+        cmd += ["--url-template", srv.base_url + "/{youtube_id}.mp4", "--sleep", "0"]
+        proc = subprocess.Popen(cmd + ["--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            partial = str(data / "clips" / ".partial")
+            while not any("ffmpeg" in c for c in _processes_mentioning(partial)):
+                assert time.monotonic() < deadline and proc.poll() is None, "ffmpeg never started"
+                time.sleep(0.1)
+        finally:
+            proc.kill()  # SIGKILL of `avel download` alone, mid-transfer
+            proc.wait()
+        deadline = time.monotonic() + 10
+        while _processes_mentioning(partial) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_mentioning(partial) == [], "children of the killed run still running"
+    assert ledger_rows(data)[SLOW]["status"] == "pending"
+
+
+def test_disk_full_stops_with_one_line_and_a_rerun_finishes(tmp_path, server, capsys):
+    from tests.support.disk import fill, small_disk
+
+    data = tmp_path / "data"
+    make_manifest(data, [DASH, FAST])
+    with small_disk(data / "clips", "4m") as clips:
+        args = ["download", "--data-dir", str(data), "--url-template"]
+        args += [server.base_url + "/{youtube_id}.mp4", "--sleep", "0", "--backoff", "0.05"]
+        args += ["--no-progress"]
+        filler = fill(clips, leave=48 * 1024)  # the ledger fits, a clip does not
+        assert avel(args) == 4
+        out = capsys.readouterr().out
+        lines = [line for line in out.splitlines() if "disk full" in line]
+        assert len(lines) == 1 and str(clips) in lines[0] and "free" in lines[0], out
+        rows = ledger_rows(data)
+        # nothing recorded against the videos: the disk was full, not the clips bad
+        assert {rows[v]["status"] for v in (DASH, FAST)} == {"pending"}, rows
+        assert not list(clips.glob("*.mp4")) and not any((clips / ".partial").glob("*"))
+
+        filler.unlink()  # space freed: the same command finishes the work
+        assert avel(args) == 0
+        rows = ledger_rows(data)
+        assert {rows[v]["status"] for v in (DASH, FAST)} == {"ok"}
+        assert all(abs(duration(clips / f"{v}.mp4") - 10.0) < 0.02 for v in (DASH, FAST))
+
+
+def _cli_without_packaged_deno(args: list[str], tmp_path: Path, hide_wheel: bool):
+    """`avel` in a fresh Python with only ffmpeg/ffprobe on PATH (no venv activated), optionally
+    as if the deno wheel were not installed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("ffmpeg", "ffprobe"):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    hide = "sys.modules['deno'] = None; " if hide_wheel else ""
+    code = f"import sys; {hide}from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PATH")}
+    env["PATH"] = str(bin_dir)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_youtube_needs_a_js_runtime_and_finds_the_packaged_deno(tmp_path):
+    from pipeline.stages.download.fetch import FetchOptions, find_js_runtime, ydl_params
+
+    data = tmp_path / "data"
+    make_manifest(data, [FAST])
+    args = ["download", "--data-dir", str(data), "--limit", "0", "--no-progress"]
+    # no runtime anywhere: stop before any download, one line saying what to install
+    none = _cli_without_packaged_deno(args, tmp_path, hide_wheel=True)
+    assert none.returncode == 2, none.stdout + none.stderr
+    assert none.stderr.count("\n") == 1 and "pip install deno" in none.stderr, none.stderr
+    assert not (data / "clips" / "status.parquet").exists()
+    # a loopback (non-YouTube) source needs none
+    loop = args + ["--url-template", "http://127.0.0.1:9/{youtube_id}.mp4"]
+    assert _cli_without_packaged_deno(loop, tmp_path, hide_wheel=True).returncode == 0
+    # the deno wheel (a dependency) is found through its package, venv not activated, PATH bare
+    found = _cli_without_packaged_deno(args, tmp_path, hide_wheel=False)
+    assert found.returncode == 0, found.stderr
+    runtime = find_js_runtime()
+    assert runtime is not None and runtime[0] == "deno" and Path(runtime[1]).is_file()
+    params = ydl_params(0, 10, tmp_path, FetchOptions(js_runtime=runtime))
+    assert params["js_runtimes"] == {"deno": {"path": runtime[1]}}
+
+
+def test_clip_cut_from_another_range_is_not_already_ok(tmp_path, server):
+    """The manifest is rebuilt with other AudioSet offsets: the old clip is stale, not "ok"."""
+    data = tmp_path / "data"
+    make_manifest(data, [FAST])  # 2.5-12.5 s
+    assert run_download(config(data, server))["this_run"]["downloaded"] == 1
+    assert ledger_rows(data)[FAST]["range"] == "2.500-12.500"
+    old = (data / "clips" / f"{FAST}.mp4").read_bytes()
+    make_manifest(data, [FAST], offsets={FAST: (0.0, 10.0)})
+    summary = run_download(config(data, server))
+    assert summary["this_run"]["range_changed"] == 1 and summary["this_run"]["downloaded"] == 1
+    row = ledger_rows(data)[FAST]
+    assert (row["status"], row["range"]) == ("ok", "0.000-10.000")
+    assert (data / "clips" / ".stale" / f"{FAST}.2.500-12.500.mp4").read_bytes() == old  # kept
+    assert (data / "clips" / f"{FAST}.mp4").read_bytes() != old
+    assert run_download(config(data, server))["this_run"]["already_ok"] == 1

@@ -197,3 +197,109 @@ def test_maps_added_to_a_finished_audio_store(data):
     assert summary["stores"]["audio_maps"]["complete"]
     assert (store_dir(data, "audio") / "meta.json").stat().st_mtime_ns == stamp
     assert FeatureStore.open(data, "audio_maps").row_shape == (10, 6, 4, 512)
+
+
+# ----------------------------------------------------------------------------- stale stores
+
+STALE_IDS = ["stale_a____", "stale_b____", "stale_c____"]
+
+
+def _stale_data(root: Path) -> Path:
+    for i, clip_id in enumerate(STALE_IDS):
+        make_clip(root / "clips" / f"{clip_id}.mp4", duration=10, fps=4, size=(32, 24),
+                  frequency=300 + 200 * i)  # fmt: skip
+    pd.DataFrame({"sample": range(3), "youtube_id": STALE_IDS}).to_parquet(
+        root / "manifest.parquet"
+    )
+    return root
+
+
+def _expected_embeddings(data: Path, clip_id: str) -> np.ndarray:
+    model = random_vggish(seed=0).eval()
+    with torch.inference_mode():
+        return model(torch.from_numpy(load_patches(data, clip_id))).numpy()
+
+
+def test_store_follows_the_segments_and_refuses_other_settings(tmp_path, capsys):
+    data = _stale_data(tmp_path / "data")
+    run_segments(SegmentsConfig(data, frames_per_segment=2, limit=1, workers=1, progress=False))
+    first = features(data, allow_random_weights=True)
+    assert not first["errors"] and len(FeatureStore.open(data, "audio")) == 1
+    kept = FeatureStore.open(data, "audio").get(STALE_IDS[0]).copy()
+
+    # more clips segmented: the store is extended, not "already complete"
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    second = features(data, allow_random_weights=True)
+    report = second["stores"]["audio"]
+    assert not second["errors"] and not report.get("already_complete"), format_summary(second)
+    assert report["carried_over"] == 1 and report["shards_written"] == 2  # only the new clips
+    store = FeatureStore.open(data, "audio")
+    assert sorted(store.clip_ids) == sorted(STALE_IDS)
+    assert np.array_equal(store.get(STALE_IDS[0]), kept)  # the finished row, carried over as is
+    for clip_id in STALE_IDS[1:]:
+        np.testing.assert_allclose(
+            store.get(clip_id), _expected_embeddings(data, clip_id), rtol=2**-10, atol=1e-3
+        )
+    assert store.meta["inputs"]["clips"] == 3 and store.meta["request"]["dtype"] == "float16"
+    assert not list((data / "features").glob(".audio.previous"))
+    assert features(data, allow_random_weights=True)["stores"]["audio"].get("already_complete")
+
+    # another dtype on the float16 store: a clear refusal naming the difference and the flag
+    code = avel(
+        ["features", "--data-dir", str(data), "--features", "audio", "--dtype", "float32"]
+        + ["--allow-random-weights", "--no-download", "--shard-size", "1"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "dtype float16 (asked float32)" in err and "--force" in err, err
+    assert FeatureStore.open(data, "audio").meta["dtype"] == "float16"
+    # pretrained weights asked over a random-weights store: refused the same way
+    refused = features(data, vggish_checkpoint=str(tmp_path / "none.pt"))
+    assert "random weights" in refused["errors"]["audio"]
+
+    # a re-downloaded clip (a new file): its features are computed again, the others kept
+    make_clip(data / "clips" / f"{STALE_IDS[1]}.mp4", duration=10, fps=4, size=(32, 24),
+              frequency=1000)  # fmt: skip
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    third = features(data, allow_random_weights=True)
+    assert third["stores"]["audio"]["carried_over"] == 2, format_summary(third)
+    assert third["stores"]["audio"]["shards_written"] == 1
+    store = FeatureStore.open(data, "audio")
+    np.testing.assert_allclose(
+        store.get(STALE_IDS[1]), _expected_embeddings(data, STALE_IDS[1]), rtol=2**-10, atol=1e-3
+    )
+    assert np.array_equal(store.get(STALE_IDS[0]), kept)
+
+
+def test_disk_full_one_line_nothing_half_written_and_a_rerun_finishes(tmp_path, capsys):
+    from tests.support.disk import error_lines, fill, small_disk
+
+    data = _stale_data(tmp_path / "data")
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    args = ["features", "--data-dir", str(data), "--features", "audio", "--audio-maps"]
+    args += ["--dtype", "float32", "--allow-random-weights", "--no-download", "--shard-size", "1"]
+    with small_disk(data / "features", "2m") as folder:
+        filler = fill(folder, leave=600 * 1024)  # one shard of audio_maps (480 KiB) fits
+        assert avel(args) != 0
+        (err,) = error_lines(capsys.readouterr().err)  # one line, no traceback
+        assert err.startswith("error: disk full: "), err
+        assert str(folder) in err and "free" in err
+        maps = folder / "audio_maps"
+        assert not (maps / "index.parquet").exists() and not (maps / "meta.json").exists()
+        assert not list(maps.glob(".*")), "a half-written temp file was left behind"
+        done = sorted(maps.glob("shard-*.index.parquet"))
+        assert 1 <= len(done) < 3  # each receipt beside a complete shard array
+        assert all(p.with_name(p.name.replace(".index.parquet", ".npy")).is_file() for p in done)
+        stamp = done[0].stat().st_mtime_ns
+
+        filler.unlink()
+        assert avel(args) == 0
+        assert done[0].stat().st_mtime_ns == stamp  # finished shards are not redone
+        store = FeatureStore.open(data, "audio_maps")
+        assert sorted(store.clip_ids) == sorted(STALE_IDS)
+        model = random_vggish(seed=0).eval()
+        with torch.inference_mode():
+            for clip_id in STALE_IDS:
+                patches = torch.from_numpy(load_patches(data, clip_id))
+                np.testing.assert_allclose(
+                    store.get(clip_id), model.pool5(patches).numpy(), atol=1e-5
+                )

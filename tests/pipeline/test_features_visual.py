@@ -74,3 +74,41 @@ def test_visual_refuses_without_weights(data, tmp_path):
     summary = run_features(FeaturesConfig(**{**cfg.__dict__, "force": True}))
     assert str(missing) in summary["errors"]["visual"] and "visual" not in summary["stores"]
     assert FeatureStore.open(data, "visual").row_shape == (10, 1, 1, 512)  # untouched
+
+
+def test_other_frames_per_segment_rebuilds_the_visual_store(tmp_path):
+    """`make segments FRAMES_PER_SEGMENT=2` after a store built at 1: the store follows."""
+    data = tmp_path / "data"
+    ids = ["fps_a______"]
+    make_clip(data / "clips" / f"{ids[0]}.mp4", duration=10, fps=4, size=(32, 32))
+    pd.DataFrame({"sample": [0], "youtube_id": ids}).to_parquet(data / "manifest.parquet")
+    cfg = FeaturesConfig(
+        data,
+        features=("visual",),
+        dtype="float32",
+        frame_size=SIZE,
+        workers=0,
+        allow_random_weights=True,
+        progress=False,
+    )
+    run_segments(SegmentsConfig(data, frames_per_segment=1, workers=1, progress=False))
+    assert not run_features(cfg)["errors"]
+    one = FeatureStore.open(data, "visual")
+    assert one.meta["frames_per_segment"] == 1
+    at_one = {c: one.get(c).copy() for c in ids}
+
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    summary = run_features(cfg)
+    assert not summary["errors"] and not summary["stores"]["visual"].get("already_complete")
+    two = FeatureStore.open(data, "visual")
+    assert two.meta["frames_per_segment"] == 2 and two.meta["inputs"]["frames_per_segment"] == 2
+    model, weights = build_vgg19_pool5("random", allow_random=True, seed=0)
+    segments = load_segments(data)
+    items = [(c, data / "clips" / f"{c}.mp4", frame_plan(segments, c)) for c in ids]
+    expected = dict(extract_visual(items, model, weights, batch_size=4, num_workers=0, size=SIZE))
+    for clip_id in ids:
+        np.testing.assert_allclose(two.get(clip_id), expected[clip_id], rtol=1e-4, atol=1e-5)
+        assert not np.allclose(two.get(clip_id), at_one[clip_id])  # other frames, other maps
+    vec = FeatureStore.open(data, "visual_vec")
+    assert vec.meta["frames_per_segment"] == 2
+    assert run_features(cfg)["stores"]["visual"].get("already_complete")

@@ -357,3 +357,26 @@ def test_real_release_files(shared: Path, tmp_path: Path) -> None:
     repeated = rows - manifest["youtube_id"].nunique()
     assert summary["duplicates"]["audio"]["pairs"] == repeated
     assert "visual_feature.h5" in summary["files_missing"]
+
+
+def test_disk_full_one_line_then_a_rerun_imports(
+    small_release: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.support.disk import error_lines, fill, small_disk
+
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path, keep={"audio_feature.h5", "labels.h5"})
+    args = ["import-release", str(release), "--data-dir", str(data), "--no-checksum"]
+    with small_disk(data / "features", "2m") as folder:
+        filler = fill(folder, leave=24 * 1024)  # the plan fits, the shard does not
+        assert avel(args) != 0  # no traceback: one line
+        (err,) = error_lines(capsys.readouterr().err)  # one line, no traceback
+        assert err.startswith("error: disk full: "), err
+        assert str(folder / "audio") in err and "free" in err
+        assert not any((folder / "audio").glob("shard-*")), "nothing half-written is kept"
+        assert not any((folder / "audio").glob(".*"))
+
+        filler.unlink()
+        assert avel(args) == 0
+        assert "store audio: imported" in capsys.readouterr().out
+        assert len(FeatureStore.open(data, "audio")) == len(_first_rows(small_release["rows"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 from pathlib import Path
@@ -240,3 +241,28 @@ def test_cli_errors_go_to_stderr(tmp_path, capsys):
     assert avel(["segments", "--data-dir", str(tmp_path / "none"), "--workers", "1"]) == 2
     out = capsys.readouterr()
     assert out.err.startswith("error: ") and "manifest" in out.err and out.out == ""
+
+
+def test_disk_full_is_not_a_clip_failure_and_a_rerun_finishes(tmp_path, capsys):
+    from tests.support.disk import error_lines, fill, small_disk
+
+    ids = [f"full{i}______"[:11] for i in range(3)]
+    for youtube_id in ids:
+        make_clip(tmp_path / "clips" / f"{youtube_id}.mp4", duration=10, fps=4, size=(32, 24))
+    write_manifest(tmp_path, ids)
+    args = ["segments", "--data-dir", str(tmp_path), "--frames-per-segment", str(F)]
+    with small_disk(DataLayout(tmp_path).segments, "2m") as folder:
+        filler = fill(folder, leave=300 * 1024)  # one clip's patches (240 KiB) fit, not three
+        assert avel([*args, "--workers", "2"]) != 0
+        (err,) = error_lines(capsys.readouterr().err)  # one line, no traceback
+        assert err.startswith("error: disk full: "), err
+        assert str(folder) in err and "free" in err
+        receipts = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+        assert all(r["status"] == "ok" for r in receipts) and len(receipts) < 3
+        assert not list(folder.glob(".*"))  # no half-written temp file left behind
+
+        filler.unlink()  # space freed: the same command finishes the work
+        assert avel([*args, "--workers", "2"]) == 0
+        out = capsys.readouterr().out
+        assert "failed: 0" in out, out
+        assert sorted(load_segments(tmp_path)["youtube_id"].unique()) == sorted(ids)

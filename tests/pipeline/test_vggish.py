@@ -318,10 +318,7 @@ def test_pca_postprocessor_matches_numpy_formula(tmp_path):
 # --------------------------------------------------------------------------- official weights
 
 
-@pytest.mark.network
-@pytest.mark.skipif(
-    not os.environ.get("AVEL_NETWORK_TESTS"), reason="downloads the official VGGish weights"
-)
+@pytest.mark.network  # runs with --run-network or AVEL_NETWORK_TESTS=1 (tests/conftest.py)
 def test_official_weights_smoke_statistics(tmp_path_factory):
     """Upstream smoke test: 3 s 1 kHz sine -> raw mean ~0.000657, std ~0.343; postprocessed
     mean ~126.0, std ~89.3 (10% tolerance; the mean near 0 is checked against 10% of the std)."""

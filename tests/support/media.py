@@ -85,3 +85,33 @@ def duration(path: str | Path) -> float:
 def stream_types(path: str | Path) -> list[str]:
     """Codec types of the streams, e.g. ``['video', 'audio']``."""
     return [s["codec_type"] for s in probe(path)["streams"]]
+
+
+def stretch_header(src: str | Path, dst: str | Path, factor: float) -> Path:
+    """Copy an mp4 whose header claims ``factor`` times its real length (mvhd, tkhd, mdhd and edit
+    list durations scaled; the media stays as it is): a container that lies about its length."""
+    import struct
+
+    data = bytearray(Path(src).read_bytes())
+
+    def scale(offset: int) -> None:
+        (value,) = struct.unpack(">I", data[offset : offset + 4])
+        data[offset : offset + 4] = struct.pack(">I", round(value * factor))
+
+    # version-0 boxes: the duration's offset after the box type
+    for box, offset in ((b"mvhd", 20), (b"tkhd", 28), (b"mdhd", 20)):
+        i = 0
+        while (i := data.find(box, i)) >= 0:
+            if data[i + 4] != 0:
+                raise ValueError(f"{src}: version-1 {box.decode()} box not supported")
+            scale(i + offset)
+            i += 4
+    i = 0
+    while (i := data.find(b"elst", i)) >= 0:
+        (entries,) = struct.unpack(">I", data[i + 8 : i + 12])
+        for k in range(entries):
+            scale(i + 12 + 12 * k)
+        i += 4
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)

@@ -63,6 +63,16 @@ def load_sources() -> dict:
     return json.loads(resources.files(__package__).joinpath(SOURCES_FILE).read_text())
 
 
+# --------------------------------------------------------------------------- text inputs
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text input without line ends; a byte-order mark is dropped (editors
+    on Windows write one), so it never becomes part of the first field."""
+    with open(path, encoding="utf-8-sig") as f:  # universal newlines: \n, \r\n, \r
+        return [line.rstrip("\n") for line in f]
+
+
 # --------------------------------------------------------------------------- annotation file
 
 
@@ -70,40 +80,42 @@ def parse_annotations(path: str | Path) -> pd.DataFrame:
     """Parse ``Category&YouTubeID&Quality&StartTime&EndTime`` lines, validating every field."""
     path = Path(path)
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                raise AnnotationError(
-                    f"{path}:{lineno}: empty line; every line must be an annotation"
-                )
-            parts = line.split("&")
-            if len(parts) != 5:
-                raise AnnotationError(
-                    f"{path}:{lineno}: expected 5 '&'-separated fields "
-                    f"(Category&YouTubeID&Quality&StartTime&EndTime), found {len(parts)}: {line!r}"
-                )
-            category, youtube_id, quality, start_s, end_s = parts
-            if not category:
-                raise AnnotationError(f"{path}:{lineno}: empty category")
-            if not YOUTUBE_ID.match(youtube_id):
-                raise AnnotationError(
-                    f"{path}:{lineno}: malformed YouTube ID {youtube_id!r} "
-                    "(expected 11 characters of A-Z a-z 0-9 _ -)"
-                )
-            try:
-                start, end = int(start_s), int(end_s)
-            except ValueError:
-                raise AnnotationError(
-                    f"{path}:{lineno}: start/end must be integer seconds, found {start_s!r}, {end_s!r}"
-                ) from None
-            if not (0 <= start <= CLIP_SECONDS and 0 <= end <= CLIP_SECONDS):
-                raise AnnotationError(
-                    f"{path}:{lineno}: times {start}..{end} lie outside the 0..{CLIP_SECONDS} s clip"
-                )
-            if start > end:
-                raise AnnotationError(f"{path}:{lineno}: start {start} is after end {end}")
-            rows.append((lineno - 1, category, youtube_id, quality, start, end, lineno))
+    lines = read_text_lines(path)
+    while lines and not lines[-1].strip():  # trailing blank lines end the file
+        lines.pop()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise AnnotationError(
+                f"{path}:{lineno}: empty line; every line must be an annotation "
+                "(the row index of every later line would shift)"
+            )
+        parts = line.split("&")
+        if len(parts) != 5:
+            raise AnnotationError(
+                f"{path}:{lineno}: expected 5 '&'-separated fields "
+                f"(Category&YouTubeID&Quality&StartTime&EndTime), found {len(parts)}: {line!r}"
+            )
+        category, youtube_id, quality, start_s, end_s = parts
+        if not category:
+            raise AnnotationError(f"{path}:{lineno}: empty category")
+        if not YOUTUBE_ID.match(youtube_id):
+            raise AnnotationError(
+                f"{path}:{lineno}: malformed YouTube ID {youtube_id!r} "
+                "(expected 11 characters of A-Z a-z 0-9 _ -)"
+            )
+        try:
+            start, end = int(start_s), int(end_s)
+        except ValueError:
+            raise AnnotationError(
+                f"{path}:{lineno}: start/end must be integer seconds, found {start_s!r}, {end_s!r}"
+            ) from None
+        if not (0 <= start <= CLIP_SECONDS and 0 <= end <= CLIP_SECONDS):
+            raise AnnotationError(
+                f"{path}:{lineno}: times {start}..{end} lie outside the 0..{CLIP_SECONDS} s clip"
+            )
+        if start > end:
+            raise AnnotationError(f"{path}:{lineno}: start {start} is after end {end}")
+        rows.append((lineno - 1, category, youtube_id, quality, start, end, lineno))
     if not rows:
         raise AnnotationError(f"{path}: no annotations")
     df = pd.DataFrame(
@@ -150,17 +162,16 @@ def read_split(path: str | Path) -> np.ndarray:
         except OSError as exc:
             raise AnnotationError(f"{path}: not a readable HDF5 file ({exc})") from exc
     values = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            text = raw.strip()
-            if not text:
-                continue
-            try:
-                values.append(int(text))
-            except ValueError:
-                raise AnnotationError(
-                    f"{path}:{lineno}: expected one integer row index, found {text!r}"
-                ) from None
+    for lineno, raw in enumerate(read_text_lines(path), start=1):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            values.append(int(text))
+        except ValueError:
+            raise AnnotationError(
+                f"{path}:{lineno}: expected one integer row index, found {text!r}"
+            ) from None
     return np.asarray(values, dtype=np.int64)
 
 
@@ -209,9 +220,11 @@ def parse_audioset_csv(path: str | Path) -> pd.DataFrame:
     """Parse an AudioSet segment CSV (``# YTID, start_seconds, end_seconds, positive_labels``)."""
     path = Path(path)
     records = []
-    with open(path, encoding="utf-8", newline="") as f:
-        data_lines = ((n, line) for n, line in enumerate(f, start=1) if not line.startswith("#"))
-        numbered = list(data_lines)
+    numbered = [
+        (n, line)
+        for n, line in enumerate(read_text_lines(path), start=1)
+        if not line.startswith("#")
+    ]
     reader = csv.reader((line for _, line in numbered), skipinitialspace=True, quotechar='"')
     for (lineno, _), fields in zip(numbered, reader, strict=True):
         if not fields or (len(fields) == 1 and not fields[0].strip()):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.manifest import CLIP_SECONDS, YOUTUBE_ID, AnnotationError, segment_labels
-from pipeline.stages.annotations.ave import parse_audioset_csv
+from pipeline.stages.annotations.ave import parse_audioset_csv, read_text_lines
 
 FORMATS = ("audioset", "vggsound", "table")
 MANIFEST_COLUMNS = [
@@ -55,7 +55,7 @@ def parse_label_spec(text: str | None) -> list[str]:
 def read_class_labels(path: str | Path) -> pd.DataFrame:
     """AudioSet ``class_labels_indices.csv`` (``index,mid,display_name``), in index order."""
     path = Path(path)
-    table = pd.read_csv(path, dtype={"mid": str, "display_name": str})
+    table = pd.read_csv(path, dtype={"mid": str, "display_name": str}, encoding="utf-8-sig")
     missing = {"index", "mid", "display_name"} - set(table.columns)
     if missing:
         raise AnnotationError(
@@ -127,26 +127,23 @@ def read_audioset(
 def read_vggsound(path: Path, wanted: list[str]) -> tuple[list[tuple], list[str] | None]:
     """``youtube_id,start_seconds,label,split`` without a header (the public vggsound.csv)."""
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, fields in enumerate(csv.reader(f), start=1):
-            if not fields or not "".join(fields).strip():
-                continue
-            if len(fields) != 4:
-                raise AnnotationError(
-                    f"{path}:{lineno}: expected 'youtube_id,start_seconds,label,split', "
-                    f"found {len(fields)} field(s)"
-                )
-            ytid, start_s, label, split = (x.strip() for x in fields)
-            _check_id(ytid, f"{path}:{lineno}")
-            try:
-                start = float(start_s)
-            except ValueError:
-                raise AnnotationError(
-                    f"{path}:{lineno}: start {start_s!r} is not a number"
-                ) from None
-            if wanted and label not in wanted:
-                continue
-            rows.append((ytid, start, start + CLIP_SECONDS, [label], split or None))
+    for lineno, fields in enumerate(csv.reader(read_text_lines(path)), start=1):
+        if not fields or not "".join(fields).strip():
+            continue
+        if len(fields) != 4:
+            raise AnnotationError(
+                f"{path}:{lineno}: expected 'youtube_id,start_seconds,label,split', "
+                f"found {len(fields)} field(s)"
+            )
+        ytid, start_s, label, split = (x.strip() for x in fields)
+        _check_id(ytid, f"{path}:{lineno}")
+        try:
+            start = float(start_s)
+        except ValueError:
+            raise AnnotationError(f"{path}:{lineno}: start {start_s!r} is not a number") from None
+        if wanted and label not in wanted:
+            continue
+        rows.append((ytid, start, start + CLIP_SECONDS, [label], split or None))
     unknown = set(wanted) - {r[3][0] for r in rows}
     if unknown:
         raise AnnotationError(f"--labels: no clip of {path} has label(s) {sorted(unknown)}")
@@ -155,7 +152,12 @@ def read_vggsound(path: Path, wanted: list[str]) -> tuple[list[tuple], list[str]
 
 def read_table(path: Path, wanted: list[str]) -> tuple[list[tuple], list[str] | None]:
     """CSV or Parquet with columns ``youtube_id, start, end`` and optional ``label``, ``split``."""
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+    else:
+        table = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+        blank = table.apply(lambda col: col.fillna("").str.strip() == "").all(axis=1)
+        table = table[~blank]  # blank or whitespace-only lines (e.g. at the end of the file)
     missing = {"youtube_id", "start", "end"} - set(table.columns)
     if missing:
         raise AnnotationError(

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pipeline.stages.download.classify import STATUSES, Outcome, classify_exception
 from pipeline.stages.download.ledger import Ledger, load_ledger
-from pipeline.stages.download.stage import RATE_LIMIT_ADVICE, DownloadConfig, run_download
+from pipeline.stages.download.stage import (
+    EXIT_TRANSIENT,
+    RATE_LIMIT_ADVICE,
+    DownloadConfig,
+    run_download,
+)
 from pipeline.stages.download.validate import ClipCheck, check_clip
 
 __all__ = [
@@ -41,6 +46,11 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  availability: {100 * summary['availability']:.1f}% of the videos tried")
     if run["no_offset"]:
         lines.append(f"  {run['no_offset']} videos have no AudioSet offset (absent from the CSVs)")
+    if run.get("range_changed"):
+        lines.append(
+            f"  {run['range_changed']} clips were cut from another range than the manifest asks: "
+            "set aside in clips/.stale and downloaded again"
+        )
     if run["not_in_from_dir"]:
         lines.append(f"  {run['not_in_from_dir']} videos are not in the --from-dir folder")
     if summary["top_failures"]:
@@ -54,4 +64,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"STOPPED: {summary['stopped']}")
         if summary["this_run"]["rate_limited_answers"]:
             lines.append(f"  {RATE_LIMIT_ADVICE}")
+    elif summary["exit_code"] == EXIT_TRANSIENT:
+        lines.append(
+            f"NOT FINISHED: {status['transient']} clips are still transient after every retry; "
+            f"run the same command again later (exit code {EXIT_TRANSIENT})"
+        )
     return "\n".join(lines)

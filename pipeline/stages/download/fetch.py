@@ -1,13 +1,29 @@
-"""Fetch one clip ``[start, end)`` of one video through the yt-dlp Python API (range download)."""
+"""Fetch one clip ``[start, end)`` of one video through the yt-dlp Python API (range download).
+
+YouTube needs a JavaScript runtime: :func:`find_js_runtime` finds one (the ``deno`` wheel that
+``pip install avel`` brings, or deno / node / bun on PATH) without the virtual environment being
+activated, and :func:`ydl_params` hands its path to yt-dlp.
+"""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+
+from pipeline.core.media import MediaError, probe
 
 #: <= 360p video + best audio; falls back to the best single file of <= 360p, then the smallest.
 DEFAULT_FORMAT = "bv*[height<=360]+ba/b[height<=360]/wv*+ba/w"
 DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
+#: JavaScript runtimes yt-dlp can use, in the order they are looked for.
+JS_RUNTIMES = ("deno", "node", "bun")
+JS_RUNTIME_ADVICE = (
+    "YouTube downloads need a JavaScript runtime and none was found: install the deno wheel into "
+    "this environment (`pip install deno`; `make setup` does it), or put deno, node >= 22 or bun on "
+    "PATH, or pass --js-runtime PATH"
+)
 
 
 @dataclass(frozen=True)
@@ -16,6 +32,7 @@ class FetchOptions:
     cookies: str | None = None  # Netscape cookies.txt
     rate_limit: str | None = None  # bytes/s, e.g. "2M" (yt-dlp's own downloader only)
     socket_timeout: float = 30.0
+    js_runtime: tuple[str, str] | None = None  # (yt-dlp runtime name, executable path)
 
 
 class _Logger:
@@ -42,10 +59,65 @@ def source_url(template: str, youtube_id: str, start: float | None, end: float |
     return template.format(youtube_id=youtube_id, start=start, end=end)
 
 
+def is_youtube(url_template: str) -> bool:
+    """True when the URLs of ``url_template`` point at YouTube (which needs a JavaScript runtime)."""
+    host = (urlparse(url_template).hostname or "").lower()
+    return host == "youtu.be" or host == "youtube.com" or host.endswith(".youtube.com")
+
+
+def _runtime_info(name: str, path: str) -> tuple[str, str] | None:
+    """``(name, path)`` when ``path`` runs as a version of ``name`` that yt-dlp supports."""
+    import yt_dlp  # noqa: F401 - registers the runtimes below
+    from yt_dlp.globals import supported_js_runtimes
+
+    info = supported_js_runtimes.value[name](path=path).info
+    return (name, info.path) if info is not None and info.supported else None
+
+
+def _packaged_deno() -> str | None:
+    """The deno binary of the ``deno`` wheel installed beside this Python, if any."""
+    try:
+        import deno
+    except ImportError:
+        return None
+    try:
+        return str(deno.find_deno_bin())
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def find_js_runtime(spec: str = "auto") -> tuple[str, str] | None:
+    """The JavaScript runtime for yt-dlp as ``(name, path)``, or None when there is none.
+
+    ``auto``: the ``deno`` wheel of this Python (found through the package, so the environment
+    need not be activated), then deno, node and bun on PATH (versions yt-dlp supports). Anything
+    else is the path of a deno, node or bun executable (its name says which).
+    """
+    if spec != "auto":
+        path = shutil.which(spec) or (spec if Path(spec).is_file() else None)
+        if path is None:
+            return None
+        name = next((n for n in JS_RUNTIMES if Path(path).name.startswith(n)), "deno")
+        return _runtime_info(name, path)
+    packaged = _packaged_deno()
+    if packaged and (found := _runtime_info("deno", packaged)):
+        return found
+    for name in JS_RUNTIMES:
+        path = shutil.which(name)
+        if path and (found := _runtime_info(name, path)):
+            return found
+    return None
+
+
 def ydl_params(start: float, end: float, outdir: Path, opts: FetchOptions) -> dict:
     """yt-dlp options for an exact-cut range download of ``[start, end)`` into ``outdir``."""
     from yt_dlp.utils import download_range_func, parse_bytes
 
+    if opts.js_runtime is not None:
+        name, path = opts.js_runtime
+        runtimes: dict = {name: {"path": path}}
+    else:
+        runtimes = {n: {} for n in JS_RUNTIMES}  # whatever yt-dlp finds itself
     params = {
         "format": opts.format,
         "merge_output_format": "mp4",
@@ -63,8 +135,8 @@ def ydl_params(start: float, end: float, outdir: Path, opts: FetchOptions) -> di
         "retries": 2,
         "extractor_retries": 1,
         "socket_timeout": opts.socket_timeout,
-        # YouTube needs a JavaScript runtime (and the yt-dlp-ejs scripts); use whichever is installed
-        "js_runtimes": {"deno": {}, "node": {}, "bun": {}},
+        # YouTube needs a JavaScript runtime (and the yt-dlp-ejs scripts)
+        "js_runtimes": runtimes,
     }
     if opts.cookies:
         params["cookiefile"] = str(opts.cookies)
@@ -78,8 +150,11 @@ def ydl_params(start: float, end: float, outdir: Path, opts: FetchOptions) -> di
     return params
 
 
-def fetch_clip(url: str, start: float, end: float, outdir: Path, opts: FetchOptions) -> Path:
-    """Download ``[start, end)`` of ``url`` as an mp4 inside ``outdir``; return its path.
+def fetch_clip_info(
+    url: str, start: float, end: float, outdir: Path, opts: FetchOptions
+) -> tuple[Path, dict]:
+    """Download ``[start, end)`` of ``url`` as an mp4 inside ``outdir``; return its path and
+    yt-dlp's info dict.
 
     Raises yt-dlp's ``DownloadError`` (see ``classify_exception``) or ``FileNotFoundError`` when
     yt-dlp reported success without leaving a file.
@@ -88,13 +163,35 @@ def fetch_clip(url: str, start: float, end: float, outdir: Path, opts: FetchOpti
 
     outdir.mkdir(parents=True, exist_ok=True)
     with yt_dlp.YoutubeDL(ydl_params(start, end, outdir, opts)) as ydl:
-        info = ydl.extract_info(url, download=True)
+        info = ydl.extract_info(url, download=True) or {}
     paths = [
-        Path(d["filepath"])
-        for d in (info or {}).get("requested_downloads") or []
-        if d.get("filepath")
+        Path(d["filepath"]) for d in info.get("requested_downloads") or [] if d.get("filepath")
     ]
     paths = [p for p in paths if p.is_file()] or sorted(outdir.glob("clip.*"))
     if not paths:
         raise FileNotFoundError(f"yt-dlp finished without an output file for {url}")
-    return paths[0]
+    return paths[0], info
+
+
+def fetch_clip(url: str, start: float, end: float, outdir: Path, opts: FetchOptions) -> Path:
+    """Download ``[start, end)`` of ``url`` as an mp4 inside ``outdir``; return its path."""
+    return fetch_clip_info(url, start, end, outdir, opts)[0]
+
+
+def source_seconds(info: dict, timeout: float = 60) -> float | None:
+    """The length of the whole source video: the site's own figure, else ffprobe of its media
+    URL(s) (the shortest stream); None when it cannot be told."""
+    if info.get("duration"):
+        return float(info["duration"])
+    formats = info.get("requested_formats") or [info]
+    lengths = []
+    for fmt in formats:
+        url = fmt.get("url")
+        if not url:
+            continue
+        try:
+            described = probe(url, timeout=timeout, headers=fmt.get("http_headers"))
+            lengths.append(float(described["format"]["duration"]))
+        except (MediaError, KeyError, ValueError):
+            continue
+    return min(lengths) if lengths else None

@@ -26,7 +26,10 @@ COLUMNS = (
     "duration",
     "source",
     "updated_at",
+    "range",  # the source range an ok clip was cut from ("2.500-12.500"; "" when not known)
 )
+#: Columns a ledger written before they existed may lack (filled empty on reading).
+OPTIONAL = ("range",)
 
 
 def _now() -> pd.Timestamp:
@@ -42,13 +45,14 @@ class Ledger:
         self.rows: dict[str, dict] = {}
         if self.path.is_file():
             table = pd.read_parquet(self.path)
-            missing = set(COLUMNS) - set(table.columns)
+            missing = set(COLUMNS) - set(OPTIONAL) - set(table.columns)
             if missing:
                 raise ValueError(
                     f"{self.path}: not a download ledger (missing columns {sorted(missing)})"
                 )
             for rec in table.to_dict("records"):
-                self.rows[rec["youtube_id"]] = {k: _plain(rec.get(k)) for k in COLUMNS}
+                row = {k: _plain(rec.get(k)) for k in COLUMNS}
+                self.rows[rec["youtube_id"]] = dict(row, range=row["range"] or "")
 
     def get(self, youtube_id: str) -> dict | None:
         with self._lock:
@@ -64,7 +68,9 @@ class Ledger:
         with self._lock:
             for vid in youtube_ids:
                 if vid not in self.rows:
-                    self.rows[vid] = _row(vid, PENDING, "pending", "", 0, None, None, "", _now())
+                    self.rows[vid] = _row(
+                        vid, PENDING, "pending", "", 0, None, None, "", _now(), ""
+                    )
             self._write()
 
     def update(
@@ -78,6 +84,7 @@ class Ledger:
         bytes: int | None = None,  # noqa: A002 - the ledger's column name
         duration: float | None = None,
         source: str = "",
+        range: str = "",  # noqa: A002 - the ledger's column name
     ) -> None:
         """Record a result (``attempts`` is added to the running count) and persist."""
         if status not in STATUSES:
@@ -86,7 +93,7 @@ class Ledger:
             old = self.rows.get(youtube_id)
             total = (old["attempts"] if old else 0) + attempts
             self.rows[youtube_id] = _row(
-                youtube_id, status, kind, reason, total, bytes, duration, source, _now()
+                youtube_id, status, kind, reason, total, bytes, duration, source, _now(), range
             )
             self._write()
 
@@ -100,7 +107,7 @@ class Ledger:
         df["bytes"] = df["bytes"].astype("Int64")
         df["duration"] = df["duration"].astype("Float64")
         df["updated_at"] = pd.to_datetime(df["updated_at"], utc=True)
-        for col in ("youtube_id", "status", "kind", "reason", "source"):
+        for col in ("youtube_id", "status", "kind", "reason", "source", "range"):
             df[col] = df[col].astype("string")
         return df.sort_values("youtube_id", kind="stable").reset_index(drop=True)
 
@@ -108,7 +115,7 @@ class Ledger:
         write_parquet(self._frame(), self.path)
 
 
-def _row(vid, status, kind, reason, attempts, nbytes, duration, source, when) -> dict:
+def _row(vid, status, kind, reason, attempts, nbytes, duration, source, when, span) -> dict:
     return {
         "youtube_id": vid,
         "status": status,
@@ -119,6 +126,7 @@ def _row(vid, status, kind, reason, attempts, nbytes, duration, source, when) ->
         "duration": None if duration is None else float(duration),
         "source": source,
         "updated_at": when,
+        "range": span,
     }
 
 

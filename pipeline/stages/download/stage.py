@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.core.io import DiskFullError, disk_full_error, free_bytes, is_disk_full
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import CLIP_SECONDS, clip_ids, load_manifest
 from pipeline.core.media import require_ffmpeg
+from pipeline.stages.download.attempt import Attempts
 from pipeline.stages.download.classify import (
     OK,
     PENDING,
@@ -39,24 +41,21 @@ from pipeline.stages.download.classify import (
 from pipeline.stages.download.fetch import (
     DEFAULT_FORMAT,
     DEFAULT_URL_TEMPLATE,
+    JS_RUNTIME_ADVICE,
     FetchOptions,
-    fetch_clip,
+    find_js_runtime,
+    is_youtube,
     source_url,
 )
 from pipeline.stages.download.ledger import Ledger
 from pipeline.stages.download.validate import ClipCheck, check_clip
 
 NO_OFFSET = "no_offset"
-#: Exit codes: finished, bad input/environment, stopped on rate limiting, stopped on a systemic error.
-EXIT_OK, EXIT_SETUP, EXIT_RATE_LIMITED, EXIT_SYSTEMIC = 0, 2, 3, 4
-#: How a failed validation is recorded: length/stream problems are the video's; short files retry.
-CHECK_STATUS = {
-    "no_audio": UNUSABLE,
-    "no_video": UNUSABLE,
-    "wrong_length": UNUSABLE,
-    "truncated": TRANSIENT,
-    "undecodable": TRANSIENT,
-}
+#: Exit codes: finished, bad input/environment, stopped on rate limiting, stopped on a systemic
+#: error (disk full, ...), finished but some clips are still transient (run it again later).
+EXIT_OK, EXIT_SETUP, EXIT_RATE_LIMITED, EXIT_SYSTEMIC, EXIT_TRANSIENT = 0, 2, 3, 4, 5
+#: Below this many free bytes, a failed attempt is taken for a full disk, not for the video.
+LOW_SPACE = 1 << 20
 
 RATE_LIMIT_ADVICE = (
     "the site is rate-limiting this session. Wait (YouTube's limit lasts up to an hour), then run "
@@ -83,7 +82,9 @@ class DownloadConfig:
     rate_limit_pause: float = 300.0  # first pause of every worker on rate limiting (doubles)
     retries: int = 3  # attempts per video per run for transient failures
     backoff: float = 10.0  # base of the exponential back-off between attempts (s)
-    socket_timeout: float = 30.0
+    socket_timeout: float = 30.0  # one network read (yt-dlp's own requests)
+    transfer_timeout: float = 300.0  # one whole attempt: fetch, cut and check (s)
+    js_runtime: str = "auto"  # JavaScript runtime for YouTube: auto, or a deno/node/bun path
     progress: bool = True
 
 
@@ -97,6 +98,13 @@ class Video:
     @property
     def key(self) -> str:
         return self.clip_id or self.youtube_id
+
+    @property
+    def range(self) -> str:
+        """``start-end`` of the source, as the ledger records it ("" without offsets)."""
+        if self.start is None or self.end is None:
+            return ""
+        return f"{float(self.start):.3f}-{float(self.end):.3f}"
 
     @property
     def expected(self) -> float:
@@ -166,14 +174,17 @@ class RunState:
 class Stage:
     """One run of the download stage over a data folder."""
 
-    def __init__(self, cfg: DownloadConfig) -> None:
+    def __init__(self, cfg: DownloadConfig, js_runtime: tuple[str, str] | None = None) -> None:
         self.cfg = cfg
         self.layout = DataLayout(cfg.data_dir)
         self.clips = self.layout.clips
         self.partial = self.clips / ".partial"
         self.ledger = Ledger(self.layout.ledger)
         self.state = RunState(cfg.max_rate_limited, cfg.rate_limit_pause)
-        self.fetch_opts = FetchOptions(cfg.format, cfg.cookies, cfg.rate_limit, cfg.socket_timeout)
+        self.fetch_opts = FetchOptions(
+            cfg.format, cfg.cookies, cfg.rate_limit, cfg.socket_timeout, js_runtime
+        )
+        self.attempts = Attempts()
 
     def clip_path(self, clip_id: str) -> Path:
         return self.layout.clip(clip_id)
@@ -193,26 +204,35 @@ class Stage:
             bytes=check.bytes,
             duration=check.duration,
             source=source,
+            range=video.range if source == "download" else "",
         )
 
+    def disk_full(self) -> DiskFullError | None:
+        """The disk-full error when the clips' file system is (nearly) full, else None."""
+        free = free_bytes(self.partial)
+        return disk_full_error(self.clips) if free is not None and free < LOW_SPACE else None
+
     def _attempt(self, video: Video) -> tuple[Outcome, Path | None, ClipCheck | None]:
-        """One download try; returns the outcome and, when valid, the produced file."""
+        """One download try (its own process, at most ``transfer_timeout`` s); returns the outcome
+        and, when valid, the produced file. A failure on a full disk is the disk's, not the video's."""
         workdir = self.partial / f"{video.key}.{uuid.uuid4().hex[:8]}"
         url = source_url(self.cfg.url_template, video.youtube_id, video.start, video.end)
-        try:
-            produced = fetch_clip(url, video.start, video.end, workdir, self.fetch_opts)
-        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+        result = self.attempts.run(
+            url,
+            video.start,
+            video.end,
+            video.expected,
+            workdir,
+            self.fetch_opts,
+            self.cfg.transfer_timeout,
+        )
+        if result.outcome.status != OK:
+            full = self.disk_full()  # measured before the partial files are removed
             shutil.rmtree(workdir, ignore_errors=True)
-            return classify_exception(exc), None, None
-        check = check_clip(produced, video.expected)
-        if not check.ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-            return (
-                Outcome(CHECK_STATUS.get(check.kind, TRANSIENT), check.kind, check.problem),
-                None,
-                check,
-            )
-        return Outcome(OK, "ok", ""), produced, check
+            if full is not None or result.outcome.kind == "disk_full":
+                full = full or disk_full_error(self.clips)
+                return Outcome(TRANSIENT, "disk_full", str(full), systemic=True), None, None
+        return result.outcome, result.path, result.check
 
     def download(self, video: Video) -> str:
         """Download one video with retries; record the result; return its ledger status."""
@@ -236,8 +256,12 @@ class Stage:
                 state.answered()
                 return OK
             if outcome.systemic:
-                state.stop(outcome.reason, EXIT_SYSTEMIC)
-                break
+                self.stop_systemic(outcome.reason)
+                return (
+                    self.ledger.status(video.key) or PENDING
+                )  # not the video's fault: not recorded
+            if outcome.kind == "stopped" and state.stopped:
+                return self.ledger.status(video.key) or PENDING
             if outcome.rate_limited:
                 state.rate_limited(outcome.reason)
             elif outcome.status in PERMANENT:
@@ -258,11 +282,17 @@ class Stage:
         )
         return outcome.status
 
+    def stop_systemic(self, reason: str) -> None:
+        """Stop the run (disk full, ...): no new attempts, the running ones killed."""
+        self.state.stop(reason, EXIT_SYSTEMIC)
+        self.attempts.kill_all()
+
     def ingest(self, video: Video, source: Path) -> str:
-        """Validate an existing clip from ``--from-dir`` and copy it in; return its status."""
+        """Validate an existing clip from ``--from-dir`` (its decoded length, not its header's) and
+        copy it in; return its status. A bad local copy is ``unusable`` (a download may still work)."""
         check = check_clip(source, video.expected)
         if not check.ok:
-            status = CHECK_STATUS.get(check.kind, UNUSABLE)
+            status = UNUSABLE
             self.ledger.update(
                 video.key,
                 status,
@@ -279,9 +309,8 @@ class Stage:
             shutil.copyfile(source, copy)
             self._accept(video, copy, check, "from-dir", 1)
         except OSError as exc:
-            outcome = classify_exception(exc)
-            if outcome.systemic:
-                self.state.stop(outcome.reason, EXIT_SYSTEMIC)
+            if is_disk_full(exc):
+                raise disk_full_error(self.clips) from exc
             raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -317,6 +346,23 @@ class Stage:
             row = self.ledger.get(video.key) or {}
             status, kind, source = row.get("status"), row.get("kind"), row.get("source") or ""
             have_file = self.clip_path(video.key).is_file()
+            cut_from = row.get("range") or ""
+            if status == OK and have_file and cut_from and video.range and cut_from != video.range:
+                # the manifest asks for another part of the source: the clip is stale. It is set
+                # aside (kept, not deleted) and the new range downloaded.
+                stale = self.clips / ".stale" / f"{video.key}.{cut_from}.mp4"
+                stale.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.clip_path(video.key), stale)
+                self.ledger.update(
+                    video.key,
+                    PENDING,
+                    "range_changed",
+                    f"the clip was cut at {cut_from} s, the manifest now asks {video.range} s "
+                    f"(old clip kept as {stale})",
+                    source="manifest",
+                )
+                counts["range_changed"] += 1
+                status, have_file = PENDING, False
             if status == OK and have_file:
                 counts["already_ok"] += 1
                 continue
@@ -364,9 +410,13 @@ class Stage:
             try:
                 return run_job(job)
             except Exception as exc:  # noqa: BLE001 - one bad video is recorded, not fatal
+                if is_disk_full(exc):  # the machine's problem: stop, record nothing for the video
+                    full = exc if isinstance(exc, DiskFullError) else disk_full_error(self.clips)
+                    self.stop_systemic(str(full))
+                    return job[0], "disk full"
                 outcome = classify_exception(exc)
                 if outcome.systemic:
-                    self.state.stop(outcome.reason, EXIT_SYSTEMIC)
+                    self.stop_systemic(outcome.reason)
                 reason = f"{type(exc).__name__}: {exc}"
                 with contextlib.suppress(Exception):
                     self.ledger.update(job[1].key, TRANSIENT, outcome.kind, reason)
@@ -417,6 +467,7 @@ class Stage:
                 self.state.stop("interrupted (Ctrl-C)", 130)
                 for f in futures:
                     f.cancel()
+                self.attempts.kill_all()
                 raise
             finally:
                 if bar is not None:
@@ -442,6 +493,9 @@ class Stage:
             )
         top.sort(key=lambda r: -r["count"])
         new_ok = sum(v for k, v in run_counts.items() if k.endswith(":ok"))
+        exit_code = self.state.exit_code
+        if exit_code == EXIT_OK and by_status[TRANSIENT]:
+            exit_code = EXIT_TRANSIENT  # finished, but not done: a script must be able to tell
         return {
             "videos": len(videos),
             "status": by_status,
@@ -456,12 +510,13 @@ class Stage:
                 "skipped_permanent": self.state.counts["skipped_permanent"],
                 "no_offset": self.state.counts["no_offset"],
                 "not_in_from_dir": self.state.counts["not_in_from_dir"],
+                "range_changed": self.state.counts["range_changed"],
                 "rate_limited_answers": self.state.counts["rate_limited_answers"],
                 "results": dict(sorted(run_counts.items())),
             },
             "top_failures": top[:10],
             "stopped": self.state.stop_reason,
-            "exit_code": self.state.exit_code,
+            "exit_code": exit_code,
             "ledger": str(self.ledger.path),
             "clips_dir": str(self.clips),
         }
@@ -518,10 +573,29 @@ def _exclusive(clips: Path):
         yield
 
 
+def js_runtime_for(cfg: DownloadConfig) -> tuple[str, str] | None:
+    """The JavaScript runtime the downloads use; a :class:`SystemicError` (one line saying what
+    to install) when YouTube is the source and there is none."""
+    if cfg.from_dir:
+        return None
+    found = find_js_runtime(cfg.js_runtime)
+    if found is None and cfg.js_runtime != "auto":
+        raise SystemicError(
+            f"--js-runtime {cfg.js_runtime}: not a deno, node (>= 22) or bun executable that "
+            "yt-dlp supports"
+        )
+    if found is None and is_youtube(cfg.url_template):
+        raise SystemicError(JS_RUNTIME_ADVICE)
+    return found
+
+
 def run_download(cfg: DownloadConfig) -> dict:
     """Download (or ingest) every manifest video; return the summary (``exit_code`` inside)."""
     cfg.data_dir = Path(cfg.data_dir)
+    if cfg.transfer_timeout <= 0:
+        raise ValueError(f"--transfer-timeout must be positive, got {cfg.transfer_timeout}")
     require_ffmpeg()
+    js_runtime = js_runtime_for(cfg)
     videos = manifest_videos(cfg.data_dir, cfg.limit, cfg.num_shards, cfg.shard_index)
     from_files = index_from_dir(Path(cfg.from_dir)) if cfg.from_dir else None
     if cfg.rate_limit:
@@ -531,7 +605,7 @@ def run_download(cfg: DownloadConfig) -> dict:
     if cfg.cookies and not Path(cfg.cookies).is_file():
         raise FileNotFoundError(f"--cookies {cfg.cookies}: file not found")
     with _exclusive(DataLayout(cfg.data_dir).clips):
-        stage = Stage(cfg)
+        stage = Stage(cfg, js_runtime)
         summary = stage.run(videos, from_files)
     summary["mode"] = "from-dir" if from_files is not None else "download"
     if from_files is not None:

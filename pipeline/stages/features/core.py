@@ -24,13 +24,13 @@ from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import CLIP_SECONDS
 from pipeline.core.store import ROW_SHAPES, StoreWriter
 
-KINDS = ("audio", "visual")
+KINDS = ("audio", "visual", "c3d")
 AUDIO_ROW = ROW_SHAPES["audio"]
 AUDIO_MAP_ROW = ROW_SHAPES["audio_maps"]
 VISUAL_VEC_ROW = ROW_SHAPES["visual_vec"]
 #: Default forward-pass batch sizes when ``--batch-size`` is not given (CPU; on CUDA the visual
 #: batch grows with the GPU's memory, :func:`default_batch`).
-DEFAULT_BATCH = {"audio": 256, "visual": 64}
+DEFAULT_BATCH = {"audio": 256, "visual": 64, "c3d": 4}
 #: Visual frames per GiB of GPU memory for the default CUDA batch (VGG-19 at 224, inference,
 #: fp16/bf16 activations ~20 MiB per frame at the peak layer, with room for the decoder's buffers).
 FRAMES_PER_GPU_GIB = 8
@@ -94,9 +94,16 @@ class FeaturesConfig:
     visual_backend: Callable[[FeaturesConfig], VisualExtractor] | None = field(
         default=None, repr=False
     )
+    c3d_weights: str = "mmaction2"  # mmaction2, pickle, random, a file or a URL
+    c3d_maps: bool = False  # also store the C3D pool5 maps (store c3d_maps)
+    c3d_crop: int = 112  # C3D crop side (112 = the network's; smaller only for fast tests)
+    c3d_batch: int = 4  # C3D: 16-frame clips per forward pass
 
     def batch(self, kind: str, device: Any = None) -> int:
-        """Examples per forward pass: ``batch_size``, else :func:`default_batch` for ``device``."""
+        """Examples per forward pass: ``batch_size``, else :func:`default_batch` for ``device``
+        (C3D: ``c3d_batch`` clips)."""
+        if kind == "c3d":
+            return self.c3d_batch
         return self.batch_size or default_batch(kind, device)
 
     def decode_workers(self, device: Any = None) -> int:
@@ -209,6 +216,8 @@ def store_rows(cfg: FeaturesConfig, kind: str) -> dict[str, tuple[int, ...]]:
         if cfg.audio_maps:
             rows["audio_maps"] = AUDIO_MAP_ROW
         return rows
+    if kind == "c3d":
+        return c3d_rows(cfg)
     return visual_rows(cfg.frame_size)
 
 
@@ -259,7 +268,10 @@ def open_stores(
 ) -> dict[str, StoreWriter]:
     """Open the stores of one kind (or only ``names``), each with ``meta`` plus its own name."""
     rows = store_rows(cfg, kind)
-    extra = {"visual_vec": {"reduction": "mean over 7x7"}}
+    extra = {
+        "visual_vec": {"reduction": "mean over 7x7"},
+        "c3d": {"reduction": "mean over the pool5 map (1 x 4 x 4 at 112)"},
+    }
     return {
         n: open_store(cfg, n, ids, rows[n], dict(meta, feature=n, **extra.get(n, {})))
         for n in (rows if names is None else names)
@@ -525,3 +537,82 @@ def visual_meta(
         **extra,
     )
     return meta
+
+
+# ----------------------------------------------------------------------------- C3D
+
+
+def c3d_rows(cfg: FeaturesConfig) -> dict[str, tuple[int, ...]]:
+    """Row shapes of the C3D stores: ``c3d`` (10, 512) and, with ``c3d_maps``, the pool5 maps."""
+    from pipeline.backbones.c3d import pool5_side
+
+    rows = {"c3d": ROW_SHAPES["c3d"]}
+    if cfg.c3d_maps:
+        side = pool5_side(cfg.c3d_crop)
+        rows["c3d_maps"] = (CLIP_SECONDS, side, side, ROW_SHAPES["c3d_maps"][-1])
+    return rows
+
+
+def c3d_plans(segments: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Clip ID -> its (10, 16) C3D frames (``pipeline.backbones.c3d.c3d_plan`` of its segment plan)."""
+    from pipeline.backbones.c3d import c3d_plan
+
+    plans = frame_plans(segments)
+    first = segments.drop_duplicates("youtube_id").set_index("youtube_id")
+    out = {}
+    for clip_id, plan in plans.items():
+        row = first.loc[clip_id]
+        num = int(row["num_frames"]) if "num_frames" in row else None
+        rule = str(row["frame_rule"]) if "frame_rule" in row else None
+        out[clip_id] = c3d_plan(plan, num, rule)
+    return out
+
+
+@dataclass
+class C3DExtractor:
+    """The C3D backend: network, weights record, precision, and ``meta`` for the C3D stores."""
+
+    model: Any
+    weights: Any
+    precision: str
+    device: str
+    meta: dict[str, Any]
+
+
+def c3d_backend(cfg: FeaturesConfig, device: str | None = None) -> C3DExtractor:
+    """C3D (:mod:`pipeline.backbones.c3d`) with the configured weights; missing weights are a
+    :class:`FeaturesError` unless random weights are allowed (named weights then fall back to random).
+
+    ``precision`` ``auto`` is fp32 (inputs of +-128 risk fp16 overflow; pass bf16 explicitly on CUDA).
+    """
+    from pipeline.backbones.c3d import build_c3d
+
+    device = str(device or features_device(cfg))
+    cache = cfg.layout.weights("c3d")
+    try:
+        model, weights = build_c3d(
+            cfg.c3d_weights, allow_random=cfg.allow_random_weights, cache_dir=cache
+        )
+    except WeightsError as exc:
+        named = cfg.c3d_weights in ("mmaction2", "pickle")
+        if not (named and cfg.allow_random_weights):
+            raise FeaturesError(str(exc)) from exc
+        model, weights = build_c3d("random", allow_random=True, cache_dir=cache)
+    weights = weights.scaled(cfg.c3d_crop)
+    precision = "fp32" if cfg.precision == "auto" else cfg.precision
+    record = weights.meta()
+    meta = {
+        "backbone": "c3d pool5 (Sports-1M layout), one 16-frame clip per second, mean over 1 x h x w",
+        "weights": {
+            "source": weights.source or weights.url or weights.name,
+            "sha256": weights.sha256,
+        },
+        "weights_record": record,
+        "preprocessing": record.get("preprocessing"),
+        "c3d_frames": "the segment plan at 16 frames per second; other F: the release rule at 16 "
+        "from the clip's frame count, or the planned frames repeated (time-rule clips)",
+        "precision": precision,
+        "device": device,
+        "random_weights": bool(weights.is_random),
+    }
+    return C3DExtractor(model, weights, precision, device, meta)

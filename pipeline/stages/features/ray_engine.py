@@ -42,6 +42,8 @@ from pipeline.stages.features.core import (
     FeaturesError,
     audio_meta,
     build_vggish,
+    c3d_backend,
+    c3d_plans,
     embed_patches,
     finish_stores,
     frame_plans,
@@ -210,6 +212,7 @@ def _run_pipeline(
     device: str,
     clips_per_batch: int,
     kind: str,
+    model_kwargs: dict[str, Any] | None = None,
 ):
     """Run read -> decode -> model; yield output rows (dicts) as they arrive."""
     work = cfg.layout.ray_staging
@@ -224,6 +227,7 @@ def _run_pipeline(
         fn_constructor_kwargs={
             "cfg": dataclasses.replace(cfg, visual_backend=None),
             "device": device,
+            **(model_kwargs or {}),
         },
         batch_size=clips_per_batch,
         batch_format="numpy",
@@ -414,3 +418,185 @@ def run_audio_ray(
         model.weights_info.describe(),
         clips_computed=len(work),
     )
+
+
+# ----------------------------------------------------------------------------- C3D
+
+
+def decode_visual_c3d(
+    row: dict[str, Any], vgg_size: int, per_second: int, c3d_size: tuple[int, int]
+) -> dict[str, Any]:
+    """Ray map: one clip decoded once -> its VGG-19 frames (10 F, S, S, 3) (``vgg_size`` 0: none)
+    and its C3D frames (160, H, W, 3), uint8; zeros + error for a clip that fails."""
+    from pipeline.backbones.c3d import CLIP_FRAMES
+    from pipeline.backbones.frames import decode_planned_sizes
+
+    w, h = c3d_size
+    n3 = CLIP_SECONDS * CLIP_FRAMES
+    side = vgg_size or 1
+    frames = np.zeros((CLIP_SECONDS * per_second if vgg_size else 1, side, side, 3), np.uint8)
+    clips = np.zeros((n3, h, w, 3), np.uint8)
+    error = ""
+    try:
+        plan3 = np.asarray(row["plan3"], dtype=np.int64).reshape(-1)
+        if vgg_size:
+            plan = np.asarray(row["plan"], dtype=np.int64).reshape(-1)
+            (vgg, c3d), inverse = decode_planned_sizes(
+                row["path"], np.concatenate([plan, plan3]), [(vgg_size, vgg_size), c3d_size]
+            )
+            frames = np.ascontiguousarray(vgg[inverse[: len(plan)]])
+            clips = np.ascontiguousarray(c3d[inverse[len(plan) :]])
+        else:
+            (c3d,), inverse = decode_planned_sizes(row["path"], plan3, [c3d_size])
+            clips = np.ascontiguousarray(c3d[inverse])
+    except Exception as exc:  # noqa: BLE001 - one bad clip is recorded, never fatal
+        error = f"{type(exc).__name__}: {exc}"
+    return {
+        "clip_id": row["clip_id"],
+        "shard": row["shard"],
+        "frames": frames,
+        "clips": clips,
+        "error": error,
+    }
+
+
+class C3DModel:
+    """Ray actor: C3D pool5 per second (and VGG-19 on the same decoded clip), as the local engine."""
+
+    def __init__(self, cfg: FeaturesConfig, device: str, with_vgg: bool = False) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.cfg = cfg
+        c3d = c3d_backend(cfg, device=device)
+        self.c3d = (c3d.model.to(self.device).eval(), c3d.weights)
+        self.precision = c3d.precision
+        self.vgg, self.vgg_precision = None, "fp32"
+        if with_vgg:
+            ext = vgg19_visual_backend(cfg, device=device)
+            model = ext.model.to(self.device, memory_format=torch.channels_last).eval()
+            self.vgg, self.vgg_precision = (model, ext.weights), ext.precision
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from pipeline.backbones.c3d import clip_features, pool5_side
+
+        errors = batch["error"]
+        n = len(errors)
+        side = pool5_side(self.cfg.c3d_crop)
+        maps = np.zeros((n, CLIP_SECONDS, side, side, 512), np.float32)
+        vside, channels = (self.cfg.frame_size // 32, 512) if self.vgg is not None else (1, 1)
+        visual = np.zeros((n, CLIP_SECONDS, vside, vside, channels), np.float32)
+        per_second = batch["frames"].shape[1] // CLIP_SECONDS
+        for i in range(n):
+            if errors[i]:
+                continue
+            vgg_frames = (
+                torch.from_numpy(np.ascontiguousarray(batch["frames"][i])).to(self.device)
+                if self.vgg is not None
+                else None
+            )
+            clips = torch.from_numpy(np.ascontiguousarray(batch["clips"][i])).to(self.device)
+            out = clip_features(
+                vgg_frames,
+                clips,
+                per_second,
+                self.c3d,
+                self.vgg,
+                self.precision,
+                self.vgg_precision,
+                self.cfg.batch("visual"),
+                self.cfg.batch("c3d"),
+            )
+            maps[i] = out["c3d_maps"]
+            if "visual" in out:
+                visual[i] = out["visual"]
+        return {
+            "clip_id": batch["clip_id"],
+            "shard": batch["shard"],
+            "c3d_maps": maps,
+            "visual": visual,
+            "error": errors,
+        }
+
+
+def run_c3d_ray(
+    cfg: FeaturesConfig,
+    ids: list[str],
+    segments: pd.DataFrame,
+    frames_per_segment: int,
+    names: list[str],
+) -> dict[str, Any]:
+    """Fill the C3D stores in ``names`` (and the VGG-19 stores in ``names``, from the same decoded
+    clips) through a Ray Data pipeline."""
+    if cfg.visual_backend is not None:
+        raise FeaturesError("--engine ray runs the VGG-19 and C3D extractors only")
+    ray = init_ray(cfg.ray_address)
+    device = cluster_device(cfg, ray)
+    c3d = c3d_backend(cfg, device=device)  # checks the weights before launching
+    vgg_names = [n for n in names if not n.startswith("c3d")]
+    c3d_names = [n for n in names if n.startswith("c3d")]
+    writers: dict[str, StoreWriter] = {}
+    metas = {}
+    if vgg_names:
+        ext = vgg19_visual_backend(cfg, device=device)
+        metas["visual"] = visual_meta(
+            ext, cfg, frames_per_segment, engine="ray", decoded_with="c3d"
+        )
+        writers.update(open_stores(cfg, "visual", ids, metas["visual"], vgg_names))
+    metas["c3d"] = visual_meta(c3d, cfg, frames_per_segment, engine="ray")
+    if c3d_names:
+        writers.update(open_stores(cfg, "c3d", ids, metas["c3d"], c3d_names))
+    shards = _Shards(writers, pending_shards(writers, cfg))
+    work = shards.to_compute()
+    if work:
+        plans, plans3 = frame_plans(segments), c3d_plans(segments)
+        records = [
+            {
+                "clip_id": c,
+                "shard": s,
+                "path": str(cfg.layout.clip(c)),
+                "plan": plans[c].reshape(-1),
+                "plan3": plans3[c].reshape(-1),
+            }
+            for s, c in work
+        ]
+        stream = _run_pipeline(
+            cfg,
+            ray,
+            pd.DataFrame(records),
+            decode_visual_c3d,
+            {
+                "vgg_size": cfg.frame_size if vgg_names else 0,
+                "per_second": frames_per_segment,
+                "c3d_size": c3d.weights.resize,
+            },
+            C3DModel,
+            device,
+            max(1, cfg.batch("c3d") // 2),
+            "c3d",
+            {"with_vgg": bool(vgg_names)},
+        )
+
+        def with_vectors(rows_in):
+            for row in rows_in:
+                maps, visual = np.asarray(row["c3d_maps"]), np.asarray(row["visual"])
+                yield dict(row, c3d=maps.mean(axis=(1, 2)), visual_vec=visual.mean(axis=(1, 2)))
+
+        fields = {n: n for n in names}
+        with progress(len(records), cfg.progress, "c3d (ray)") as bar:
+            _collect(with_vectors(stream), shards, fields, bar)
+    reports = {}
+    for kind, group in (("visual", vgg_names), ("c3d", c3d_names)):
+        if group:
+            reports.update(
+                finish_stores(
+                    {n: writers[n] for n in group},
+                    {n: shards.written[n] for n in group},
+                    bool(metas[kind]["random_weights"]),
+                    weights_line(metas[kind]),
+                    clips_computed=len(work),
+                )
+            )
+    return reports

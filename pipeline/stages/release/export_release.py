@@ -4,7 +4,8 @@ unchanged.
 
 Files (dataset ``avadataset``; the order files ``order``; layout in ``pipeline.stages.release.layout``):
 ``audio_feature.h5`` (N, 10, 128), ``visual_feature.h5`` (N, 10, 7, 7, 512) NHWC,
-``visual_feature_vec.h5`` (N, 10, 512) (each only when its store exists), ``labels.h5`` (N, 10, C),
+``visual_feature_vec.h5`` (N, 10, 512), ``visual_feature_c3d.h5`` (N, 10, 512, the ``c3d`` store; not
+in the release) (each only when its store exists), ``labels.h5`` (N, 10, C),
 ``labels_closs.h5`` (N, 10), ``mil_labels.h5`` (N, C), the six ``*_order*.h5`` (int64 row indices)
 and, when the stores hold the background-only videos (``DATA_DIR/extra_background.parquet``),
 ``audio_feature_noisy.h5``, ``visual_feature_noisy.h5`` and ``labels_noisy.h5``.
@@ -48,7 +49,7 @@ from pipeline.core.manifest import load_classes, load_manifest
 from pipeline.core.store import FeatureStore, StoreError, store_dir
 from pipeline.stages.annotations.ave import read_split
 from pipeline.stages.release.layout import (
-    FEATURE_FILES,
+    EXPORT_FILES,
     KEY,
     ORDER_FILES,
     ORDER_KEY,
@@ -78,7 +79,7 @@ class ExportReleaseConfig:
     out_dir: Path
     data_dir: Path = Path("data")
     rows: str = "annotations-order"
-    dtype: str = "float32"
+    dtype: str = "float64"  # the release's; consumers that call model.double() need it
     missing: str = "drop"
     compression: str = "none"
     block_bytes: int = 64 << 20  # largest block of output rows held in memory
@@ -90,7 +91,7 @@ class ExportReleaseConfig:
 
 def _open_stores(data_dir: Path) -> dict[str, FeatureStore]:
     stores = {}
-    for name, (_, _, tail) in FEATURE_FILES.items():
+    for name, (_, _, tail) in EXPORT_FILES.items():
         if not store_dir(data_dir, name).exists():
             continue
         try:
@@ -107,7 +108,7 @@ def _open_stores(data_dir: Path) -> dict[str, FeatureStore]:
         stores[name] = store
     if not stores:
         raise ExportReleaseError(
-            f"{DataLayout(data_dir).features}: no finished feature store (audio, visual, visual_vec); "
+            f"{DataLayout(data_dir).features}: no finished feature store (audio, visual, visual_vec, c3d); "
             "run `make features` or `make import-release` first"
         )
     return stores
@@ -353,7 +354,7 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
     ids = [y if ok else None for y, ok in zip(table["youtube_id"], mask, strict=True)]
     start = time.perf_counter()
     for name, store in stores.items():
-        file = FEATURE_FILES[name][0]
+        file = EXPORT_FILES[name][0]
         summary["files"][file] = write_features(
             cfg.out_dir / file,
             store,
@@ -426,7 +427,7 @@ def _export_noisy(
 ) -> list[str]:
     """The background-only videos: ``*_noisy.h5`` for the stores that hold them."""
     path = DataLayout(cfg.data_dir).extra_background
-    noisy_stores = {n: s for n, s in stores.items() if FEATURE_FILES[n][1] is not None}
+    noisy_stores = {n: s for n, s in stores.items() if EXPORT_FILES[n][1] is not None}
     if not path.is_file() or not noisy_stores:
         return []
     extra = pd.read_parquet(path).sort_values("sample", kind="stable").reset_index(drop=True)
@@ -441,7 +442,7 @@ def _export_noisy(
     ids = [y if ok else None for y, ok in zip(table["youtube_id"], mask, strict=True)]
     written = []
     for name, store in held.items():
-        file = FEATURE_FILES[name][1]
+        file = EXPORT_FILES[name][1]
         summary["files"][file] = write_features(
             cfg.out_dir / file,
             store,

@@ -20,6 +20,12 @@ FEATURE_FILES = {
     "visual": ("visual_feature.h5", "visual_feature_noisy.h5", (SEGMENTS, 7, 7, 512)),
     "visual_vec": ("visual_feature_vec.h5", None, (SEGMENTS, 512)),
 }
+#: What ``export-release`` writes: the release's feature files plus avel's own, in the same layout
+#: (``visual_feature_c3d.h5``: the C3D pool5 vectors (N, 10, 512), for repositories that read it).
+EXPORT_FILES = {
+    **FEATURE_FILES,
+    "c3d": ("visual_feature_c3d.h5", None, (SEGMENTS, 512)),
+}
 LABEL_FILES = ("labels.h5", "labels_closs.h5", "mil_labels.h5", "labels_noisy.h5")
 #: ``{split}_order.h5`` (the localization splits) and ``{split}_order_match.h5`` (cross-modality).
 ORDER_FILES = tuple(f"{s}_order{m}.h5" for m in ("", "_match") for s in SPLITS)

@@ -1,0 +1,98 @@
+"""`avel features --features visual,c3d --engine ray`: the Ray pipeline (one decode per clip, C3D and
+VGG-19 in the same actor) gives the local engine's stores."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'avel[ray]')")
+pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'avel[ray]')")
+
+from pipeline.core.store import FeatureStore  # noqa: E402
+from pipeline.stages.features.core import FeaturesConfig  # noqa: E402
+from pipeline.stages.features.stage import run_features  # noqa: E402
+from pipeline.stages.segments import SegmentsConfig, run_segments  # noqa: E402
+from tests.support.media import make_clip  # noqa: E402
+
+pytestmark = pytest.mark.slow  # starting Ray costs ~10-20 s on 2 cores
+ROOT = Path(__file__).resolve().parents[2]
+IDS = ["c3r_a______", "c3r_b______", "c3r_bad____"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            num_cpus=2,
+            num_gpus=0,
+            include_dashboard=False,
+            object_store_memory=100 * 2**20,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        )
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("c3d_ray")
+    make_clip(d / "clips" / f"{IDS[0]}.mp4", duration=10, fps=5, size=(48, 32))
+    make_clip(d / "clips" / f"{IDS[1]}.mp4", duration=10, fps=4, size=(30, 30))
+    make_clip(d / "clips" / f"{IDS[2]}.mp4", duration=10, fps=4, size=(30, 30))
+    pd.DataFrame({"sample": range(3), "youtube_id": IDS}).to_parquet(d / "manifest.parquet")
+    run_segments(SegmentsConfig(d, frames_per_segment=2, workers=1, progress=False))
+    (d / "clips" / f"{IDS[2]}.mp4").write_bytes(b"not a video any more")
+    return d
+
+
+def config(data: Path, engine: str) -> FeaturesConfig:
+    return FeaturesConfig(
+        data,
+        features=("visual", "c3d"),
+        dtype="float32",
+        device="cpu",
+        frame_size=32,
+        c3d_crop=32,
+        workers=0,
+        allow_random_weights=True,
+        allow_download=False,
+        shard_size=2,
+        batch_size=20,
+        progress=False,
+        engine=engine,
+    )
+
+
+def test_ray_c3d_stores_equal_local(local_ray, segmented, tmp_path):
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    for target in (local, distributed):
+        shutil.copytree(segmented, target, ignore=shutil.ignore_patterns("features"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a Ray actor with num_cpus=1 runs one torch thread
+    try:
+        assert not run_features(config(local, "local"))["errors"]
+    finally:
+        torch.set_num_threads(threads)
+    summary = run_features(config(distributed, "ray"))
+    assert not summary["errors"], summary["errors"]
+    for name in ("c3d", "visual", "visual_vec"):
+        assert summary["stores"][name]["complete"]
+        left, right = FeatureStore.open(local, name), FeatureStore.open(distributed, name)
+        assert left.clip_ids == right.clip_ids == IDS[:2]
+        np.testing.assert_allclose(
+            left.gather(IDS[:2]), right.gather(IDS[:2]), rtol=1e-5, atol=1e-6
+        )
+        assert set(right.meta["failed"]) == {IDS[2]} and right.meta["engine"] == "ray"
+        for key in ("weights", "preprocessing", "frames_per_segment"):
+            assert left.meta.get(key) == right.meta.get(key), key
+    again = run_features(config(distributed, "ray"))
+    assert all(r.get("already_complete") for r in again["stores"].values())
