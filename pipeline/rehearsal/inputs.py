@@ -39,10 +39,7 @@ EXPECTED = {
     "ok": "ok",
     "rate_limited": "ok",  # answered 429 once: paused, retried, downloaded
     "unavailable": "unavailable",
-    # The source ends before the clip's range does. Without the source's duration (the loopback
-    # server's generic extractor reports none; YouTube's does) a short result cannot be told from a
-    # cut transfer, and the download stage retries short files by design: transient, retried.
-    "short": "transient",
+    "short": "unusable",  # the source ends before the clip's range: source_too_short
     "no_audio": "unusable",
 }
 #: Default shares of the unique IDs (AVE: 15-20% gone from YouTube).
