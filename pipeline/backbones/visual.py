@@ -4,8 +4,8 @@
 (one ffmpeg per clip, planned frames only, already 224x224), uint8 frames travel through pinned host
 memory with non-blocking copies, batches of ``batch_size`` frames are formed across clips on the
 device, the network runs channels-last under ``torch.inference_mode`` (autocast bf16/fp16 where the
-device has them natively: CUDA, or bf16 on a CPU with AVX512-BF16/AMX),
-and per-second sums are accumulated on the device in fp32. A clip that fails yields an error string.
+device has them natively: CUDA, or bf16 on a CPU with AVX512-BF16/AMX), and per-second sums are
+accumulated on the device in fp32. A clip that fails yields an error string.
 """
 
 from __future__ import annotations
@@ -90,10 +90,10 @@ def extract_visual(
 
     ``items``: ``(clip_id, clip_path, frame_indices (10, F))``; each second's F planned frames are
     averaged after pool5. ``model``/``weights`` come from :func:`build_vgg19_pool5` (the model is
-    moved to ``device`` in channels-last layout, in place). ``precision``
-    bf16/fp16 run under autocast where the device has them natively (fp16: CUDA; bf16: CUDA or a CPU
-    with AVX512-BF16/AMX, :mod:`pipeline.backbones.precision`); sums stay fp32. ``num_workers`` decoder processes (0: in this
-    process); ``prefetch_clips`` clips decoded ahead per worker. ``size`` is the frame side (224 for
+    moved to ``device`` in channels-last layout, in place). ``precision`` bf16/fp16 run under
+    autocast where the device has them natively (fp16: CUDA; bf16: CUDA or a CPU with
+    AVX512-BF16/AMX, :mod:`pipeline.backbones.precision`); sums stay fp32. ``num_workers`` decoder
+    processes (0: in this process); ``prefetch_clips`` clips decoded ahead per worker. ``size`` is the frame side (224 for
     the release features; smaller sizes give smaller maps and exist for fast tests). ``stats``, when
     given, accumulates ``wait_s`` (this process waiting for decoded clips) and ``total_s``: when
     waiting is most of the time, decoding, not the network, bounds the run.
