@@ -154,7 +154,7 @@ LAYERS = (
     "pipeline.stages",
     "models",
     "pipeline.bench",
-    ("pipeline.cli", "pipeline.demo"),  # the commands, and the demo that drives them
+    ("pipeline.cli", "pipeline.demo", "pipeline.rehearsal"),  # commands, and what drives them
 )
 
 
