@@ -71,3 +71,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs the internet: pass --run-network"))
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the whole session (2 CPUs, no dashboard, a small object store); the tests
+    that use it skip without Ray."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'avel[ray]')")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            num_cpus=2,
+            num_gpus=0,
+            include_dashboard=False,
+            object_store_memory=100 * 2**20,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+        )
+    yield ray
+    if started:
+        ray.shutdown()

@@ -81,16 +81,17 @@ def _select_expr(unique: np.ndarray) -> str:
     return f"select='{tree(terms)}'"
 
 
-def decode_unique_ffmpeg(
+def _decode_raw(
     path: str | os.PathLike,
     unique: np.ndarray,
-    size: int = SIZE,
-    threads: int = 1,
-    timeout: float = 300.0,
+    graph: list[str],
+    frame_bytes: int,
+    threads: int,
+    timeout: float,
 ) -> np.ndarray:
-    """Frames ``unique`` (sorted, distinct) of ``path`` as uint8 (U, size, size, 3) RGB."""
+    """Run ffmpeg with the filter arguments ``graph`` to rgb24 raw video: the first
+    ``len(unique)`` frames as a flat uint8 array, or a ``FrameDecodeError`` saying what failed."""
     n = len(unique)
-    vf = f"{_select_expr(unique)},scale={size}:{size}:flags=bilinear"
     cmd = [
         "ffmpeg",
         "-nostdin",
@@ -100,10 +101,7 @@ def decode_unique_ffmpeg(
         str(threads),
         "-i",
         str(path),
-        "-map",
-        "0:v:0",
-        "-vf",
-        vf,
+        *graph,
         "-fps_mode",
         "passthrough",
         "-frames:v",
@@ -121,7 +119,6 @@ def decode_unique_ffmpeg(
             proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise FrameDecodeError(f"{path}: ffmpeg timed out after {timeout:.0f} s") from exc
-    frame_bytes = size * size * 3
     got = len(proc.stdout) // frame_bytes
     if proc.returncode != 0 and got < n:
         err = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
@@ -131,9 +128,20 @@ def decode_unique_ffmpeg(
             f"{path}: only {got} of the {n} planned frames could be decoded (highest planned frame "
             f"number {int(unique[-1])}); the clip is shorter than the plan, re-run the segments stage"
         )
-    return np.frombuffer(proc.stdout, dtype=np.uint8, count=n * frame_bytes).reshape(
-        n, size, size, 3
-    )
+    return np.frombuffer(proc.stdout, dtype=np.uint8, count=n * frame_bytes)
+
+
+def decode_unique_ffmpeg(
+    path: str | os.PathLike,
+    unique: np.ndarray,
+    size: int = SIZE,
+    threads: int = 1,
+    timeout: float = 300.0,
+) -> np.ndarray:
+    """Frames ``unique`` (sorted, distinct) of ``path`` as uint8 (U, size, size, 3) RGB."""
+    vf = f"{_select_expr(unique)},scale={size}:{size}:flags=bilinear"
+    raw = _decode_raw(path, unique, ["-map", "0:v:0", "-vf", vf], size * size * 3, threads, timeout)
+    return raw.reshape(len(unique), size, size, 3)
 
 
 def decode_planned(
@@ -179,47 +187,14 @@ def decode_unique_sizes(
     graph = f"[0:v:0]{_select_expr(unique)},split={k}{split};" + ";".join(branches) + tail
     if k == 1:
         graph = graph.replace("[p0]", "[out]")
-    cmd = [
-        "ffmpeg",
-        "-nostdin",
-        "-v",
-        "error",
-        "-threads",
-        str(threads),
-        "-i",
-        str(path),
-        "-filter_complex",
-        graph,
-        "-map",
-        "[out]",
-        "-fps_mode",
-        "passthrough",
-        "-frames:v",
-        str(n),
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "pipe:1",
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-        if proc.returncode != 0 and b"fps_mode" in proc.stderr:  # ffmpeg < 5.1: -vsync spelling
-            cmd[cmd.index("-fps_mode")] = "-vsync"
-            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise FrameDecodeError(f"{path}: ffmpeg timed out after {timeout:.0f} s") from exc
-    frame_bytes = width * height * 3
-    got = len(proc.stdout) // frame_bytes
-    if proc.returncode != 0 and got < n:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
-        raise FrameDecodeError(f"{path}: ffmpeg could not decode the clip ({err[0]})")
-    if got < n:
-        raise FrameDecodeError(
-            f"{path}: only {got} of the {n} planned frames could be decoded (highest planned frame "
-            f"number {int(unique[-1])}); the clip is shorter than the plan, re-run the segments stage"
-        )
-    tall = np.frombuffer(proc.stdout, dtype=np.uint8, count=n * frame_bytes)
+    tall = _decode_raw(
+        path,
+        unique,
+        ["-filter_complex", graph, "-map", "[out]"],
+        width * height * 3,
+        threads,
+        timeout,
+    )
     tall = tall.reshape(n, height, width, 3)
     out, top = [], 0
     for w, h in sizes:

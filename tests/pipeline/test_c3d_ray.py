@@ -21,25 +21,7 @@ from pipeline.stages.segments import SegmentsConfig, run_segments  # noqa: E402
 from tests.support.media import make_clip  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starting Ray costs ~10-20 s on 2 cores
-ROOT = Path(__file__).resolve().parents[2]
 IDS = ["c3r_a______", "c3r_b______", "c3r_bad____"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            num_gpus=0,
-            include_dashboard=False,
-            object_store_memory=100 * 2**20,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-        )
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

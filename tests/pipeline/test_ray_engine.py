@@ -22,27 +22,8 @@ from pipeline.stages.segments import SegmentsConfig, patches_path, run_segments 
 from tests.support.media import make_clip  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starting Ray costs ~10-20 s on 2 cores; see the README
-ROOT = Path(__file__).resolve().parents[2]
 IDS = ["ray_a______", "ray_b______", "ray_bad____"]
 SIZE = 32  # frame side: pool5 is 1 x 1
-
-
-@pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray for the session: 2 CPUs, no dashboard, a small object store."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            num_gpus=0,
-            include_dashboard=False,
-            object_store_memory=100 * 2**20,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-        )
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
