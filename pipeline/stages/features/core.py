@@ -484,6 +484,20 @@ class VGG19Extractor:
         )
 
 
+def build_backbone(
+    build: Any, weights: str, named: tuple[str, ...], cfg: FeaturesConfig, backbone: str
+):
+    """``build(weights)`` with the weights cache of ``backbone``; named pretrained weights that are
+    missing fall back to random ones only when random weights are allowed."""
+    cache = cfg.layout.weights(backbone)
+    try:
+        return build(weights, allow_random=cfg.allow_random_weights, cache_dir=cache)
+    except WeightsError as exc:
+        if not (weights in named and cfg.allow_random_weights):
+            raise FeaturesError(str(exc)) from exc
+        return build("random", allow_random=True, cache_dir=cache)
+
+
 def vgg19_visual_backend(cfg: FeaturesConfig, device: str | None = None) -> VGG19Extractor:
     """VGG-19 pool5 (:mod:`pipeline.backbones.vgg19` / :mod:`~pipeline.backbones.visual`) behind
     the visual seam.
@@ -492,16 +506,9 @@ def vgg19_visual_backend(cfg: FeaturesConfig, device: str | None = None) -> VGG1
     driver plans for its workers' GPUs); default: ``cfg.device`` resolved here.
     """
     device = str(device or features_device(cfg))
-    cache = cfg.layout.weights("vgg19")
-    try:
-        model, weights = build_vgg19_pool5(
-            cfg.vgg19_weights, allow_random=cfg.allow_random_weights, cache_dir=cache
-        )
-    except WeightsError as exc:
-        named = cfg.vgg19_weights in ("torchvision", "keras")
-        if not (named and cfg.allow_random_weights):
-            raise FeaturesError(str(exc)) from exc
-        model, weights = build_vgg19_pool5("random", allow_random=True, cache_dir=cache)
+    model, weights = build_backbone(
+        build_vgg19_pool5, cfg.vgg19_weights, ("torchvision", "keras"), cfg, "vgg19"
+    )
     from pipeline.backbones.vgg19 import probe_vgg19_precision
 
     if cfg.precision == "auto" and device.startswith("cuda"):
@@ -588,16 +595,7 @@ def c3d_backend(cfg: FeaturesConfig, device: str | None = None) -> C3DExtractor:
     from pipeline.backbones.c3d import build_c3d
 
     device = str(device or features_device(cfg))
-    cache = cfg.layout.weights("c3d")
-    try:
-        model, weights = build_c3d(
-            cfg.c3d_weights, allow_random=cfg.allow_random_weights, cache_dir=cache
-        )
-    except WeightsError as exc:
-        named = cfg.c3d_weights in ("mmaction2", "pickle")
-        if not (named and cfg.allow_random_weights):
-            raise FeaturesError(str(exc)) from exc
-        model, weights = build_c3d("random", allow_random=True, cache_dir=cache)
+    model, weights = build_backbone(build_c3d, cfg.c3d_weights, ("mmaction2", "pickle"), cfg, "c3d")
     weights = weights.scaled(cfg.c3d_crop)
     precision = "fp32" if cfg.precision == "auto" else cfg.precision
     record = weights.meta()
