@@ -90,6 +90,7 @@ SEEDS ?=
 LR ?=
 NAME ?=
 EVAL_EVERY ?=
+THREADS ?=
 OPTION ?=
 LOSS ?=
 MIL ?=
@@ -193,7 +194,7 @@ cmd_train = $(AVEL) train $(1) $(call opt,--data-dir,DATA_DIR) $(call opt,--mode
 	$(call opt,--run-dir,RUN_DIR) $(call opt,--device,DEVICE) $(call opt,--epochs,EPOCHS) \
 	$(call opt,--seeds,SEEDS) $(call opt,--batch-size,BATCH_SIZE) $(call opt,--lr,LR) \
 	$(call opt,--name,NAME) $(call opt,--eval-every,EVAL_EVERY) $(call opts,--option,OPTION) \
-	$(call flag,--force,FORCE)
+	$(call opt,--threads,THREADS) $(call flag,--force,FORCE)
 cmd_localization = $(call opt,--loss,LOSS) $(call opt,--decay-steps,DECAY_STEPS)
 # cross-modal evaluation outputs (train crossmodal and evaluate)
 cmd_crossmodal = $(call opt,--plots,PLOTS) $(call opt,--plot-samples,PLOT_SAMPLES) \

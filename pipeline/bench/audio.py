@@ -4,7 +4,7 @@ The naive baseline does what the release scripts did: one video at a time, its p
 network in one call per video. The optimised path batches patches across videos under
 ``torch.inference_mode``, in the precision ``auto`` picks on this machine (bf16 only where it is
 native, within the error bound and faster; :mod:`pipeline.backbones.precision`). Both run in the
-same process on the same waveforms. The network's FLOPs per patch (torch profiler) give its achieved
+same process on the same waveforms. The network's FLOPs per patch (torch FlopCounterMode) give its achieved
 GFLOP/s for the fraction-of-peak column.
 """
 

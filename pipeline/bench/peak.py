@@ -1,11 +1,12 @@
 """This machine's measured limits, for the bench's "fraction of peak" columns.
 
 - :func:`matmul_probe`: dense matmul GFLOP/s (fp32 and bf16/fp16) with torch's threads: the compute
-  limit every network row is compared with (achieved FLOP/s = FLOPs counted by the torch profiler
-  per example x examples/s).
+  limit every network row is compared with (achieved FLOP/s = FLOPs counted per example x
+  examples/s).
 - :func:`decode_probe`: ffmpeg decoding a clip as fast as it can (every frame, to ``null``, one
   process per core): the decoding limit of the visual rows, in clips/s.
-- :func:`counted_flops`: FLOPs of one call of a function, counted by ``torch.profiler``.
+- :func:`counted_flops`: FLOPs of one call of a function (torch's ``FlopCounterMode``).
+- :func:`top_ops`: where the time of one call goes (``torch.profiler``).
 - :func:`tree_pss_kib`: memory of a process and its descendants (PSS, shared pages once).
 """
 
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,10 @@ def cores() -> int:
 
 
 def matmul_probe(
-    device: str = "cpu", dtype: str = "fp32", n: int = 2048, repeats: int = 3
+    device: str = "cpu", dtype: str = "fp32", n: int = 2048, repeats: int = 5
 ) -> float:
-    """Best GFLOP/s of an ``n`` x ``n`` matmul in ``dtype`` on ``device`` (all torch threads)."""
+    """Best GFLOP/s of an ``n`` x ``n`` matmul in ``dtype`` on ``device`` (all torch threads); best
+    of ``repeats`` timings of several products each, since a shared VM's rate moves by 20%."""
     import torch
 
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
@@ -38,7 +42,7 @@ def matmul_probe(
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(dev, dt)
     b = torch.randn(n, n, generator=gen).to(dev, dt)
-    inner = 20 if dev.type == "cuda" else 2
+    inner = 20 if dev.type == "cuda" else 3
     best = float("inf")
     with torch.inference_mode():
         a @ b  # warm-up
@@ -73,21 +77,40 @@ def decode_probe(clip: str | Path, processes: int | None = None) -> dict[str, fl
 
 
 def counted_flops(fn: Callable[[], Any]) -> float:
-    """FLOPs of one call of ``fn`` as the torch profiler counts them (matmuls and convolutions)."""
-    from torch.profiler import ProfilerActivity, profile
+    """FLOPs of one call of ``fn``: matmuls and convolutions, backward included (torch's
+    ``FlopCounterMode``, the same count as the profiler's ``with_flops`` without starting it)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    counter = FlopCounterMode(display=False)
+    with counter:
         fn()
-    return float(sum(e.flops or 0 for e in prof.key_averages()))
+    return float(counter.get_total_flops())
+
+
+@contextmanager
+def _profiler_chatter_held() -> Iterator[None]:
+    """The profiler's library writes start/stop lines and, on a CUDA build without a GPU, an
+    alarming "gpuGetDeviceCount failed" to file descriptor 2: keep them off the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def top_ops(fn: Callable[[], Any], rows: int = 8) -> list[dict[str, Any]]:
     """Where the time of one call of ``fn`` goes: the ``rows`` ops with the most self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    with _profiler_chatter_held():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        averages = prof.key_averages()
+    events = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1
     return [
         {

@@ -2,7 +2,7 @@
 
 Writes ``OUT_DIR/results.json`` (all figures) and ``OUT_DIR/results.md`` (one table). Every row gives
 its throughput, the naive baseline measured in the same run, their ratio, and the fraction of this
-machine's peak: achieved GFLOP/s (FLOPs counted by the torch profiler x examples/s) over the matmul
+machine's peak: achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode x examples/s) over the matmul
 probe measured just before the row (same load, same torch threads) in the precision the row ran in, and for decoding the clips/s over the ffmpeg decode probe
 (:mod:`pipeline.bench.peak`). CPU always; on a machine with CUDA the same rows again on the GPU with
 the machine's default decoder workers and batch (the features stage's defaults), the GPU busy
@@ -80,12 +80,12 @@ def _benchmarks(
             "visual",
             lambda: bench_visual(
                 n_clips=16 if gpu else 2,
-                per_second=16 if gpu else 1,
+                per_second=16 if gpu else (1 if quick else 4),
                 device=device,
                 precision="auto",
                 batch_size=default_batch("visual", device) if gpu else 16,
                 num_workers=default_workers(device) if gpu else 2,
-                model_frames=512 if gpu else 4,
+                model_frames=512 if gpu else (8 if quick else 16),
                 work_dir=work_dir / "clips",
             ),
             None,

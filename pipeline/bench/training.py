@@ -5,7 +5,7 @@ release's loop, with the step's profile and its fraction of the machine's matmul
 real layout (visual maps float16, ~2 GiB), trains one seed for ``epochs`` epochs and returns a dict.
 The naive baseline (:func:`naive_release_loop`) is the release's training loop: every batch read from
 the float64 h5 files (``export-release --dtype float64``), oneDNN LSTMs, the same network and Adam.
-The profile (:func:`step_profile`) counts the FLOPs of one training step (torch profiler) and lists
+The profile (:func:`step_profile`) counts the FLOPs of one training step (FlopCounterMode) and lists
 where its CPU time goes; achieved GFLOP/s over the matmul probe is the fraction of peak.
 Peak RAM is the process's resident set sampled during training and evaluation (store generation
 excluded): ``peak_rss_gib`` includes the memory-mapped store pages the process touched (file-backed,

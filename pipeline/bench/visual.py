@@ -9,7 +9,7 @@ Figures: decode frames/s, VGG-19 frames/s, end-to-end clips/s, peak memory (RSS 
 its children (PSS), sampled; plus CUDA peak allocation on a GPU), GPU utilisation when NVML is available,
 and optimised/naive ratios. Against the machine's limits: the decode probe (every frame of the clip to
 ``null``, one ffmpeg per core, :func:`pipeline.bench.peak.decode_probe`) and VGG-19's FLOPs per frame
-(torch profiler) for its achieved GFLOP/s; the reduced-precision probe (speed and pool5 error against
+(FlopCounterMode) for its achieved GFLOP/s; the reduced-precision probe (speed and pool5 error against
 fp32) decides ``precision="auto"`` as the features stage does.
 """
 
@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,13 @@ def make_bench_clips(
 
 
 class _Peak:
-    """Samples RSS of this process tree (and GPU utilisation) in a thread while a phase runs."""
+    """Samples the PSS of this process tree (and GPU utilisation) in a thread while a phase runs.
 
-    def __init__(self, cuda: bool, interval: float = 0.02):
+    Each PSS sample walks the page tables (~10 ms of kernel time for a 1.5 GB process): every
+    0.25 s it costs the phase ~4% of one core, where every 0.02 s it took a quarter of VGG-19's
+    speed on two cores."""
+
+    def __init__(self, cuda: bool, interval: float = 0.25):
         self.cuda, self.interval = cuda, interval
         self.peak_kib, self.util = 0, []
         self._stop = threading.Event()
@@ -112,16 +117,17 @@ class _Peak:
         return out
 
 
-def _timed(cuda: bool, fn: Callable[[], Any]) -> tuple[float, dict[str, Any]]:
+def _timed(cuda: bool, fn: Callable[[], Any], sample: bool = True) -> tuple[float, dict[str, Any]]:
+    """Seconds of ``fn`` and, when ``sample``, its peak memory (and GPU busy fraction)."""
     import torch
 
-    with _Peak(cuda) as peak:
+    with _Peak(cuda) if sample else nullcontext() as peak:
         start = time.perf_counter()
         fn()
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    return seconds, peak.result()
+    return seconds, peak.result() if sample else {}
 
 
 def _naive_frames(path: Path, plan: np.ndarray, size: int) -> Any:
@@ -266,20 +272,20 @@ def bench_visual(
                     x = record.preprocess(frames[k : k + batch_size].to(dev, non_blocking=cuda))
                     fast(x.contiguous(memory_format=torch.channels_last))
 
-        if cuda:
-            model_opt()  # warm-up (cudnn autotune, allocator)
-        sec, _ = _timed(cuda, model_opt)
+        model_opt()  # warm-up: cudnn autotune / oneDNN primitives and weight layouts
+        sec, _ = _timed(cuda, model_opt, sample=False)
         opt["vgg19_frames_per_s"] = model_frames / sec
         if naive:
             slow = model.to(dev, memory_format=torch.contiguous_format)
 
-            def model_naive() -> None:
+            def model_naive(count: int = model_frames) -> None:
                 with torch.no_grad():
-                    for k in range(model_frames):
+                    for k in range(count):
                         x = record.preprocess(frames[k : k + 1]).contiguous().to(dev)
                         slow(x).cpu()
 
-            sec, _ = _timed(cuda, model_naive)
+            model_naive(1)  # the same warm-up
+            sec, _ = _timed(cuda, model_naive, sample=False)
             nav["vgg19_frames_per_s"] = model_frames / sec
 
         # End to end.

@@ -46,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
     p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU torch threads (default: one per core free at the start; recorded in config.json)",
+    )
+    p.add_argument(
         "--option",
         action="append",
         metavar="KEY=VALUE",
@@ -94,6 +99,8 @@ def _main(args: argparse.Namespace) -> int:
 
     if not args.seeds:
         return fail("--seeds: give at least one seed")
+    if args.threads is not None and args.threads < 1:
+        return fail(f"--threads {args.threads}: give a positive number of threads")
     try:
         cfg = TrainConfig(
             data_dir=str(args.data_dir),
@@ -107,6 +114,7 @@ def _main(args: argparse.Namespace) -> int:
             name=args.name,
             device=args.device,
             eval_every=args.eval_every,
+            threads=args.threads,
             model_options=parse_options(args.option),
             loss=args.loss,
             mil=args.mil,

@@ -269,12 +269,18 @@ def test_evaluate_every_localization_kind_through_the_cli(av_att_run, data_dir, 
                 str(tmp_path),
                 "--device",
                 "cpu",
+                "--threads",
+                "1",
             ]
         )
         == 0
     )
     exp = tmp_path / "weak-av-mil-mean"
+    for seed in (1, 2):
+        assert json.loads((exp / f"seed-{seed}" / "config.json").read_text())["torch_threads"] == 1
     capsys.readouterr()
+    assert avel(["train", "weak", "--data-dir", str(data_dir), "--threads", "0"]) != 0
+    assert "--threads 0" in capsys.readouterr().err
     assert avel(["evaluate", "--run", str(exp), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "segment accuracy" in out and "mean over seeds" in out and "video acc" in out

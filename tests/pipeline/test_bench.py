@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from pipeline.bench.training import bench_crossmodal, bench_training
 torch.set_num_threads(1)  # small steps: no barrier stalls on a shared machine (as tests/models)
 
 
-def test_probes_and_flop_counts(tmp_path: Path) -> None:
+def test_probes_and_flop_counts(tmp_path: Path, capfd) -> None:
     assert matmul_probe("cpu", "fp32", n=256, repeats=1) > 0
     clip = tmp_path / "clip.mp4"
     subprocess.run(
@@ -28,8 +29,11 @@ def test_probes_and_flop_counts(tmp_path: Path) -> None:
     x = torch.randn(2, 8)
     with torch.no_grad():
         assert counted_flops(lambda: layer(x)) == 2 * 2 * 8 * 4  # one addmm: 2 M N K
+    capfd.readouterr()
     ops = top_ops(lambda: layer(x).sum(), rows=3)
     assert 1 <= len(ops) <= 3 and all(0 <= o["share"] <= 1 for o in ops)
+    os.write(2, b"stderr is back\n")  # the profiler's own lines are held back, fd 2 restored
+    assert capfd.readouterr().err == "stderr is back\n"
 
 
 def test_training_rows_have_baseline_and_fraction_of_peak(tmp_path: Path) -> None:
