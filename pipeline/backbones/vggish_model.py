@@ -89,8 +89,11 @@ class VGGish(nn.Module):
             x = x.unsqueeze(1)
         if tuple(x.shape[1:]) != (1, NUM_FRAMES, NUM_BANDS):
             raise ValueError(f"VGGish expects (N, 96, 64) or (N, 1, 96, 64), got {tuple(x.shape)}")
-        relu = torch.relu
-        x = self.pool(relu(self.conv1(x)))
+        # Channels-last activations from conv1 on (its input has one channel, so oneDNN would keep
+        # NCHW): the CPU pooling and the later convolutions run 1.6x faster on them; ReLU in place.
+        relu = torch.relu_
+        x = relu(self.conv1(x)).contiguous(memory_format=torch.channels_last)
+        x = self.pool(x)
         x = self.pool(relu(self.conv2(x)))
         x = self.pool(relu(self.conv3_2(relu(self.conv3_1(x)))))
         x = self.pool(relu(self.conv4_2(relu(self.conv4_1(x)))))
@@ -99,6 +102,10 @@ class VGGish(nn.Module):
     def forward(self, x: torch.Tensor, output: str = "ave") -> torch.Tensor:
         """128-d embeddings. ``output``: "ave" = ReLU(fc2) as in the AVE release (float32),
         "raw" = fc2 as current upstream (float32), "pca" = AudioSet postprocessing (uint8)."""
+        self._check_output(output)
+        return self.head(self.pool5(x), output)
+
+    def _check_output(self, output: str) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if output == "pca" and self.postprocessor is None:
@@ -106,7 +113,12 @@ class VGGish(nn.Module):
                 "output='pca' needs the PCA parameters: load_vggish(path, pca_params=...) "
                 "with vggish_pca_params.npz"
             )
-        x = self.pool5(x).flatten(1)  # NHWC order, as TF-slim flattens
+
+    def head(self, pool5: torch.Tensor, output: str = "ave") -> torch.Tensor:
+        """The fully connected layers on a :meth:`pool5` map: 128-d embeddings (``output`` as in
+        :meth:`forward`), so that maps and embeddings come from one pass through the convolutions."""
+        self._check_output(output)
+        x = pool5.flatten(1)  # NHWC order, as TF-slim flattens
         x = torch.relu(self.fc1_1(x))
         x = torch.relu(self.fc1_2(x))
         x = self.fc2(x)

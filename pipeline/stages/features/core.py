@@ -425,9 +425,12 @@ def embed_patches(
     with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(patches), batch_size):
             x = torch.from_numpy(patches[start : start + batch_size]).to(device)
-            emb[start : start + len(x)] = model(x, output=output).float().cpu().numpy()
-            if pool5 is not None:
-                pool5[start : start + len(x)] = model.pool5(x).float().cpu().numpy()
+            if pool5 is None:
+                emb[start : start + len(x)] = model(x, output=output).float().cpu().numpy()
+                continue
+            maps_x = model.pool5(x)
+            emb[start : start + len(x)] = model.head(maps_x, output).float().cpu().numpy()
+            pool5[start : start + len(x)] = maps_x.float().cpu().numpy()
     return emb, pool5
 
 
