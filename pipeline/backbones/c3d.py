@@ -91,7 +91,7 @@ def c3d_pool5() -> Any:
             super().__init__()
             for name, cin, cout in CONVS:
                 setattr(self, name, nn.Conv3d(cin, cout, kernel_size=3, padding=1))
-            self.relu = nn.ReLU()
+            self.relu = nn.ReLU(inplace=True)
             for name, (size, pad) in POOLS.items():
                 setattr(self, "pool" + name[4], nn.MaxPool3d(size, size, pad))
 
@@ -467,7 +467,7 @@ def extract_c3d(
     if not items:
         return
     record = c3d[1] if c3d else None
-    c3d_model = c3d[0].to(dev).eval() if c3d else None
+    c3d_model = c3d[0].to(dev, memory_format=torch.channels_last_3d).eval() if c3d else None
     vgg_model = vgg[0].to(dev, memory_format=torch.channels_last).eval() if vgg else None
     for clip_id, _, plan, plan3 in items:
         if vgg is not None and (plan is None or np.asarray(plan).shape[0] != CLIP_SECONDS):
@@ -565,7 +565,13 @@ def clip_features(
             maps = []
             for start in range(0, CLIP_SECONDS, c3d_batch):
                 maps.append(
-                    run(model, record.preprocess(clips[start : start + c3d_batch]), precision)
+                    run(
+                        model,
+                        record.preprocess(clips[start : start + c3d_batch]).contiguous(
+                            memory_format=torch.channels_last_3d
+                        ),
+                        precision,
+                    )
                 )
             pool5 = torch.cat(maps)  # (10, 512, 1, h, w)
             out["c3d_maps"] = pool5.mean(2).permute(0, 2, 3, 1).cpu().numpy()

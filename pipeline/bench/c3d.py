@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.backbones.c3d import CLIP_FRAMES, CONVS, POOLS, build_c3d, c3d_plan, extract_c3d
 from pipeline.backbones.frames import count_frames
+from pipeline.bench.peak import matmul_probe
 from pipeline.bench.visual import make_bench_clips
 from pipeline.stages.segments import release_frame_indices
 
@@ -42,16 +43,6 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(
-    device: str = "cpu", precision: str = "fp32", n: int = 2048, repeats: int = 3
-) -> float:
-    """Measured dense matmul rate (FLOP/s) of ``device`` in ``precision``: best of ``repeats``
-    (:func:`pipeline.bench.peak.matmul_probe`)."""
-    from pipeline.bench.peak import matmul_probe
-
-    return matmul_probe(device, precision, n, repeats) * 1e9
-
-
 def bench_c3d(
     device: str = "cpu",
     precision: str = "fp32",
@@ -69,28 +60,27 @@ def bench_c3d(
     cuda = dev.type == "cuda"
     model, record = build_c3d("random", allow_random=True)
     record = record.scaled(crop)
-    model = model.to(dev).eval()
+    model = model.to(dev, memory_format=torch.channels_last_3d).eval()
     w, h = record.resize
     clips = torch.randint(0, 256, (model_clips, CLIP_FRAMES, h, w, 3), dtype=torch.uint8)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
-    def optimised() -> None:
+    def optimised(count: int = model_clips) -> None:
         with (
             torch.inference_mode(),
             torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None),
         ):
-            for k in range(0, model_clips, clips_per_pass):
-                model(record.preprocess(clips[k : k + clips_per_pass].to(dev)))
+            for k in range(0, count, clips_per_pass):
+                x = record.preprocess(clips[k : k + clips_per_pass].to(dev))
+                model(x.contiguous(memory_format=torch.channels_last_3d))
         _sync(dev)
 
-    def naive() -> None:
+    def naive(count: int = model_clips) -> None:
         with torch.no_grad():
-            for k in range(model_clips):
+            for k in range(count):
                 model(record.preprocess(clips[k : k + 1]).to(dev)).cpu()
         _sync(dev)
 
-    if cuda:
-        optimised()  # warm-up (cudnn autotune, allocator)
     res: dict[str, Any] = {
         "device": torch.cuda.get_device_name()
         if cuda
@@ -100,13 +90,16 @@ def bench_c3d(
         "clips_per_pass": clips_per_pass,
         "flops_per_clip": c3d_flops(crop),
     }
-    for name, fn in (("optimised", optimised), ("naive", naive)):
+    for name, fn, warm_up in (("optimised", optimised, clips_per_pass), ("naive", naive, 1)):
+        if name == "naive":
+            model.to(memory_format=torch.contiguous_format)  # the port's layout
+        fn(warm_up)  # cudnn autotune / oneDNN primitives
         start = time.perf_counter()
         fn()
         seconds = time.perf_counter() - start
         res[f"{name}_frames_per_s"] = round(model_clips * CLIP_FRAMES / seconds, 3)
         res[f"{name}_gflops"] = round(model_clips * res["flops_per_clip"] / seconds / 1e9, 2)
-    peak = matmul_peak(device, precision if cuda else "fp32")
+    peak = matmul_probe(device, precision if cuda else "fp32") * 1e9
     res["matmul_peak_gflops"] = round(peak / 1e9, 1)
     res["fraction_of_peak"] = round(res["optimised_gflops"] * 1e9 / peak, 3)
     res["speedup"] = round(res["optimised_frames_per_s"] / res["naive_frames_per_s"], 2)
