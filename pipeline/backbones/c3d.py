@@ -38,7 +38,7 @@ import numpy as np
 
 from pipeline.backbones.frames import FrameDecodeError, decode_planned_sizes
 from pipeline.backbones.precision import check_precision
-from pipeline.backbones.vgg19 import WeightsError, default_cache_dirs
+from pipeline.backbones.vgg19 import WeightsError, default_cache_dirs, randomize_convolutions
 from pipeline.core.fetch import SourceError, fetch, is_url, sha256_file
 from pipeline.core.manifest import CLIP_SECONDS
 
@@ -309,19 +309,7 @@ def build_c3d(
     model = c3d_pool5()
     name = str(weights)
     if name == "random":
-        if not allow_random:
-            raise WeightsError(
-                "random C3D weights requested: pass --allow-random-weights (allow_random=True) "
-                "to confirm that this is a smoke run whose features mean nothing"
-            )
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.Conv3d):
-                    std = (2.0 / (m.out_channels * 27)) ** 0.5  # kaiming normal, fan_out
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
-                    m.bias.zero_()
-        return model.eval(), RANDOM
+        return randomize_convolutions(model, "C3D", allow_random, seed), RANDOM
     if name in RECORDS:
         record = RECORDS[name]
         path = _lookup(record, cache_dir)

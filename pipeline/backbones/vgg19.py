@@ -59,6 +59,27 @@ class WeightsError(RuntimeError):
     """Weights missing, corrupt, or not a VGG-19."""
 
 
+def randomize_convolutions(model: Any, network: str, allow_random: bool, seed: int) -> Any:
+    """``model`` in eval mode with seeded random convolution weights (He normal over the fan-out,
+    as torchvision initialises VGG) and zero biases: for smoke runs only, so it refuses unless
+    ``allow_random`` confirms that the features will mean nothing."""
+    import torch
+
+    if not allow_random:
+        raise WeightsError(
+            f"random {network} weights requested: pass --allow-random-weights "
+            "(allow_random=True) to confirm that this is a smoke run whose features mean nothing"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d):
+                fan_out = m.out_channels * int(np.prod(m.kernel_size))
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_out) ** 0.5)
+                m.bias.zero_()
+    return model.eval()
+
+
 @dataclass(frozen=True)
 class VGG19Weights:
     """Identity and preprocessing of one VGG-19 weight set.
@@ -269,26 +290,11 @@ def build_vgg19_pool5(
     (full model or features-only) or a Keras ``.h5`` file (converted; Caffe preprocessing).
     Named weights are looked up in ``cache_dir`` then the torch hub and Keras caches.
     """
-    import torch
 
     model = vgg19_features()
     name = str(weights)
     if name == "random":
-        if not allow_random:
-            raise WeightsError(
-                "random VGG-19 weights requested: pass --allow-random-weights (allow_random=True) "
-                "to confirm that this is a smoke run whose features mean nothing"
-            )
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.Conv2d):
-                    std = (
-                        2.0 / (m.out_channels * 9)
-                    ) ** 0.5  # kaiming normal, fan_out, as torchvision
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
-                    m.bias.zero_()
-        return model.eval(), RANDOM
+        return randomize_convolutions(model, "VGG-19", allow_random, seed), RANDOM
     if name in ("torchvision", "keras"):
         record = TORCHVISION if name == "torchvision" else KERAS
         path = _find(record.file_name, cache_dir)

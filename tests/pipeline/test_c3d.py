@@ -30,8 +30,8 @@ from pipeline.backbones.visual import extract_visual
 from pipeline.core.store import FeatureStore, StoreWriter
 from pipeline.stages.features.core import FeaturesConfig
 from pipeline.stages.features.stage import format_summary, run_features
-from pipeline.stages.segments import SegmentsConfig, frame_plan, load_segments, run_segments
-from tests.support.media import make_clip
+from pipeline.stages.segments import frame_plan, load_segments
+from tests.support.media import make_clip, segmented_set
 
 W, H, FPS = 96, 64, 16
 CROP = 32  # C3D crop side for the fast tests: pool5 is 1 x 2 x 2 (112 gives 1 x 4 x 4)
@@ -169,28 +169,6 @@ def test_c3d_plan() -> None:
     assert np.array_equal(c3d_plan(plan2, 250, "time"), np.repeat(plan2, 8, axis=1))
 
 
-def make_test_clip(path: Path, seconds: float) -> Path:
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc=size={W}x{H}:rate={FPS}:duration={seconds}",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx264",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
-
-
 def independent_clips(clip: Path, plan: np.ndarray, width: int, height: int) -> np.ndarray:
     """Every frame decoded at full size (yuv420p), the planned ones taken in numpy, then scaled in
     a separate ffmpeg call (swscale bilinear, the documented resize) -> (N, height, width, 3)."""
@@ -215,7 +193,7 @@ def independent_clips(clip: Path, plan: np.ndarray, width: int, height: int) -> 
 
 
 def test_extractor_equals_network_on_independent_frames(tmp_path: Path, port_state) -> None:
-    clip = make_test_clip(tmp_path / "clip.mp4", 10)
+    clip = make_clip(tmp_path / "clip.mp4", duration=10, fps=FPS, size=(W, H), audio=False)
     torch.save(mmaction2_layout(port_state), tmp_path / "mm.pth")
     model, record = build_c3d(str(tmp_path / "mm.pth"))
     record = record.scaled(CROP)
@@ -262,13 +240,7 @@ IDS = ["c3d_a______", "c3d_b______", "c3d_bad____"]
 @pytest.fixture(scope="module")
 def segmented(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("c3ddata")
-    make_clip(d / "clips" / f"{IDS[0]}.mp4", duration=10, fps=8, size=(48, 32))
-    make_clip(d / "clips" / f"{IDS[1]}.mp4", duration=10, fps=5, size=(30, 30))
-    make_clip(d / "clips" / f"{IDS[2]}.mp4", duration=10, fps=5, size=(30, 30))
-    pd.DataFrame({"sample": range(3), "youtube_id": IDS}).to_parquet(d / "manifest.parquet")
-    run_segments(SegmentsConfig(d, frames_per_segment=2, workers=1, progress=False))
-    (d / "clips" / f"{IDS[2]}.mp4").write_bytes(b"not a video any more")
-    return d
+    return segmented_set(d, IDS, fps=[8, 5, 5], sizes=[(48, 32), (30, 30), (30, 30)])
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -17,8 +16,7 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install '
 from pipeline.core.store import FeatureStore  # noqa: E402
 from pipeline.stages.features.core import FeaturesConfig  # noqa: E402
 from pipeline.stages.features.stage import run_features  # noqa: E402
-from pipeline.stages.segments import SegmentsConfig, run_segments  # noqa: E402
-from tests.support.media import make_clip  # noqa: E402
+from tests.support.media import segmented_set  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starting Ray costs ~10-20 s on 2 cores
 IDS = ["c3r_a______", "c3r_b______", "c3r_bad____"]
@@ -27,13 +25,7 @@ IDS = ["c3r_a______", "c3r_b______", "c3r_bad____"]
 @pytest.fixture(scope="module")
 def segmented(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("c3d_ray")
-    make_clip(d / "clips" / f"{IDS[0]}.mp4", duration=10, fps=5, size=(48, 32))
-    make_clip(d / "clips" / f"{IDS[1]}.mp4", duration=10, fps=4, size=(30, 30))
-    make_clip(d / "clips" / f"{IDS[2]}.mp4", duration=10, fps=4, size=(30, 30))
-    pd.DataFrame({"sample": range(3), "youtube_id": IDS}).to_parquet(d / "manifest.parquet")
-    run_segments(SegmentsConfig(d, frames_per_segment=2, workers=1, progress=False))
-    (d / "clips" / f"{IDS[2]}.mp4").write_bytes(b"not a video any more")
-    return d
+    return segmented_set(d, IDS, fps=[5, 4, 4], sizes=[(48, 32), (30, 30), (30, 30)])
 
 
 def config(data: Path, engine: str) -> FeaturesConfig:

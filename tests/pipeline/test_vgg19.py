@@ -22,6 +22,7 @@ from pipeline.backbones.vgg19 import (
     default_cache_dirs,
 )
 from pipeline.backbones.visual import extract_visual, visual_vec
+from tests.support.media import make_clip
 
 W, H, FPS = 96, 64, 8
 
@@ -37,36 +38,14 @@ def release_plan(n: int, per_second: int) -> np.ndarray:
     )
 
 
-def make_clip(path: Path, seconds: float, fps: int = FPS) -> Path:
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc=size={W}x{H}:rate={fps}:duration={seconds}",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx264",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
-
-
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("vgg19_clips")
     corrupt = d / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
     return {
-        "good": make_clip(d / "good.mp4", 10),
-        "short": make_clip(d / "short.mp4", 5),
+        "good": make_clip(d / "good.mp4", 10, FPS, (W, H), audio=False),
+        "short": make_clip(d / "short.mp4", 5, FPS, (W, H), audio=False),
         "corrupt": corrupt,
     }
 

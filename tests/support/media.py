@@ -115,3 +115,23 @@ def stretch_header(src: str | Path, dst: str | Path, factor: float) -> Path:
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     Path(dst).write_bytes(bytes(data))
     return Path(dst)
+
+
+def segmented_set(
+    folder: Path, ids: list[str], fps: list[int], sizes: list[tuple[int, int]]
+) -> Path:
+    """A data folder with one clip per ID (``fps``/``sizes`` per clip), a manifest and the segments
+    stage run on it (2 frames per second); the last clip is then overwritten with bytes that are
+    no video, so a later stage meets a clip it cannot decode."""
+    import pandas as pd
+
+    from pipeline.stages.segments import SegmentsConfig, run_segments
+
+    for clip_id, rate, size in zip(ids, fps, sizes, strict=True):
+        make_clip(folder / "clips" / f"{clip_id}.mp4", duration=10, fps=rate, size=size)
+    pd.DataFrame({"sample": range(len(ids)), "youtube_id": ids}).to_parquet(
+        folder / "manifest.parquet"
+    )
+    run_segments(SegmentsConfig(folder, frames_per_segment=2, workers=1, progress=False))
+    (folder / "clips" / f"{ids[-1]}.mp4").write_bytes(b"not a video any more")
+    return folder

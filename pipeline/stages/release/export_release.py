@@ -350,21 +350,8 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
         "files": {},
         "notes": [],
     }
-    written: list[str] = []
-    ids = [y if ok else None for y, ok in zip(table["youtube_id"], mask, strict=True)]
     start = time.perf_counter()
-    for name, store in stores.items():
-        file = EXPORT_FILES[name][0]
-        summary["files"][file] = write_features(
-            cfg.out_dir / file,
-            store,
-            ids,
-            cfg.dtype,
-            cfg.compression,
-            cfg.block_bytes,
-            cfg.progress,
-        )
-        written.append(file)
+    written = _write_feature_files(cfg, stores, table, mask, 0, summary)
     for file, array in label_arrays(table, num_classes).items():
         _write_array(cfg.out_dir / file, array)
         summary["files"][file] = {"rows": len(array)}
@@ -422,6 +409,33 @@ def _previous_files(out_dir: Path) -> list[str]:
         return []
 
 
+def _write_feature_files(
+    cfg: ExportReleaseConfig,
+    stores: dict[str, FeatureStore],
+    table: pd.DataFrame,
+    mask: np.ndarray,
+    which: int,
+    summary: dict,
+) -> list[str]:
+    """One feature file per store for ``table``'s rows (zeros where ``mask`` is False):
+    ``which`` 0 = the main release file name, 1 = the noisy one; sizes go to ``summary``."""
+    ids = [y if ok else None for y, ok in zip(table["youtube_id"], mask, strict=True)]
+    written = []
+    for name, store in stores.items():
+        file = EXPORT_FILES[name][which]
+        summary["files"][file] = write_features(
+            cfg.out_dir / file,
+            store,
+            ids,
+            cfg.dtype,
+            cfg.compression,
+            cfg.block_bytes,
+            cfg.progress,
+        )
+        written.append(file)
+    return written
+
+
 def _export_noisy(
     cfg: ExportReleaseConfig, stores: dict[str, FeatureStore], num_classes: int, summary: dict
 ) -> list[str]:
@@ -439,20 +453,7 @@ def _export_noisy(
     summary["noisy"] = {"rows": len(table), "missing": missing, "stores": list(held)}
     if table.empty:
         return []
-    ids = [y if ok else None for y, ok in zip(table["youtube_id"], mask, strict=True)]
-    written = []
-    for name, store in held.items():
-        file = EXPORT_FILES[name][1]
-        summary["files"][file] = write_features(
-            cfg.out_dir / file,
-            store,
-            ids,
-            cfg.dtype,
-            cfg.compression,
-            cfg.block_bytes,
-            cfg.progress,
-        )
-        written.append(file)
+    written = _write_feature_files(cfg, held, table, mask, 1, summary)
     labels = np.eye(num_classes, dtype=LABEL_DTYPE)[table["label"].to_numpy(np.int64)]
     _write_array(cfg.out_dir / "labels_noisy.h5", labels)
     summary["files"]["labels_noisy.h5"] = {"rows": len(labels)}
