@@ -38,7 +38,12 @@ import numpy as np
 
 from pipeline.backbones.frames import FrameDecodeError, decode_planned_sizes
 from pipeline.backbones.precision import check_precision
-from pipeline.backbones.vgg19 import WeightsError, default_cache_dirs, randomize_convolutions
+from pipeline.backbones.vgg19 import (
+    WeightsError,
+    default_cache_dirs,
+    input_tensor,
+    randomize_convolutions,
+)
 from pipeline.core.fetch import SourceError, fetch, is_url, sha256_file
 from pipeline.core.manifest import CLIP_SECONDS
 
@@ -149,7 +154,7 @@ class C3DWeights:
         """uint8 RGB clips (N, 16, H, W, 3) (numpy or torch, any device) -> float32 (N, 3, 16, c, c)."""
         import torch
 
-        x = torch.as_tensor(clips)
+        x = input_tensor(clips)
         w, h = self.resize
         if x.ndim != 5 or x.shape[-1] != 3 or tuple(x.shape[2:4]) != (h, w):
             raise ValueError(f"expected clips (N, T, {h}, {w}, 3), got {tuple(x.shape)}")

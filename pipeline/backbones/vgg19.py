@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,16 @@ CONV_INDEX = {
 
 class WeightsError(RuntimeError):
     """Weights missing, corrupt, or not a VGG-19."""
+
+
+def input_tensor(frames: Any) -> Any:
+    """Frames (numpy or torch) as a tensor without a copy; read-only arrays (Ray's object store)
+    are accepted without torch's warning, since preprocessing only reads them."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(frames)
 
 
 def randomize_convolutions(model: Any, network: str, allow_random: bool, seed: int) -> Any:
@@ -111,7 +122,7 @@ class VGG19Weights:
         """
         import torch
 
-        x = torch.as_tensor(frames)
+        x = input_tensor(frames)
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"expected frames (N, H, W, 3), got {tuple(x.shape)}")
         if self.channel_order == "BGR":
