@@ -2,7 +2,7 @@
 
 For each second the network's 49 attention weights (7x7 over the VGG-19 pool5 grid) are drawn over
 the frame the features came from: the middle entry of ``frame_indices`` in ``DATA_DIR/segments.parquet``
-(columns youtube_id, second, frame_indices) when that table exists, else the middle frame of the second.
+(columns clip_id, second, frame_indices) when that table exists, else the middle frame of the second.
 Frames are decoded with ffmpeg from ``DATA_DIR/clips/<id>.mp4`` (or ``--clip``). One PNG: frames on
 top, attention overlays below, the predicted class per second in the titles.
 """
@@ -13,9 +13,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline.core.io import atomic_path
+from pipeline.core.layout import DataLayout
+from pipeline.stages.segments import load_segments
 
 SIZE = 224
 
@@ -46,12 +47,11 @@ def _ffmpeg_rgb(clip: Path, size: int, before: list[str], after: list[str]) -> n
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
 
 
-def clip_frames(clip: Path, youtube_id: str, data_dir: Path, size: int = SIZE) -> list[np.ndarray]:
+def clip_frames(clip: Path, clip_id: str, data_dir: Path, size: int = SIZE) -> list[np.ndarray]:
     """The 10 frames (size x size RGB) the per-second features were computed from."""
-    segments = Path(data_dir) / "segments.parquet"
-    if segments.is_file():
-        table = pd.read_parquet(segments)
-        rows = table[table["youtube_id"] == youtube_id].sort_values("second")
+    if DataLayout(data_dir).segments_table.is_file():
+        table = load_segments(data_dir)
+        rows = table[table["clip_id"] == clip_id].sort_values("second")
         if len(rows):
             frames = _ffmpeg_rgb(clip, size, [], ["-fps_mode", "passthrough"])
             picks = [list(f)[len(f) // 2] for f in rows["frame_indices"]]

@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="source URL per video; fields {youtube_id} {start} {end} (default: the YouTube watch URL)",
     )
     p.add_argument(
-        "--from-dir", type=Path, help="ingest existing <youtube_id>.mp4 clips (no network)"
+        "--from-dir",
+        type=Path,
+        help="ingest existing <clip_id>.mp4 clips (AVE: <youtube_id>.mp4; no network)",
     )
     p.add_argument("--workers", type=int, default=d.workers, help="parallel downloads (default 4)")
     p.add_argument(

@@ -58,6 +58,19 @@ def clip_ids(manifest: pd.DataFrame) -> pd.Series:
     return manifest[column].astype(str)
 
 
+#: What files of earlier versions (download ledger, segments tables and receipts, version-1 store
+#: indexes) called the clip key: it held the clip ID, not necessarily a YouTube ID.
+LEGACY_CLIP_KEY = "youtube_id"
+
+
+def keyed_by_clip_id(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its clip key column named ``clip_id`` (renamed from :data:`LEGACY_CLIP_KEY`
+    in a table written before the rename); a table without that old column is returned as it is."""
+    if "clip_id" in table.columns or LEGACY_CLIP_KEY not in table.columns:
+        return table
+    return table.rename(columns={LEGACY_CLIP_KEY: "clip_id"})
+
+
 def load_classes(data_dir: str | Path) -> list[str]:
     path = DataLayout(data_dir).classes
     if not path.is_file():

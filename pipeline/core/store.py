@@ -26,6 +26,7 @@ import pandas as pd
 
 from pipeline.core.io import write_json, write_npy, write_parquet
 from pipeline.core.layout import DataLayout
+from pipeline.core.manifest import keyed_by_clip_id
 
 STORE_VERSION = 2  # 2: keyed by ``clip_id`` (1 called the same key ``youtube_id``)
 #: Row shape of each store the stages write: one row per clip, one entry per second.
@@ -46,11 +47,6 @@ def _current_plan(plan: dict[str, Any]) -> dict[str, Any]:
         plan = {**plan, "version": STORE_VERSION, "clip_ids": plan["youtube_ids"]}
         del plan["youtube_ids"]
     return plan
-
-
-def _keyed(table: pd.DataFrame) -> pd.DataFrame:
-    """Index tables of version-1 stores call the key column ``youtube_id``."""
-    return table.rename(columns={"youtube_id": "clip_id"}) if "clip_id" not in table else table
 
 
 class StoreError(RuntimeError):
@@ -185,7 +181,9 @@ class StoreWriter:
             return None
         parts = []
         for shard in range(self.num_shards):
-            part = _keyed(pd.read_parquet(self.root / f"{_shard_name(shard)}.index.parquet"))
+            part = keyed_by_clip_id(
+                pd.read_parquet(self.root / f"{_shard_name(shard)}.index.parquet")
+            )
             part.insert(1, "shard", shard)
             parts.append(part)
         table = pd.concat(parts, ignore_index=True)
@@ -259,7 +257,7 @@ class FeatureStore:
                 "run `make features` (or `avel import-release`) first, or finish the interrupted run"
             )
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        self.index = _keyed(pd.read_parquet(index_path))
+        self.index = keyed_by_clip_id(pd.read_parquet(index_path))
         self._where = {
             y: (int(s), int(r))
             for y, s, r in zip(

@@ -24,8 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from pipeline.bench.peak import cores, tree_pss_kib
 from pipeline.core.io import atomic_path, write_json
 from pipeline.core.layout import DataLayout
@@ -42,6 +40,7 @@ from pipeline.rehearsal.inputs import (
     subset,
     write_segments_csv,
 )
+from pipeline.stages.download.ledger import load_ledger
 
 #: VGG-19 frames/s assumed for one current GPU when no GPU was measured (fp16, 224 px; the bench's
 #: GPU rows replace it with a measurement): a projection, labelled as such in the report.
@@ -167,8 +166,8 @@ def run_stage(
 def ledger_check(data_dir: Path, plan: dict[str, str]) -> dict[str, Any]:
     """The download ledger against the injected faults: counts per fault and status, the IDs that
     are missing from the ledger and those whose status is not the expected one."""
-    ledger = pd.read_parquet(DataLayout(data_dir).ledger)
-    status = dict(zip(ledger["youtube_id"], ledger["status"], strict=True))
+    ledger = load_ledger(data_dir)
+    status = dict(zip(ledger["clip_id"], ledger["status"], strict=True))
     table: dict[str, dict[str, int]] = {}
     wrong, lost = [], []
     for y, fault in plan.items():

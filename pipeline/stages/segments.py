@@ -1,7 +1,7 @@
 """Segments stage: per clip, the 1 s segment plan (frames, audio span, flags) and log-mel patches.
 
 For every ok clip (``DATA_DIR/clips/status.parquet`` rows with status ``ok``; without a ledger,
-every ``DATA_DIR/clips/<youtube_id>.mp4`` whose ID is in the manifest):
+every ``DATA_DIR/clips/<clip_id>.mp4`` whose ID is in the manifest):
 
 - Video: every frame is decoded (ffprobe) and counted; container frame counts are never used.
   Frame plan, rule ``release`` (AVE reference 2.1), used for constant-frame-rate clips whose decoded
@@ -20,13 +20,15 @@ every ``DATA_DIR/clips/<youtube_id>.mp4`` whose ID is in the manifest):
   disk is not the clip's fault: the run stops (one line naming the folder and its free space) and
   records nothing for the clip, so a plain re-run after freeing space finishes the work.
 
-Clips are keyed by the manifest's ``clip_id`` (= YouTube ID for AVE; the ``youtube_id`` columns and
-file names below hold that key).
+Clips are keyed by the manifest's ``clip_id`` (= YouTube ID for AVE): the file names below, the
+``clip_id`` column of both tables and the receipts' ``clip_id``. Tables and receipts of an earlier
+version call that key ``youtube_id``; they read as today's (a receipt's key never decides whether
+the clip is done, so their clips are not segmented again).
 
-Outputs: ``DATA_DIR/segments/<youtube_id>.patches.npy`` (10, 96, 64) float32 and a per-clip receipt
-``<youtube_id>.json`` (written last; a current receipt means the clip is done: same clip file size
+Outputs: ``DATA_DIR/segments/<clip_id>.patches.npy`` (10, 96, 64) float32 and a per-clip receipt
+``<clip_id>.json`` (written last; a current receipt means the clip is done: same clip file size
 and mtime, same frames per segment), then ``DATA_DIR/segments.parquet`` (one row per clip and second)
-and ``DATA_DIR/segments_failed.parquet`` (youtube_id, reason), rebuilt from the receipts every run.
+and ``DATA_DIR/segments_failed.parquet`` (clip_id, reason), rebuilt from the receipts every run.
 """
 
 from __future__ import annotations
@@ -51,7 +53,13 @@ from pipeline.core.io import (
     write_parquet,
 )
 from pipeline.core.layout import DataLayout
-from pipeline.core.manifest import CLIP_SECONDS, clip_ids, load_manifest
+from pipeline.core.manifest import (
+    CLIP_SECONDS,
+    LEGACY_CLIP_KEY,
+    clip_ids,
+    keyed_by_clip_id,
+    load_manifest,
+)
 from pipeline.core.media import (
     MediaError,
     decode_audio,
@@ -60,6 +68,7 @@ from pipeline.core.media import (
     probe,
     require_ffmpeg,
 )
+from pipeline.stages.download.ledger import read_ledger
 
 SEGMENTS_VERSION = 1
 SAMPLE_RATE = 16000
@@ -93,7 +102,7 @@ def clips_dir(data_dir: str | Path) -> Path:
 def list_clips(data_dir: str | Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str]], str]:
     """The clips to segment, in manifest order: ``(ok, problems, source)``.
 
-    ``ok`` pairs each YouTube ID with its clip path; ``problems`` lists IDs the ledger calls ok whose
+    ``ok`` pairs each clip ID with its clip path; ``problems`` lists IDs the ledger calls ok whose
     file is missing; ``source`` says where the list came from (ledger or a scan of the folder).
     """
     data_dir = Path(data_dir)
@@ -102,8 +111,8 @@ def list_clips(data_dir: str | Path) -> tuple[list[tuple[str, Path]], list[tuple
     folder, ledger = layout.clips, layout.ledger
     problems: list[tuple[str, str]] = []
     if ledger.is_file():
-        table = pd.read_parquet(ledger, columns=["youtube_id", "status"])
-        ok_ids = set(table.loc[table["status"] == "ok", "youtube_id"].astype(str))
+        table = read_ledger(ledger)
+        ok_ids = set(table.loc[table["status"] == "ok", "clip_id"].astype(str))
         ids = [y for y in order if y in ok_ids]
         source = f"ledger {ledger}"
     else:
@@ -111,12 +120,12 @@ def list_clips(data_dir: str | Path) -> tuple[list[tuple[str, Path]], list[tuple
         ids = [y for y in order if y in present]
         source = f"scan of {folder}/*.mp4 (no ledger)"
     clips = []
-    for youtube_id in ids:
-        path = layout.clip(youtube_id)
+    for clip_id in ids:
+        path = layout.clip(clip_id)
         if path.is_file():
-            clips.append((youtube_id, path))
+            clips.append((clip_id, path))
         else:
-            problems.append((youtube_id, f"ledger says ok but {path} is missing"))
+            problems.append((clip_id, f"ledger says ok but {path} is missing"))
     return clips, problems, source
 
 
@@ -239,44 +248,46 @@ def patches_path(data_dir: str | Path, clip_id: str) -> Path:
     return DataLayout(data_dir).patches(clip_id)
 
 
-def load_patches(data_dir: str | Path, youtube_id: str) -> np.ndarray:
+def load_patches(data_dir: str | Path, clip_id: str) -> np.ndarray:
     """The (10, 96, 64) float32 log-mel patches the segments stage stored for one clip."""
-    path = patches_path(data_dir, youtube_id)
+    path = patches_path(data_dir, clip_id)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `make segments` first")
     return np.load(path)
 
 
 def _read_receipt(path: Path) -> dict | None:
+    """The receipt at ``path`` in today's terms (key ``clip_id``); None when absent or unreadable."""
     try:
-        return json.loads(path.read_text())
+        receipt = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if isinstance(receipt, dict) and LEGACY_CLIP_KEY in receipt:
+        receipt.setdefault("clip_id", receipt.pop(LEGACY_CLIP_KEY))
+    return receipt
 
 
-def receipt_is_current(
-    data_dir: Path, youtube_id: str, clip: Path, frames_per_segment: int
-) -> bool:
-    receipt = _read_receipt(DataLayout(data_dir).segment_receipt(youtube_id))
+def receipt_is_current(data_dir: Path, clip_id: str, clip: Path, frames_per_segment: int) -> bool:
+    receipt = _read_receipt(DataLayout(data_dir).segment_receipt(clip_id))
     if not receipt or receipt.get("version") != SEGMENTS_VERSION:
         return False
     if receipt.get("frames_per_segment") != frames_per_segment:
         return False
     if not clip.is_file() or receipt.get("clip") != _clip_stamp(clip):
         return False
-    return receipt["status"] == "failed" or patches_path(data_dir, youtube_id).is_file()
+    return receipt["status"] == "failed" or patches_path(data_dir, clip_id).is_file()
 
 
-def segment_clip(youtube_id: str, clip: Path, data_dir: Path, frames_per_segment: int) -> dict:
+def segment_clip(clip_id: str, clip: Path, data_dir: Path, frames_per_segment: int) -> dict:
     """Plan and patch one clip, write its patches then its receipt; return the receipt."""
     receipt: dict[str, Any] = {
         "version": SEGMENTS_VERSION,
-        "youtube_id": youtube_id,
+        "clip_id": clip_id,
         "clip": _clip_stamp(clip),
         "frames_per_segment": frames_per_segment,
     }
     try:
-        receipt.update(_segment(clip, data_dir, youtube_id, frames_per_segment))
+        receipt.update(_segment(clip, data_dir, clip_id, frames_per_segment))
         receipt["status"], receipt["reason"] = "ok", ""
     except DiskFullError:
         raise
@@ -287,13 +298,11 @@ def segment_clip(youtube_id: str, clip: Path, data_dir: Path, frames_per_segment
         receipt.update(
             status="failed", reason=str(exc) if known else f"{type(exc).__name__}: {exc}"
         )
-    write_json(receipt, DataLayout(data_dir).segment_receipt(youtube_id))
+    write_json(receipt, DataLayout(data_dir).segment_receipt(clip_id))
     return receipt
 
 
-def _segment(
-    clip: Path, data_dir: Path, youtube_id: str, frames_per_segment: int
-) -> dict[str, Any]:
+def _segment(clip: Path, data_dir: Path, clip_id: str, frames_per_segment: int) -> dict[str, Any]:
     info = probe(clip)
     video = first_stream(info, "video")
     if video is None:
@@ -308,7 +317,7 @@ def _segment(
     wave, audio_info = audio_16k(clip, audio)
     patches = audio_patches(wave)
     real = np.clip(len(wave) - np.arange(CLIP_SECONDS) * SAMPLE_RATE, 0, SAMPLE_RATE)
-    write_npy(patches, patches_path(data_dir, youtube_id))
+    write_npy(patches, patches_path(data_dir, clip_id))
     clip_info = {
         "num_frames": int(len(times)),
         "fps": plan["fps"],
@@ -353,8 +362,8 @@ def _rate(text: object) -> float | None:
 
 
 def _segment_task(args: tuple[str, str, str, int]) -> dict:
-    youtube_id, clip, data_dir, frames_per_segment = args
-    return segment_clip(youtube_id, Path(clip), Path(data_dir), frames_per_segment)
+    clip_id, clip, data_dir, frames_per_segment = args
+    return segment_clip(clip_id, Path(clip), Path(data_dir), frames_per_segment)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -365,18 +374,18 @@ def build_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """segments (one row per clip and second) and failures, from the receipts of ``clips``."""
     rows, failed = [], []
-    for youtube_id, _ in clips:
-        receipt = _read_receipt(DataLayout(data_dir).segment_receipt(youtube_id))
+    for clip_id, _ in clips:
+        receipt = _read_receipt(DataLayout(data_dir).segment_receipt(clip_id))
         if receipt is None:
             continue
         if receipt["status"] != "ok":
-            failed.append((youtube_id, receipt["reason"]))
+            failed.append((clip_id, receipt["reason"]))
             continue
         stamp = receipt.get("clip") or {}
         for sec in receipt["seconds"]:
             rows.append(
                 {
-                    "youtube_id": youtube_id,
+                    "clip_id": clip_id,
                     **sec,
                     **receipt["clip_info"],
                     "clip_bytes": stamp.get("bytes"),
@@ -384,11 +393,11 @@ def build_tables(
                 }
             )
     table = pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
-    return table, pd.DataFrame(failed, columns=["youtube_id", "reason"])
+    return table, pd.DataFrame(failed, columns=["clip_id", "reason"])
 
 
 SEGMENT_COLUMNS = [
-    "youtube_id",
+    "clip_id",
     "second",
     "frame_indices",
     "timestamps",
@@ -421,10 +430,19 @@ SEGMENT_COLUMNS = [
 
 def load_segments(data_dir: str | Path) -> pd.DataFrame:
     """``DATA_DIR/segments.parquet``, with a clear error when the stage has not run."""
-    path = DataLayout(data_dir).segments_table
+    return _read_table(DataLayout(data_dir).segments_table, data_dir)
+
+
+def load_segment_failures(data_dir: str | Path) -> pd.DataFrame:
+    """``DATA_DIR/segments_failed.parquet`` (clip_id, reason)."""
+    return _read_table(DataLayout(data_dir).segments_failed, data_dir)
+
+
+def _read_table(path: Path, data_dir: str | Path) -> pd.DataFrame:
+    """One of the stage's tables, keyed ``clip_id`` whatever version wrote it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `make segments DATA_DIR={data_dir}` first")
-    return pd.read_parquet(path)
+    return keyed_by_clip_id(pd.read_parquet(path))
 
 
 #: What each feature kind is made from, per clip: the clip file, plus (visual) the frame plan.
@@ -444,7 +462,7 @@ def clip_fingerprints(segments: pd.DataFrame, kind: str) -> dict[str, str]:
 
     columns = [c for c in _FINGERPRINT_COLUMNS[kind] if c in segments.columns]
     out: dict[str, str] = {}
-    for clip_id, group in segments.groupby("youtube_id", sort=False):
+    for clip_id, group in segments.groupby("clip_id", sort=False):
         group = group.sort_values("second")
         parts = [f"segments-v{SEGMENTS_VERSION}"]
         for column in columns:
@@ -462,11 +480,11 @@ def _plain(value: object) -> object:
     return str(value)
 
 
-def frame_plan(segments: pd.DataFrame, youtube_id: str) -> np.ndarray:
+def frame_plan(segments: pd.DataFrame, clip_id: str) -> np.ndarray:
     """(10, F) planned frame indices of one clip from the segments table."""
-    rows = segments[segments["youtube_id"] == youtube_id].sort_values("second")
+    rows = segments[segments["clip_id"] == clip_id].sort_values("second")
     if len(rows) != CLIP_SECONDS:
-        raise KeyError(f"{youtube_id}: not in the segments table")
+        raise KeyError(f"{clip_id}: not in the segments table")
     return np.stack([np.asarray(v, dtype=np.int64) for v in rows["frame_indices"]])
 
 
@@ -515,11 +533,11 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
                 raise
     table, failed = build_tables(data_dir, clips)
     failed = pd.concat(
-        [failed, pd.DataFrame(problems, columns=["youtube_id", "reason"])], ignore_index=True
+        [failed, pd.DataFrame(problems, columns=["clip_id", "reason"])], ignore_index=True
     )
     write_parquet(table, DataLayout(data_dir).segments_table)
     write_parquet(failed, DataLayout(data_dir).segments_failed)
-    per_clip = table.groupby("youtube_id", sort=False).first() if len(table) else table
+    per_clip = table.groupby("clip_id", sort=False).first() if len(table) else table
     return {
         "source": source,
         "clips": len(clips),
@@ -527,7 +545,7 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
         "skipped": skipped,
         "remaining": len(clips) - skipped - len(tasks),
         "failed_now": int(new_failed),
-        "ok": int(table["youtube_id"].nunique()) if len(table) else 0,
+        "ok": int(table["clip_id"].nunique()) if len(table) else 0,
         "failed": int(len(failed)),
         "short_clips": int(per_clip["short_clip"].sum()) if len(table) else 0,
         "long_clips": int(per_clip["long_clip"].sum()) if len(table) else 0,
@@ -553,5 +571,5 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  -> {s['segments']}",
     ]
     if s["failed"]:
-        lines.append(f"  failures (youtube_id, reason) -> {s['failures']}")
+        lines.append(f"  failures (clip_id, reason) -> {s['failures']}")
     return "\n".join(lines)

@@ -207,7 +207,7 @@ def test_attention_maps_for_generated_clip(av_att_run, data_dir, tmp_path):
     assert image.ndim == 3 and image.shape[1] > image.shape[0] > 100
     pd.DataFrame(
         {
-            "youtube_id": [video] * 10,
+            "clip_id": [video] * 10,
             "second": range(10),
             "frame_indices": [[10 * t + 4, 10 * t + 5] for t in range(10)],
         }

@@ -291,7 +291,7 @@ def test_features_visual_and_c3d_in_one_pass(segmented: Path, counting_ffmpeg: P
     segments = load_segments(segmented)
     for clip_id in IDS[:1]:
         plan = frame_plan(segments, clip_id)
-        first = segments[segments["youtube_id"] == clip_id].iloc[0]
+        first = segments[segments["clip_id"] == clip_id].iloc[0]
         plan3 = c3d_plan(plan, int(first["num_frames"]), str(first["frame_rule"]))
         ((_, out),) = list(
             extract_c3d(

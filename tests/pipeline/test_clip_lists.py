@@ -79,8 +79,9 @@ def test_vggsound_list_end_to_end_two_clips_from_one_video(tmp_path, served, lis
         result = run_download(download_config(data, server))
         assert result["exit_code"] == 0 and result["this_run"]["downloaded"] == 3
         assert len(server.requests_for(f"{SHARED}.mp4")) >= 2  # both clips cut from one source
-    ledger = load_ledger(data).set_index("youtube_id")
+    ledger = load_ledger(data).set_index("clip_id")
     assert set(ledger.index) == set(keys) and (ledger["status"] == "ok").all()
+    assert list(ledger.loc[keys, "youtube_id"]) == [SHARED, SHARED, OTHER]  # the sources
     for key in keys:
         assert abs(duration(data / "clips" / f"{key}.mp4") - 10.0) < 0.05
     first, second = (data / "clips" / f"{k}.mp4" for k in keys[:2])
@@ -88,7 +89,7 @@ def test_vggsound_list_end_to_end_two_clips_from_one_video(tmp_path, served, lis
 
     seg = run_segments(SegmentsConfig(data_dir=data, frames_per_segment=2, progress=False))
     assert seg["ok"] == 3 and seg["failed"] == 0
-    assert list(dict.fromkeys(load_segments(data)["youtube_id"])) == keys
+    assert list(dict.fromkeys(load_segments(data)["clip_id"])) == keys
     feats = run_features(
         FeaturesConfig(
             data_dir=data,
@@ -118,17 +119,45 @@ def test_sharded_downloads_in_separate_dirs_merge_by_ingesting(tmp_path, served,
             result = run_download(download_config(d, server, num_shards=2, shard_index=i))
             assert result["exit_code"] == 0 and result["videos"] == (2, 1)[i]
     keys = [make_clip_id(SHARED, 0), make_clip_id(SHARED, 6), make_clip_id(OTHER, 1)]
-    assert set(load_ledger(dirs[0])["youtube_id"]) == {keys[0], keys[2]}
-    assert set(load_ledger(dirs[1])["youtube_id"]) == {keys[1]}
+    assert set(load_ledger(dirs[0])["clip_id"]) == {keys[0], keys[2]}
+    assert set(load_ledger(dirs[1])["clip_id"]) == {keys[1]}
     main = tmp_path / "main"
     annotate(main, listing, "vggsound")
     for d in dirs:
         merged = run_download(DownloadConfig(data_dir=main, from_dir=d / "clips", progress=False))
         assert merged["exit_code"] == 0
     ledger = load_ledger(main)
-    assert set(ledger["youtube_id"]) == set(keys) and (ledger["status"] == "ok").all()
+    assert set(ledger["clip_id"]) == set(keys) and (ledger["status"] == "ok").all()
     with pytest.raises(ValueError, match="--shard-index 2 outside 0..1"):
         run_download(DownloadConfig(data_dir=main, num_shards=2, shard_index=2, progress=False))
+
+
+def test_clips_of_one_video_in_a_data_folder_of_the_previous_version(tmp_path, served, listing):
+    """The previous version called the clip key ``youtube_id`` in the ledger and the segments
+    files, though it held ``<youtube_id>_<start_ms>``: resuming both stages does nothing again,
+    and the ledger learns each clip's source video."""
+    from tests.support.previous_version import key_columns, write_previous_version
+
+    data = tmp_path / "data"
+    annotate(data, listing, "vggsound")
+    keys = list(clip_ids(load_manifest(data)))
+    segments = SegmentsConfig(data_dir=data, frames_per_segment=2, progress=False)
+    with LoopbackServer(served) as server:
+        assert run_download(download_config(data, server))["this_run"]["downloaded"] == 3
+        assert run_segments(segments)["processed"] == 3
+        table = load_segments(data)
+        write_previous_version(data)
+        assert key_columns(data / "clips" / "status.parquet") == {"youtube_id"}
+        assert set(pd.read_parquet(data / "clips" / "status.parquet")["youtube_id"]) == set(keys)
+        before = len(server.requests)
+        again = run_download(download_config(data, server))
+        assert len(server.requests) == before and again["this_run"]["already_ok"] == 3
+    ledger = load_ledger(data).set_index("clip_id")
+    assert list(ledger.loc[keys, "youtube_id"]) == [SHARED, SHARED, OTHER]
+    resumed = run_segments(segments)
+    assert resumed["processed"] == 0 and resumed["skipped"] == 3
+    pd.testing.assert_frame_equal(load_segments(data), table)
+    assert list(dict.fromkeys(table["clip_id"])) == keys
 
 
 def test_audioset_label_subset_by_name_and_mid(tmp_path):

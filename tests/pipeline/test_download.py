@@ -84,7 +84,7 @@ def config(data_dir: Path, server: LoopbackServer | None, **kw) -> DownloadConfi
 
 
 def ledger_rows(data_dir: Path) -> dict[str, dict]:
-    return {r["youtube_id"]: r for r in load_ledger(data_dir).to_dict("records")}
+    return {r["clip_id"]: r for r in load_ledger(data_dir).to_dict("records")}
 
 
 def media_requests(server: LoopbackServer, vid: str) -> int:
@@ -126,6 +126,28 @@ def test_range_download_exact_cuts_and_idempotent_rerun(tmp_path, server):
         [r for r in server.requests[:before] if r.path == f"{DASH}.mp4"]
     )
     assert abs(duration(clip) - 10.0) < 0.02 and ledger_rows(data)[FAST]["status"] == "ok"
+
+
+def test_resume_on_a_data_folder_of_the_previous_version(tmp_path, server):
+    """A ledger the previous version wrote (key column ``youtube_id``): a resumed run skips what
+    it says is done, without a request, and saves it keyed ``clip_id`` with the source beside."""
+    from tests.support.previous_version import key_columns, write_previous_version
+
+    data = tmp_path / "data"
+    make_manifest(data, [DASH, FAST, GONE])
+    first = run_download(config(data, server))
+    assert first["status"]["ok"] == 2 and first["status"]["unavailable"] == 1
+    done = load_ledger(data)
+    write_previous_version(data)
+    ledger = data / "clips" / "status.parquet"
+    assert key_columns(ledger) == {"youtube_id"}
+    before = len(server.requests)
+    again = run_download(config(data, server))
+    assert len(server.requests) == before, "nothing may be downloaded again"
+    assert again["this_run"]["already_ok"] == 2 and again["this_run"]["skipped_permanent"] == 1
+    assert key_columns(ledger) == {"clip_id", "youtube_id"}
+    pd.testing.assert_frame_equal(load_ledger(data), done)  # attempts, bytes, times: all kept
+    assert list(done["youtube_id"]) == list(done["clip_id"])  # AVE: the clip is the video
 
 
 def test_failure_classes_summary_and_retries(tmp_path, server):
@@ -200,7 +222,7 @@ def test_rate_limiting_stops_cleanly_with_advice(tmp_path, sources):
     assert summary["exit_code"] == 3
     assert "rate-limited answers in a row" in summary["stopped"]
     assert summary["this_run"]["rate_limited_answers"] == 3
-    statuses = load_ledger(data).set_index("youtube_id")["status"]
+    statuses = load_ledger(data).set_index("clip_id")["status"]
     assert (statuses == "pending").sum() == 3 and (statuses == "transient").sum() == 1
     text = format_summary(summary)
     assert "STOPPED" in text and "--cookies" in text and "Wait" in text

@@ -270,6 +270,31 @@ def test_store_follows_the_segments_and_refuses_other_settings(tmp_path, capsys)
     assert np.array_equal(store.get(STALE_IDS[0]), kept)
 
 
+def test_segments_table_of_the_previous_version_feeds_the_stores(tmp_path):
+    """A ``segments.parquet`` keyed ``youtube_id`` (previous version): features are extracted from
+    it, and its rewrite in today's naming leaves the store complete (nothing computed again)."""
+    from tests.support.previous_version import key_columns, write_previous_version
+
+    data = _stale_data(tmp_path / "data")
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    write_previous_version(data)
+    assert key_columns(data / "segments.parquet") == {"youtube_id"}
+    first = features(data, allow_random_weights=True, dtype="float32")
+    assert not first["errors"] and first["stores"]["audio"]["complete"], format_summary(first)
+    store = FeatureStore.open(data, "audio")
+    assert sorted(store.clip_ids) == sorted(STALE_IDS)
+    for clip_id in STALE_IDS:
+        np.testing.assert_allclose(
+            store.get(clip_id), _expected_embeddings(data, clip_id), rtol=1e-5, atol=1e-5
+        )
+    stamp = (store_dir(data, "audio") / "meta.json").stat().st_mtime_ns
+    assert run_segments(SegmentsConfig(data, frames_per_segment=2, progress=False))["skipped"] == 3
+    assert key_columns(data / "segments.parquet") == {"clip_id"}
+    again = features(data, allow_random_weights=True, dtype="float32")
+    assert again["stores"]["audio"].get("already_complete"), format_summary(again)
+    assert (store_dir(data, "audio") / "meta.json").stat().st_mtime_ns == stamp
+
+
 def test_disk_full_one_line_nothing_half_written_and_a_rerun_finishes(tmp_path, capsys):
     from tests.support.disk import error_lines, fill, small_disk
 

@@ -13,9 +13,11 @@ import pytest
 
 from pipeline.cli import main as avel
 from pipeline.core.layout import DataLayout
+from pipeline.stages.download.ledger import Ledger
 from pipeline.stages.segments import (
     SegmentsConfig,
     load_patches,
+    load_segment_failures,
     load_segments,
     run_segments,
 )
@@ -80,8 +82,8 @@ def decode_pcm(path: Path, channels: int) -> np.ndarray:
     return np.frombuffer(out, "<i4").reshape(-1, channels)
 
 
-def rows(table: pd.DataFrame, youtube_id: str) -> pd.DataFrame:
-    return table[table["youtube_id"] == youtube_id].sort_values("second").reset_index(drop=True)
+def rows(table: pd.DataFrame, clip_id: str) -> pd.DataFrame:
+    return table[table["clip_id"] == clip_id].sort_values("second").reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -189,17 +191,17 @@ def test_vfr_clip_uses_time_rule(result):
 
 def test_corrupt_clip_recorded_and_skipped(data, result):
     summary, table = result
-    assert "truncated__" not in set(table["youtube_id"])
-    failed = pd.read_parquet(data / "segments_failed.parquet")
-    assert list(failed["youtube_id"]) == ["truncated__"]
+    assert "truncated__" not in set(table["clip_id"])
+    failed = load_segment_failures(data)
+    assert list(failed["clip_id"]) == ["truncated__"]
     assert "moov atom not found" in failed.loc[0, "reason"] or failed.loc[0, "reason"]
-    assert "notinmanif" not in set(table["youtube_id"])
+    assert "notinmanif" not in set(table["clip_id"])
 
 
 def test_idempotent_rerun(data, result):
     before = {
         y: DataLayout(data).segment_receipt(y).stat().st_mtime_ns
-        for y in result[1]["youtube_id"].unique()
+        for y in result[1]["clip_id"].unique()
     }
     summary = run_segments(SegmentsConfig(data, frames_per_segment=F, workers=1, progress=False))
     assert summary["processed"] == 0 and summary["skipped"] == 6  # the failed clip is not retried
@@ -211,12 +213,12 @@ def test_idempotent_rerun(data, result):
 def test_interrupted_run_resumes_and_ledger(tmp_path):
     clips = tmp_path / "clips"
     ids = [f"clip{i}______"[:11] for i in range(4)]
-    for youtube_id in ids[:3]:
-        make_clip(clips / f"{youtube_id}.mp4", duration=10, fps=5, size=(32, 24))
+    for clip_id in ids[:3]:
+        make_clip(clips / f"{clip_id}.mp4", duration=10, fps=5, size=(32, 24))
     write_manifest(tmp_path, ids)
-    pd.DataFrame(
-        {"youtube_id": ids, "status": ["ok", "ok", "unavailable", "ok"], "reason": ""}
-    ).to_parquet(clips / "status.parquet")
+    ledger = Ledger(clips / "status.parquet")
+    for clip_id, status in zip(ids, ["ok", "ok", "unavailable", "ok"], strict=True):
+        ledger.update(clip_id, status, status)
     # the "killed" run: it got through one clip only
     first = run_segments(SegmentsConfig(tmp_path, frames_per_segment=F, limit=1, progress=False))
     assert first["processed"] == 1 and first["remaining"] == 1 and first["ok"] == 1
@@ -227,9 +229,9 @@ def test_interrupted_run_resumes_and_ledger(tmp_path):
     assert code == 0
     assert DataLayout(tmp_path).segment_receipt(ids[0]).stat().st_mtime_ns == done  # not redone
     table = load_segments(tmp_path)
-    assert sorted(table["youtube_id"].unique()) == ids[:2]  # clip 2 is unavailable in the ledger
-    failed = pd.read_parquet(tmp_path / "segments_failed.parquet")
-    assert list(failed["youtube_id"]) == [ids[3]] and "missing" in failed.loc[0, "reason"]
+    assert sorted(table["clip_id"].unique()) == ids[:2]  # clip 2 is unavailable in the ledger
+    failed = load_segment_failures(tmp_path)
+    assert list(failed["clip_id"]) == [ids[3]] and "missing" in failed.loc[0, "reason"]
     # a re-downloaded clip (new file) is segmented again
     make_clip(clips / f"{ids[1]}.mp4", duration=10, fps=4, size=(32, 24))
     again = run_segments(SegmentsConfig(tmp_path, frames_per_segment=F, progress=False))
@@ -247,8 +249,8 @@ def test_disk_full_is_not_a_clip_failure_and_a_rerun_finishes(tmp_path, capsys):
     from tests.support.disk import error_lines, fill, small_disk
 
     ids = [f"full{i}______"[:11] for i in range(3)]
-    for youtube_id in ids:
-        make_clip(tmp_path / "clips" / f"{youtube_id}.mp4", duration=10, fps=4, size=(32, 24))
+    for clip_id in ids:
+        make_clip(tmp_path / "clips" / f"{clip_id}.mp4", duration=10, fps=4, size=(32, 24))
     write_manifest(tmp_path, ids)
     args = ["segments", "--data-dir", str(tmp_path), "--frames-per-segment", str(F)]
     with small_disk(DataLayout(tmp_path).segments, "2m") as folder:
@@ -265,4 +267,42 @@ def test_disk_full_is_not_a_clip_failure_and_a_rerun_finishes(tmp_path, capsys):
         assert avel([*args, "--workers", "2"]) == 0
         out = capsys.readouterr().out
         assert "failed: 0" in out, out
-        assert sorted(load_segments(tmp_path)["youtube_id"].unique()) == sorted(ids)
+        assert sorted(load_segments(tmp_path)["clip_id"].unique()) == sorted(ids)
+
+
+def test_tables_and_receipts_of_the_previous_version_are_read_and_not_redone(tmp_path):
+    """A data folder the previous version segmented (key ``youtube_id`` in the ledger, both tables
+    and the receipts): read as today's, and a re-run segments nothing again."""
+    from tests.support.previous_version import key_columns, write_previous_version
+
+    ids = ["prevA______", "prevB______", "prevBroken_"]
+    clips = tmp_path / "clips"
+    for clip_id in ids[:2]:
+        make_clip(clips / f"{clip_id}.mp4", duration=10, fps=4, size=(32, 24))
+    (clips / f"{ids[2]}.mp4").write_bytes(b"not a video")
+    write_manifest(tmp_path, ids)
+    ledger = Ledger(clips / "status.parquet")
+    ledger.ensure({clip_id: clip_id for clip_id in ids})
+    for clip_id in ids:
+        ledger.update(clip_id, "ok", "ok")
+    config = SegmentsConfig(tmp_path, frames_per_segment=F, workers=1, progress=False)
+    assert run_segments(config)["processed"] == 3
+    table, failed = load_segments(tmp_path), load_segment_failures(tmp_path)
+
+    write_previous_version(tmp_path)
+    layout = DataLayout(tmp_path)
+    for path in (layout.ledger, layout.segments_table, layout.segments_failed):
+        assert key_columns(path) == {"youtube_id"}, path
+    receipts = {y: layout.segment_receipt(y) for y in ids}
+    assert all("clip_id" not in json.loads(p.read_text()) for p in receipts.values())
+    stamps = {y: p.stat().st_mtime_ns for y, p in receipts.items()}
+    pd.testing.assert_frame_equal(load_segments(tmp_path), table)
+    pd.testing.assert_frame_equal(load_segment_failures(tmp_path), failed)
+
+    again = run_segments(config)
+    assert again["processed"] == 0 and again["skipped"] == 3 and again["ok"] == 2
+    assert {y: p.stat().st_mtime_ns for y, p in receipts.items()} == stamps  # not redone
+    assert key_columns(layout.segments_table) == key_columns(layout.segments_failed) == {"clip_id"}
+    pd.testing.assert_frame_equal(load_segments(tmp_path), table)
+    pd.testing.assert_frame_equal(load_segment_failures(tmp_path), failed)
+    assert list(failed["clip_id"]) == [ids[2]]

@@ -65,7 +65,7 @@ def test_download_segments_features_through_make(tmp_path):
     seg = make("segments", "FRAMES_PER_SEGMENT=4", "WORKERS=2", data=data)
     assert "segmented: 2" in seg.stdout, seg.stdout
     table = load_segments(data)
-    assert set(table["youtube_id"]) == set(IDS[:2])
+    assert set(table["clip_id"]) == set(IDS[:2])
     assert (table["num_frames"] == 80).all() and (table["frame_rule"] == "release").all()
     assert [list(v) for v in table[table["second"] == 3]["frame_indices"]] == [[24, 26, 28, 30]] * 2
     feats = make("features", "FEATURES=audio", "ALLOW_RANDOM_WEIGHTS=1", "NO_DOWNLOAD=1", data=data)
@@ -74,9 +74,9 @@ def test_download_segments_features_through_make(tmp_path):
     assert store.is_random and sorted(store.clip_ids) == sorted(IDS[:2])
     model = random_vggish(seed=0).eval()
     with torch.inference_mode():
-        for youtube_id in IDS[:2]:
-            expected = model(torch.from_numpy(load_patches(data, youtube_id))).numpy()
-            np.testing.assert_allclose(store.get(youtube_id), expected, rtol=1e-3, atol=1e-5)  # f16
+        for clip_id in IDS[:2]:
+            expected = model(torch.from_numpy(load_patches(data, clip_id))).numpy()
+            np.testing.assert_allclose(store.get(clip_id), expected, rtol=1e-3, atol=1e-5)  # f16
     rerun = make("segments", "FRAMES_PER_SEGMENT=4", data=data)
     assert "already done: 2" in rerun.stdout
     assert pd.read_parquet(data / "segments_failed.parquet").empty

@@ -1,7 +1,10 @@
-"""The download ledger ``DATA_DIR/clips/status.parquet``: one row per video, rewritten atomically.
+"""The download ledger ``DATA_DIR/clips/status.parquet``: one row per clip, rewritten atomically.
 
-Every finished video rewrites the whole (small: ~4k rows) table to a temp file and renames it, so a
-kill at any moment leaves either the previous or the new ledger, never a torn one.
+Rows are keyed by ``clip_id`` (the manifest's clip key; the YouTube ID for AVE), with the source
+``youtube_id`` next to it. Every finished clip rewrites the whole (small: ~4k rows) table to a temp
+file and renames it, so a kill at any moment leaves either the previous or the new ledger, never a
+torn one. A ledger of an earlier version (key column ``youtube_id``, no source column) reads as if
+written today and is saved in today's columns on the next write.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import pandas as pd
 
 from pipeline.core.io import write_parquet
 from pipeline.core.layout import DataLayout
+from pipeline.core.manifest import keyed_by_clip_id
 from pipeline.stages.download.classify import PENDING, STATUSES
 
 COLUMNS = (
-    "youtube_id",
+    "clip_id",
+    "youtube_id",  # the source video ("" when not known: rows of an earlier ledger until planned)
     "status",
     "kind",
     "reason",
@@ -29,7 +34,7 @@ COLUMNS = (
     "range",  # the source range an ok clip was cut from ("2.500-12.500"; "" when not known)
 )
 #: Columns a ledger written before they existed may lack (filled empty on reading).
-OPTIONAL = ("range",)
+OPTIONAL = ("youtube_id", "range")
 
 
 def _now() -> pd.Timestamp:
@@ -37,45 +42,45 @@ def _now() -> pd.Timestamp:
 
 
 class Ledger:
-    """Thread-safe status table keyed by YouTube ID; ``update`` persists immediately."""
+    """Thread-safe status table keyed by clip ID; ``update`` persists immediately."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self.rows: dict[str, dict] = {}
         if self.path.is_file():
-            table = pd.read_parquet(self.path)
-            missing = set(COLUMNS) - set(OPTIONAL) - set(table.columns)
-            if missing:
-                raise ValueError(
-                    f"{self.path}: not a download ledger (missing columns {sorted(missing)})"
-                )
-            for rec in table.to_dict("records"):
+            for rec in read_ledger(self.path).to_dict("records"):
                 row = {k: _plain(rec.get(k)) for k in COLUMNS}
-                self.rows[rec["youtube_id"]] = dict(row, range=row["range"] or "")
+                self.rows[rec["clip_id"]] = dict(
+                    row, youtube_id=row["youtube_id"] or "", range=row["range"] or ""
+                )
 
-    def get(self, youtube_id: str) -> dict | None:
+    def get(self, clip_id: str) -> dict | None:
         with self._lock:
-            row = self.rows.get(youtube_id)
+            row = self.rows.get(clip_id)
             return dict(row) if row else None
 
-    def status(self, youtube_id: str) -> str | None:
-        row = self.get(youtube_id)
+    def status(self, clip_id: str) -> str | None:
+        row = self.get(clip_id)
         return row["status"] if row else None
 
-    def ensure(self, youtube_ids: list[str]) -> None:
-        """Add a ``pending`` row for every ID not yet in the ledger, and persist."""
+    def ensure(self, sources: dict[str, str]) -> None:
+        """Add a ``pending`` row for every clip (``clip_id -> youtube_id``) not yet in the ledger,
+        fill the source of rows that lack it, and persist."""
         with self._lock:
-            for vid in youtube_ids:
-                if vid not in self.rows:
-                    self.rows[vid] = _row(
-                        vid, PENDING, "pending", "", 0, None, None, "", _now(), ""
+            for clip_id, youtube_id in sources.items():
+                row = self.rows.get(clip_id)
+                if row is None:
+                    self.rows[clip_id] = _row(
+                        clip_id, youtube_id, PENDING, "pending", "", 0, None, None, "", _now(), ""
                     )
+                elif not row["youtube_id"]:
+                    row["youtube_id"] = youtube_id
             self._write()
 
     def update(
         self,
-        youtube_id: str,
+        clip_id: str,
         status: str,
         kind: str,
         reason: str = "",
@@ -90,10 +95,19 @@ class Ledger:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         with self._lock:
-            old = self.rows.get(youtube_id)
-            total = (old["attempts"] if old else 0) + attempts
-            self.rows[youtube_id] = _row(
-                youtube_id, status, kind, reason, total, bytes, duration, source, _now(), range
+            old = self.rows.get(clip_id) or {"attempts": 0, "youtube_id": ""}
+            self.rows[clip_id] = _row(
+                clip_id,
+                old["youtube_id"],
+                status,
+                kind,
+                reason,
+                old["attempts"] + attempts,
+                bytes,
+                duration,
+                source,
+                _now(),
+                range,
             )
             self._write()
 
@@ -107,17 +121,20 @@ class Ledger:
         df["bytes"] = df["bytes"].astype("Int64")
         df["duration"] = df["duration"].astype("Float64")
         df["updated_at"] = pd.to_datetime(df["updated_at"], utc=True)
-        for col in ("youtube_id", "status", "kind", "reason", "source", "range"):
+        for col in ("clip_id", "youtube_id", "status", "kind", "reason", "source", "range"):
             df[col] = df[col].astype("string")
-        return df.sort_values("youtube_id", kind="stable").reset_index(drop=True)
+        return df.sort_values("clip_id", kind="stable").reset_index(drop=True)
 
     def _write(self) -> None:
         write_parquet(self._frame(), self.path)
 
 
-def _row(vid, status, kind, reason, attempts, nbytes, duration, source, when, span) -> dict:
+def _row(
+    clip_id, youtube_id, status, kind, reason, attempts, nbytes, duration, source, when, span
+) -> dict:
     return {
-        "youtube_id": vid,
+        "clip_id": clip_id,
+        "youtube_id": youtube_id,
         "status": status,
         "kind": kind,
         "reason": reason,
@@ -136,9 +153,22 @@ def _plain(value):
     return value
 
 
+def read_ledger(path: Path) -> pd.DataFrame:
+    """The ledger at ``path`` with today's columns (keyed ``clip_id``, optional ones filled empty),
+    whatever version wrote it."""
+    table = keyed_by_clip_id(pd.read_parquet(path))
+    missing = set(COLUMNS) - set(OPTIONAL) - set(table.columns)
+    if missing:
+        raise ValueError(
+            f"{path}: not a download ledger (missing columns {sorted(missing)}); move it aside and "
+            "run `make download` again (finished clips are checked and kept)"
+        )
+    return table.assign(**{c: "" for c in OPTIONAL if c not in table.columns})
+
+
 def load_ledger(data_dir: str | Path) -> pd.DataFrame:
     """Read ``DATA_DIR/clips/status.parquet`` (later stages use it to find the valid clips)."""
     path = DataLayout(data_dir).ledger
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `make download DATA_DIR={data_dir}` first")
-    return pd.read_parquet(path)
+    return read_ledger(path)

@@ -1,6 +1,6 @@
 """The download stage: manifest clips -> validated ``DATA_DIR/clips/<clip_id>.mp4`` (AVE: clip_id = youtube_id).
 
-The ledger's ``youtube_id`` column holds the clip key (``clip_id``), which equals the YouTube ID for AVE.
+The ledger's rows are keyed by ``clip_id``; its ``youtube_id`` column names the source video.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ RATE_LIMIT_ADVICE = (
 class DownloadConfig:
     data_dir: Path = Path("data")
     url_template: str = DEFAULT_URL_TEMPLATE
-    from_dir: Path | None = None  # ingest existing <youtube_id>.mp4 clips instead of downloading
+    from_dir: Path | None = None  # ingest existing <clip_id>.mp4 clips instead of downloading
     workers: int = 4
     sleep: float = 5.0  # polite pause (s, jittered) before each request of a worker
     rate_limit: str | None = None
@@ -401,7 +401,7 @@ class Stage:
         shutil.rmtree(self.partial, ignore_errors=True)  # leftovers of a killed run
         for stale in self.clips.glob(f".{self.ledger.path.name}.*"):  # a ledger write cut short
             stale.unlink(missing_ok=True)
-        self.ledger.ensure([v.key for v in videos])
+        self.ledger.ensure({v.key: v.youtube_id for v in videos})
         jobs = self.plan(videos, from_files)
         run_counts: Counter = Counter()
         self.state.counts["queued"] = len(jobs)
@@ -477,7 +477,7 @@ class Stage:
     def summarise(self, videos: list[Video], run_counts: Counter) -> dict:
         table = self.ledger.table()
         ids = {v.key for v in videos}
-        table = table[table["youtube_id"].isin(ids)]
+        table = table[table["clip_id"].isin(ids)]
         by_status = {s: int((table["status"] == s).sum()) for s in STATUSES}
         tried = by_status[OK] + by_status[UNAVAILABLE] + by_status[UNUSABLE] + by_status[TRANSIENT]
         failed = table[table["status"].isin([UNAVAILABLE, UNUSABLE, TRANSIENT])]
@@ -551,7 +551,7 @@ def manifest_videos(
 
 
 def index_from_dir(folder: Path) -> dict[str, Path]:
-    """``<youtube_id>.mp4`` files anywhere under ``folder`` (the AVE zip nests them in AVE/)."""
+    """``<clip_id>.mp4`` files anywhere under ``folder`` (the AVE zip nests them in AVE/)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"--from-dir {folder}: not a folder")
     found: dict[str, Path] = {}

@@ -330,12 +330,11 @@ def progress(total: int, enabled: bool, desc: str):
 
 def frame_plans(segments: pd.DataFrame) -> dict[str, np.ndarray]:
     """Clip ID -> its (10, F) planned frame indices, from the segments table."""
-    # segments.parquet calls the clip ID ``youtube_id``
     return {
         clip_id: np.stack(
             [np.asarray(v, dtype=np.int64) for v in g.sort_values("second")["frame_indices"]]
         )
-        for clip_id, g in segments.groupby("youtube_id", sort=False)
+        for clip_id, g in segments.groupby("clip_id", sort=False)
     }
 
 
@@ -568,7 +567,7 @@ def c3d_plans(segments: pd.DataFrame) -> dict[str, np.ndarray]:
     from pipeline.backbones.c3d import c3d_plan
 
     plans = frame_plans(segments)
-    first = segments.drop_duplicates("youtube_id").set_index("youtube_id")
+    first = segments.drop_duplicates("clip_id").set_index("clip_id")
     out = {}
     for clip_id, plan in plans.items():
         row = first.loc[clip_id]

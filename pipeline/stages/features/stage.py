@@ -374,8 +374,7 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     cfg.data_dir = Path(cfg.data_dir)
     _check(cfg)
     segments = load_segments(cfg.data_dir)
-    # segments.parquet calls the clip ID ``youtube_id``
-    ids = list(dict.fromkeys(segments["youtube_id"]))
+    ids = list(dict.fromkeys(segments["clip_id"]))
     if not ids:
         raise FeaturesError(
             f"{DataLayout(cfg.data_dir).segments_table} lists no segmented clip: nothing to extract"
