@@ -492,7 +492,7 @@ def frame_plan(segments: pd.DataFrame, clip_id: str) -> np.ndarray:
 
 
 def _progress(iterable: Iterator, total: int, enabled: bool) -> Iterator:
-    if not enabled:
+    if not enabled or total == 0:  # nothing to do: the summary says so, no empty bar
         return iterable
     from tqdm import tqdm
 
