@@ -125,7 +125,7 @@ def task_for(cfg: TrainConfig):
 def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> dict:
     """Train one seed into ``cfg.seed_dir()``; returns its final metrics."""
     from models.training.speed import default_threads, training_threads
-    from pipeline.core.device import resolve_device
+    from pipeline.core.device import resolve_device, reuse_freed_memory
 
     task = task_for(cfg)
     out = cfg.seed_dir()
@@ -133,6 +133,8 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
         return {**done, "reused": True}
 
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        reuse_freed_memory()
     with training_threads(device, cfg.threads or default_threads(cfg.mode)) as threads:
         return _train(cfg, task, out, device, progress, threads)
 

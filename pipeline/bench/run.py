@@ -230,7 +230,9 @@ def run_bench(data_dir: Path, out_dir: Path, device: str = "auto", quick: bool =
     import torch
 
     from models.training.speed import default_threads
+    from pipeline.core.device import reuse_freed_memory
 
+    reuse_freed_memory()  # as the stages and the trainer run
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and device != "cpu" else [])
     if device not in ("auto", "cpu") and device not in devices:
         if device.startswith("cuda") and not torch.cuda.is_available():

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.core.device import reuse_freed_memory
 from pipeline.core.io import write_json, write_npy, write_parquet
 from pipeline.core.manifest import CLIP_SECONDS
 from pipeline.core.store import DTYPES, StoreWriter
@@ -125,6 +126,7 @@ class VisualModel:
     def __init__(self, cfg: FeaturesConfig, device: str) -> None:
         import torch
 
+        reuse_freed_memory()
         self.device = torch.device(device)
         ext = vgg19_visual_backend(cfg, device=device)
         self.weights, self.precision = ext.weights, ext.precision
@@ -172,6 +174,7 @@ class AudioModel:
     """Ray actor: VGGish embeddings (and pool5 maps) of the patches (as the local engine)."""
 
     def __init__(self, cfg: FeaturesConfig, device: str) -> None:
+        reuse_freed_memory()
         self.cfg, self.device = cfg, device
         self.model = build_vggish(cfg).to(device).eval()
 
@@ -466,10 +469,12 @@ class C3DModel:
     def __init__(self, cfg: FeaturesConfig, device: str, with_vgg: bool = False) -> None:
         import torch
 
+        reuse_freed_memory()
         self.device = torch.device(device)
         self.cfg = cfg
         c3d = c3d_backend(cfg, device=device)
-        self.c3d = (c3d.model.to(self.device).eval(), c3d.weights)
+        model = c3d.model.to(self.device, memory_format=torch.channels_last_3d).eval()
+        self.c3d = (model, c3d.weights)
         self.precision = c3d.precision
         self.vgg, self.vgg_precision = None, "fp32"
         if with_vgg:

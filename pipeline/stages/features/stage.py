@@ -43,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.device import reuse_freed_memory
 from pipeline.core.io import write_json
 from pipeline.core.layout import DataLayout
 from pipeline.core.store import (
@@ -373,6 +374,7 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     """Build (or resume, or merge) the requested feature stores; return the summary."""
     cfg.data_dir = Path(cfg.data_dir)
     _check(cfg)
+    reuse_freed_memory()
     segments = load_segments(cfg.data_dir)
     ids = list(dict.fromkeys(segments["clip_id"]))
     if not ids:
