@@ -1,21 +1,36 @@
-"""The download ledger ``DATA_DIR/clips/status.parquet``: one row per clip, rewritten atomically.
+"""The download ledger: one row per clip, ``DATA_DIR/clips/status.parquet`` plus the journal
+``status.journal`` of the updates made since that table was written.
 
 Rows are keyed by ``clip_id`` (the manifest's clip key; the YouTube ID for AVE), with the source
-``youtube_id`` next to it. Every finished clip rewrites the whole (small: ~4k rows) table to a temp
-file and renames it, so a kill at any moment leaves either the previous or the new ledger, never a
-torn one. A ledger of an earlier version (key column ``youtube_id``, no source column) reads as if
-written today and is saved in today's columns on the next write.
+``youtube_id`` next to it. A recorded result appends one line to the journal (the clip's whole row
+as JSON, behind its CRC-32), so an update costs the same at 4 k and at 2 M rows. The table is
+rewritten (temp file + rename) and the journal removed when a run adds clips, when the journal
+holds a quarter of the table's rows (at least :data:`COMPACT_MIN` lines) and when a run ends: the
+rewrite costs O(rows) once per O(rows) updates.
+
+A kill at any moment loses no recorded result and leaves no torn ledger: a journal line cut short
+is ignored (and cut off by the next writer), the table is replaced whole, and a journal that the
+table already holds replays to the same rows. Readers (:func:`read_ledger`, :func:`load_ledger`)
+see the table with its journal applied. A ledger of an earlier version (key column
+``youtube_id``, no source column) reads as if written today; a run rewrites it in today's columns.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
-from datetime import UTC, datetime
+import time
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipeline.core.io import write_parquet
+from pipeline.core.io import disk_full_error, is_disk_full, write_parquet
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import keyed_by_clip_id
 from pipeline.stages.download.classify import PENDING, STATUSES
@@ -35,48 +50,225 @@ COLUMNS = (
 )
 #: Columns a ledger written before they existed may lack (filled empty on reading).
 OPTIONAL = ("youtube_id", "range")
+#: Text columns with few distinct values (kept as codes in memory).
+_CODED = ("status", "kind", "reason", "source", "range")
+_TEXT = ("clip_id", "youtube_id", *_CODED)
+#: The journal is folded into the table once it holds this many lines, or a quarter of the rows.
+COMPACT_MIN = 4096
+JOURNAL_SHARE = 4
 
 
-def _now() -> pd.Timestamp:
-    return pd.Timestamp(datetime.now(UTC))
+def journal_path(table: Path) -> Path:
+    """The journal beside a ledger table (``status.parquet`` -> ``status.journal``)."""
+    return Path(table).with_suffix(".journal")
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+# ----------------------------------------------------------------------------- rows and frames
+# A row in memory is a tuple in COLUMNS order, ``updated_at`` in microseconds since the epoch,
+# ``bytes``/``duration`` None when unknown.
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` in the ledger's column types, sorted by clip ID."""
+    df["attempts"] = df["attempts"].astype("int32")
+    df["bytes"] = df["bytes"].astype("Int64")
+    df["duration"] = df["duration"].astype("Float64")
+    if not isinstance(df["updated_at"].dtype, pd.DatetimeTZDtype):
+        df["updated_at"] = pd.to_datetime(df["updated_at"], unit="us", utc=True)
+    for col in _TEXT:
+        df[col] = df[col].astype("string")
+    if not df["clip_id"].is_monotonic_increasing:
+        df = df.sort_values("clip_id", kind="stable")
+    return df.reset_index(drop=True)
+
+
+def _rows_frame(rows: list[tuple]) -> pd.DataFrame:
+    return _typed(pd.DataFrame(rows, columns=list(COLUMNS)))
+
+
+def _as_dict(row: tuple) -> dict:
+    out = dict(zip(COLUMNS, row, strict=True))
+    out["updated_at"] = pd.Timestamp(row[9], unit="us", tz="UTC")
+    return out
+
+
+class _Table:
+    """The rows of the table file, column by column (~100 bytes a row at 2 M rows), with a
+    hash index on the clip ID."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        frame = _typed(frame.drop_duplicates("clip_id", keep="last"))
+        self.index = pd.Index(frame["clip_id"].array)
+        sources = frame["youtube_id"].fillna("")
+        self.sources = pa.array(sources.array)
+        self.no_source = (sources == "").to_numpy(bool)
+        self.codes: dict[str, np.ndarray] = {}
+        self.values: dict[str, list[str]] = {}
+        for col in _CODED:
+            codes, uniques = pd.factorize(frame[col].fillna(""))
+            self.codes[col], self.values[col] = codes.astype(np.int32), [str(u) for u in uniques]
+        self.attempts = frame["attempts"].to_numpy(np.int64)
+        self.nbytes = frame["bytes"].to_numpy(np.int64, na_value=-1)
+        self.duration = frame["duration"].to_numpy(np.float64, na_value=np.nan)
+        stamps = frame["updated_at"].dt.as_unit("us")
+        self.updated = stamps.to_numpy("datetime64[us]").view(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def row(self, clip_id: str) -> tuple | None:
+        try:
+            i = self.index.get_loc(clip_id)
+        except KeyError:
+            return None
+        text = {c: self.values[c][self.codes[c][i]] for c in _CODED}
+        nbytes, duration = int(self.nbytes[i]), float(self.duration[i])
+        return (
+            clip_id,
+            self.sources[i].as_py(),
+            text["status"],
+            text["kind"],
+            text["reason"],
+            int(self.attempts[i]),
+            None if nbytes < 0 else nbytes,
+            None if duration != duration else duration,
+            text["source"],
+            int(self.updated[i]),
+            text["range"],
+        )
+
+    def frame(self) -> pd.DataFrame:
+        columns = {
+            "clip_id": self.index.array,
+            "youtube_id": pd.array(self.sources, dtype="string"),
+        }
+        for col in _CODED:
+            values = np.array([*self.values[col], ""], dtype=object)
+            columns[col] = values[self.codes[col]]
+        columns.update(
+            attempts=self.attempts,
+            bytes=pd.arrays.IntegerArray(self.nbytes.copy(), self.nbytes < 0),
+            duration=pd.arrays.FloatingArray(self.duration.copy(), np.isnan(self.duration)),
+            updated_at=pd.DatetimeIndex(self.updated.view("datetime64[us]")).tz_localize("UTC"),
+        )
+        return _typed(pd.DataFrame(columns)[list(COLUMNS)])
+
+
+# ----------------------------------------------------------------------------- the journal
+
+
+def _line(row: tuple) -> bytes:
+    payload = json.dumps(row, separators=(",", ":")).encode()
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def _parse(line: bytes) -> tuple | None:
+    crc, _, payload = line.partition(b" ")
+    try:
+        if int(crc, 16) != zlib.crc32(payload):
+            return None
+        row = tuple(json.loads(payload))
+    except ValueError:
+        return None
+    return row if len(row) == len(COLUMNS) else None
+
+
+def read_journal(path: Path) -> tuple[dict[str, tuple], int, int]:
+    """The rows of a journal (the last line per clip), its number of whole lines and the size of
+    its whole lines in bytes; a last line cut short by a kill is left out."""
+    rows: dict[str, tuple] = {}
+    lines = size = 0
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return rows, 0, 0
+    with handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                break  # written in part when the writer was killed: not a recorded result
+            row = _parse(line[:-1])
+            if row is None:
+                raise ValueError(
+                    f"{path}:{lineno}: damaged ledger journal line; move {path.name} aside and "
+                    "run `make download` again (the clips it recorded are checked and kept)"
+                )
+            rows[row[0]] = row
+            lines, size = lines + 1, size + len(line)
+    return rows, lines, size
+
+
+# ----------------------------------------------------------------------------- the writer
 
 
 class Ledger:
-    """Thread-safe status table keyed by clip ID; ``update`` persists immediately."""
+    """Thread-safe status table keyed by clip ID; ``update`` persists before it returns.
+
+    One process writes a ledger at a time (the download stage holds a lock on the folder);
+    :meth:`close` folds the journal into the table at the end of a run.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.journal = journal_path(self.path)
         self._lock = threading.Lock()
-        self.rows: dict[str, dict] = {}
-        if self.path.is_file():
-            for rec in read_ledger(self.path).to_dict("records"):
-                row = {k: _plain(rec.get(k)) for k in COLUMNS}
-                self.rows[rec["clip_id"]] = dict(
-                    row, youtube_id=row["youtube_id"] or "", range=row["range"] or ""
-                )
+        self._fd: int | None = None
+        table = read_table(self.path) if self.path.is_file() else None
+        self._base = _Table(_rows_frame([]) if table is None else table)
+        self._changed, self._lines, size = read_journal(self.journal)
+        if self.journal.is_file() and self.journal.stat().st_size > size:
+            os.truncate(self.journal, size)  # a line cut short by a kill
+        if table is not None and not _is_current(self.path):
+            self._compact()  # an earlier version's table: saved in today's columns
 
     def get(self, clip_id: str) -> dict | None:
         with self._lock:
-            row = self.rows.get(clip_id)
-            return dict(row) if row else None
+            row = self._row(clip_id)
+            return _as_dict(row) if row else None
 
     def status(self, clip_id: str) -> str | None:
         row = self.get(clip_id)
         return row["status"] if row else None
 
-    def ensure(self, sources: dict[str, str]) -> None:
+    def ensure(self, sources: Mapping[str, str]) -> None:
         """Add a ``pending`` row for every clip (``clip_id -> youtube_id``) not yet in the ledger,
-        fill the source of rows that lack it, and persist."""
+        fill the source of rows that lack it, and persist (nothing is written when nothing is new)."""
         with self._lock:
-            for clip_id, youtube_id in sources.items():
-                row = self.rows.get(clip_id)
-                if row is None:
-                    self.rows[clip_id] = _row(
-                        clip_id, youtube_id, PENDING, "pending", "", 0, None, None, "", _now(), ""
-                    )
-                elif not row["youtube_id"]:
-                    row["youtube_id"] = youtube_id
-            self._write()
+            keys = pd.array(list(sources), dtype="string")
+            pos = self._base.index.get_indexer(keys)
+            known = pos >= 0
+            if self._changed:
+                known |= np.fromiter((k in self._changed for k in sources), bool, len(keys))
+            lacking = bool(self._base.no_source[pos[pos >= 0]].any()) or any(
+                not row[1] and row[0] in sources for row in self._changed.values()
+            )
+            if known.all() and not lacking and self.path.is_file():
+                return
+            frame = self._frame()
+            given = pd.Series(pd.array(list(sources.values()), dtype="string"), index=keys)
+            empty = frame["youtube_id"].fillna("") == ""
+            frame.loc[empty, "youtube_id"] = frame.loc[empty, "clip_id"].map(given)
+            frame["youtube_id"] = frame["youtube_id"].fillna("")
+            new = keys[~known]
+            added = pd.DataFrame(
+                {
+                    "clip_id": new,
+                    "youtube_id": given.loc[new].array,
+                    "status": PENDING,
+                    "kind": "pending",
+                    "reason": "",
+                    "attempts": 0,
+                    "bytes": None,
+                    "duration": None,
+                    "source": "",
+                    "updated_at": _now_us(),
+                    "range": "",
+                }
+            )
+            self._replace(pd.concat([frame, _typed(added)], ignore_index=True))
 
     def update(
         self,
@@ -95,67 +287,90 @@ class Ledger:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         with self._lock:
-            old = self.rows.get(clip_id) or {"attempts": 0, "youtube_id": ""}
-            self.rows[clip_id] = _row(
+            old = self._row(clip_id)
+            row = (
                 clip_id,
-                old["youtube_id"],
+                old[1] if old else "",
                 status,
                 kind,
                 reason,
-                old["attempts"] + attempts,
-                bytes,
-                duration,
+                (old[5] if old else 0) + int(attempts),
+                None if bytes is None else int(bytes),
+                None if duration is None else float(duration),
                 source,
-                _now(),
+                _now_us(),
                 range,
             )
-            self._write()
+            self._append(_line(row))
+            self._changed[clip_id] = row
+            self._lines += 1
+            limit = max(COMPACT_MIN, len(self._base) // JOURNAL_SHARE)
+            if self._lines >= limit or not self.path.is_file():
+                self._compact()
 
     def table(self) -> pd.DataFrame:
         with self._lock:
             return self._frame()
 
+    def close(self) -> None:
+        """Fold the journal into the table (the end of a run); the ledger stays usable."""
+        with self._lock:
+            if self._changed or self.journal.exists():
+                self._compact()
+
+    # ------------------------------------------------------------------ internals (lock held)
+
+    def _row(self, clip_id: str) -> tuple | None:
+        row = self._changed.get(clip_id)
+        return row if row is not None else self._base.row(clip_id)
+
     def _frame(self) -> pd.DataFrame:
-        df = pd.DataFrame(list(self.rows.values()), columns=list(COLUMNS))
-        df["attempts"] = df["attempts"].astype("int32")
-        df["bytes"] = df["bytes"].astype("Int64")
-        df["duration"] = df["duration"].astype("Float64")
-        df["updated_at"] = pd.to_datetime(df["updated_at"], utc=True)
-        for col in ("clip_id", "youtube_id", "status", "kind", "reason", "source", "range"):
-            df[col] = df[col].astype("string")
-        return df.sort_values("clip_id", kind="stable").reset_index(drop=True)
+        base = self._base.frame()
+        if not self._changed:
+            return base
+        changed = _rows_frame(list(self._changed.values()))
+        kept = base[~base["clip_id"].isin(changed["clip_id"])]
+        return _typed(pd.concat([kept, changed], ignore_index=True))
 
-    def _write(self) -> None:
-        write_parquet(self._frame(), self.path)
+    def _append(self, line: bytes) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        view = memoryview(line)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            os.ftruncate(self._fd, start)  # no half line left behind
+            if is_disk_full(exc):
+                raise disk_full_error(self.path.parent) from exc
+            raise
+
+    def _compact(self) -> None:
+        self._replace(self._frame())
+
+    def _replace(self, frame: pd.DataFrame) -> None:
+        """Write ``frame`` as the table, then drop the journal it holds (in that order: a kill
+        between the two replays the journal onto rows that already have it)."""
+        frame = _typed(frame)
+        write_parquet(frame, self.path)
+        self._base = _Table(frame)
+        self._changed, self._lines = {}, 0
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.journal.unlink(missing_ok=True)
 
 
-def _row(
-    clip_id, youtube_id, status, kind, reason, attempts, nbytes, duration, source, when, span
-) -> dict:
-    return {
-        "clip_id": clip_id,
-        "youtube_id": youtube_id,
-        "status": status,
-        "kind": kind,
-        "reason": reason,
-        "attempts": int(attempts),
-        "bytes": None if nbytes is None else int(nbytes),
-        "duration": None if duration is None else float(duration),
-        "source": source,
-        "updated_at": when,
-        "range": span,
-    }
+# ----------------------------------------------------------------------------- readers
 
 
-def _plain(value):
-    if value is pd.NA or (isinstance(value, float) and value != value):
-        return None
-    return value
+def _is_current(path: Path) -> bool:
+    return set(COLUMNS) <= set(pq.read_schema(path).names)
 
 
-def read_ledger(path: Path) -> pd.DataFrame:
-    """The ledger at ``path`` with today's columns (keyed ``clip_id``, optional ones filled empty),
-    whatever version wrote it."""
+def read_table(path: Path) -> pd.DataFrame:
+    """The table file alone, in today's columns (keyed ``clip_id``, optional ones filled empty)."""
     table = keyed_by_clip_id(pd.read_parquet(path))
     missing = set(COLUMNS) - set(OPTIONAL) - set(table.columns)
     if missing:
@@ -164,6 +379,32 @@ def read_ledger(path: Path) -> pd.DataFrame:
             "run `make download` again (finished clips are checked and kept)"
         )
     return table.assign(**{c: "" for c in OPTIONAL if c not in table.columns})
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def read_ledger(path: Path) -> pd.DataFrame:
+    """The ledger at ``path`` with today's columns (keyed ``clip_id``, optional ones filled
+    empty) and its journal applied, whatever version wrote it."""
+    path = Path(path)
+    for _ in range(5):  # a writer that rewrites the table meanwhile: read again
+        before = _stamp(path)
+        table = read_table(path)
+        rows, _, _ = read_journal(journal_path(path))
+        if _stamp(path) == before:
+            break
+    if not rows:
+        return table
+    changed = _rows_frame(list(rows.values())).astype(table.dtypes.to_dict())
+    kept = table[~table["clip_id"].isin(changed["clip_id"])]
+    merged = pd.concat([kept, changed], ignore_index=True)
+    return merged.sort_values("clip_id", kind="stable").reset_index(drop=True)
 
 
 def load_ledger(data_dir: str | Path) -> pd.DataFrame:

@@ -472,6 +472,10 @@ class Stage:
             finally:
                 if bar is not None:
                     bar.close()
+        try:
+            self.ledger.close()  # the run's journal folded into status.parquet
+        except DiskFullError as exc:  # the journal keeps every result; the next run folds it
+            self.stop_systemic(str(exc))
         return self.summarise(videos, run_counts)
 
     def summarise(self, videos: list[Video], run_counts: Counter) -> dict:
