@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.core.io import write_json
 from pipeline.core.layout import DataLayout
-from pipeline.demo.weights import OFFICIAL, WeightSource, cached_weights, fetch_weights
+
+if TYPE_CHECKING:  # the weights module imports torch: only when the demo runs
+    from pipeline.demo.weights import WeightSource
 
 REPO = Path(__file__).resolve().parents[2]
 SUPERVISED_MODELS = ("a", "v", "av_att", "dmrn")
@@ -461,6 +464,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     """Generate, serve and run the whole pipeline; return (and write) the summary."""
     from pipeline.demo.server import serve_folder
     from pipeline.demo.synth import generate_demo_set, is_complete
+    from pipeline.demo.weights import OFFICIAL, cached_weights, fetch_weights
 
     cfg.data_dir, cfg.run_dir = Path(cfg.data_dir), Path(cfg.run_dir)
     t_start = time.perf_counter()
