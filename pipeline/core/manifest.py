@@ -11,9 +11,11 @@ generic clip lists) write this schema; everything downstream reads it through th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline.core.layout import DataLayout
 
@@ -38,14 +40,18 @@ def manifest_path(data_dir: str | Path) -> Path:
     return DataLayout(data_dir).manifest
 
 
-def load_manifest(data_dir: str | Path) -> pd.DataFrame:
-    """Read ``DATA_DIR/manifest.parquet``, with a clear error when the stage has not run."""
+def load_manifest(data_dir: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read ``DATA_DIR/manifest.parquet``, with a clear error when the stage has not run;
+    ``columns``: only those of them the file has (a stage that needs a few of a large list's)."""
     path = manifest_path(data_dir)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
         )
-    return pd.read_parquet(path)
+    if columns is not None:
+        have = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in have]
+    return pd.read_parquet(path, columns=columns)
 
 
 def clip_ids(manifest: pd.DataFrame) -> pd.Series:

@@ -23,6 +23,7 @@ import threading
 import time
 import zlib
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,9 @@ def journal_path(table: Path) -> Path:
     return Path(table).with_suffix(".journal")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -92,7 +96,7 @@ def _rows_frame(rows: list[tuple]) -> pd.DataFrame:
 
 def _as_dict(row: tuple) -> dict:
     out = dict(zip(COLUMNS, row, strict=True))
-    out["updated_at"] = pd.Timestamp(row[9], unit="us", tz="UTC")
+    out["updated_at"] = _EPOCH + timedelta(microseconds=row[9])
     return out
 
 

@@ -15,7 +15,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class DownloadConfig:
     progress: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class Video:
     youtube_id: str  # the source video (fills {youtube_id} of the URL template)
     start: float | None
@@ -450,9 +451,9 @@ class Stage:
             )
         seen_notes = 0
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
-            futures = [pool.submit(work, job) for job in jobs]
+            futures: set[Future] = set()
             try:
-                for future in as_completed(futures):
+                for future in _windowed(pool, work, jobs, futures, 4 * max(1, self.cfg.workers)):
                     action, status = future.result()
                     run_counts[f"{action}:{status}"] += 1
                     if bar is not None:
@@ -480,8 +481,8 @@ class Stage:
 
     def summarise(self, videos: list[Video], run_counts: Counter) -> dict:
         table = self.ledger.table()
-        ids = {v.key for v in videos}
-        table = table[table["clip_id"].isin(ids)]
+        if len(table) != len(videos):  # the ledger holds every video of the run (ensure)
+            table = table[table["clip_id"].isin([v.key for v in videos])]
         by_status = {s: int((table["status"] == s).sum()) for s in STATUSES}
         tried = by_status[OK] + by_status[UNAVAILABLE] + by_status[UNUSABLE] + by_status[TRANSIENT]
         failed = table[table["status"].isin([UNAVAILABLE, UNUSABLE, TRANSIENT])]
@@ -526,6 +527,23 @@ class Stage:
         }
 
 
+def _windowed(
+    pool: ThreadPoolExecutor, fn: Callable, items: list, pending: set[Future], window: int
+) -> Iterator[Future]:
+    """Futures of ``fn`` over ``items`` as they finish, at most ``window`` submitted at a time
+    (``pending`` holds them): memory follows the window, not the list (2 M clips are 2 M jobs)."""
+    for item in items:
+        while len(pending) >= window:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            pending.difference_update(done)
+            yield from done
+        pending.add(pool.submit(fn, item))
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        pending.difference_update(done)
+        yield from done
+
+
 def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -538,7 +556,7 @@ def manifest_videos(
     ``shard_index``."""
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} outside 0..{num_shards - 1}")
-    manifest = load_manifest(data_dir)
+    manifest = load_manifest(data_dir, columns=["youtube_id", "clip_id", "clip_start", "clip_end"])
     manifest = manifest.assign(_key=clip_ids(manifest)).drop_duplicates("_key", keep="first")
     videos = [
         Video(str(v), None if pd.isna(s) else float(s), None if pd.isna(e) else float(e), str(k))

@@ -1,0 +1,327 @@
+"""The scale rehearsal (``avel rehearsal --scale audioset``, ``make rehearsal SCALE=audioset``):
+AudioSet-size metadata generated offline (:mod:`.audioset`) through every metadata path without
+media, each path in a process of its own, timed, with its peak memory (the largest resident set of
+its process tree, from ``wait4``).
+
+Paths, at the list's size (AudioSet: 2,084,348 rows) and, where the cost per clip is the point,
+at AVE's size (4,143 rows) in the same run:
+
+- annotations: the three segment CSVs and the class list -> manifest (``avel annotations``);
+- download, first run: every clip planned and queued, the ledger created; the loopback source
+  answers HTTP 429 at once, so the run stops (exit 3) without a clip (``avel download``);
+- download, second run (full size only): the same on the full ledger (what a resumed run pays);
+- download, end to end: the first ``tried`` clips tried against a source answering 404, at two
+  ``--limit`` values: the difference is the cost of one more clip, start-up left out;
+- ledger updates: a stream of injected outcomes, each update timed, the journal folded at the end;
+- feature store: plan, fill the even shards, resume the rest and finish, merge (the index from
+  the receipts), open (:mod:`.probes`);
+- training's join of the manifest and the store (``AVEDataset``) and one batch.
+
+The report (``RUN_DIR/report.{json,md}``) has per path the rows, wall time, peak memory and its
+own figures. Not here: the segments table (built from per-clip receipts) and the Ray engine's plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipeline.bench.peak import cores
+from pipeline.core.io import atomic_path, write_json
+from pipeline.core.layout import DataLayout
+from pipeline.demo.server import LoopbackServer
+from pipeline.rehearsal.audioset import AUDIOSET_LISTS, AUDIOSET_ROWS, write_audioset
+from pipeline.rehearsal.inputs import AVE_ROWS
+
+#: The folder marker of a data folder this rehearsal made (and may remove when it runs again).
+MARKER = ".scale-rehearsal"
+
+
+@dataclass
+class ScaleConfig:
+    data_dir: Path = Path("data/rehearsal-audioset")
+    run_dir: Path = Path("runs/rehearsal-audioset")
+    rows: int = AUDIOSET_ROWS  # rows of the generated lists
+    small: int = AVE_ROWS  # the size every per-clip cost is compared with
+    seed: int = 0
+    updates: int | None = None  # per ledger stream (default: a quarter of the rows and 1%)
+    tried: tuple[int, int] = (20, 60)  # end-to-end --limit values ((0, 0): skip)
+    workers: int = 4
+    shard_size: int = 256
+    timeout: float = 3600.0  # per path
+    progress: bool = True
+
+
+@dataclass
+class PathRun:
+    name: str
+    size: str  # "full" or "small"
+    rows: int
+    seconds: float
+    peak_mib: float
+    returncode: int
+    detail: dict[str, Any]
+
+
+def _say(cfg: ScaleConfig, text: str) -> None:
+    if cfg.progress:
+        print(f"[scale] {text}", file=sys.stderr, flush=True)
+
+
+def _run(argv: list[str], log: Path, timeout: float) -> tuple[int, float, float, str]:
+    """Run ``argv`` (own process group, killed after ``timeout`` s); returns its exit code, wall
+    seconds, peak resident MiB and the last line of its output."""
+    out = log.with_suffix(".out")
+    with open(out, "w") as stdout, open(log, "a") as stderr:
+        stderr.write(f"\n$ {' '.join(argv)}\n")
+        stderr.flush()
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, start_new_session=True)
+        timer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    lines = out.read_text().strip().splitlines()
+    return proc.returncode, seconds, usage.ru_maxrss / 1024, lines[-1] if lines else ""
+
+
+def _fresh(folder: Path) -> Path:
+    """An empty data folder of this rehearsal (one it made before is removed, nothing else)."""
+    if folder.exists():
+        if not (folder / MARKER).is_file():
+            raise RuntimeError(
+                f"{folder} exists and is not a scale-rehearsal folder: pass another --data-dir"
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / MARKER).write_text("made by avel rehearsal --scale; removed when it runs again\n")
+    return folder
+
+
+def _inputs(cfg: ScaleConfig, rows: int) -> dict[str, Path]:
+    """The generated lists of ``rows`` rows (made once per size and seed)."""
+    folder = cfg.data_dir / f"inputs-{rows}-seed{cfg.seed}"
+    done = folder / "done.json"
+    names = [*AUDIOSET_LISTS, "class_labels_indices.csv"]
+    if not done.is_file():
+        write_audioset(folder, rows, cfg.seed)
+        write_json({"rows": rows, "seed": cfg.seed}, done)
+    return {name: folder / name for name in names}
+
+
+def _first_ids(data_dir: Path, count: int) -> list[str]:
+    """The source IDs of the manifest's first ``count`` rows (the first clips a run tries)."""
+    batches = pq.ParquetFile(DataLayout(data_dir).manifest).iter_batches(
+        count, columns=["youtube_id"]
+    )
+    return [str(v) for v in next(batches).column(0).to_pylist()]
+
+
+class Runner:
+    """Runs the paths of one rehearsal and keeps their records."""
+
+    def __init__(self, cfg: ScaleConfig) -> None:
+        self.cfg = cfg
+        self.runs: list[PathRun] = []
+        self.logs = cfg.run_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def avel(self, name: str, size: str, rows: int, argv: list[str], want: int = 0) -> PathRun:
+        return self._path(name, size, rows, [sys.executable, "-m", "pipeline.cli", *argv], want)
+
+    def probe(self, name: str, size: str, rows: int, probe: str, **args: Any) -> PathRun:
+        argv = [sys.executable, "-m", "pipeline.rehearsal.probes", probe, json.dumps(args)]
+        return self._path(name, size, rows, argv, 0)
+
+    def _path(self, name: str, size: str, rows: int, argv: list[str], want: int) -> PathRun:
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        log = self.logs / f"{len(self.runs):02d}-{slug}-{size}.log"
+        rc, seconds, peak, last = _run(argv, log, self.cfg.timeout)
+        if rc != want:
+            raise RuntimeError(
+                f"scale rehearsal: {name} ({size}) exited {rc}, not {want}; see {log}"
+            )
+        detail = json.loads(last) if last.startswith("{") else {}
+        run = PathRun(name, size, rows, round(seconds, 2), round(peak), rc, detail)
+        self.runs.append(run)
+        _say(self.cfg, f"{name} ({rows:,} rows): {seconds:.1f} s, {peak:.0f} MiB")
+        return run
+
+
+def run_scale(cfg: ScaleConfig) -> dict[str, Any]:
+    """Generate the lists, run every path at both sizes, write the report; returns it."""
+    cfg.data_dir, cfg.run_dir = Path(cfg.data_dir), Path(cfg.run_dir)
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    sizes = {"small": min(cfg.small, cfg.rows), "full": cfg.rows}
+    updates = cfg.updates or cfg.rows // 4 + cfg.rows // 100 + 1
+    runner = Runner(cfg)
+    t0 = time.perf_counter()
+    inputs = {size: _inputs(cfg, rows) for size, rows in sizes.items()}
+    generated = round(time.perf_counter() - t0, 1)
+    _say(cfg, f"inputs ready in {generated} s")
+    folders = {size: _fresh(cfg.data_dir / size) for size in sizes}
+    source = cfg.data_dir / "empty-source"  # no file: every clip is answered 404 or 429
+    source.mkdir(exist_ok=True)
+    with LoopbackServer(source) as limited, LoopbackServer(source) as gone:
+        for size, rows in sizes.items():
+            d = ["--data-dir", str(folders[size])]
+            lists = ",".join(str(inputs[size][n]) for n in AUDIOSET_LISTS)
+            labels = str(inputs[size]["class_labels_indices.csv"])
+            runner.avel(
+                "annotations",
+                size,
+                rows,
+                ["annotations", *d, "--clip-list", lists, "--clip-list-format", "audioset"]
+                + ["--class-labels", labels],
+            )
+            for yid in _first_ids(folders[size], 8 * cfg.workers):
+                limited.route(f"{yid}.mp4", status=429, body="Too Many Requests")
+            common = [*d, "--workers", str(cfg.workers), "--sleep", "0", "--retries", "1"]
+            common += ["--backoff", "0", "--no-progress"]
+            stop = ["--url-template", limited.base_url + "/{youtube_id}.mp4"]
+            stop += ["--max-rate-limited", "1", "--rate-limit-pause", "0.1"]
+            runner.avel("download, first run", size, rows, ["download", *common, *stop], want=3)
+            if size == "full":  # what every resumed run pays
+                runner.avel("download, second run", size, rows, ["download", *common, *stop], 3)
+            for limit in cfg.tried if any(cfg.tried) else ():
+                argv = ["download", *common, "--url-template", gone.base_url + "/{youtube_id}.mp4"]
+                run = runner.avel(
+                    f"download, {limit} clips tried", size, rows, [*argv, "--limit", str(limit)]
+                )
+                run.detail["clips"] = limit
+            runner.probe(
+                "ledger updates", size, rows, "ledger", data_dir=str(folders[size]), updates=updates
+            )
+        full = str(folders["full"])
+        for step in ("plan", "fill", "resume", "merge", "open"):
+            runner.probe(
+                f"store {step}",
+                "full",
+                sizes["full"],
+                "store",
+                data_dir=full,
+                step=step,
+                shard_size=cfg.shard_size,
+            )
+        runner.probe("training join", "full", sizes["full"], "join", data_dir=full)
+    report = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "sizes": sizes,
+        "updates_per_stream": updates,
+        "inputs_seconds": generated,
+        "machine": {
+            "cores": cores(),
+            "load_before": round(load_before, 2),
+            "load_after": round(os.getloadavg()[0], 2),
+        },
+        "paths": [asdict(r) for r in runner.runs],
+        "ledger": ledger_summary(runner.runs),
+        "end_to_end": end_to_end(runner.runs),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(report, cfg.run_dir / "report.json")
+    with atomic_path(cfg.run_dir / "report.md") as tmp:
+        tmp.write_text(format_scale_report(report))
+    return report
+
+
+def ledger_summary(runs: list[PathRun]) -> dict[str, Any]:
+    """One clip's update at both sizes and their ratios (full over small)."""
+    by_size = {r.size: r.detail for r in runs if r.name == "ledger updates"}
+    small, full = by_size.get("small", {}), by_size.get("full", {})
+    out: dict[str, Any] = {"small": small, "full": full}
+    for key in ("update_median_us", "update_mean_us"):
+        if small.get(key) and full.get(key):
+            out[f"ratio_{key[7:-3]}"] = round(full[key] / small[key], 2)
+    return out
+
+
+def end_to_end(runs: list[PathRun]) -> dict[str, Any]:
+    """Seconds per additional clip tried (the two ``--limit`` runs' difference), per size."""
+    out: dict[str, Any] = {}
+    for size in ("small", "full"):
+        tried = [r for r in runs if r.size == size and "clips" in r.detail]
+        if len(tried) == 2 and tried[1].detail["clips"] != tried[0].detail["clips"]:
+            extra = tried[1].detail["clips"] - tried[0].detail["clips"]
+            per_clip = (tried[1].seconds - tried[0].seconds) / extra
+            out[size] = {"seconds_per_clip": round(per_clip, 3), "rows": tried[0].rows}
+    if "small" in out and "full" in out and out["small"]["seconds_per_clip"] > 0:
+        out["ratio"] = round(out["full"]["seconds_per_clip"] / out["small"]["seconds_per_clip"], 2)
+    return out
+
+
+def _notes(run: dict[str, Any]) -> str:
+    d = run["detail"]
+    if run["name"] == "ledger updates":
+        return (
+            f"{d['updates']:,} updates: median {d['update_median_us']:.0f} µs, mean "
+            f"{d['update_mean_us']:.0f} µs, p99 {d['update_p99_us']:.0f} µs, max "
+            f"{d['update_max_ms']:.0f} ms ({d['folds_during_stream']} folds); open "
+            f"{d['open_s']} s, fold at close {d['fold_at_close_s']} s"
+        )
+    if run["name"].startswith("store"):
+        return ", ".join(f"{k} {v}" for k, v in d.items() if k != "seconds")
+    if run["name"] == "training join":
+        return (
+            f"{d['samples']:,} train samples joined in {d['join_s']} s; batch of {d['batch_rows']}"
+        )
+    if "clips" in d:
+        return f"--limit {d['clips']} against 404 answers"
+    return ""
+
+
+def format_scale_report(report: dict[str, Any]) -> str:
+    """The scale rehearsal's report for people (markdown)."""
+    m, sizes = report["machine"], report["sizes"]
+    lines = [
+        f"Scale rehearsal: AudioSet-format lists of {sizes['full']:,} rows (and {sizes['small']:,} "
+        f"for comparison), 527 classes, generated offline in {report['inputs_seconds']} s; "
+        f"{m['cores']} cores, load average {m['load_before']} before, {m['load_after']} after; "
+        f"{report['seconds']:.0f} s in all",
+        "",
+        "| path | rows | wall s | peak MiB | figures |",
+        "|---|---|---|---|---|",
+    ]
+    for run in report["paths"]:
+        lines.append(
+            f"| {run['name']} | {run['rows']:,} | {run['seconds']:.1f} | {run['peak_mib']:.0f} | "
+            f"{_notes(run)} |"
+        )
+    led = report["ledger"]
+    if "ratio_median" in led:
+        lines += [
+            "",
+            f"One clip's ledger update, {sizes['full']:,} rows over {sizes['small']:,} rows (same "
+            f"run, same stream): median x{led['ratio_median']}, mean with the folds "
+            f"x{led['ratio_mean']}.",
+        ]
+    e2e = report["end_to_end"]
+    if "ratio" in e2e:
+        lines.append(
+            f"Download end to end, seconds per additional clip tried: "
+            f"{e2e['small']['seconds_per_clip']} at {sizes['small']:,} rows, "
+            f"{e2e['full']['seconds_per_clip']} at {sizes['full']:,} rows (x{e2e['ratio']})."
+        )
+    lines.append(
+        "Not measured here: the segments table (built from per-clip receipts) and the Ray "
+        "engine's plan (the features driver's own planning measures it)."
+    )
+    return "\n".join(lines) + "\n"
