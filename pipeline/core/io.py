@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 class DiskFullError(RuntimeError):
@@ -102,10 +104,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             tmp_path.unlink()
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a DataFrame to Parquet atomically."""
+def write_parquet(df: pd.DataFrame | pa.Table, path: str | os.PathLike) -> None:
+    """Write a DataFrame (or an Arrow table) to Parquet atomically."""
     with atomic_path(path, suffix=".parquet") as tmp:
-        df.to_parquet(tmp, index=False)
+        if isinstance(df, pa.Table):
+            pq.write_table(df, tmp)
+        else:
+            df.to_parquet(tmp, index=False)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

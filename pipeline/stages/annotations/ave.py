@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from array import array
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -217,16 +218,23 @@ def split_column(splits: dict[str, np.ndarray], n_rows: int) -> list[str | None]
 
 
 def parse_audioset_csv(path: str | Path) -> pd.DataFrame:
-    """Parse an AudioSet segment CSV (``# YTID, start_seconds, end_seconds, positive_labels``)."""
+    """Parse an AudioSet segment CSV (``# YTID, start_seconds, end_seconds, positive_labels``),
+    line by line (2 M rows hold their columns, not their lines)."""
     path = Path(path)
-    records = []
-    numbered = [
-        (n, line)
-        for n, line in enumerate(read_text_lines(path), start=1)
-        if not line.startswith("#")
-    ]
-    reader = csv.reader((line for _, line in numbered), skipinitialspace=True, quotechar='"')
-    for (lineno, _), fields in zip(numbered, reader, strict=True):
+    ids: list[str] = []
+    labels: list[str] = []
+    starts, ends = array("d"), array("d")
+    lineno = 0
+
+    def data_lines():
+        nonlocal lineno
+        with open(path, encoding="utf-8-sig") as f:  # universal newlines; a BOM is dropped
+            for number, line in enumerate(f, start=1):
+                if not line.startswith("#"):
+                    lineno = number
+                    yield line.rstrip("\n")
+
+    for fields in csv.reader(data_lines(), skipinitialspace=True, quotechar='"'):
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue
         if len(fields) < 3:
@@ -234,17 +242,23 @@ def parse_audioset_csv(path: str | Path) -> pd.DataFrame:
                 f"{path}:{lineno}: expected 'YTID, start_seconds, end_seconds, positive_labels', "
                 f"found {len(fields)} field(s)"
             )
-        ytid = fields[0].strip()
         try:
             start, end = float(fields[1]), float(fields[2])
         except ValueError:
             raise AnnotationError(
                 f"{path}:{lineno}: start/end are not numbers: {fields[1:3]!r}"
             ) from None
-        labels = fields[3].strip() if len(fields) > 3 else ""
-        records.append((ytid, start, end, labels))
+        ids.append(fields[0].strip())
+        starts.append(start)
+        ends.append(end)
+        labels.append(fields[3].strip() if len(fields) > 3 else "")
     return pd.DataFrame(
-        records, columns=["youtube_id", "start_seconds", "end_seconds", "positive_labels"]
+        {
+            "youtube_id": ids,
+            "start_seconds": np.frombuffer(starts, np.float64) if starts else np.zeros(0),
+            "end_seconds": np.frombuffer(ends, np.float64) if ends else np.zeros(0),
+            "positive_labels": labels,
+        }
     )
 
 
@@ -275,6 +289,7 @@ def build_manifest(
     offsets: dict[str, tuple[float, float]] = {}
     for path in csv_paths:
         table = parse_audioset_csv(path)
+        table = table[table["youtube_id"].isin(ann["youtube_id"])]  # AVE's few of AudioSet's 2 M
         for ytid, start, end in zip(
             table["youtube_id"], table["start_seconds"], table["end_seconds"], strict=True
         ):

@@ -14,12 +14,15 @@ and background on every second (background = the number of classes, 0 when there
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.core.manifest import CLIP_SECONDS, YOUTUBE_ID, AnnotationError, segment_labels
+from pipeline.core.manifest import CLIP_SECONDS, YOUTUBE_ID, AnnotationError
 from pipeline.stages.annotations.ave import parse_audioset_csv, read_text_lines
 
 FORMATS = ("audioset", "vggsound", "table")
@@ -73,13 +76,44 @@ def _check_id(youtube_id: str, where: str) -> None:
 
 
 # ----------------------------------------------------------------------------- readers
-# Each returns rows (youtube_id, start, end, labels: list[str], split or None) and the class
-# names in index order (None: take the labels seen, sorted).
+# Each returns the rows (youtube_id, start, end, labels: list[str], split or None) and the class
+# names in index order (None: take the labels seen, sorted); the AudioSet reader, whose lists hold
+# 2 M rows, returns them column by column (:class:`ClipRows`) instead.
 
 
-def read_audioset(
-    paths: list[Path], class_labels: Path | None, wanted: list[str]
-) -> tuple[list[tuple], list[str] | None]:
+@dataclass
+class ClipRows:
+    """Rows of clip lists column by column: ``table`` (``youtube_id``, ``start``, ``end``,
+    ``split``) in file order, and their labels as two flat arrays, ``label_rows`` (the row of each
+    label, in row order) and ``label_ids`` (its index in ``classes``)."""
+
+    table: pd.DataFrame
+    label_rows: np.ndarray
+    label_ids: np.ndarray
+    classes: list[str]
+
+    @classmethod
+    def from_tuples(cls, rows: list[tuple], classes: list[str] | None) -> ClipRows:
+        names = classes if classes is not None else sorted({n for r in rows for n in r[3]})
+        index = {name: i for i, name in enumerate(names)}
+        pairs = [(i, index[n]) for i, r in enumerate(rows) for n in r[3] if n in index]
+        table = pd.DataFrame(
+            [(y, s, e, sp) for y, s, e, _, sp in rows],
+            columns=["youtube_id", "start", "end", "split"],
+        )
+        flat = np.array(pairs, np.int64).reshape(-1, 2)
+        return cls(table, flat[:, 0], flat[:, 1], list(names))
+
+
+def _check_ids(ids: pd.Series, where: str) -> None:
+    """Every ID well formed, else the error for the first bad one (``where`` takes its row)."""
+    bad = ~ids.str.fullmatch(YOUTUBE_ID.pattern.strip("^$")).fillna(False).to_numpy(bool)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        _check_id(str(ids.iloc[first]), where.format(row=first + 1))
+
+
+def read_audioset(paths: list[Path], class_labels: Path | None, wanted: list[str]) -> ClipRows:
     names: dict[str, str] = {}
     order: list[str] | None = None
     if class_labels is not None:
@@ -96,32 +130,39 @@ def read_audioset(
                 hint = "" if names else " (pass --class-labels class_labels_indices.csv for names)"
                 raise AnnotationError(f"--labels: unknown AudioSet class {item!r}{hint}")
             selected.append(mid)
-    rows = []
+    parts = []
     for path in paths:
-        split = "test" if "eval" in path.name else "train"
-        table = parse_audioset_csv(path)
-        for lineno, (ytid, start, end, labels) in enumerate(
-            zip(
-                table["youtube_id"],
-                table["start_seconds"],
-                table["end_seconds"],
-                table["positive_labels"],
-                strict=True,
-            ),
-            start=1,
-        ):
-            _check_id(ytid, f"{path} (data row {lineno})")
-            mids = [m.strip() for m in str(labels).split(",") if m.strip()]
-            if selected is not None:
-                mids = [m for m in selected if m in mids]  # in the order asked for
-                if not mids:
-                    continue
-            rows.append((ytid, float(start), float(end), mids, split))
-    classes_mid = selected if selected is not None else order
-    if classes_mid is None:
-        classes_mid = sorted({m for r in rows for m in r[3]})
-    rows = [(y, s, e, [names.get(m, m) for m in mids], sp) for y, s, e, mids, sp in rows]
-    return rows, [names.get(m, m) for m in classes_mid]
+        part = parse_audioset_csv(path)
+        _check_ids(part["youtube_id"], f"{path} (data row {{row}})")
+        parts.append(part.assign(split="test" if "eval" in path.name else "train"))
+    table = pd.concat(parts, ignore_index=True)
+    lists = pc.split_pattern(pa.array(table["positive_labels"].fillna("")), ",")
+    mids = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+    rows = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    given = pc.not_equal(mids, "").to_numpy(zero_copy_only=False)
+    mids, rows = mids.filter(given), rows[given]
+    if selected is not None:  # only these classes, in the order asked for, once per row
+        rank = pc.index_in(mids, value_set=pa.array(selected, pa.string()))
+        found = rank.is_valid().to_numpy(zero_copy_only=False)
+        code = np.unique(rows[found] * len(selected) + rank.filter(found).to_numpy())
+        rows, ids = code // len(selected), code % len(selected)
+        kept = np.zeros(len(table), bool)
+        kept[rows] = True
+        table = table[kept].reset_index(drop=True)
+        rows = (np.cumsum(kept) - 1)[rows]
+        classes_mid = selected
+    else:
+        classes_mid = order if order is not None else sorted(pc.unique(mids).to_pylist())
+        index = pc.index_in(mids, value_set=pa.array(classes_mid, pa.string()))
+        known = index.is_valid().to_numpy(zero_copy_only=False)
+        rows, ids = rows[known], index.filter(known).to_numpy()
+    table = table.rename(columns={"start_seconds": "start", "end_seconds": "end"})
+    return ClipRows(
+        table[["youtube_id", "start", "end", "split"]],
+        rows,
+        ids.astype(np.int64),
+        [names.get(m, m) for m in classes_mid],
+    )
 
 
 def read_vggsound(path: Path, wanted: list[str]) -> tuple[list[tuple], list[str] | None]:
@@ -192,73 +233,81 @@ def build_clip_manifest(
     fmt: str,
     labels: list[str] | None = None,
     class_labels: Path | None = None,
-) -> tuple[pd.DataFrame, list[str], dict]:
-    """Manifest (one row per clip, first occurrence kept), class names and a summary."""
+) -> tuple[pa.Table, list[str], dict]:
+    """Manifest (one row per clip, first occurrence kept), class names and a summary. The manifest
+    is built column by column (an Arrow table: 2 M rows hold no Python object per row)."""
     labels = labels or []
     if fmt == "audioset":
-        rows, classes = read_audioset(paths, class_labels, labels)
+        rows = read_audioset(paths, class_labels, labels)
     elif fmt in ("vggsound", "table"):
         reader = read_vggsound if fmt == "vggsound" else read_table
-        rows, classes = [], None
+        found, classes = [], None
         for path in paths:
             part, classes = reader(path, labels)
-            rows += part
+            found += part
+        rows = ClipRows.from_tuples(found, classes)
     else:
         raise AnnotationError(f"--clip-list-format must be one of {FORMATS}, got {fmt!r}")
-    if not rows:
+    if rows.table.empty:
         raise AnnotationError(f"{', '.join(map(str, paths))}: no clip (after the --labels filter)")
-    if classes is None:
-        classes = sorted({name for r in rows for name in r[3]})
-    index = {name: i for i, name in enumerate(classes)}
-    background = len(classes)
-    records, seen, repeats = [], set(), 0
-    for ytid, start, end, names, split in rows:
-        clip_id = make_clip_id(ytid, start)
-        if clip_id in seen:
-            repeats += 1
-            continue
-        seen.add(clip_id)
-        ids = [index[n] for n in names if n in index]
-        label = ids[0] if ids else -1
-        per_second = (
-            segment_labels(0, CLIP_SECONDS, label, background)
-            if ids
-            else [background] * CLIP_SECONDS
-        )
-        records.append(
-            {
-                "sample": len(records),
-                "youtube_id": ytid,
-                "clip_id": clip_id,
-                "category": classes[label] if ids else "",
-                "label": label,
-                "labels": ids,
-                "start": 0,
-                "end": CLIP_SECONDS,
-                "split": split,
-                "match_split": None,
-                "clip_start": start,
-                "clip_end": end,
-                "segment_labels": per_second,
-            }
-        )
-    manifest = pd.DataFrame(records, columns=MANIFEST_COLUMNS)
-    manifest["label"] = manifest["label"].astype(np.int16)
-    manifest["clip_start"] = manifest["clip_start"].astype("Float64")
-    manifest["clip_end"] = manifest["clip_end"].astype("Float64")
-    for col in ("split", "match_split"):
-        manifest[col] = manifest[col].astype("string")
-    per_video = manifest["youtube_id"].value_counts()
+    table, classes = rows.table, rows.classes
+    ms = np.rint(table["start"].to_numpy(np.float64) * 1000).astype(np.int64)
+    clip_id = pc.binary_join_element_wise(
+        pa.array(table["youtube_id"]).cast(pa.large_string()),
+        pa.array(ms).cast(pa.large_string()),
+        pa.scalar("_", pa.large_string()),
+    )
+    first = ~pd.Series(pd.array(clip_id, dtype="str")).duplicated(keep="first").to_numpy()
+    repeats = int((~first).sum())
+    keep = first[rows.label_rows]
+    label_rows = (np.cumsum(first) - 1)[rows.label_rows[keep]]
+    label_ids = rows.label_ids[keep]
+    table, clip_id = table[first].reset_index(drop=True), clip_id.filter(first)
+    n = len(table)
+    label = np.full(n, -1, np.int64)
+    leading = np.r_[True, label_rows[1:] != label_rows[:-1]] if len(label_rows) else []
+    label[label_rows[leading]] = label_ids[leading]
+    names = np.array([*classes, ""], dtype=object)
+    scalars = pd.DataFrame(
+        {
+            "sample": np.arange(n, dtype=np.int64),
+            "youtube_id": table["youtube_id"].astype("str"),
+            "clip_id": pd.array(clip_id, dtype="str"),
+            "category": pd.array(names[label], dtype="str"),
+            "label": label.astype(np.int16),
+            "start": np.zeros(n, np.int64),
+            "end": np.full(n, CLIP_SECONDS, np.int64),
+            "split": table["split"].astype("string"),
+            "match_split": pd.array([None] * n, dtype="string"),
+            "clip_start": table["start"].astype("Float64"),
+            "clip_end": table["end"].astype("Float64"),
+        }
+    )
+    offsets = np.r_[0, np.cumsum(np.bincount(label_rows, minlength=n))]
+    per_second = np.repeat(np.where(label >= 0, label, len(classes)), CLIP_SECONDS)
+    manifest = pa.Table.from_pandas(scalars, preserve_index=False)
+    manifest = manifest.add_column(
+        MANIFEST_COLUMNS.index("labels"),
+        "labels",
+        pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(label_ids, pa.int64())),
+    ).append_column(
+        "segment_labels",
+        pa.ListArray.from_arrays(
+            pa.array(np.arange(0, n * CLIP_SECONDS + 1, CLIP_SECONDS), pa.int32()),
+            pa.array(per_second, pa.int64()),
+        ),
+    )
+    per_video = scalars["youtube_id"].value_counts()
     summary = {
         "format": fmt,
-        "rows": int(len(manifest)),
-        "clips": int(len(manifest)),
+        "rows": n,
+        "clips": n,
         "unique_videos": int(per_video.size),
         "videos_with_several_clips": int((per_video > 1).sum()),
         "repeated_rows_dropped": repeats,
         "classes": len(classes) + 1,
-        "unlabelled_clips": int((manifest["label"] < 0).sum()),
-        "split_rows": {str(k): int(v) for k, v in manifest["split"].value_counts().items()},
+        "unlabelled_clips": int((label < 0).sum()),
+        "split_rows": {str(k): int(v) for k, v in scalars["split"].value_counts().items()},
     }
     return manifest, list(classes), summary
 
