@@ -122,6 +122,7 @@ QUIET ?=
 OFFLINE ?=
 VISUAL_SAMPLE ?=
 NO_KILL ?=
+SCALE ?=
 
 # ----------------------------------------------------------------------------- helpers
 empty :=
@@ -360,8 +361,8 @@ delete-runs: ## DELETES RUN_DIR (every trained run in it): RUN_DIR must be given
 	$(if $(call given,RUN_DIR),,$(error delete-runs deletes every run in a folder: name it, e.g. make delete-runs RUN_DIR=runs))
 	rm -rf -- $(call q,$(RUN_DIR))
 
-rehearsal: | $(STAMP_RUN) ffmpeg ## AVE's rows on loopback with faults, every stage killed and resumed, measured (default data/rehearsal, runs/rehearsal; not in `make test`)
-	$(AVEL) rehearsal $(call opt_given,--data-dir,DATA_DIR) $(call opt_given,--run-dir,RUN_DIR) \
+rehearsal: | $(STAMP_RUN) ffmpeg ## AVE's rows on loopback with faults, every stage killed and resumed, measured (default data/rehearsal, runs/rehearsal; SCALE=audioset: every metadata path at AudioSet's size, docs/scale.md; not in `make test`)
+	$(AVEL) rehearsal $(call opt,--scale,SCALE) $(call opt_given,--data-dir,DATA_DIR) $(call opt_given,--run-dir,RUN_DIR) \
 		$(call opt,--clips,CLIPS) $(call opt,--ave-annotations,AVE_ANNOTATIONS) \
 		$(call opt,--ave-splits,AVE_SPLITS) $(call opt,--seed,SEED) $(call opt,--workers,WORKERS) \
 		$(call opt,--epochs,EPOCHS) $(call opt,--visual-sample,VISUAL_SAMPLE) \

@@ -8,22 +8,37 @@ from pathlib import Path
 
 from pipeline.cli.common import fail
 
+SCALES = ("ave", "audioset")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from pipeline.rehearsal.run import RehearsalConfig
+    from pipeline.rehearsal.scale import ScaleConfig
 
-    d = RehearsalConfig()
+    d, s = RehearsalConfig(), ScaleConfig()
     p = subparsers.add_parser(
         "rehearsal",
-        help="AVE's structure served on loopback with faults, every stage killed and resumed, measured",
+        help="AVE's structure served on loopback with faults, every stage killed and resumed, "
+        "measured; --scale audioset: every metadata path at AudioSet's size",
     )
-    p.add_argument("--data-dir", type=Path, default=d.data_dir, help=f"default {d.data_dir}")
-    p.add_argument("--run-dir", type=Path, default=d.run_dir, help=f"default {d.run_dir}")
+    p.add_argument(
+        "--scale",
+        choices=SCALES,
+        default="ave",
+        help="ave: the AVE-size rehearsal (default); audioset: AudioSet-size lists generated "
+        "offline through every metadata path without media (time and peak memory per path)",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, help=f"default {d.data_dir} (--scale audioset: {s.data_dir})"
+    )
+    p.add_argument(
+        "--run-dir", type=Path, help=f"default {d.run_dir} (--scale audioset: {s.run_dir})"
+    )
     p.add_argument(
         "--clips",
         type=int,
-        default=d.clips,
-        help=f"annotation rows to use, evenly spaced (default {d.clips}; 0 = every row)",
+        help=f"annotation rows to use, evenly spaced (default {d.clips}; 0 = every row); "
+        f"--scale audioset: rows of the generated lists (default {s.rows:,})",
     )
     p.add_argument(
         "--ave-annotations",
@@ -49,12 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.scale == "audioset":
+        return _scale(args)
     from pipeline.rehearsal.run import RehearsalConfig, format_report, run_rehearsal
 
+    d = RehearsalConfig()
     cfg = RehearsalConfig(
-        data_dir=args.data_dir,
-        run_dir=args.run_dir,
-        clips=args.clips or None,
+        data_dir=args.data_dir or d.data_dir,
+        run_dir=args.run_dir or d.run_dir,
+        clips=(d.clips if args.clips is None else args.clips) or None,
         ave_annotations=args.ave_annotations,
         ave_splits=args.ave_splits,
         seed=args.seed,
@@ -77,3 +95,24 @@ def _main(args: argparse.Namespace) -> int:
     print(format_report(report))
     print(f"-> {cfg.run_dir / 'report.json'}, {cfg.run_dir / 'report.md'}")
     return 0 if report["ok"] else 1
+
+
+def _scale(args: argparse.Namespace) -> int:
+    from pipeline.rehearsal.scale import ScaleConfig, format_scale_report, run_scale
+
+    d = ScaleConfig()
+    cfg = ScaleConfig(
+        data_dir=args.data_dir or d.data_dir,
+        run_dir=args.run_dir or d.run_dir,
+        rows=args.clips or d.rows,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    try:
+        report = run_scale(cfg)
+    except (RuntimeError, ValueError, OSError) as exc:
+        return fail(exc)
+    print(format_scale_report(report))
+    print(f"-> {cfg.run_dir / 'report.json'}, {cfg.run_dir / 'report.md'}")
+    return 0

@@ -220,6 +220,7 @@ class Ledger:
         self.journal = journal_path(self.path)
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self.folds = 0  # journals folded into the table by this writer
         table = read_table(self.path) if self.path.is_file() else None
         self._base = _Table(_rows_frame([]) if table is None else table)
         self._changed, self._lines, size = read_journal(self.journal)
@@ -360,6 +361,7 @@ class Ledger:
         write_parquet(frame, self.path)
         self._base = _Table(frame)
         self._changed, self._lines = {}, 0
+        self.folds += 1
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

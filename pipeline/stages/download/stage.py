@@ -453,7 +453,8 @@ class Stage:
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
             futures: set[Future] = set()
             try:
-                for future in _windowed(pool, work, jobs, futures, 4 * max(1, self.cfg.workers)):
+                window = 4 * max(1, self.cfg.workers)
+                for future in _windowed(pool, work, jobs, futures, window, self.state):
                     action, status = future.result()
                     run_counts[f"{action}:{status}"] += 1
                     if bar is not None:
@@ -528,11 +529,19 @@ class Stage:
 
 
 def _windowed(
-    pool: ThreadPoolExecutor, fn: Callable, items: list, pending: set[Future], window: int
+    pool: ThreadPoolExecutor,
+    fn: Callable,
+    items: list,
+    pending: set[Future],
+    window: int,
+    state: RunState,
 ) -> Iterator[Future]:
     """Futures of ``fn`` over ``items`` as they finish, at most ``window`` submitted at a time
-    (``pending`` holds them): memory follows the window, not the list (2 M clips are 2 M jobs)."""
+    (``pending`` holds them), none once the run has stopped: memory and time follow the window
+    and the work done, not the list (2 M clips are 2 M jobs)."""
     for item in items:
+        if state.stopped:
+            break
         while len(pending) >= window:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             pending.difference_update(done)
