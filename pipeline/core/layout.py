@@ -3,7 +3,8 @@
 ``DATA_DIR/``
   ``manifest.parquet``, ``manifest.json``, ``classes.parquet``   annotations stage
   ``extra_background.parquet``                                  import-release (weak training)
-  ``clips/<clip_id>.mp4``, ``clips/status.parquet``              download stage (clips + ledger)
+  ``clips/<clip_id>.mp4``, ``clips/status.parquet``              download stage (clips + ledger;
+  ``clips/status.journal``                                      the ledger's updates of a run)
   ``segments.parquet``, ``segments_failed.parquet``              segments stage (tables)
   ``segments/<clip_id>.json``, ``segments/<clip_id>.patches.npy`` segments stage (per clip)
   ``features/<store>/``                                         feature stores (``pipeline.core.store``)
