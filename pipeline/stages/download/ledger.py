@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.io import disk_full_error, is_disk_full, write_parquet
@@ -77,7 +78,7 @@ def _now_us() -> int:
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` in the ledger's column types, sorted by clip ID."""
+    """``df`` in the ledger's column types."""
     df["attempts"] = df["attempts"].astype("int32")
     df["bytes"] = df["bytes"].astype("Int64")
     df["duration"] = df["duration"].astype("Float64")
@@ -85,9 +86,11 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
         df["updated_at"] = pd.to_datetime(df["updated_at"], unit="us", utc=True)
     for col in _TEXT:
         df[col] = df[col].astype("string")
-    if not df["clip_id"].is_monotonic_increasing:
-        df = df.sort_values("clip_id", kind="stable")
-    return df.reset_index(drop=True)
+    return df
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values("clip_id", kind="stable", ignore_index=True)
 
 
 def _rows_frame(rows: list[tuple]) -> pd.DataFrame:
@@ -100,13 +103,32 @@ def _as_dict(row: tuple) -> dict:
     return out
 
 
+def _keys(clip_ids: list[str] | pd.Series) -> np.ndarray:
+    """Clip IDs as one byte-string array (UTF-8; byte order is the strings' order); a column of
+    ASCII IDs (YouTube's alphabet) is converted without a Python object per row."""
+    if isinstance(clip_ids, pd.Series):
+        ids = pa.chunked_array([pa.array(clip_ids.array, pa.string())]).combine_chunks()
+        if len(ids) and pc.all(pc.string_is_ascii(ids)).as_py() and ids.null_count == 0:
+            width = max(1, pc.max(pc.binary_length(ids)).as_py())
+            fixed = pc.utf8_rpad(ids, width=width, padding="\x00").cast(pa.binary(width))
+            data = fixed.buffers()[1]
+            return np.frombuffer(data, f"S{width}", len(fixed), fixed.offset * width).copy()
+        clip_ids = clip_ids.tolist()
+    return np.array([c.encode() for c in clip_ids], dtype=bytes)
+
+
 class _Table:
-    """The rows of the table file, column by column (~100 bytes a row at 2 M rows), with a
-    hash index on the clip ID."""
+    """The rows of the table file column by column, sorted by clip ID (a binary search finds a
+    row): ~110 bytes a row, no Python object per row."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        frame = _typed(frame.drop_duplicates("clip_id", keep="last"))
-        self.index = pd.Index(frame["clip_id"].array)
+        frame = _typed(frame)
+        keys = _keys(frame["clip_id"])
+        if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():  # not a ledger's own table
+            order = np.argsort(keys, kind="stable")
+            last = np.r_[keys[order][1:] != keys[order][:-1], True]  # a clip's last row counts
+            frame, keys = frame.iloc[order[last]].reset_index(drop=True), keys[order[last]]
+        self.keys = keys
         sources = frame["youtube_id"].fillna("")
         self.sources = pa.array(sources.array)
         self.no_source = (sources == "").to_numpy(bool)
@@ -122,12 +144,23 @@ class _Table:
         self.updated = stamps.to_numpy("datetime64[us]").view(np.int64)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.keys)
+
+    def find(self, clip_ids: list[str]) -> np.ndarray:
+        """The row of each clip ID, -1 for those not in the table."""
+        wanted = _keys(clip_ids)
+        if not len(self.keys) or not len(wanted):
+            return np.full(len(wanted), -1, np.int64)
+        width = f"S{max(self.keys.itemsize, wanted.itemsize)}"
+        keys, wanted = self.keys.astype(width, copy=False), wanted.astype(width, copy=False)
+        pos = np.searchsorted(keys, wanted)
+        found = keys[np.minimum(pos, len(keys) - 1)] == wanted
+        return np.where(found, pos, -1)
 
     def row(self, clip_id: str) -> tuple | None:
-        try:
-            i = self.index.get_loc(clip_id)
-        except KeyError:
+        key = clip_id.encode()
+        i = int(np.searchsorted(self.keys, key))
+        if i >= len(self.keys) or self.keys[i] != key:
             return None
         text = {c: self.values[c][self.codes[c][i]] for c in _CODED}
         nbytes, duration = int(self.nbytes[i]), float(self.duration[i])
@@ -146,8 +179,9 @@ class _Table:
         )
 
     def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame in the ledger's types, sorted by clip ID."""
         columns = {
-            "clip_id": self.index.array,
+            "clip_id": pd.array(pa.array(self.keys, pa.binary()).cast(pa.string()), "string"),
             "youtube_id": pd.array(self.sources, dtype="string"),
         }
         for col in _CODED:
@@ -161,6 +195,8 @@ class _Table:
         )
         return _typed(pd.DataFrame(columns)[list(COLUMNS)])
 
+
+_EMPTY = _Table(_rows_frame([]))
 
 # ----------------------------------------------------------------------------- the journal
 
@@ -222,7 +258,7 @@ class Ledger:
         self._fd: int | None = None
         self.folds = 0  # journals folded into the table by this writer
         table = read_table(self.path) if self.path.is_file() else None
-        self._base = _Table(_rows_frame([]) if table is None else table)
+        self._base = _EMPTY if table is None else _Table(table)
         self._changed, self._lines, size = read_journal(self.journal)
         if self.journal.is_file() and self.journal.stat().st_size > size:
             os.truncate(self.journal, size)  # a line cut short by a kill
@@ -242,26 +278,27 @@ class Ledger:
         """Add a ``pending`` row for every clip (``clip_id -> youtube_id``) not yet in the ledger,
         fill the source of rows that lack it, and persist (nothing is written when nothing is new)."""
         with self._lock:
-            keys = pd.array(list(sources), dtype="string")
-            pos = self._base.index.get_indexer(keys)
+            keys = list(sources)
+            pos = self._base.find(keys)
             known = pos >= 0
             if self._changed:
-                known |= np.fromiter((k in self._changed for k in sources), bool, len(keys))
+                known |= np.fromiter((k in self._changed for k in keys), bool, len(keys))
             lacking = bool(self._base.no_source[pos[pos >= 0]].any()) or any(
                 not row[1] and row[0] in sources for row in self._changed.values()
             )
             if known.all() and not lacking and self.path.is_file():
                 return
+            del pos
             frame = self._frame()
-            given = pd.Series(pd.array(list(sources.values()), dtype="string"), index=keys)
-            empty = frame["youtube_id"].fillna("") == ""
-            frame.loc[empty, "youtube_id"] = frame.loc[empty, "clip_id"].map(given)
-            frame["youtube_id"] = frame["youtube_id"].fillna("")
-            new = keys[~known]
+            if lacking:
+                empty = (frame["youtube_id"].fillna("") == "").to_numpy(bool)
+                fill = [sources.get(c, "") for c in frame.loc[empty, "clip_id"]]
+                frame.loc[empty, "youtube_id"] = pd.array(fill, dtype="string")
+            new = [k for k, seen in zip(keys, known, strict=True) if not seen]
             added = pd.DataFrame(
                 {
                     "clip_id": new,
-                    "youtube_id": given.loc[new].array,
+                    "youtube_id": [sources[k] for k in new],
                     "status": PENDING,
                     "kind": "pending",
                     "reason": "",
@@ -273,7 +310,9 @@ class Ledger:
                     "range": "",
                 }
             )
-            self._replace(pd.concat([frame, _typed(added)], ignore_index=True))
+            del keys, known, new
+            parts = [part for part in (frame, _typed(added)) if len(part)] or [frame]
+            self._replace(_sorted(pd.concat(parts, ignore_index=True)))
 
     def update(
         self,
@@ -334,8 +373,10 @@ class Ledger:
         if not self._changed:
             return base
         changed = _rows_frame(list(self._changed.values()))
-        kept = base[~base["clip_id"].isin(changed["clip_id"])]
-        return _typed(pd.concat([kept, changed], ignore_index=True))
+        stale = np.zeros(len(base), bool)
+        rows = self._base.find(list(self._changed))
+        stale[rows[rows >= 0]] = True
+        return _sorted(pd.concat([base[~stale], changed], ignore_index=True))
 
     def _append(self, line: bytes) -> None:
         if self._fd is None:
@@ -359,6 +400,7 @@ class Ledger:
         between the two replays the journal onto rows that already have it)."""
         frame = _typed(frame)
         write_parquet(frame, self.path)
+        self._base = _EMPTY  # the old rows go before the new ones are built
         self._base = _Table(frame)
         self._changed, self._lines = {}, 0
         self.folds += 1
@@ -409,8 +451,7 @@ def read_ledger(path: Path) -> pd.DataFrame:
         return table
     changed = _rows_frame(list(rows.values())).astype(table.dtypes.to_dict())
     kept = table[~table["clip_id"].isin(changed["clip_id"])]
-    merged = pd.concat([kept, changed], ignore_index=True)
-    return merged.sort_values("clip_id", kind="stable").reset_index(drop=True)
+    return _sorted(pd.concat([kept, changed], ignore_index=True))
 
 
 def load_ledger(data_dir: str | Path) -> pd.DataFrame:

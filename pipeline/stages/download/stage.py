@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
 from pipeline.core.io import DiskFullError, disk_full_error, free_bytes, is_disk_full
 from pipeline.core.layout import DataLayout
@@ -474,6 +474,7 @@ class Stage:
             finally:
                 if bar is not None:
                     bar.close()
+        jobs.clear()  # 2 M clips are 2 M jobs: freed before the ledger is folded
         try:
             self.ledger.close()  # the run's journal folded into status.parquet
         except DiskFullError as exc:  # the journal keeps every result; the next run folds it
@@ -566,17 +567,18 @@ def manifest_videos(
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} outside 0..{num_shards - 1}")
     manifest = load_manifest(data_dir, columns=["youtube_id", "clip_id", "clip_start", "clip_end"])
-    manifest = manifest.assign(_key=clip_ids(manifest)).drop_duplicates("_key", keep="first")
-    videos = [
-        Video(str(v), None if pd.isna(s) else float(s), None if pd.isna(e) else float(e), str(k))
-        for v, s, e, k in zip(
-            manifest["youtube_id"],
-            manifest["clip_start"],
-            manifest["clip_end"],
-            manifest["_key"],
-            strict=True,
-        )
+    columns = [
+        manifest["youtube_id"].astype(str).tolist(),
+        manifest["clip_start"].astype("Float64").to_numpy(float, na_value=np.nan).tolist(),
+        manifest["clip_end"].astype("Float64").to_numpy(float, na_value=np.nan).tolist(),
+        clip_ids(manifest).tolist(),
     ]
+    del manifest  # 2 M rows: the Python objects of the clips below are what stays
+    videos, seen = [], set()
+    for v, s, e, k in zip(*columns, strict=True):
+        if k not in seen:  # the first row of a clip (AVE: samples share a video)
+            seen.add(k)
+            videos.append(Video(v, None if s != s else s, None if e != e else e, k))
     videos = videos[:limit] if limit is not None else videos
     return videos[shard_index::num_shards]
 
