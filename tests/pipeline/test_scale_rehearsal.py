@@ -41,7 +41,7 @@ def test_scaled_down_scale_rehearsal(tmp_path: Path) -> None:
         run_dir=tmp_path / "runs",
         rows=20_000,
         small=1_000,
-        tried=(0, 0),
+        tried=0,
         shard_size=512,
         progress=False,
         timeout=300,
