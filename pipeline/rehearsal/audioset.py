@@ -6,7 +6,7 @@ and ``class_labels_indices.csv`` (527 classes; some display names hold commas, a
 At full size the lists hold AudioSet's 2,041,789 + 22,176 + 20,383 rows; ``rows`` scales all three.
 IDs are 11 characters of YouTube's alphabet (some start with ``-``); 1% of the rows are a second
 segment of an earlier video (one video, two clips); each row has 1 to 6 labels, skewed towards
-the first classes as AudioSet's are (speech and music in half the rows).
+the first classes, as AudioSet's are.
 """
 
 from __future__ import annotations
