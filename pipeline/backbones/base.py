@@ -1,0 +1,236 @@
+"""The backbone protocol: what a feature network declares to the extraction driver.
+
+A backbone is one module with one :class:`Backbone` subclass, registered by one line in
+:data:`BACKBONE_MODULES`. It declares
+
+- its input: the segments stage's log-mel ``patches`` (10, 96, 64), or ``frames`` decoded from the
+  clip at :meth:`Backbone.frame_size` following :meth:`Backbone.frame_plans` (every backbone that
+  asks for frames shares one decoding pass per clip: :func:`decode_inputs`);
+- the stores it writes with their row shapes, and the stores derived from them
+  (:class:`StoreSpec`: the spatial mean of another store's rows, :func:`spatial_mean`);
+- its identity: weights and their sha256, preprocessing, precision and its other settings
+  (:meth:`Backbone.identity`), which decides whether a finished store may be reused;
+- one batch -> arrays function (:meth:`Backbone.run`: decoded inputs of some clips -> per clip one
+  array per store it computes).
+
+The extraction driver and its executors (``pipeline.stages.features``) know no backbone by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipeline.core.manifest import CLIP_SECONDS
+
+#: The ``--features`` word of each backbone -> the module that defines it (its ``BACKBONE`` class).
+BACKBONE_MODULES = {
+    "audio": "pipeline.backbones.vggish_backbone",
+    "visual": "pipeline.backbones.vgg19_backbone",
+    "c3d": "pipeline.backbones.c3d_backbone",
+}
+#: Key of the log-mel patches in a clip's decoded inputs.
+PATCHES = "patches"
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """One store a backbone fills: its row shape and, for a derived store, the store it is the
+    spatial mean of (computed by the driver, never by the network)."""
+
+    row: tuple[int, ...]
+    derived_from: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot run as asked (missing weights, a precision the device lacks, ...)."""
+
+
+class Backbone:
+    """Base of every backbone. Subclasses set the class attributes and implement the methods.
+
+    ``settings`` is the features stage's config (read for the options the backbone declares);
+    ``weights_dir`` is the backbone's weights cache (``DATA_DIR/weights/<network>``);
+    ``frames_per_segment`` the segments' F. The network
+    is built by :meth:`prepare` (in the driver: weights identity and precision) and again by
+    :meth:`load` in an executor process that received the backbone without it.
+    """
+
+    kind: ClassVar[str]  # the --features word
+    network: ClassVar[str]  # weights cache name and short label
+    inputs: ClassVar[str]  # "patches" or "frames"
+
+    def __init__(self, settings: Any, weights_dir: Path, frames_per_segment: int = 16) -> None:
+        self.settings = settings
+        self.frames_per_segment = frames_per_segment
+        self.weights_dir = Path(weights_dir)
+        self.model: Any = None
+        self.device = "cpu"
+        self.precision = "fp32"
+        self.probe: dict[str, Any] | None = None
+        self.record: dict[str, Any] = {}
+        self.random = False  # RANDOM weights (smoke runs): said loudly in every summary
+        self.advice = ""  # one line of precision advice for the summary
+        self.weights_line = ""  # one line naming the weights for the summary
+
+    # ------------------------------------------------------------------ declarations
+    def stores(self) -> dict[str, StoreSpec]:
+        """Every store this backbone fills with the current settings, primary and derived."""
+        raise NotImplementedError
+
+    def outputs(self) -> dict[str, tuple[int, ...]]:
+        """The arrays :meth:`run` returns per clip, with their shapes: the primary stores."""
+        return {n: s.row for n, s in self.stores().items() if s.derived_from is None}
+
+    def probe_key(self) -> str:
+        """What the measured precision figures depend on besides the device."""
+        return self.network
+
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the frames it needs decoded (``frames`` backbones)."""
+        raise NotImplementedError
+
+    def frame_plans(self, segments: Any) -> dict[str, np.ndarray]:
+        """Clip ID -> the frame indices (any shape) it needs, from the segments table."""
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        """What makes its features what they are (after :meth:`prepare`): compared on reuse."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Store metadata beyond the identity (full weights record, probe figures, ...)."""
+        return {"weights_record": self.record, "precision_probe": self.probe}
+
+    def clips_per_batch(self) -> int:
+        """Clips handed to one :meth:`run` call."""
+        return 1
+
+    # ------------------------------------------------------------------ work
+    def prepare(self, device: str) -> None:
+        """Build the network with its weights (a :class:`BackboneError` when they are missing) and
+        settle the precision on ``device``."""
+        raise NotImplementedError
+
+    def load(self, device: str) -> None:
+        """Put the network on ``device`` in this process (building it again if it travelled
+        without it)."""
+        raise NotImplementedError
+
+    def run(self, clips: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Decoded inputs of some clips -> per clip one float32 array per primary store."""
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["model"] = None  # executors in other processes build their own copy
+        return state
+
+
+def backbone_class(kind: str) -> type[Backbone]:
+    """The registered backbone of a ``--features`` word."""
+    if kind not in BACKBONE_MODULES:
+        raise BackboneError(f"no backbone for {kind!r}; known: {', '.join(BACKBONE_MODULES)}")
+    return importlib.import_module(BACKBONE_MODULES[kind]).BACKBONE
+
+
+def weights_identity(source: Any, sha256: Any) -> dict[str, Any]:
+    """The weights part of an identity: sha256 decides, the source is for people."""
+    return {"source": None if source is None else str(source), "sha256": sha256}
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def per_second_mean(y: Any, per_second: int) -> Any:
+    """Network outputs (10 F, C, H, W) of a clip's planned frames in plan order -> the mean of each
+    second's F maps, (10, H, W, C) float32 (a torch tensor, on the outputs' device)."""
+    import torch
+
+    seconds = torch.arange(len(y), device=y.device) // per_second
+    sums = torch.zeros((CLIP_SECONDS, *y.shape[1:]), dtype=torch.float32, device=y.device)
+    sums.index_add_(0, seconds, y.float())
+    return (sums / per_second).permute(0, 2, 3, 1)
+
+
+def spatial_mean(maps: np.ndarray) -> np.ndarray:
+    """Maps (..., H, W, C) -> their spatial mean (..., C), accumulated in float64 (the release's
+    ``visual_feature_vec`` is the 7x7 mean of the pool5 maps)."""
+    maps = np.asarray(maps)
+    return maps.mean(axis=(-3, -2), dtype=np.float64).astype(np.float32)
+
+
+def derive(stores: dict[str, StoreSpec], primary: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every store's row from one clip's primary outputs (derived stores by :func:`spatial_mean`)."""
+    out = {}
+    for name, spec in stores.items():
+        out[name] = spatial_mean(primary[spec.derived_from]) if spec.derived_from else primary[name]
+    return out
+
+
+def frame_plans(segments: Any) -> dict[str, np.ndarray]:
+    """Clip ID -> its (10, F) planned frame indices, from the segments table."""
+    return {
+        str(clip_id): np.stack(
+            [np.asarray(v, dtype=np.int64) for v in g.sort_values("second")["frame_indices"]]
+        )
+        for clip_id, g in segments.groupby("clip_id", sort=False)
+    }
+
+
+def run_in_batches(
+    model: Any, x: Any, batch: int, precision: str, preprocess: Any, memory_format: Any
+) -> Any:
+    """``model`` over ``preprocess(chunk)`` for chunks of ``batch`` inputs of ``x``, under autocast
+    for bf16/fp16; the float32 outputs concatenated."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    out = []
+    for start in range(0, len(x), batch):
+        chunk = preprocess(x[start : start + batch]).contiguous(memory_format=memory_format)
+        with torch.autocast(chunk.device.type, dtype=dtype, enabled=dtype is not None):
+            out.append(model(chunk).float())
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def decode_inputs(
+    path: str | Path | None,
+    patches: str | Path | None,
+    requests: dict[str, tuple[np.ndarray, tuple[int, int]]],
+) -> dict[str, np.ndarray]:
+    """One clip's inputs for every backbone, the clip decoded once: ``requests`` maps a network to
+    (frame indices, (width, height)); its frames come back uint8 (N, height, width, 3) in the order
+    of the indices. ``patches``: the segments stage's patches file, read as float32 (10, 96, 64)."""
+    from pipeline.backbones.frames import decode_planned, decode_planned_sizes
+
+    out: dict[str, np.ndarray] = {}
+    if patches is not None:
+        loaded = np.load(patches)
+        if loaded.shape != (CLIP_SECONDS, 96, 64):
+            raise ValueError(f"{patches}: patches of shape {loaded.shape}, expected (10, 96, 64)")
+        out[PATCHES] = np.ascontiguousarray(loaded, dtype=np.float32)
+    if not requests:
+        return out
+    names = list(requests)
+    flat = [np.asarray(requests[n][0], dtype=np.int64).reshape(-1) for n in names]
+    sizes = [requests[n][1] for n in names]
+    if len(names) == 1 and sizes[0][0] == sizes[0][1]:
+        frames, inverse = decode_planned(path, flat[0], sizes[0][0])
+        out[names[0]] = np.ascontiguousarray(frames[inverse])
+        return out
+    decoded, inverse = decode_planned_sizes(path, np.concatenate(flat), sizes)
+    start = 0
+    for name, indices, frames in zip(names, flat, decoded, strict=True):
+        out[name] = np.ascontiguousarray(frames[inverse[start : start + len(indices)]])
+        start += len(indices)
+    return out
