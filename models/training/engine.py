@@ -111,6 +111,18 @@ def default_name(cfg: TrainConfig) -> str:
     )
 
 
+def run_fingerprint(cfg: TrainConfig, task) -> dict:
+    """:meth:`TrainConfig.fingerprint` plus the identity digest of every feature store the task
+    reads: a seed trained on stores that were rebuilt since (other weights, other inputs) is not
+    reused."""
+    from pipeline.core.identity import store_identity_sha256
+    from pipeline.core.layout import DataLayout
+
+    layout = DataLayout(cfg.data_dir)
+    stores = {name: store_identity_sha256(layout.store(name)) for name in task.stores(cfg)}
+    return {**cfg.fingerprint(), "stores": stores}
+
+
 def task_for(cfg: TrainConfig):
     """The task module's object for ``cfg.mode``."""
     if cfg.crossmodal:
@@ -129,7 +141,7 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
 
     task = task_for(cfg)
     out = cfg.seed_dir()
-    if not force and (done := runs.finished(out, cfg.fingerprint())) is not None:
+    if not force and (done := runs.finished(out, run_fingerprint(cfg, task))) is not None:
         return {**done, "reused": True}
 
     device = resolve_device(cfg.device)
@@ -157,7 +169,7 @@ def _train(cfg: TrainConfig, task, out: Path, device, progress: bool, threads: i
     model = task.build_model(cfg, data).to(device)
     config = {
         "train": asdict(cfg),
-        "fingerprint": cfg.fingerprint(),
+        "fingerprint": run_fingerprint(cfg, task),
         "model": model.config,
         "parameters": count_parameters(model),
         "data": task.describe(data),

@@ -180,6 +180,7 @@ def decide_precision(
     probe: Callable[[str], dict[str, Any]],
     known: dict[str, Any] | None = None,
     reduced: str | None = None,
+    has_native: bool | None = None,
 ) -> tuple[str, dict[str, Any] | None, str]:
     """``(precision, probe figures or None, advice)`` for one network on ``device``.
 
@@ -187,7 +188,8 @@ def decide_precision(
     ``probe(reduced)`` unless ``known`` (figures measured before on this machine) is given, and keeps
     the reduced precision only by :func:`choose_precision`. ``advice`` is one line for the summary
     when fp32 was asked and known figures say the reduced precision would be faster and within the
-    error bound: it never changes the precision.
+    error bound: it never changes the precision. ``has_native``: whether the device runs the
+    reduced precision natively (default: asked of the device).
     """
     reduced = reduced or reduced_precision(device)
     if asked != "auto":
@@ -200,7 +202,7 @@ def decide_precision(
                 f"{known['precision']} (PRECISION={known['precision']}) to use it"
             )
         return asked, None, advice
-    if not native(device, reduced):
+    if not (native(device, reduced) if has_native is None else has_native):
         return "fp32", None, ""
     figures = known if known else probe(reduced)
     return choose_precision(figures), figures, ""

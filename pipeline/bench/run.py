@@ -65,7 +65,8 @@ def _benchmarks(
     from pipeline.bench.peak import cores
     from pipeline.bench.training import bench_crossmodal, bench_training
     from pipeline.bench.visual import bench_visual
-    from pipeline.stages.features.core import default_batch, default_workers
+    from pipeline.backbones.vgg19_backbone import default_batch
+    from pipeline.stages.features.core import default_workers
 
     gpu = device.startswith("cuda")
     rows = 4143 if gpu else (256 if quick else 1024)
@@ -83,7 +84,7 @@ def _benchmarks(
                 per_second=16 if gpu else (1 if quick else 4),
                 device=device,
                 precision="auto",
-                batch_size=default_batch("visual", device) if gpu else 16,
+                batch_size=default_batch(device) if gpu else 16,
                 num_workers=default_workers(device) if gpu else 2,
                 model_frames=512 if gpu else (8 if quick else 16),
                 work_dir=work_dir / "clips",

@@ -369,3 +369,18 @@ def test_run_records_the_threads_it_trained_with(av_att_run):
     used = json.loads((run / "config.json").read_text())["torch_threads"]
     usable = len(os.sched_getaffinity(0))
     assert 1 <= used <= usable and 1 <= free_cores(0.05) <= usable
+
+
+def test_a_finished_seed_is_retrained_when_its_stores_changed(tmp_path):
+    """A seed's fingerprint carries the identity of every store it read: the same settings on
+    rebuilt stores (here: other values) train again instead of answering "reused"."""
+    data = tmp_path / "data"
+    make_synthetic_store(data, 12, num_classes=2, splits=(0.5, 0.25, 0.25), shard_size=8)
+    cfg = TrainConfig(str(data), model="av", epochs=1, batch_size=8, run_dir=str(tmp_path / "r"))
+    train_seed(cfg, progress=False)
+    stores = json.loads((cfg.seed_dir() / "config.json").read_text())["fingerprint"]["stores"]
+    assert set(stores) == {"audio", "visual_vec"} and all(stores.values())
+    assert train_seed(cfg, progress=False).get("reused")
+    make_synthetic_store(data, 12, num_classes=2, seed=7, splits=(0.5, 0.25, 0.25), shard_size=8)
+    assert not train_seed(cfg, progress=False).get("reused")
+    assert train_seed(cfg, progress=False).get("reused")
