@@ -60,12 +60,12 @@ def _benchmarks(
 ) -> list[tuple[str, Callable[[], dict], int | str | None]]:
     """(row name, benchmark, torch threads it runs with: a count, None (torch's) or "free" (the
     trainer's choice, :func:`models.training.speed.default_threads`)) per row."""
+    from pipeline.backbones.vgg19_backbone import default_batch
     from pipeline.bench.audio import bench_audio
     from pipeline.bench.c3d import bench_c3d
     from pipeline.bench.peak import cores
     from pipeline.bench.training import bench_crossmodal, bench_training
     from pipeline.bench.visual import bench_visual
-    from pipeline.backbones.vgg19_backbone import default_batch
     from pipeline.stages.features.core import default_workers
 
     gpu = device.startswith("cuda")

@@ -61,7 +61,7 @@ def make_record(
         "identity": identity,
         "inputs": inputs_summary(ids, fingerprints),
         "fingerprint_scheme": scheme,
-        "fingerprints": {c: fingerprints[c] for c in ids},
+        "fingerprints": {c: fingerprints[c] for c in ids if c in fingerprints},
     }
 
 

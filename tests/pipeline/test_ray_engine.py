@@ -16,8 +16,7 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install '
 
 from pipeline.core.store import FeatureStore, StoreWriter, store_dir  # noqa: E402
 from pipeline.stages.features.core import FeaturesConfig  # noqa: E402
-from pipeline.stages.features.stage import staging_path  # noqa: E402
-from pipeline.stages.features.stage import run_features  # noqa: E402
+from pipeline.stages.features.stage import run_features, staging_path  # noqa: E402
 from pipeline.stages.segments import SegmentsConfig, patches_path, run_segments  # noqa: E402
 from tests.support.media import make_clip  # noqa: E402
 
