@@ -215,7 +215,10 @@ def decode_inputs(
 
     out: dict[str, np.ndarray] = {}
     if patches is not None:
-        loaded = np.load(patches)
+        try:
+            loaded = np.load(patches)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"patches unreadable: {exc}") from exc
         if loaded.shape != (CLIP_SECONDS, 96, 64):
             raise ValueError(f"{patches}: patches of shape {loaded.shape}, expected (10, 96, 64)")
         out[PATCHES] = np.ascontiguousarray(loaded, dtype=np.float32)

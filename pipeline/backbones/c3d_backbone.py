@@ -3,7 +3,9 @@ with ``c3d_maps``) and its spatial mean ``c3d`` (10, 512)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from pipeline.backbones.base import (
     run_in_batches,
     weights_identity,
 )
+from pipeline.backbones.c3d import CLIP_FRAMES
 from pipeline.core.manifest import CLIP_SECONDS
 
 BACKBONE_LINE = "c3d pool5 (Sports-1M layout), one 16-frame clip per second, mean over 1 x h x w"
@@ -33,6 +36,18 @@ class C3DBackbone(Backbone):
     kind = "c3d"
     network = "c3d"
     inputs = "frames"
+
+    @classmethod
+    def from_network(cls, model: Any, weights: Any, precision: str, **settings: Any) -> C3DBackbone:
+        """A backbone around a network already built (``settings``: ``c3d_batch``)."""
+        from types import SimpleNamespace
+
+        settings.setdefault("c3d_crop", weights.crop)
+        settings.setdefault("c3d_maps", True)
+        backbone = cls(SimpleNamespace(**settings), Path("."))
+        backbone.model, backbone.weights, backbone.precision = model, weights, precision
+        backbone.record, backbone.random = weights.meta(), bool(weights.is_random)
+        return backbone
 
     def stores(self) -> dict[str, StoreSpec]:
         from pipeline.backbones.c3d import pool5_side
@@ -137,8 +152,6 @@ class C3DBackbone(Backbone):
     def run(self, clips: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         import torch
 
-        from pipeline.backbones.c3d import CLIP_FRAMES
-
         if not clips:
             return []
         frames = np.concatenate([c[self.network] for c in clips])  # (160 K, H, W, 3)
@@ -160,3 +173,80 @@ class C3DBackbone(Backbone):
 
 
 BACKBONE = C3DBackbone
+
+
+#: One work item: (clip_id, clip path, VGG-19 frame plan (10, F) or None, C3D plan (10, 16) or None).
+Item = tuple[str, str | os.PathLike, np.ndarray | None, np.ndarray | None]
+
+
+def extract_c3d(
+    items: Sequence[Item],
+    c3d: tuple[Any, Any] | None,
+    vgg: tuple[Any, Any] | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    vgg_precision: str | None = None,
+    batch_size: int = 64,
+    c3d_batch: int = 4,
+    num_workers: int = 2,
+    vgg_size: int = 224,
+) -> Iterator[tuple[str, dict[str, np.ndarray] | str]]:
+    """Yield ``(clip_id, {"c3d_maps": (10, h, w, 512), "visual": (10, S, S, 512)} | error)`` in order.
+
+    The :class:`~pipeline.backbones.c3d_backbone.C3DBackbone` (and the VGG-19 backbone on the same
+    decoded clip) over the items, as the features stage runs them: every clip decoded once (one
+    ffmpeg process, both sizes) in ``num_workers`` processes. ``c3d``: (model, record) from
+    :func:`~pipeline.backbones.c3d.build_c3d`, ``c3d_batch`` 16-frame clips per forward pass; ``vgg``: (model, record) from
+    :func:`pipeline.backbones.vgg19.build_vgg19_pool5`, ``batch_size`` frames per pass.
+    ``precision``: C3D's, ``vgg_precision`` VGG-19's (default the same).
+    """
+    from pipeline.backbones.executor import ClipWork, group_items, run_groups
+    from pipeline.backbones.precision import check_precision
+    from pipeline.backbones.vgg19_backbone import VGG19Backbone
+
+    if c3d is None and vgg is None:
+        raise ValueError("nothing to extract: pass c3d and/or vgg")
+    vgg_precision = vgg_precision or precision
+    for p in (precision, vgg_precision):
+        check_precision(device, p)  # bf16/fp16 only where the device has them natively
+    items = list(items)
+    if not items:
+        return
+    for clip_id, _, plan, plan3 in items:
+        if vgg is not None and (plan is None or np.asarray(plan).shape[0] != CLIP_SECONDS):
+            raise ValueError(f"{clip_id}: VGG-19 frame plan must be ({CLIP_SECONDS}, F)")
+        if c3d is not None and (
+            plan3 is None or np.asarray(plan3).shape != (CLIP_SECONDS, CLIP_FRAMES)
+        ):
+            raise ValueError(f"{clip_id}: C3D frame plan must be ({CLIP_SECONDS}, {CLIP_FRAMES})")
+    backbones = []
+    if vgg is not None:
+        per_second = np.asarray(items[0][2]).shape[1]
+        backbones.append(
+            VGG19Backbone.from_network(
+                *vgg, vgg_precision, per_second, frame_size=vgg_size, batch_size=batch_size
+            )
+        )
+    if c3d is not None:
+        backbones.append(C3DBackbone.from_network(*c3d, precision, c3d_batch=c3d_batch))
+    work = [
+        ClipWork(
+            str(c),
+            str(p),
+            plans={
+                b.network: np.asarray(f if b.network != "c3d" else f3, np.int64).reshape(-1)
+                for b in backbones
+            },
+        )
+        for c, p, f, f3 in items
+    ]
+    for item, out in run_groups(backbones, group_items(work, backbones), device, num_workers):
+        if isinstance(out, str):
+            yield item.clip_id, out
+            continue
+        value = {}
+        if vgg is not None:
+            value["visual"] = out["vgg19"]["visual"]
+        if c3d is not None:
+            value["c3d_maps"] = out["c3d"]["c3d_maps"]
+        yield item.clip_id, value

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,19 @@ class VGG19Backbone(Backbone):
     kind = "visual"
     network = "vgg19"
     inputs = "frames"
+
+    @classmethod
+    def from_network(
+        cls, model: Any, weights: Any, precision: str, frames_per_segment: int, **settings: Any
+    ) -> VGG19Backbone:
+        """A backbone around a network already built (``settings``: ``frame_size``,
+        ``batch_size``)."""
+        from types import SimpleNamespace
+
+        backbone = cls(SimpleNamespace(**settings), Path("."), frames_per_segment)
+        backbone.model, backbone.weights, backbone.precision = model, weights, precision
+        backbone.record, backbone.random = weights.meta(), bool(weights.is_random)
+        return backbone
 
     def stores(self) -> dict[str, StoreSpec]:
         side = self.settings.frame_size // 32

@@ -26,7 +26,6 @@ store ``random_weights`` and says so loudly.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.backbones.base import Backbone, BackboneError, backbone_class, derive
+from pipeline.backbones.executor import ClipWork, group_items
 from pipeline.core.device import reuse_freed_memory
 from pipeline.core.io import write_json, write_npy
 from pipeline.core.layout import DataLayout
@@ -51,21 +51,6 @@ from pipeline.stages.features.core import (
 from pipeline.stages.segments import load_segments
 
 DECODER = "ffmpeg select of the planned frames, swscale bilinear, rgb24"
-
-
-@dataclass
-class WorkItem:
-    """One clip to compute: where its inputs are and the frames each backbone needs."""
-
-    clip_id: str
-    shard: int
-    path: str
-    patches: str | None
-    plans: dict[str, np.ndarray]  # network -> frame indices (flat)
-
-
-#: What executors yield per clip: the clip, and per network its primary outputs, or an error.
-Result = tuple[WorkItem, dict[str, dict[str, np.ndarray]] | str]
 
 
 def _check(cfg: FeaturesConfig) -> None:
@@ -257,8 +242,8 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
         kinds = "+".join(b.kind for b in group)
         try:
             asked, owner = {}, {}
-            scheme_fps, scheme = lifecycle.fingerprints(segments, inputs, cfg.layout)
             for b in group:
+                scheme_fps, scheme = lifecycle.fingerprints(segments, inputs, cfg.layout, b.kind)
                 legacy = lifecycle.legacy_fingerprints(segments, inputs, b.kind)
                 identity = store_identity(b, cfg, fps, ffmpeg)
                 for name, spec in b.stores().items():
@@ -337,9 +322,7 @@ def extract(
     stats: dict[str, float] = {}
     if work:
         items = work_items(cfg, running, work, segments)
-        # the same clips run together whichever executor runs them: bitwise equal stores
-        size = max(b.clips_per_batch() for b in running)
-        groups = [items[i : i + size] for i in range(0, len(items), size)]
+        groups = group_items(items, running)  # the same groups in every executor: equal stores
         with progress(len(items), cfg.progress, desc) as bar:
             for item, outputs in executor.run(cfg, running, groups, device, stats):
                 values = clip_rows(running, writers, outputs)
@@ -377,11 +360,11 @@ def work_items(
     backbones: list[Backbone],
     work: list[tuple[int, str]],
     segments: pd.DataFrame,
-) -> list[WorkItem]:
+) -> list[ClipWork]:
     plans = {b.network: b.frame_plans(segments) for b in backbones if b.inputs == "frames"}
     patches = any(b.inputs == "patches" for b in backbones)
     return [
-        WorkItem(
+        ClipWork(
             clip_id=c,
             shard=s,
             path=str(cfg.layout.clip(c)),
