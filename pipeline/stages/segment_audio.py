@@ -52,7 +52,7 @@ def check_recipe(recipe: str) -> None:
         )
 
 
-def prepare(recipe: str) -> None:
+def prepare_recipe(recipe: str) -> None:
     """Import (and compile) the recipe's resampler once, before worker processes are forked."""
     check_recipe(recipe)
     if recipe == "release":

@@ -77,12 +77,14 @@ from pipeline.core.media import (
     probe,
     require_ffmpeg,
 )
-from pipeline.stages import segment_audio
 from pipeline.stages.download.ledger import read_ledger
 from pipeline.stages.segment_audio import (
     DEFAULT_AUDIO_RECIPE,
     UNRECORDED_AUDIO_RECIPE,
+    ClipAudio,
+    check_recipe,
     clip_audio,
+    prepare_recipe,
 )
 
 SEGMENTS_VERSION = 1
@@ -285,17 +287,22 @@ def clip_work(
     return ("hashes" if _missing_hashes(receipt) else "done"), recipe
 
 
-def add_hashes(data_dir: Path, clip_id: str, clip: Path) -> None:
-    """Give a current receipt its recipe and hashes in place: the files are hashed, not decoded."""
+def add_hashes(data_dir: Path, clip_id: str, clip: Path) -> bool:
+    """Give a current receipt its recipe and hashes in place: the files are hashed, not decoded.
+    False when a file cannot be read (the clip is then segmented again)."""
     path = DataLayout(data_dir).segment_receipt(clip_id)
     receipt = _read_receipt(path)
-    if receipt is None:
-        return
-    receipt["audio_recipe"] = receipt_recipe(receipt)
-    receipt["clip_sha256"] = sha256_file(clip)
-    if receipt["status"] == "ok":
-        receipt["patches_sha256"] = patches_sha256(load_patches(data_dir, clip_id))
+    try:
+        if receipt is None:
+            return False
+        receipt["audio_recipe"] = receipt_recipe(receipt)
+        receipt["clip_sha256"] = sha256_file(clip)
+        if receipt["status"] == "ok":
+            receipt["patches_sha256"] = patches_sha256(load_patches(data_dir, clip_id))
+    except (OSError, ValueError):
+        return False
     write_json(receipt, path)
+    return True
 
 
 def segment_clip(
@@ -408,7 +415,7 @@ def _video(clip: Path, info: dict, frames_per_segment: int) -> dict[str, Any]:
     return {"clip_info": clip_info, "seconds": seconds}
 
 
-def _audio_part(audio: segment_audio.ClipAudio, stream: dict | None) -> dict[str, Any]:
+def _audio_part(audio: ClipAudio, stream: dict | None) -> dict[str, Any]:
     """The audio part of a receipt: the stream's facts and each second's span and flags."""
     clip_info = {**audio.info, "audio_codec": str(stream.get("codec_name", "")) if stream else ""}
     missing = stream is None or not audio.info["audio_duration"]
@@ -584,7 +591,7 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
     data_dir = Path(cfg.data_dir)
     if cfg.frames_per_segment < 1:
         raise ValueError(f"--frames-per-segment must be at least 1, got {cfg.frames_per_segment}")
-    segment_audio.check_recipe(cfg.audio_recipe)
+    check_recipe(cfg.audio_recipe)
     require_ffmpeg()
 
     clips, problems, source = list_clips(data_dir)
@@ -594,15 +601,19 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
         else clip_work(data_dir, y, p, cfg.frames_per_segment, cfg.audio_recipe)
         for y, p in clips
     }
+    hashed = 0
+    for clip_id, clip in clips:
+        if work[clip_id][0] == "hashes":
+            if add_hashes(data_dir, clip_id, clip):
+                hashed += 1
+            else:
+                work[clip_id] = ("segment", None)
     pending = [(y, p) for y, p in clips if work[y][0] in ("segment", "audio")]
-    hashed = [(y, p) for y, p in clips if work[y][0] == "hashes"]
     skipped = len(clips) - len(pending)
     if cfg.limit is not None:
         pending = pending[: max(0, cfg.limit)]
-    for clip_id, clip in hashed:
-        add_hashes(data_dir, clip_id, clip)
     if pending:
-        segment_audio.prepare(cfg.audio_recipe)  # once, before forking workers
+        prepare_recipe(cfg.audio_recipe)  # once, before forking workers
     tasks = [
         (y, str(p), str(data_dir), cfg.frames_per_segment, cfg.audio_recipe, work[y][0] == "audio")
         for y, p in pending
@@ -638,7 +649,7 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
         "failed_now": int(new_failed),
         "audio_only": sum(t[-1] for t in tasks),
         "recipe_changes": {old: n for old, n in recipe_changes.items()},
-        "hashed": len(hashed),
+        "hashed": hashed,
         "ok": int(table["clip_id"].nunique()) if len(table) else 0,
         "failed": int(len(failed)),
         "short_clips": int(per_clip["short_clip"].sum()) if len(table) else 0,
