@@ -49,6 +49,8 @@ JS_RUNTIME ?=
 NO_PROGRESS ?=
 # segments, features (and the download's NUM_SHARDS / SHARD_INDEX / WORKERS)
 FRAMES_PER_SEGMENT ?=
+# segments: AUDIO_RECIPE release (the AVE release's resampling, default) | soxr
+AUDIO_RECIPE ?=
 WORKERS ?=
 FEATURES ?=
 DTYPE ?=
@@ -173,8 +175,8 @@ cmd_download = $(AVEL) download $(call opt,--data-dir,DATA_DIR) $(call opt,--url
 	$(call opt,--num-shards,NUM_SHARDS) $(call opt,--shard-index,SHARD_INDEX)
 
 cmd_segments = $(AVEL) segments $(call opt,--data-dir,DATA_DIR) \
-	$(call opt,--frames-per-segment,FRAMES_PER_SEGMENT) $(call opt,--workers,WORKERS) \
-	$(call opt,--limit,LIMIT) $(call flag,--force,FORCE)
+	$(call opt,--frames-per-segment,FRAMES_PER_SEGMENT) $(call opt,--audio-recipe,AUDIO_RECIPE) \
+	$(call opt,--workers,WORKERS) $(call opt,--limit,LIMIT) $(call flag,--force,FORCE)
 
 cmd_features = $(AVEL) features $(call opt,--data-dir,DATA_DIR) $(call opt,--features,FEATURES) \
 	$(call opt,--dtype,DTYPE) $(call opt,--device,DEVICE) $(call opt,--batch-size,BATCH_SIZE) \

@@ -89,7 +89,8 @@ def data(tmp_path_factory, golden) -> Path:
     )
     (clips / "corrupt____.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(2000))
     pd.DataFrame({"sample": range(len(IDS)), "youtube_id": IDS}).to_parquet(d / "manifest.parquet")
-    run_segments(SegmentsConfig(d, frames_per_segment=2, progress=False))
+    # soxr: float32 PCM end to end, so the golden clip's (not int16-exact) waveform stays exact
+    run_segments(SegmentsConfig(d, frames_per_segment=2, audio_recipe="soxr", progress=False))
     return d
 
 
