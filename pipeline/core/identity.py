@@ -96,6 +96,10 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if _weights_sha(before) != _weights_sha(now):
                 out.append(f"weights {_weights_text(before)} -> {_weights_text(now)}")
             continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            common = set(before) & set(now)  # a key only one side has was added or retired
+            before = {k: before[k] for k in common}
+            now = {k: now[k] for k in common}
         if before != now:
             out.append(f"{key} {_short(before)} -> {_short(now)}")
     return out

@@ -532,41 +532,6 @@ def _read_table(path: Path, data_dir: str | Path) -> pd.DataFrame:
     return keyed_by_clip_id(pd.read_parquet(path))
 
 
-#: What each feature kind is made from, per clip: the clip file, plus (visual) the frame plan.
-_FINGERPRINT_COLUMNS = {
-    "audio": ("clip_bytes", "clip_mtime_ns", "sample_rate", "channels", "audio_duration"),
-    "visual": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_indices"),
-    "c3d": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_rule", "frame_indices"),
-}
-
-
-def clip_fingerprints(segments: pd.DataFrame, kind: str) -> dict[str, str]:
-    """Clip ID -> a short hash of what the ``kind`` ('audio'/'visual'/'c3d') features of a clip are
-    made from, read from the segments table: the clip file (size, mtime), the segments version and,
-    for visual, the planned frames of every second. A clip whose hash is unchanged has the same
-    features; a re-downloaded clip or another frames-per-segment changes it."""
-    import hashlib
-
-    columns = [c for c in _FINGERPRINT_COLUMNS[kind] if c in segments.columns]
-    out: dict[str, str] = {}
-    for clip_id, group in segments.groupby("clip_id", sort=False):
-        group = group.sort_values("second")
-        parts = [f"segments-v{SEGMENTS_VERSION}"]
-        for column in columns:
-            values = group[column].tolist() if column == "frame_indices" else group[column].iloc[0]
-            parts.append(f"{column}={json.dumps(values, default=_plain)}")
-        out[str(clip_id)] = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-    return out
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
-
-
 def frame_plan(segments: pd.DataFrame, clip_id: str) -> np.ndarray:
     """(10, F) planned frame indices of one clip from the segments table."""
     rows = segments[segments["clip_id"] == clip_id].sort_values("second")

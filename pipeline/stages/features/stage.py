@@ -189,10 +189,20 @@ def store_identity(backbone: Backbone, cfg: FeaturesConfig, fps: int, ffmpeg: st
 
 
 def store_meta(
-    backbone: Backbone, name: str, identity: dict, cfg: FeaturesConfig, fps: int, device: str
+    backbone: Backbone,
+    name: str,
+    identity: dict,
+    cfg: FeaturesConfig,
+    fps: int,
+    device: str,
+    segments: pd.DataFrame,
 ) -> dict[str, Any]:
     spec = backbone.stores()[name]
+    extra = {}
+    if backbone.inputs == "patches" and "audio_recipe" in segments.columns:
+        extra["audio_recipe"] = sorted({str(r) for r in segments["audio_recipe"]})
     return {
+        **extra,
         **backbone.describe(),
         **identity,
         "feature": name,
@@ -298,7 +308,7 @@ def extract(
     writers = {}
     for name in plan.build:
         b = owner[name]
-        meta = store_meta(b, name, asked[name].identity, cfg, fps, device)
+        meta = store_meta(b, name, asked[name].identity, cfg, fps, device, segments)
         writers[name] = StoreWriter.open(
             cfg.data_dir,
             name,
