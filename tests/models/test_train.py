@@ -369,3 +369,19 @@ def test_run_records_the_threads_it_trained_with(av_att_run):
     used = json.loads((run / "config.json").read_text())["torch_threads"]
     usable = len(os.sched_getaffinity(0))
     assert 1 <= used <= usable and 1 <= free_cores(0.05) <= usable
+
+
+def test_run_records_provenance_outside_its_fingerprint(data_dir, tmp_path):
+    """config.json carries the git state, versions and device; another record reuses the seed."""
+    from pipeline.core.provenance import git_state
+
+    cfg = TrainConfig(str(data_dir), model="a", epochs=1, batch_size=8, run_dir=str(tmp_path))
+    train_seed(cfg, progress=False)
+    path = cfg.seed_dir() / "config.json"
+    config = json.loads(path.read_text())
+    record = config["provenance"]
+    assert record["git"] == git_state() and record["versions"]["torch"] == torch.__version__
+    assert record["device"] and "provenance" not in config["fingerprint"]
+    config["provenance"] = {"git": {"commit": "0" * 40, "dirty": True}, "device": "elsewhere"}
+    path.write_text(json.dumps(config))
+    assert train_seed(cfg, progress=False)["reused"] is True
