@@ -363,12 +363,12 @@ test-ray: $(STAMP_RAY) ffmpeg ## only the Ray engine's tests
 	$(PY) -m pytest -q tests/pipeline/test_ray_engine.py
 
 lint: $(STAMP_DEV) ## ruff check + format check
-	$(PY) -m ruff check pipeline models tests
-	$(PY) -m ruff format --check pipeline models tests
+	$(PY) -m ruff check avel pipeline models tests
+	$(PY) -m ruff format --check avel pipeline models tests
 
 clean: ## caches only (__pycache__, .pytest_cache, .ruff_cache, build/): never data, weights or runs
 	rm -rf .pytest_cache .ruff_cache build
-	find pipeline models tests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+	find avel pipeline models tests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 
 delete-data: ## DELETES DATA_DIR (clips, weights, features): DATA_DIR must be given explicitly
 	$(if $(call given,DATA_DIR),,$(error delete-data deletes a whole data folder: name it, e.g. make delete-data DATA_DIR=data))
