@@ -154,8 +154,16 @@ SEGMENTS_OUT = $(call out,segments.parquet)
 STORES_OUT = $(foreach s,$(subst $(comma), ,$(or $(FEATURES),audio,visual)),$(call out,features/$(s)/index.parquet))
 
 STAMP_RUN := $(VENV)/.installed-run
+STAMP_TF := $(VENV)/.installed-tf
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_RAY := $(VENV)/.installed-ray
+# TensorFlow (the tf extra) only converts the official VGGish checkpoint: convert-vggish needs it,
+# and features / demo while no converted VGGish weights are cached (wildcard: nothing to convert).
+vggish_pt := weights/vggish/vggish_model.pt
+vggish_asked = $(and $(filter audio,$(subst $(comma), ,$(or $(FEATURES),audio,visual))),$(if $(filter %.pt %.pth,$(VGGISH_CHECKPOINT)),,1))
+tf_for_features = $(if $(and $(vggish_asked),$(if $(wildcard $(call out,$(vggish_pt))),,1)),$(STAMP_TF))
+demo_dir = $(if $(call given,DATA_DIR),$(DATA_DIR),data/demo)
+tf_for_demo = $(if $(or $(call bool,OFFLINE),$(wildcard $(demo_dir)/$(vggish_pt) $(dir $(demo_dir))$(vggish_pt))),,$(STAMP_TF))
 
 # ----------------------------------------------------------------------------- commands
 cmd_annotations = $(AVEL) annotations $(call opt,--data-dir,DATA_DIR) \
@@ -219,25 +227,35 @@ cmd_import_checkpoint = $(AVEL) import-checkpoint $(call opt,--checkpoint,CHECKP
 help: ## this list: every target with the variables it reads
 	@$(PYTHON) $(call q,$(dir $(MAKEFILE))pipeline/cli/make_help.py) $(call q,$(MAKEFILE))
 
-setup: $(STAMP_DEV) ffmpeg ## create VENV and install the package (extras tf, dev) and ffmpeg
+setup: $(STAMP_DEV) ffmpeg ## create VENV and install the package (extras tf, dev: the tests) and ffmpeg
 
 setup-ray: $(STAMP_RAY) ffmpeg ## setup plus the ray extra (`features ENGINE=ray`)
 
+# Debian's python3 creates no venv without python3-venv: installed when running as root
 $(VENV)/bin/python:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "python3-venv not found: installing Debian's python3-venv" >&2; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+		else echo "$(PYTHON) cannot create a virtual environment; run: sudo apt-get install -y python3-venv" >&2; exit 1; fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP_RUN): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[tf]"
+	$(PY) -m pip install -q -e .
 	@touch $@
+
+$(STAMP_TF): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[tf]"
+	@touch $@ $(STAMP_RUN)
 
 $(STAMP_DEV): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[tf,dev]"
-	@touch $@ $(STAMP_RUN)
+	@touch $@ $(STAMP_TF) $(STAMP_RUN)
 
 $(STAMP_RAY): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[tf,dev,ray]"
-	@touch $@ $(STAMP_DEV) $(STAMP_RUN)
+	@touch $@ $(STAMP_DEV) $(STAMP_TF) $(STAMP_RUN)
 
 # ffmpeg/ffprobe: installed from Debian's packages when running as root, else the exact command to run.
 ffmpeg: ## check ffmpeg/ffprobe (installs Debian's package when run as root)
@@ -272,14 +290,14 @@ $(SEGMENTS_OUT): | $(STAMP_RUN) ffmpeg $(LEDGER_OUT)
 	$(cmd_segments)
 endif
 
-features: | $(STAMP_RUN) ffmpeg $(SEGMENTS_OUT) ## VGGish audio / VGG-19 visual feature stores -> DATA_DIR/features
+features: | $(STAMP_RUN) $(tf_for_features) ffmpeg $(SEGMENTS_OUT) ## VGGish audio / VGG-19 visual feature stores -> DATA_DIR/features
 	$(cmd_features)
 ifneq ($(CHAIN),)
-$(STORES_OUT) &: | $(STAMP_RUN) ffmpeg $(SEGMENTS_OUT)
+$(STORES_OUT) &: | $(STAMP_RUN) $(tf_for_features) ffmpeg $(SEGMENTS_OUT)
 	$(cmd_features)
 endif
 
-convert-vggish: | $(STAMP_RUN) ## the official VGGish TF checkpoint (or VGGISH_CHECKPOINT) -> cached torch weights
+convert-vggish: | $(STAMP_TF) ## the official VGGish TF checkpoint (or VGGISH_CHECKPOINT) -> cached torch weights
 	$(AVEL) convert-vggish $(call opt,--data-dir,DATA_DIR) \
 		$(call opt,--vggish-checkpoint,VGGISH_CHECKPOINT) $(call opt,--weights-dir,WEIGHTS_DIR) \
 		$(call flag,--no-download,NO_DOWNLOAD)
@@ -334,7 +352,7 @@ bench: | $(STAMP_RUN) ffmpeg ## every stage against its naive baseline -> OUT_DI
 	$(AVEL) bench $(call opt,--data-dir,DATA_DIR) $(call opt,--out-dir,OUT_DIR) \
 		$(call opt,--device,DEVICE) $(call flag,--quick,QUICK)
 
-demo: | $(STAMP_RUN) ffmpeg ## the whole system on a generated set (default data/demo, runs/demo)
+demo: | $(STAMP_RUN) $(tf_for_demo) ffmpeg ## the whole system on a generated set (default data/demo, runs/demo)
 	$(AVEL) demo $(call opt_given,--data-dir,DATA_DIR) $(call opt,--run-dir,RUN_DIR) \
 		$(call opt,--clips,CLIPS) $(call opt,--seed,SEED) \
 		$(call opt,--frames-per-segment,FRAMES_PER_SEGMENT) $(call opt,--epochs,EPOCHS) \
@@ -347,12 +365,12 @@ test-ray: $(STAMP_RAY) ffmpeg ## only the Ray engine's tests
 	$(PY) -m pytest -q tests/pipeline/test_ray_engine.py
 
 lint: $(STAMP_DEV) ## ruff check + format check
-	$(PY) -m ruff check pipeline models tests
-	$(PY) -m ruff format --check pipeline models tests
+	$(PY) -m ruff check avel pipeline models tests
+	$(PY) -m ruff format --check avel pipeline models tests
 
 clean: ## caches only (__pycache__, .pytest_cache, .ruff_cache, build/): never data, weights or runs
 	rm -rf .pytest_cache .ruff_cache build
-	find pipeline models tests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+	find avel pipeline models tests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 
 delete-data: ## DELETES DATA_DIR (clips, weights, features): DATA_DIR must be given explicitly
 	$(if $(call given,DATA_DIR),,$(error delete-data deletes a whole data folder: name it, e.g. make delete-data DATA_DIR=data))

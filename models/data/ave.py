@@ -73,7 +73,8 @@ def extra_background_path(data_dir: str | Path) -> Path:
 
 @dataclass
 class AVEDataset:
-    """Samples of one split with per-second and video labels; ``batches`` yields float32 tensors."""
+    """Samples of one split with per-second and video labels; ``batches`` yields float32 tensors,
+    ``dataset[i]`` one sample (``torch.utils.data.DataLoader`` takes the dataset as it is)."""
 
     data_dir: Path
     split: str
@@ -169,6 +170,14 @@ class AVEDataset:
 
     def __len__(self) -> int:
         return len(self.clip_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        """One sample: ``batch([index])`` without its batch axis (float32 feature tensors keyed by
+        store name, ``segment_labels`` (10,), ``video_labels`` ()). A map-style dataset: a
+        ``torch.utils.data.DataLoader`` over it yields the batches ``batch`` gives."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} outside 0..{len(self) - 1} of split {self.split!r}")
+        return {key: value[0] for key, value in self.batch([index % len(self)]).items()}
 
     @property
     def random_features(self) -> bool:

@@ -162,6 +162,7 @@ def _train(cfg: TrainConfig, task, out: Path, device, progress: bool, threads: i
     from models.training.speed import native_cpu_lstm
     from pipeline.core.device import seed_everything
     from pipeline.core.io import write_json
+    from pipeline.core.provenance import provenance
 
     seed_everything(cfg.seed)
     data = task.load_data(cfg)
@@ -174,6 +175,7 @@ def _train(cfg: TrainConfig, task, out: Path, device, progress: bool, threads: i
         "parameters": count_parameters(model),
         "data": task.describe(data),
         "torch_threads": threads,
+        "provenance": provenance(device, ffmpeg=False),  # a record: not in the fingerprint
     }
     runs.start_seed(out, config)
 

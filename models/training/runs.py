@@ -1,6 +1,7 @@
 """The run folder of every training task.
 
-``RUN_DIR/NAME/seed-K/``: ``config.json`` (the configuration and its ``fingerprint``),
+``RUN_DIR/NAME/seed-K/``: ``config.json`` (the configuration, its ``fingerprint`` and the
+``provenance`` of ``pipeline.core.provenance``: git commit and dirty flag, versions, device),
 ``metrics.jsonl`` (one line per epoch), ``metrics.json`` (final metrics, written last), ``best.pt``
 (``models.training.checkpoint``), ``curves.png`` and the task's pictures.
 ``RUN_DIR/NAME/summary.json`` and ``summary.md``: mean ± sample std over seeds (``mean_std``).

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--num-shards",
         type=int,
         default=1,
-        help="split the clip list into K parts (one DATA_DIR per part; see README)",
+        help="split the clip list into K parts (one DATA_DIR per part; see docs/scaling.md)",
     )
     p.add_argument("--shard-index", type=int, default=0, help="this run's part, 0..K-1")
     p.add_argument(

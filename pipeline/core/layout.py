@@ -2,6 +2,7 @@
 
 ``DATA_DIR/``
   ``manifest.parquet``, ``manifest.json``, ``classes.parquet``   annotations stage
+  ``own_videos.parquet``                                        ``avel.extract``'s clip list
   ``extra_background.parquet``                                  import-release (weak training)
   ``clips/<clip_id>.mp4``, ``clips/status.parquet``              download stage (clips + ledger)
   ``segments.parquet``, ``segments_failed.parquet``              segments stage (tables)
@@ -40,6 +41,11 @@ class DataLayout:
     @property
     def classes(self) -> Path:
         return self.root / "classes.parquet"
+
+    @property
+    def own_videos(self) -> Path:
+        """The clip list ``avel.extract`` keeps of the videos given to it (its manifest's input)."""
+        return self.root / "own_videos.parquet"
 
     @property
     def extra_background(self) -> Path:

@@ -384,3 +384,19 @@ def test_a_finished_seed_is_retrained_when_its_stores_changed(tmp_path):
     make_synthetic_store(data, 12, num_classes=2, seed=7, splits=(0.5, 0.25, 0.25), shard_size=8)
     assert not train_seed(cfg, progress=False).get("reused")
     assert train_seed(cfg, progress=False).get("reused")
+
+
+def test_run_records_provenance_outside_its_fingerprint(data_dir, tmp_path):
+    """config.json carries the git state, versions and device; another record reuses the seed."""
+    from pipeline.core.provenance import git_state
+
+    cfg = TrainConfig(str(data_dir), model="a", epochs=1, batch_size=8, run_dir=str(tmp_path))
+    train_seed(cfg, progress=False)
+    path = cfg.seed_dir() / "config.json"
+    config = json.loads(path.read_text())
+    record = config["provenance"]
+    assert record["git"] == git_state() and record["versions"]["torch"] == torch.__version__
+    assert record["device"] and "provenance" not in config["fingerprint"]
+    config["provenance"] = {"git": {"commit": "0" * 40, "dirty": True}, "device": "elsewhere"}
+    path.write_text(json.dumps(config))
+    assert train_seed(cfg, progress=False)["reused"] is True
