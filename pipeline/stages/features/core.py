@@ -5,7 +5,6 @@ against it), plus the machine-dependent defaults the executors share."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -129,38 +128,6 @@ def features_device(cfg: FeaturesConfig) -> Any:
         return resolve_device(cfg.device)
     except RuntimeError as exc:
         raise FeaturesError(str(exc)) from exc
-
-
-def code_version() -> str:
-    """avel's version plus the git commit of the checkout when there is one."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        base = version("avel")
-    except PackageNotFoundError:
-        base = "0+unknown"
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        commit = out.stdout.strip() if out.returncode == 0 else ""
-    except (OSError, subprocess.TimeoutExpired):
-        commit = ""
-    return f"{base}+g{commit}" if commit else base
-
-
-def ffmpeg_version() -> str | None:
-    """The first line of ``ffmpeg -version`` (decoded frames depend on it), None without ffmpeg."""
-    try:
-        out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    line = out.stdout.splitlines()[0] if out.stdout else ""
-    return " ".join(line.split()[:3]) or None
 
 
 def progress(total: int, enabled: bool, desc: str):

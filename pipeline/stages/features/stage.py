@@ -37,6 +37,7 @@ from pipeline.backbones.executor import ClipWork, group_items
 from pipeline.core.device import reuse_freed_memory
 from pipeline.core.io import write_json, write_npy
 from pipeline.core.layout import DataLayout
+from pipeline.core.provenance import device_name, ffmpeg_version, git_state, library_versions
 from pipeline.core.store import DTYPES, StoreError, StoreWriter
 from pipeline.stages.features import lifecycle
 from pipeline.stages.features.core import (
@@ -44,8 +45,6 @@ from pipeline.stages.features.core import (
     RANDOM_BANNER,
     FeaturesConfig,
     FeaturesError,
-    code_version,
-    ffmpeg_version,
     progress,
 )
 from pipeline.stages.segments import load_segments
@@ -212,8 +211,10 @@ def store_meta(
         "random_weights": backbone.random,
         "frames_per_segment": fps,
         "device": str(device),
+        "device_name": device_name(device),
         "engine": cfg.engine,
-        "code_version": code_version(),
+        "code": git_state(),
+        "versions": library_versions(),
     }
 
 
