@@ -17,7 +17,7 @@ from pipeline.cli import main as avel
 from pipeline.core.store import FeatureStore, store_dir
 from pipeline.stages.features.core import FeaturesConfig
 from pipeline.stages.features.stage import format_summary, run_features
-from pipeline.stages.segments import SegmentsConfig, load_patches, run_segments
+from pipeline.stages.segments import SegmentsConfig, load_patches, patches_path, run_segments
 from tests.support.media import make_clip
 
 GOLDEN_ID = "golden_wave"
@@ -96,9 +96,8 @@ def data(tmp_path_factory, golden) -> Path:
 
 def features(data: Path, **kw) -> dict:
     kw.setdefault("allow_download", False)
-    return run_features(
-        FeaturesConfig(data, features=("audio",), progress=False, shard_size=1, **kw)
-    )
+    kw.setdefault("shard_size", 1)
+    return run_features(FeaturesConfig(data, features=("audio",), progress=False, **kw))
 
 
 def test_segments_patches_match_golden(data, golden):
@@ -336,3 +335,29 @@ def test_disk_full_one_line_nothing_half_written_and_a_rerun_finishes(tmp_path, 
                 np.testing.assert_allclose(
                     store.get(clip_id), model.pool5(patches).numpy(), atol=1e-5
                 )
+
+
+def test_a_clip_whose_patches_were_missing_is_computed_once_they_are_made(tmp_path):
+    """Patches deleted after segmenting: the clip is recorded failed; `avel segments` makes them
+    again, and the next run computes that clip (never "already complete ... 1 failed"), reusing
+    the other clips' rows as they were."""
+    data = _stale_data(tmp_path / "data")
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    patches_path(data, STALE_IDS[1]).unlink()
+    first = features(data, allow_random_weights=True, shard_size=256)
+    assert first["stores"]["audio"]["failed"] == 1
+    assert "patches" in FeatureStore.open(data, "audio").meta["failed"][STALE_IDS[1]]
+    kept = FeatureStore.open(data, "audio").get(STALE_IDS[0]).copy()
+    assert run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    second = features(data, allow_random_weights=True, shard_size=256)
+    report = second["stores"]["audio"]
+    assert not report.get("already_complete") and report["failed"] == 0, format_summary(second)
+    assert report["recomputed"] == 1 and report["clips_computed"] == 1
+    store = FeatureStore.open(data, "audio")
+    assert np.array_equal(store.get(STALE_IDS[0]), kept)
+    np.testing.assert_allclose(
+        store.get(STALE_IDS[1]), _expected_embeddings(data, STALE_IDS[1]), rtol=2**-10, atol=1e-3
+    )
+    assert features(data, allow_random_weights=True, shard_size=256)["stores"]["audio"].get(
+        "already_complete"
+    )

@@ -134,6 +134,7 @@ class Plan:
     order: list[str]  # the clip order of the stores to fill
     carried: dict[str, int]  # extended store -> shards copied over from its finished version
     changed: dict[str, int]  # extended store -> clips whose inputs changed or are new
+    kept: dict[str, set[str]] = field(default_factory=dict)  # extended store -> unchanged clips
 
 
 def _recorded(root: Path) -> tuple[dict[str, Any] | None, dict[str, str], int]:
@@ -226,15 +227,16 @@ def plan_stores(
         planned = (ident.read_json(layout.store(name) / "plan.json") or {}).get("clip_ids")
         if order is None and planned and set(planned) == set(ids):
             order = planned
-    carried, changed = {}, {}
+    carried, changed, kept = {}, {}, {}
     for name in extend:
-        order, carried[name], changed[name] = _extend(layout, name, asked[name], ids, order)
+        order, carried[name], kept[name] = _extend(layout, name, asked[name], ids, order)
+        changed[name] = len(set(ids) - kept[name])
     for name in build:
         root = layout.store(name)
         if not force:
             root.mkdir(parents=True, exist_ok=True)
             ident.write_record(root, asked[name].record(ids))
-    return Plan(done, build + extend, order or ids, carried, changed)
+    return Plan(done, build + extend, order or ids, carried, changed, kept)
 
 
 def _forget_changed_shards(
@@ -250,9 +252,10 @@ def _forget_changed_shards(
 
 def _extend(
     layout: DataLayout, name: str, want: Asked, ids: list[str], order: list[str] | None
-) -> tuple[list[str], int, int]:
+) -> tuple[list[str], int, set[str]]:
     """Plan a finished store anew over ``ids``, keeping what is unchanged; return the plan's clip
-    order, the shards copied over and the clips to compute."""
+    order, the shards copied over and the unchanged clips (their rows are reused where a shard
+    mixes them with new ones)."""
     root = layout.store(name)
     previous = previous_dir(root)
     if not previous.is_dir():
@@ -274,7 +277,7 @@ def _extend(
         shard_size=int(meta.get("shard_size") or 256),
     )
     ident.write_record(root, want.record(ids))
-    return order, carry_over(writer, old_store, keep), len(set(ids) - keep)
+    return order, carry_over(writer, old_store, keep), keep
 
 
 def finish_record(

@@ -38,7 +38,7 @@ from pipeline.core.device import reuse_freed_memory
 from pipeline.core.io import write_json, write_npy
 from pipeline.core.layout import DataLayout
 from pipeline.core.provenance import device_name, ffmpeg_version, git_state, library_versions
-from pipeline.core.store import DTYPES, StoreError, StoreWriter
+from pipeline.core.store import DTYPES, FeatureStore, StoreError, StoreWriter, previous_dir
 from pipeline.stages.features import lifecycle
 from pipeline.stages.features.core import (
     KINDS,
@@ -98,19 +98,44 @@ def _staged(writer: StoreWriter, clip_id: str) -> np.ndarray | str | None:
     return None
 
 
+def _kept(kept: tuple[FeatureStore, set[str]] | None, clip_id: str) -> np.ndarray | str | None:
+    """An unchanged clip's row (or recorded failure) in the finished version of a store."""
+    if kept is None or clip_id not in kept[1]:
+        return None
+    store, _ = kept
+    if clip_id in store:
+        return np.asarray(store.get(clip_id))
+    return (store.meta.get("failed") or {}).get(clip_id)
+
+
+def _reused(
+    kept: tuple[FeatureStore, set[str]] | None, writer: StoreWriter, clip_id: str
+) -> np.ndarray | str | None:
+    row = _kept(kept, clip_id)
+    return row if row is not None else _staged(writer, clip_id)
+
+
 class Shards:
     """Rows per pending shard (staged ones preloaded); writes a shard once all its clips are in."""
 
-    def __init__(self, writers: dict[str, StoreWriter], todo: list[int]) -> None:
+    def __init__(
+        self,
+        writers: dict[str, StoreWriter],
+        todo: list[int],
+        kept: dict[str, tuple[FeatureStore, set[str]]] | None = None,
+    ) -> None:
+        """``kept``: per extended store, its finished version and the clips whose rows are
+        unchanged (taken from there, not computed)."""
         self.writers = writers
         first = next(iter(writers.values()))
         self.expected = {s: first.shard_ids(s) for s in todo}
         self.got: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in todo}
         self.written = dict.fromkeys(writers, 0)
+        kept = kept or {}
         for shard, ids in self.expected.items():
             need = {n: w for n, w in writers.items() if not w.is_done(shard)}
             for clip in ids:
-                values = {n: _staged(w, clip) for n, w in need.items()}
+                values = {n: _reused(kept.get(n), w, clip) for n, w in need.items()}
                 if values and all(v is not None for v in values.values()):
                     self.got[shard][clip] = values
         for shard in list(self.got):
@@ -327,7 +352,12 @@ def extract(
     todo = sorted(
         {s for w in writers.values() for s, _ in w.pending_shards(cfg.shard_index, cfg.num_shards)}
     )
-    shards = Shards(writers, todo)
+    kept = {
+        n: (FeatureStore(previous_dir(w.root)), plan.kept[n])
+        for n, w in writers.items()
+        if plan.kept.get(n) and previous_dir(w.root).is_dir()
+    }
+    shards = Shards(writers, todo, kept)
     work = shards.to_compute()
     running = [b for b in group if set(b.stores()) & set(writers)]
     stats: dict[str, float] = {}
