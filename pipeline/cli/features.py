@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli.common import fail, str_list
+from pipeline.cli.common import fail
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,46 +60,24 @@ def convert_vggish_main(args: argparse.Namespace) -> int:
 
 def register_features(subparsers: argparse._SubParsersAction) -> None:
     """``avel features``: one flag per option of :class:`FeaturesConfig` (defaults and help from it)."""
-    from dataclasses import MISSING
-
-    from pipeline.stages.features.core import cli_options
+    from pipeline.core.options import add_options
+    from pipeline.stages.features.core import FeaturesConfig
 
     p = subparsers.add_parser(
         "features", help="VGGish audio / VGG-19 visual / C3D feature stores from the segments"
     )
-    for flag, f in cli_options():
-        meta = dict(f.metadata)
-        default = f.default if f.default is not MISSING else None
-        kwargs: dict = {"help": meta["help"], "dest": f.name}
-        if isinstance(default, bool):
-            kwargs.update(action="store_true", default=False)
-        else:
-            kwargs["default"] = ",".join(default) if isinstance(default, tuple) else default
-            if meta.get("type"):
-                kwargs["type"] = meta["type"]
-            if meta.get("choices"):
-                kwargs["choices"] = list(meta["choices"])
-            if default is not None:
-                kwargs["help"] += f" (default {kwargs['default']})"
-        p.add_argument(flag, **kwargs)
+    add_options(p, FeaturesConfig)
     p.set_defaults(func=features_main)
 
 
 def features_main(args: argparse.Namespace) -> int:
     from pipeline.core.io import DiskFullError
+    from pipeline.core.options import config_from
     from pipeline.core.store import StoreError
-    from pipeline.stages.features.core import FeaturesConfig, FeaturesError, cli_options
+    from pipeline.stages.features.core import FeaturesConfig, FeaturesError
     from pipeline.stages.features.stage import format_errors, format_summary, run_features
 
-    values = {}
-    for _, f in cli_options():
-        value = getattr(args, f.name)
-        if f.metadata.get("invert"):
-            value = not value
-        if f.metadata.get("list_of"):
-            value = tuple(str_list(value))
-        values[f.name] = value
-    cfg = FeaturesConfig(**values)
+    cfg = config_from(FeaturesConfig, args)
     try:
         summary = run_features(cfg)
     except (FeaturesError, StoreError, FileNotFoundError, DiskFullError) as exc:

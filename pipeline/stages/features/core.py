@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.device import resolve_device
 from pipeline.core.layout import DataLayout
+from pipeline.core.options import option
 
 KINDS = ("audio", "visual", "c3d")
 ENGINES = ("local", "ray")
@@ -21,12 +22,6 @@ RANDOM_BANNER = "!!! RANDOM WEIGHTS: {what} are NOT pretrained features (smoke r
 
 class FeaturesError(RuntimeError):
     """The stage cannot run as asked (missing inputs or weights, mismatched store)."""
-
-
-def option(default: Any, help: str, **cli: Any) -> Any:
-    """A config field that is also a CLI option (``cli``: argparse keywords; ``flag`` renames it,
-    ``cli=False`` keeps it out of the CLI)."""
-    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass
@@ -101,16 +96,6 @@ class FeaturesConfig:
     def decode_workers(self, device: Any = None) -> int:
         """Decoding processes: ``workers``, else :func:`default_workers` for ``device``."""
         return self.workers if self.workers is not None else default_workers(device)
-
-
-def cli_options() -> list[tuple[str, Any]]:
-    """(flag, field) of every config field the CLI offers, in declaration order."""
-    out = []
-    for f in fields(FeaturesConfig):
-        if f.metadata.get("cli", True) is False:
-            continue
-        out.append((f.metadata.get("flag") or "--" + f.name.replace("_", "-"), f))
-    return out
 
 
 def default_workers(device: Any = None) -> int:
