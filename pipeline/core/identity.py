@@ -71,6 +71,7 @@ def identity_sha256(record: dict[str, Any]) -> str:
 
 
 def write_record(root: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` as the store's identity record (unless it already says exactly that)."""
     if read_json(root / IDENTITY_FILE) != json.loads(json.dumps(record, default=str)):
         write_json(record, root / IDENTITY_FILE)
 

@@ -361,3 +361,20 @@ def test_a_clip_whose_patches_were_missing_is_computed_once_they_are_made(tmp_pa
     assert features(data, allow_random_weights=True, shard_size=256)["stores"]["audio"].get(
         "already_complete"
     )
+
+
+def test_two_processes_fill_disjoint_shards_and_merge_writes_the_index(tmp_path):
+    data = _stale_data(tmp_path / "data")
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    part0 = features(data, allow_random_weights=True, num_shards=2, shard_index=0)
+    assert not part0["stores"]["audio"]["complete"]
+    part1 = features(data, allow_random_weights=True, num_shards=2, shard_index=1)
+    assert part1["stores"]["audio"]["complete"]  # the last process to finish writes the index
+    (store_dir(data, "audio") / "index.parquet").unlink()
+    (store_dir(data, "audio") / "meta.json").unlink()
+    merged = features(data, allow_random_weights=True, merge=True)
+    assert merged["stores"]["audio"]["complete"] and merged["stores"]["audio"]["random_weights"]
+    store = FeatureStore.open(data, "audio")
+    assert sorted(store.clip_ids) == sorted(STALE_IDS) and store.meta["identity_sha256"]
+    assert store.meta["weights"]["sha256"] == "random" and store.meta["precision"] == "fp32"
+    assert features(data, allow_random_weights=True)["stores"]["audio"].get("already_complete")

@@ -291,7 +291,6 @@ def finish_record(
     if meta is None or not (root / "index.parquet").is_file():
         return
     record = asked.record(ids)
-    ident.write_record(root, record)
     sha = ident.identity_sha256(record)
     if reused:
         sha = meta.get("identity_sha256") or ident.digest(meta)
@@ -299,6 +298,7 @@ def finish_record(
     if any(meta.get(k) != v for k, v in json.loads(json.dumps(summary, default=str)).items()):
         meta.update(summary)
         ident.write_json(meta, root / "meta.json")
+    ident.write_record(root, {**record, "meta": meta})  # what a later --merge finalises with
     for stale in ("run.json", "inputs.json"):
         (root / stale).unlink(missing_ok=True)
     shutil.rmtree(previous_dir(root), ignore_errors=True)

@@ -35,6 +35,7 @@ import pandas as pd
 from pipeline.backbones.base import Backbone, BackboneError, backbone_class, derive
 from pipeline.backbones.executor import ClipWork, group_items
 from pipeline.core.device import reuse_freed_memory
+from pipeline.core.identity import IDENTITY_FILE, read_json
 from pipeline.core.io import write_json, write_npy
 from pipeline.core.layout import DataLayout
 from pipeline.core.provenance import device_name, ffmpeg_version, git_state, library_versions
@@ -462,20 +463,13 @@ def merge_store(
         shard_size=int(plan.get("shard_size", cfg.shard_size)),
     )
     meta_path = root / "meta.json"
-    record = (
-        json.loads((root / "identity.json").read_text())
-        if (root / "identity.json").is_file()
-        else {}
-    )
-    writer.meta = (
-        json.loads(meta_path.read_text())
-        if meta_path.is_file()
-        else {
-            **(record.get("identity") or {}),
-            "random_weights": (record.get("identity") or {}).get("weights", {}).get("sha256")
-            == "random",
-        }
-    )
+    record = read_json(root / IDENTITY_FILE) or {}
+    if meta_path.is_file():
+        writer.meta = json.loads(meta_path.read_text())
+    elif record.get("meta"):
+        writer.meta = record["meta"]
+    else:
+        raise FeaturesError(f"{root}: no record of how this store was made; rebuild it (--force)")
     meta_out = writer.finalize()
     report: dict[str, Any] = {
         "path": str(root),
