@@ -158,6 +158,15 @@ def test_converted_checkpoint_and_float16_error(data, tmp_path):
     with torch.inference_mode():
         ref = np.stack([model(torch.from_numpy(load_patches(data, y))).numpy() for y in IDS[:3]])
     np.testing.assert_allclose(exact.gather(IDS[:3]), ref, atol=5e-6 * np.abs(ref).max())
+    # the same file by another path string (and a copy of it): the same weights, by content
+    same = features(data, vggish_checkpoint=f"{pt.parent}//{pt.name}", dtype="float32")
+    assert same["stores"]["audio"].get("already_complete"), same
+    copy = tmp_path / "copy" / "weights.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(pt.read_bytes())
+    assert features(data, vggish_checkpoint=str(copy), dtype="float32")["stores"]["audio"].get(
+        "already_complete"
+    )
     features(data, vggish_checkpoint=str(pt), dtype="float16", force=True)
     half = FeatureStore.open(data, "audio")
     assert half.meta["dtype"] == "float16"
