@@ -133,6 +133,73 @@ class Backbone:
         return state
 
 
+class RecordedNetwork(Backbone):
+    """A backbone whose weights come as a record (VGG-19, C3D): ``name``, ``source``/``url``,
+    ``sha256`` ("random" for random weights), ``is_random``, ``meta()`` with ``preprocessing``.
+    Subclasses set :attr:`backbone_line`, :attr:`memory_format`, :attr:`named_weights` and give
+    :meth:`weights_setting` and :meth:`build_network`."""
+
+    backbone_line: ClassVar[str]  # what the store's ``backbone`` says
+    memory_format: ClassVar[str]  # torch memory format of the network ("channels_last", ...)
+    named_weights: ClassVar[tuple[str, ...]]  # named pretrained weights (random when missing)
+
+    def weights_setting(self) -> str:
+        """The weights asked for (a name, a file or a URL)."""
+        raise NotImplementedError
+
+    def build_network(self, weights: str, allow_random: bool) -> tuple[Any, Any]:
+        """(network, weights record) for ``weights`` (raises the backbones' ``WeightsError``)."""
+        raise NotImplementedError
+
+    def _build(self) -> tuple[Any, Any]:
+        from pipeline.backbones.vgg19 import WeightsError
+
+        name, allow = self.weights_setting(), self.settings.allow_random_weights
+        try:
+            return self.build_network(name, allow)
+        except WeightsError as exc:
+            if not (name in self.named_weights and allow):
+                raise BackboneError(str(exc)) from exc
+            return self.build_network("random", True)
+
+    def adopt(self, model: Any, weights: Any) -> None:
+        """Take ``model`` with its weights record."""
+        self.model, self.weights = model, weights
+        self.record, self.random = weights.meta(), bool(weights.is_random)
+        source = weights.source or weights.name
+        self.weights_line = f"{self.network} {source} sha256 {str(weights.sha256)[:12]}"
+
+    @classmethod
+    def from_network(
+        cls, model: Any, weights: Any, precision: str, frames_per_segment: int = 16, **settings: Any
+    ) -> RecordedNetwork:
+        """A backbone around a network already built (``settings``: the options it reads)."""
+        from types import SimpleNamespace
+
+        backbone = cls(SimpleNamespace(**settings), Path("."), frames_per_segment)
+        backbone.adopt(model, weights)
+        backbone.precision = precision
+        return backbone
+
+    def identity(self) -> dict[str, Any]:
+        w = self.weights
+        return {
+            "backbone": self.backbone_line,
+            "weights": weights_identity(w.source or w.url or w.name, w.sha256),
+            "preprocessing": self.record.get("preprocessing"),
+            "precision": self.precision,
+        }
+
+    def load(self, device: str) -> None:
+        import torch
+
+        if self.model is None:
+            self.adopt(*self._build())
+        self.device = device
+        layout = getattr(torch, self.memory_format)
+        self.model = self.model.to(device, memory_format=layout).eval()
+
+
 def backbone_class(kind: str) -> type[Backbone]:
     """The registered backbone of a ``--features`` word."""
     if kind not in BACKBONE_MODULES:

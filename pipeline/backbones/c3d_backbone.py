@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.backbones.base import (
-    Backbone,
     BackboneError,
+    RecordedNetwork,
     StoreSpec,
     frame_plans,
     run_in_batches,
-    weights_identity,
 )
 from pipeline.backbones.c3d import CLIP_FRAMES
 from pipeline.core.manifest import CLIP_SECONDS
@@ -28,7 +26,7 @@ C3D_FRAMES_RULE = (
 )
 
 
-class C3DBackbone(Backbone):
+class C3DBackbone(RecordedNetwork):
     """Settings read: ``c3d_weights``, ``c3d_maps``, ``c3d_crop``, ``c3d_batch``,
     ``allow_random_weights``, ``precision``. ``auto`` precision measures bf16 (the inputs' range of
     +-128 risks fp16 overflow)."""
@@ -36,18 +34,17 @@ class C3DBackbone(Backbone):
     kind = "c3d"
     network = "c3d"
     inputs = "frames"
+    backbone_line = BACKBONE_LINE
+    memory_format = "channels_last_3d"
+    named_weights = ("mmaction2", "pickle")
 
     @classmethod
-    def from_network(cls, model: Any, weights: Any, precision: str, **settings: Any) -> C3DBackbone:
-        """A backbone around a network already built (``settings``: ``c3d_batch``)."""
-        from types import SimpleNamespace
-
+    def from_network(
+        cls, model: Any, weights: Any, precision: str, frames_per_segment: int = 16, **settings: Any
+    ) -> C3DBackbone:
         settings.setdefault("c3d_crop", weights.crop)
         settings.setdefault("c3d_maps", True)
-        backbone = cls(SimpleNamespace(**settings), Path("."))
-        backbone.model, backbone.weights, backbone.precision = model, weights, precision
-        backbone.record, backbone.random = weights.meta(), bool(weights.is_random)
-        return backbone
+        return super().from_network(model, weights, precision, frames_per_segment, **settings)
 
     def stores(self) -> dict[str, StoreSpec]:
         from pipeline.backbones.c3d import pool5_side
@@ -87,31 +84,22 @@ class C3DBackbone(Backbone):
     def probe_key(self) -> str:
         return f"{self.network}|{self.settings.c3d_crop}"
 
-    def _build(self) -> tuple[Any, Any]:
-        from pipeline.backbones.c3d import build_c3d
-        from pipeline.backbones.vgg19 import WeightsError
+    def weights_setting(self) -> str:
+        return self.settings.c3d_weights
 
-        name, allow = self.settings.c3d_weights, self.settings.allow_random_weights
-        try:
-            model, weights = build_c3d(name, allow_random=allow, cache_dir=self.weights_dir)
-        except WeightsError as exc:
-            if not (name in ("mmaction2", "pickle") and allow):
-                raise BackboneError(str(exc)) from exc
-            model, weights = build_c3d("random", allow_random=True, cache_dir=self.weights_dir)
-        return model, weights.scaled(self.settings.c3d_crop)
+    def build_network(self, weights: str, allow_random: bool) -> tuple[Any, Any]:
+        from pipeline.backbones.c3d import build_c3d
+
+        model, record = build_c3d(weights, allow_random=allow_random, cache_dir=self.weights_dir)
+        return model, record.scaled(self.settings.c3d_crop)
 
     def prepare(self, device: str, known: dict[str, Any] | None = None) -> None:
         import torch
 
         from pipeline.backbones.precision import decide_precision, probe_precision
 
-        self.model, self.weights = self._build()
+        self.adopt(*self._build())
         self.device = device
-        self.record = self.weights.meta()
-        self.random = bool(self.weights.is_random)
-        self.weights_line = (
-            f"c3d {self.weights.source or self.weights.name} sha256 {str(self.weights.sha256)[:12]}"
-        )
 
         def probe(precision: str) -> dict[str, Any]:
             w, h = self.weights.resize
@@ -131,23 +119,8 @@ class C3DBackbone(Backbone):
             raise BackboneError(str(exc)) from exc
 
     def identity(self) -> dict[str, Any]:
-        w = self.weights
-        return {
-            "backbone": BACKBONE_LINE,
-            "weights": weights_identity(w.source or w.url or w.name, w.sha256),
-            "preprocessing": self.record.get("preprocessing"),
-            "c3d_crop": self.settings.c3d_crop,
-            "c3d_frames": C3D_FRAMES_RULE,
-            "precision": self.precision,
-        }
-
-    def load(self, device: str) -> None:
-        import torch
-
-        if self.model is None:
-            self.model, self.weights = self._build()
-        self.device = device
-        self.model = self.model.to(device, memory_format=torch.channels_last_3d).eval()
+        crop = {"c3d_crop": self.settings.c3d_crop, "c3d_frames": C3D_FRAMES_RULE}
+        return {**super().identity(), **crop}
 
     def run(self, clips: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         import torch

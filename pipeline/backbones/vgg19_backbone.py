@@ -5,19 +5,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.backbones.base import (
-    Backbone,
     BackboneError,
+    RecordedNetwork,
     StoreSpec,
     frame_plans,
     per_second_mean,
     run_in_batches,
-    weights_identity,
 )
 from pipeline.core.manifest import CLIP_SECONDS
 
@@ -41,26 +39,16 @@ def default_batch(device: Any = None) -> int:
     return DEFAULT_BATCH
 
 
-class VGG19Backbone(Backbone):
+class VGG19Backbone(RecordedNetwork):
     """Settings read: ``vgg19_weights``, ``frame_size``, ``allow_random_weights``, ``precision``,
     ``batch_size``."""
 
     kind = "visual"
     network = "vgg19"
     inputs = "frames"
-
-    @classmethod
-    def from_network(
-        cls, model: Any, weights: Any, precision: str, frames_per_segment: int, **settings: Any
-    ) -> VGG19Backbone:
-        """A backbone around a network already built (``settings``: ``frame_size``,
-        ``batch_size``)."""
-        from types import SimpleNamespace
-
-        backbone = cls(SimpleNamespace(**settings), Path("."), frames_per_segment)
-        backbone.model, backbone.weights, backbone.precision = model, weights, precision
-        backbone.record, backbone.random = weights.meta(), bool(weights.is_random)
-        return backbone
+    backbone_line = BACKBONE_LINE
+    memory_format = "channels_last"
+    named_weights = ("torchvision", "keras")
 
     def stores(self) -> dict[str, StoreSpec]:
         side = self.settings.frame_size // 32
@@ -90,29 +78,20 @@ class VGG19Backbone(Backbone):
     def probe_key(self) -> str:
         return f"{self.network}|{self.settings.frame_size}"
 
-    def _build(self) -> tuple[Any, Any]:
-        from pipeline.backbones.vgg19 import WeightsError, build_vgg19_pool5
+    def weights_setting(self) -> str:
+        return self.settings.vgg19_weights
 
-        name, allow = self.settings.vgg19_weights, self.settings.allow_random_weights
-        try:
-            return build_vgg19_pool5(name, allow_random=allow, cache_dir=self.weights_dir)
-        except WeightsError as exc:
-            if not (name in ("torchvision", "keras") and allow):
-                raise BackboneError(str(exc)) from exc
-            return build_vgg19_pool5("random", allow_random=True, cache_dir=self.weights_dir)
+    def build_network(self, weights: str, allow_random: bool) -> tuple[Any, Any]:
+        from pipeline.backbones.vgg19 import build_vgg19_pool5
+
+        return build_vgg19_pool5(weights, allow_random=allow_random, cache_dir=self.weights_dir)
 
     def prepare(self, device: str, known: dict[str, Any] | None = None) -> None:
         from pipeline.backbones.precision import decide_precision
         from pipeline.backbones.vgg19 import probe_vgg19_precision
 
-        self.model, self.weights = self._build()
+        self.adopt(*self._build())
         self.device = device
-        self.record = self.weights.meta()
-        self.random = bool(self.weights.is_random)
-        self.weights_line = (
-            f"{BACKBONE_LINE.split(' ')[0]} {self.weights.source or self.weights.name} "
-            f"sha256 {str(self.weights.sha256)[:12]}"
-        )
         size = self.settings.frame_size
         try:
             self.precision, self.probe, self.advice = decide_precision(
@@ -125,22 +104,7 @@ class VGG19Backbone(Backbone):
             raise BackboneError(str(exc)) from exc
 
     def identity(self) -> dict[str, Any]:
-        w = self.weights
-        return {
-            "backbone": BACKBONE_LINE,
-            "weights": weights_identity(w.source or w.url or w.name, w.sha256),
-            "preprocessing": self.record.get("preprocessing"),
-            "frame_size": self.settings.frame_size,
-            "precision": self.precision,
-        }
-
-    def load(self, device: str) -> None:
-        import torch
-
-        if self.model is None:
-            self.model, self.weights = self._build()
-        self.device = device
-        self.model = self.model.to(device, memory_format=torch.channels_last).eval()
+        return {**super().identity(), "frame_size": self.settings.frame_size}
 
     def run(self, clips: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         import torch
