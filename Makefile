@@ -289,7 +289,7 @@ import-release: | $(STAMP_RUN) ffmpeg $(MANIFEST_OUT) ## the published AVE featu
 export-release: | $(STAMP_RUN) $(STORES_OUT) ## feature stores + manifest -> the release's h5 files in OUT_DIR (float64)
 	$(AVEL) export-release $(call opt,--out-dir,OUT_DIR) $(call opt,--data-dir,DATA_DIR) \
 		$(call opt,--rows,ROWS) $(call opt,--dtype,DTYPE) $(call opt,--missing,MISSING) \
-		$(call opt,--compression,COMPRESSION)
+		$(call opt,--compression,COMPRESSION) $(call flag,--force,FORCE)
 
 train-supervised: | $(STAMP_RUN) ffmpeg $(STORES_OUT) ## a localization model (MODEL) -> RUN_DIR/NAME/seed-K
 	$(call cmd_train,supervised) $(cmd_localization)

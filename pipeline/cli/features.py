@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli.common import fail, str_list
+from pipeline.cli.common import (
+    EXIT_FAILED,
+    fail,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    show_progress,
+    str_list,
+)
 from pipeline.core.store import DTYPES
 
 
@@ -35,7 +43,6 @@ def register_convert_vggish(subparsers: argparse._SubParsersAction) -> None:
 
 
 def convert_vggish_main(args: argparse.Namespace) -> int:
-    from pipeline.backbones.vggish_weights import VGGishWeightsError
     from pipeline.stages.convert_vggish import ConvertVGGishConfig, run_convert_vggish
 
     cfg = ConvertVGGishConfig(
@@ -44,10 +51,7 @@ def convert_vggish_main(args: argparse.Namespace) -> int:
         weights_dir=args.weights_dir,
         allow_download=not args.no_download,
     )
-    try:
-        summary = run_convert_vggish(cfg)
-    except VGGishWeightsError as exc:
-        return fail(exc)
+    summary = run_convert_vggish(cfg)
     print(
         f"VGGish weights ready: {summary['path']}\n"
         f"  source {summary['source']}\n  source sha256 {summary['source_sha256']}\n"
@@ -73,13 +77,13 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="examples per forward pass (audio 256, visual 64)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=None,
         help="frame-decoding processes (visual; default: every core but one on CUDA, half the cores on the CPU)",
     )
@@ -103,8 +107,12 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--c3d-maps", action="store_true", help="also store the C3D pool5 maps (c3d_maps)"
     )
-    p.add_argument("--c3d-batch", type=int, default=4, help="C3D: 16-frame clips per forward pass")
-    p.add_argument("--frame-size", type=int, default=224, help="visual frame side (224 = release)")
+    p.add_argument(
+        "--c3d-batch", type=positive_int, default=4, help="C3D: 16-frame clips per forward pass"
+    )
+    p.add_argument(
+        "--frame-size", type=positive_int, default=224, help="visual frame side (224 = release)"
+    )
     p.add_argument(
         "--vggish-checkpoint", help="official TF checkpoint (path/URL) or a converted .pt file"
     )
@@ -122,10 +130,12 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
         "--no-download", action="store_true", help="never download weights (cache or local only)"
     )
     p.add_argument(
-        "--num-shards", type=int, default=1, help="K independent processes fill the store"
+        "--num-shards", type=positive_int, default=1, help="K independent processes fill the store"
     )
-    p.add_argument("--shard-index", type=int, default=0, help="this process's part, 0..K-1")
-    p.add_argument("--shard-size", type=int, default=256, help="clips per store shard")
+    p.add_argument(
+        "--shard-index", type=non_negative_int, default=0, help="this process's part, 0..K-1"
+    )
+    p.add_argument("--shard-size", type=positive_int, default=256, help="clips per store shard")
     p.add_argument(
         "--merge", action="store_true", help="only build the index of a store filled by K processes"
     )
@@ -141,20 +151,18 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
         help="Ray cluster address ('auto' = the running cluster; default: start a local Ray)",
     )
     p.add_argument(
-        "--decode-cpus", type=float, default=1.0, help="Ray engine: CPUs per decode task"
+        "--decode-cpus", type=positive_float, default=1.0, help="Ray engine: CPUs per decode task"
     )
     p.add_argument(
         "--model-actors",
-        type=int,
+        type=positive_int,
         help="Ray engine: model actors (default: the cluster's GPUs, or 1 without)",
     )
     p.set_defaults(func=features_main)
 
 
 def features_main(args: argparse.Namespace) -> int:
-    from pipeline.core.io import DiskFullError
-    from pipeline.core.store import StoreError
-    from pipeline.stages.features.core import FeaturesConfig, FeaturesError
+    from pipeline.stages.features.core import FeaturesConfig
     from pipeline.stages.features.stage import format_errors, format_summary, run_features
 
     cfg = FeaturesConfig(
@@ -185,13 +193,11 @@ def features_main(args: argparse.Namespace) -> int:
         c3d_weights=args.c3d_weights,
         c3d_maps=args.c3d_maps,
         c3d_batch=args.c3d_batch,
+        progress=show_progress(),
     )
-    try:
-        summary = run_features(cfg)
-    except (FeaturesError, StoreError, FileNotFoundError, DiskFullError) as exc:
-        return fail(exc)
+    summary = run_features(cfg)
     print(format_summary(summary, errors=False))
     code = 0
     for line in format_errors(summary):
-        code = fail(line, code=1)
+        code = fail(line, code=EXIT_FAILED)
     return code
