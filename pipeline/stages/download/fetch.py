@@ -65,21 +65,17 @@ def check_url_template(template: str) -> str:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
-        raise ValueError(
-            f"--url-template {template!r}: {exc} (write a literal brace as {{{{)"
-        ) from None
+        raise ValueError(f"{exc} in {template!r} (write a literal brace as {{{{)") from None
     names = [f.split(".")[0].split("[")[0] for f in fields]
     unknown = sorted({n for n in names if n not in URL_FIELDS})
     if unknown or "" in names:
         shown = ", ".join("{" + n + "}" for n in unknown) or "{}"
         raise ValueError(
-            f"--url-template {template!r}: unknown field {shown}; the fields are "
+            f"unknown field {shown} in {template!r}; the fields are "
             + ", ".join("{" + f + "}" for f in URL_FIELDS)
         )
     if "youtube_id" not in names:
-        raise ValueError(
-            f"--url-template {template!r} has no {{youtube_id}}: every video would get the same URL"
-        )
+        raise ValueError(f"no {{youtube_id}} in {template!r}: every video would get the same URL")
     return template
 
 

@@ -616,7 +616,7 @@ def check_config(cfg: DownloadConfig) -> None:
         try:
             check_url_template(cfg.url_template)
         except ValueError as exc:
-            raise SetupError(str(exc)) from None
+            raise SetupError(f"--url-template: {exc}") from None
 
 
 def run_download(cfg: DownloadConfig) -> dict:
