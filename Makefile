@@ -348,8 +348,9 @@ lint: $(STAMP_DEV) ## ruff check + format check
 	$(PY) -m ruff check pipeline models tests
 	$(PY) -m ruff format --check pipeline models tests
 
-clean: ## caches only (__pycache__, .pytest_cache, .ruff_cache, build/): never data, weights or runs
-	rm -rf .pytest_cache .ruff_cache build
+clean: ## caches only (__pycache__, .pytest_cache, .ruff_cache, setuptools' build/lib): never data, weights or runs
+	rm -rf .pytest_cache .ruff_cache build/lib build/bdist.* build/temp.*
+	rmdir build 2>/dev/null || true
 	find pipeline models tests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 
 delete-data: ## DELETES DATA_DIR (clips, weights, features): DATA_DIR must be given explicitly
