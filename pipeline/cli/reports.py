@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.cli.common import fail, positive_int, show_progress
+from pipeline.cli.common import EXIT_FAILED, fail, positive_int, show_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,7 +81,14 @@ def _table(args: argparse.Namespace) -> int:
         f"skipped {summary['skipped'] or 'none'}, failed {summary['failed'] or 'none'}; "
         f"written {', '.join(summary['files'])}"
     )
-    return 1 if summary["failed"] else 0
+    failed = [r for r in summary["rows"] if r["status"].startswith("failed")]
+    if failed:
+        first = failed[0]["status"].removeprefix("failed: ")
+        return fail(
+            f"table {args.table}: {len(failed)} configuration(s) failed; {failed[0]['key']}: {first}",
+            EXIT_FAILED,
+        )
+    return 0
 
 
 def _register_attention_maps(subparsers: argparse._SubParsersAction) -> None:

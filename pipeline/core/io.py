@@ -49,8 +49,9 @@ def read_parquet(path: str | os.PathLike, remedy: str) -> pd.DataFrame:
         error: Exception = exc
     except Exception as exc:  # noqa: BLE001 - pyarrow's errors for bad bytes have several types
         error = exc
+    reason = re.sub(r"^Could not open Parquet input source '.*?': ", "", short_reason(error))
     raise CorruptFileError(
-        f"{path}: not a readable Parquet table ({short_reason(error)}); {remedy}"
+        f"{path}: not a readable Parquet table ({reason.split('. ')[0]}); {remedy}"
     ) from error
 
 
@@ -107,14 +108,30 @@ def disk_full_error(folder: str | os.PathLike) -> DiskFullError:
     )
 
 
+def check_writable(folder: str | os.PathLike) -> Path:
+    """``folder``, created if needed, once a file could be written in it; the ``OSError`` naming it
+    otherwise (a long command checks its output folders before it starts)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".avel-write-check.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else ".tmp", dir=path.parent
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.",
+            suffix=suffix if suffix is not None else ".tmp",
+            dir=path.parent,
+        )
+    except OSError as exc:  # read-only, not ours, full: name the folder, not the temp name
+        raise OSError(exc.errno, exc.strerror, str(path.parent)) from exc
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary shared files
     tmp_path = Path(tmp)

@@ -329,7 +329,9 @@ class FeatureStore:
         except FileNotFoundError:
             problem = "missing"
         except (ValueError, OSError, EOFError) as exc:  # truncated, overwritten, not an NPY file
-            problem = f"unreadable ({short_reason(exc)})"
+            pickled = "pickled" in str(exc)  # numpy's advice to load it unsafely is not repeated
+            problem = "holds pickled objects, not numbers" if pickled else short_reason(exc)
+            problem = f"unreadable ({problem})"
         if problem is None:
             rows = self._rows_needed.get(shard, 0)
             if array.dtype.kind != "f" or tuple(array.shape[1:]) != self.row_shape:

@@ -18,7 +18,7 @@ def _position(data: bytes, offset: int) -> str:
     return f"line {line}, column {column}"
 
 
-def read_text(path: str | os.PathLike, what: str = "text file") -> str:
+def read_text(path: str | os.PathLike, what: str = "a text file") -> str:
     """The file decoded as UTF-8 (a byte-order mark dropped, line ends kept as they are).
 
     Raises :class:`TextInputError` for a binary file (a NUL byte) or bytes that are not UTF-8
@@ -29,7 +29,7 @@ def read_text(path: str | os.PathLike, what: str = "text file") -> str:
     nul = data.find(b"\0")
     if nul >= 0:
         raise TextInputError(
-            f"{path}: binary data (a NUL byte at {_position(data, nul)}), not a {what}; "
+            f"{path}: binary data (a NUL byte at {_position(data, nul)}), not {what}; "
             "give the right file"
         )
     try:
@@ -37,12 +37,11 @@ def read_text(path: str | os.PathLike, what: str = "text file") -> str:
     except UnicodeDecodeError as exc:
         raise TextInputError(
             f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at "
-            f"{_position(data, exc.start)}); save the {what} as UTF-8 (e.g. `iconv -f latin1 "
-            f"-t utf-8`)"
+            f"{_position(data, exc.start)}); save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
         ) from None
     return text.removeprefix("\ufeff")
 
 
-def read_lines(path: str | os.PathLike, what: str = "text file") -> list[str]:
+def read_lines(path: str | os.PathLike, what: str = "a text file") -> list[str]:
     """The lines of a UTF-8 text file without line ends (``\\n``, ``\\r\\n`` or ``\\r``)."""
     return [line.rstrip("\n") for line in io.StringIO(read_text(path, what), newline=None)]

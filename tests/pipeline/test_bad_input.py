@@ -113,7 +113,9 @@ def test_bad_text_inputs_are_one_line_naming_the_file(tmp_path, capsys, case, wh
             }.get(case, "")
         )
         if case == "clip_list_binary":
-            clips.write_bytes(b"youtube_id,start\xff\xfe,end\n" + os.urandom(64).replace(b"\0", b""))
+            clips.write_bytes(
+                b"youtube_id,start\xff\xfe,end\n" + os.urandom(64).replace(b"\0", b"")
+            )
         args += ["--clip-list", str(clips)]
     else:
         args += ["--ave-annotations", str(inputs["annotations"])]
@@ -231,7 +233,9 @@ def test_segments_workers_die_with_a_killed_run(tmp_path):
 def _clip_list_data(root: Path) -> tuple[Path, list[str]]:
     """A data folder built from a clip list (clip IDs <youtube_id>_<start_ms>) with an audio store."""
     table = root / "clips.csv"
-    table.write_text(f"youtube_id,start,end,label\n{VID},0,10,dog\n{VID},20,30,cat\n{OTHER},5,15,dog\n")
+    table.write_text(
+        f"youtube_id,start,end,label\n{VID},0,10,dog\n{VID},20,30,cat\n{OTHER},5,15,dog\n"
+    )
     data = root / "data"
     assert avel(["annotations", "--data-dir", str(data), "--clip-list", str(table)]) == 0
     keys = list(pd.read_parquet(data / "manifest.parquet")["clip_id"])

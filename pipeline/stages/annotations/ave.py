@@ -73,7 +73,7 @@ def read_text_lines(path: str | Path) -> list[str]:
     on Windows write one), so it never becomes part of the first field. A binary or non-UTF-8
     file is an :class:`AnnotationError` naming the file and where."""
     try:
-        return read_lines(path, "text input")
+        return read_lines(path, "a text input")
     except TextInputError as exc:
         raise AnnotationError(str(exc)) from None
 

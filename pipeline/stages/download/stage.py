@@ -538,6 +538,9 @@ def manifest_videos(
         raise ValueError(f"--shard-index {shard_index} outside 0..{num_shards - 1}")
     manifest = load_manifest(data_dir)
     manifest = manifest.assign(_key=clip_ids(manifest)).drop_duplicates("_key", keep="first")
+    for column in ("clip_start", "clip_end"):  # a manifest without offsets: none are known
+        if column not in manifest.columns:
+            manifest[column] = None
     videos = [
         Video(str(v), None if pd.isna(s) else float(s), None if pd.isna(e) else float(e), str(k))
         for v, s, e, k in zip(
