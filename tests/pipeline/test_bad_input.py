@@ -334,6 +334,7 @@ def test_features_with_a_tf_checkpoint_convert_it_apart_from_torchvision(tmp_pat
     cmd = [sys.executable, "-m", "pipeline.cli", "features", "--data-dir", str(data)]
     cmd += ["--features", "audio,visual", "--vggish-checkpoint", str(ckpt), "--device", "cpu"]
     cmd += ["--vgg19-weights", "random", "--allow-random-weights", "--precision", "fp32"]
+    cmd += ["--frame-size", "64", "--workers", "1"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     for store in ("audio", "visual"):
