@@ -99,8 +99,8 @@ def set_exit_code(exc: BaseException, code: int) -> None:
 _ADVICE = {
     errno.EROFS: "the file system is read-only: give a writable folder (--data-dir, --run-dir, "
     "--out-dir) or remount it",
-    errno.EACCES: "permission denied: give a folder you may write (or fix its permissions)",
-    errno.EPERM: "not permitted: give a folder you may write (or fix its permissions)",
+    errno.EACCES: "permission denied: fix its permissions or give another folder",
+    errno.EPERM: "not permitted: fix its permissions or give another folder",
     errno.ENOENT: "not found",
     errno.ENOTDIR: "a file stands where a folder is needed",
     errno.EISDIR: "a folder stands where a file is needed",
