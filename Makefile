@@ -309,7 +309,7 @@ import-release: | $(STAMP_RUN) ffmpeg $(MANIFEST_OUT) ## the published AVE featu
 export-release: | $(STAMP_RUN) $(STORES_OUT) ## feature stores + manifest -> the release's h5 files in OUT_DIR (float64)
 	$(AVEL) export-release $(call opt,--out-dir,OUT_DIR) $(call opt,--data-dir,DATA_DIR) \
 		$(call opt,--rows,ROWS) $(call opt,--dtype,DTYPE) $(call opt,--missing,MISSING) \
-		$(call opt,--compression,COMPRESSION)
+		$(call opt,--compression,COMPRESSION) $(call flag,--force,FORCE)
 
 train-supervised: | $(STAMP_RUN) ffmpeg $(STORES_OUT) ## a localization model (MODEL) -> RUN_DIR/NAME/seed-K
 	$(call cmd_train,supervised) $(cmd_localization)
@@ -368,8 +368,9 @@ lint: $(STAMP_DEV) ## ruff check + format check
 	$(PY) -m ruff check avel pipeline models tests
 	$(PY) -m ruff format --check avel pipeline models tests
 
-clean: ## caches only (__pycache__, .pytest_cache, .ruff_cache, build/): never data, weights or runs
-	rm -rf .pytest_cache .ruff_cache build
+clean: ## caches only (__pycache__, .pytest_cache, .ruff_cache, setuptools' build/lib): never data, weights or runs
+	rm -rf .pytest_cache .ruff_cache build/lib build/bdist.* build/temp.*
+	rmdir build 2>/dev/null || true
 	find avel pipeline models tests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 
 delete-data: ## DELETES DATA_DIR (clips, weights, features): DATA_DIR must be given explicitly

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from models.training import runs
+from pipeline.core.paths import child, safe_name
 
 MODES = ("supervised", "weak", "crossmodal")
 DEFAULT_EPOCHS = {"supervised": 300, "weak": 250, "crossmodal": 20}
@@ -85,13 +86,14 @@ class TrainConfig:
             self.batch_size = DEFAULT_BATCH.get(str(self.model), LOCALIZATION_BATCH)
         if self.name is None:
             self.name = default_name(self)
+        safe_name(self.name, "run name (--name)")
 
     @property
     def crossmodal(self) -> bool:
         return self.mode == "crossmodal"
 
     def experiment_dir(self) -> Path:
-        return Path(self.run_dir) / str(self.name)
+        return child(self.run_dir, self.name, what="run name (--name)")
 
     def seed_dir(self) -> Path:
         return self.experiment_dir() / f"seed-{self.seed}"

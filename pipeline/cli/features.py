@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli.common import fail
+from pipeline.cli.common import EXIT_FAILED, fail, show_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,6 @@ def register_convert_vggish(subparsers: argparse._SubParsersAction) -> None:
 
 
 def convert_vggish_main(args: argparse.Namespace) -> int:
-    from pipeline.backbones.vggish_weights import VGGishWeightsError
     from pipeline.stages.convert_vggish import ConvertVGGishConfig, run_convert_vggish
 
     cfg = ConvertVGGishConfig(
@@ -43,10 +42,7 @@ def convert_vggish_main(args: argparse.Namespace) -> int:
         weights_dir=args.weights_dir,
         allow_download=not args.no_download,
     )
-    try:
-        summary = run_convert_vggish(cfg)
-    except VGGishWeightsError as exc:
-        return fail(exc)
+    summary = run_convert_vggish(cfg)
     print(
         f"VGGish weights ready: {summary['path']}\n"
         f"  source {summary['source']}\n  source sha256 {summary['source_sha256']}\n"
@@ -71,19 +67,14 @@ def register_features(subparsers: argparse._SubParsersAction) -> None:
 
 
 def features_main(args: argparse.Namespace) -> int:
-    from pipeline.core.io import DiskFullError
     from pipeline.core.options import config_from
-    from pipeline.core.store import StoreError
-    from pipeline.stages.features.core import FeaturesConfig, FeaturesError
+    from pipeline.stages.features.core import FeaturesConfig
     from pipeline.stages.features.stage import format_errors, format_summary, run_features
 
-    cfg = config_from(FeaturesConfig, args)
-    try:
-        summary = run_features(cfg)
-    except (FeaturesError, StoreError, FileNotFoundError, DiskFullError) as exc:
-        return fail(exc)
+    cfg = config_from(FeaturesConfig, args, progress=show_progress())
+    summary = run_features(cfg)
     print(format_summary(summary, errors=False))
     code = 0
     for line in format_errors(summary):
-        code = fail(line, code=1)
+        code = fail(line, code=EXIT_FAILED)
     return code

@@ -6,8 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from pipeline.cli.common import fail
-from pipeline.core.io import DiskFullError
+from pipeline.cli.common import non_negative_int, positive_int, show_progress
 from pipeline.stages.segment_audio import AUDIO_RECIPES
 from pipeline.stages.segments import SegmentsConfig, format_summary, run_segments
 
@@ -19,7 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument(
-        "--frames-per-segment", type=int, default=16, help="frames per 1 s segment (16 = release)"
+        "--frames-per-segment",
+        type=positive_int,
+        default=16,
+        help="frames per 1 s segment (16 = release)",
     )
     p.add_argument(
         "--audio-recipe",
@@ -30,10 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a change redoes the audio of clips made with the other",
     )
     p.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="parallel clip processes"
+        "--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel clip processes"
     )
     p.add_argument(
-        "--limit", type=int, default=None, help="process at most N pending clips (partial runs)"
+        "--limit",
+        type=non_negative_int,
+        default=None,
+        help="process at most N pending clips (partial runs)",
     )
     p.add_argument(
         "--force", action="store_true", help="redo clips that already have a current receipt"
@@ -49,10 +54,8 @@ def _main(args: argparse.Namespace) -> int:
         workers=args.workers,
         force=args.force,
         limit=args.limit,
+        progress=show_progress(),
     )
-    try:
-        summary = run_segments(cfg)
-    except (FileNotFoundError, ValueError, DiskFullError) as exc:
-        return fail(exc)
+    summary = run_segments(cfg)
     print(format_summary(summary))
     return 0

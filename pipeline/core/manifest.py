@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.core.io import CorruptFileError, read_parquet
 from pipeline.core.layout import DataLayout
+from pipeline.core.paths import UnsafeNameError, name_problem
 
 YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 #: Length of one clip in seconds (= segments per clip): the one definition.
@@ -38,14 +40,29 @@ def manifest_path(data_dir: str | Path) -> Path:
     return DataLayout(data_dir).manifest
 
 
+def _rebuild(data_dir: str | Path) -> str:
+    return f"rebuild it with `make annotations DATA_DIR={data_dir} FORCE=1`"
+
+
 def load_manifest(data_dir: str | Path) -> pd.DataFrame:
-    """Read ``DATA_DIR/manifest.parquet``, with a clear error when the stage has not run."""
+    """Read ``DATA_DIR/manifest.parquet``, with a clear error when the stage has not run, the file
+    is corrupt, or a clip ID could not name a file (a manifest made by another tool)."""
     path = manifest_path(data_dir)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
         )
-    return pd.read_parquet(path)
+    manifest = read_parquet(path, _rebuild(data_dir))
+    if "clip_id" not in manifest.columns and "youtube_id" not in manifest.columns:
+        raise CorruptFileError(f"{path}: no clip_id or youtube_id column; {_rebuild(data_dir)}")
+    for row, key in enumerate(clip_ids(manifest)):
+        problem = name_problem(key)
+        if problem is not None:
+            raise UnsafeNameError(
+                f"{path} row {row}: clip ID {key!r} {problem}, so it cannot name the clip's files; "
+                f"{_rebuild(data_dir)} (or fix the tool that wrote it)"
+            )
+    return manifest
 
 
 def clip_ids(manifest: pd.DataFrame) -> pd.Series:
@@ -77,4 +94,4 @@ def load_classes(data_dir: str | Path) -> list[str]:
         raise FileNotFoundError(
             f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
         )
-    return pd.read_parquet(path)["name"].tolist()
+    return read_parquet(path, _rebuild(data_dir))["name"].tolist()

@@ -56,3 +56,26 @@ def config_from(config: type, args: argparse.Namespace, **fixed: Any) -> Any:
             value = tuple(w.strip() for w in value.split(",") if w.strip())
         values[f.name] = value
     return config(**values, **fixed)
+
+
+def _number(kind: type, minimum: float, inclusive: bool, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
+        if value < minimum or (not inclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+#: argparse ``type``s for counts and durations: refused at parse time (exit 2) when out of range.
+positive_int = _number(int, 1, True, "a positive integer")
+non_negative_int = _number(int, 0, True, "an integer >= 0")
+positive_float = _number(float, 0, False, "a positive number")
+non_negative_float = _number(float, 0, True, "a number >= 0")

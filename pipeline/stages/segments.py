@@ -40,9 +40,14 @@ decoded).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -58,6 +63,7 @@ from pipeline.core.io import (
     DiskFullError,
     disk_full_error,
     is_disk_full,
+    read_parquet,
     write_json,
     write_npy,
     write_parquet,
@@ -529,7 +535,8 @@ def _read_table(path: Path, data_dir: str | Path) -> pd.DataFrame:
     """One of the stage's tables, keyed ``clip_id`` whatever version wrote it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `make segments DATA_DIR={data_dir}` first")
-    return keyed_by_clip_id(pd.read_parquet(path))
+    remedy = f"rebuild it with `make segments DATA_DIR={data_dir}` (finished clips are kept)"
+    return keyed_by_clip_id(read_parquet(path, remedy))
 
 
 def frame_plan(segments: pd.DataFrame, clip_id: str) -> np.ndarray:
@@ -549,6 +556,27 @@ def _progress(iterable: Iterator, total: int, enabled: bool) -> Iterator:
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc="segments", unit="clip", file=sys.stderr)
+
+
+def _worker_lifeline(parent: int) -> None:
+    """In a pool worker: a process group of its own (its ffmpeg children join it), killed as a
+    whole as soon as the stage that started the pool is gone, even after a SIGKILL."""
+    os.setpgid(0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.25)
+        with contextlib.suppress(OSError):
+            os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="avel-segments-lifeline", daemon=True).start()
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers with their children (after an error or Ctrl-C: no waiting)."""
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
@@ -590,14 +618,21 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
         for receipt in _progress(results, len(tasks), cfg.progress):
             new_failed += receipt["status"] != "ok"
     else:
-        with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=cfg.workers, initializer=_worker_lifeline, initargs=(os.getpid(),)
+        )
+        try:
             futures = [pool.submit(_segment_task, t) for t in tasks]
-            try:
-                for future in _progress(as_completed(futures), len(futures), cfg.progress):
-                    new_failed += future.result()["status"] != "ok"
-            except DiskFullError:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+            for future in _progress(as_completed(futures), len(futures), cfg.progress):
+                new_failed += future.result()["status"] != "ok"
+        except DiskFullError:  # the running clips stop on their own; their temp files go
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            _kill_workers(pool)
+            raise
+        pool.shutdown(wait=True)
     table, failed = build_tables(data_dir, clips)
     failed = pd.concat(
         [failed, pd.DataFrame(problems, columns=["clip_id", "reason"])], ignore_index=True

@@ -229,7 +229,7 @@ def test_interrupted_run_resumes_and_ledger(tmp_path):
 
 
 def test_cli_errors_go_to_stderr(tmp_path, capsys):
-    assert avel(["segments", "--data-dir", str(tmp_path / "none"), "--workers", "1"]) == 2
+    assert avel(["segments", "--data-dir", str(tmp_path / "none"), "--workers", "1"]) == 1
     out = capsys.readouterr()
     assert out.err.startswith("error: ") and "manifest" in out.err and out.out == ""
 

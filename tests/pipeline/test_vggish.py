@@ -241,7 +241,7 @@ def test_weights_record_and_cache_reuse(tf_reference, converted):
 def test_convert_vggish_cli(tf_reference, converted, tmp_path, capsys):
     from pipeline.cli import main
 
-    assert main(["convert-vggish", "--data-dir", str(tmp_path), "--no-download"]) == 2
+    assert main(["convert-vggish", "--data-dir", str(tmp_path), "--no-download"]) == 1
     captured = capsys.readouterr()
     assert "--allow-random-weights" in captured.err and "error" not in captured.out
     args = ["--weights-dir", str(converted.path.parent), "--checkpoint", str(tf_reference["ckpt"])]

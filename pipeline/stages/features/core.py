@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.core.device import resolve_device
 from pipeline.core.layout import DataLayout
-from pipeline.core.options import option
+from pipeline.core.options import non_negative_int, option, positive_float, positive_int
 
 KINDS = ("audio", "visual", "c3d")
 ENGINES = ("local", "ray")
@@ -41,15 +41,17 @@ class FeaturesConfig:
         choices=PRECISIONS,
     )
     batch_size: int | None = option(
-        None, "examples per forward pass (audio patches 256, visual frames 64 on the CPU)", type=int
+        None,
+        "examples per forward pass (audio patches 256, visual frames 64 on the CPU)",
+        type=positive_int,
     )
     workers: int | None = option(
         None,
         "frame-decoding processes (default: every core but one on CUDA, half the cores on the CPU)",
-        type=int,
+        type=positive_int,
     )
     vgg19_weights: str = option("torchvision", "torchvision, keras, random, or a .pth/.h5 file")
-    frame_size: int = option(224, "visual frame side (224 = release)", type=int)
+    frame_size: int = option(224, "visual frame side (224 = release)", type=positive_int)
     vggish_checkpoint: str | None = option(
         None, "official TF checkpoint (path/URL) or a converted .pt file"
     )
@@ -62,15 +64,15 @@ class FeaturesConfig:
         "mmaction2", "C3D weights: mmaction2, pickle (c3d.pickle), random, a file or a URL"
     )
     c3d_maps: bool = option(False, "also store the C3D pool5 maps (c3d_maps)")
-    c3d_batch: int = option(4, "C3D: 16-frame clips per forward pass", type=int)
+    c3d_batch: int = option(4, "C3D: 16-frame clips per forward pass", type=positive_int)
     c3d_crop: int = option(112, "C3D crop side (112 = the network's)", cli=False)
     allow_random_weights: bool = option(False, "smoke runs without pretrained weights")
     allow_download: bool = option(
         True, "never download weights (cache or local only)", flag="--no-download", invert=True
     )
-    num_shards: int = option(1, "K independent processes fill the store", type=int)
-    shard_index: int = option(0, "this process's part, 0..K-1", type=int)
-    shard_size: int = option(256, "clips per store shard", type=int)
+    num_shards: int = option(1, "K independent processes fill the store", type=positive_int)
+    shard_index: int = option(0, "this process's part, 0..K-1", type=non_negative_int)
+    shard_size: int = option(256, "clips per store shard", type=positive_int)
     merge: bool = option(False, "only build the index of a store filled by K processes")
     force: bool = option(False, "rebuild the stores even when complete")
     engine: str = option(
@@ -83,9 +85,11 @@ class FeaturesConfig:
         "Ray cluster address ('auto' = the running cluster; default: start a local Ray)",
         flag="--address",
     )
-    decode_cpus: float = option(1.0, "Ray engine: CPUs per decode task", type=float)
+    decode_cpus: float = option(1.0, "Ray engine: CPUs per decode task", type=positive_float)
     model_actors: int | None = option(
-        None, "Ray engine: model actors (default: the cluster's GPUs, or 1 without)", type=int
+        None,
+        "Ray engine: model actors (default: the cluster's GPUs, or 1 without)",
+        type=positive_int,
     )
     progress: bool = option(True, "progress bars", cli=False)
 
