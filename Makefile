@@ -61,6 +61,10 @@ VGG19_WEIGHTS ?=
 C3D_WEIGHTS ?=
 C3D_MAPS ?=
 C3D_BATCH ?=
+# CLIP / CLAP (FEATURES=clip,clap; pip install -e ".[foundation]"): a model id or a save_pretrained folder
+CLIP_WEIGHTS ?=
+CLIP_TOKENS ?=
+CLAP_WEIGHTS ?=
 PRECISION ?=
 FRAME_SIZE ?=
 VGGISH_CHECKPOINT ?=
@@ -197,7 +201,9 @@ cmd_features = $(AVEL) features $(call opt,--data-dir,DATA_DIR) $(call opt,--fea
 	$(call opt,--shard-size,SHARD_SIZE) $(call flag,--merge,MERGE) $(call flag,--force,FORCE) \
 	$(call opt,--engine,ENGINE) $(call opt,--address,ADDRESS) $(call opt,--decode-cpus,DECODE_CPUS) \
 	$(call opt,--model-actors,MODEL_ACTORS) $(call opt,--c3d-weights,C3D_WEIGHTS) \
-	$(call flag,--c3d-maps,C3D_MAPS) $(call opt,--c3d-batch,C3D_BATCH)
+	$(call flag,--c3d-maps,C3D_MAPS) $(call opt,--c3d-batch,C3D_BATCH) \
+	$(call opt,--clip-weights,CLIP_WEIGHTS) $(call flag,--clip-tokens,CLIP_TOKENS) \
+	$(call opt,--clap-weights,CLAP_WEIGHTS)
 
 # options of every training mode
 cmd_train = $(AVEL) train $(1) $(call opt,--data-dir,DATA_DIR) $(call opt,--model,MODEL) \
@@ -254,7 +260,7 @@ $(STAMP_DEV): pyproject.toml | $(VENV)/bin/python
 	@touch $@ $(STAMP_TF) $(STAMP_RUN)
 
 $(STAMP_RAY): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[tf,dev,ray]"
+	$(PY) -m pip install -q -e ".[tf,dev,ray,foundation]"
 	@touch $@ $(STAMP_DEV) $(STAMP_TF) $(STAMP_RUN)
 
 # ffmpeg/ffprobe: installed from Debian's packages when running as root, else the exact command to run.

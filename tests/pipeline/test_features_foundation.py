@@ -1,0 +1,152 @@
+"""CLIP and CLAP through the extraction driver, on tiny random models saved with save_pretrained:
+the stores equal the transformers models applied in the test to independently decoded inputs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers", reason='pip install -e ".[foundation]"')
+
+import torch  # noqa: E402
+
+from pipeline.backbones.base import BackboneError, backbone_class  # noqa: E402
+from pipeline.core.store import FeatureStore  # noqa: E402
+from pipeline.stages.features.core import FeaturesConfig  # noqa: E402
+from pipeline.stages.features.stage import run_features  # noqa: E402
+from pipeline.stages.segments import frame_plan, load_segments  # noqa: E402
+from tests.support.foundation import CLIP_SIDE, tiny_clap, tiny_clip  # noqa: E402
+from tests.support.media import segmented_set  # noqa: E402
+
+IDS = ["fdn_a______", "fdn_b______", "fdn_bad____"]
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("foundation_models")
+    return {"clip": tiny_clip(d / "clip"), "clap": tiny_clap(d / "clap")}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, models) -> Path:
+    d = tmp_path_factory.mktemp("foundation_data")
+    segmented_set(d, IDS, fps=[5, 4, 4], sizes=[(48, 32), (30, 30), (30, 30)])
+    cfg = config(d, models, ("clip", "clap"), clip_tokens=True)
+    summary = run_features(cfg)
+    assert not summary["errors"], summary["errors"]
+    return d
+
+
+def config(data: Path, models: dict[str, Path], features: tuple[str, ...], **kw) -> FeaturesConfig:
+    settings = dict(
+        features=features,
+        dtype="float32",
+        device="cpu",
+        workers=0,
+        clip_weights=str(models["clip"]),
+        clap_weights=str(models["clap"]),
+        allow_download=False,
+        shard_size=1,
+        batch_size=8,
+        progress=False,
+    )
+    return FeaturesConfig(data, **{**settings, **kw})
+
+
+def decode_frames(path: Path, side: int) -> np.ndarray:
+    """Every frame of ``path`` at side x side, RGB uint8 (decoded here, not by avel)."""
+    cmd = ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vsync", "passthrough"]
+    cmd += [
+        "-vf",
+        f"scale={side}:{side}:flags=bilinear",
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        "-",
+    ]
+    raw = subprocess.run(cmd, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, side, side, 3)
+
+
+def decode_seconds(path: Path) -> np.ndarray:
+    """(10, 48000) mono float32 seconds of the clip's audio, zero-padded (decoded here)."""
+    cmd = ["ffmpeg", "-v", "error", "-i", str(path), "-vn", "-ac", "1", "-ar", str(RATE)]
+    raw = subprocess.run(cmd + ["-f", "f32le", "-"], capture_output=True, check=True).stdout
+    samples = np.frombuffer(raw, "<f4")[: 10 * RATE]
+    return np.pad(samples, (0, 10 * RATE - len(samples))).reshape(10, RATE)
+
+
+def test_clip_store_equals_get_image_features(data, models):
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = CLIPModel.from_pretrained(str(models["clip"])).eval()
+    processor = CLIPProcessor.from_pretrained(str(models["clip"]))
+    store, tokens = FeatureStore.open(data, "clip"), FeatureStore.open(data, "clip_tokens")
+    assert store.row_shape == (10, 16) and tokens.row_shape == (10, (CLIP_SIDE // 8) ** 2 + 1, 32)
+    assert not store.is_random and store.meta["weights"]["sha256"] != "random"
+    segments = load_segments(data)
+    for clip_id in IDS[:2]:
+        plan = np.asarray(frame_plan(segments, clip_id))  # (10, F)
+        frames = decode_frames(data / "clips" / f"{clip_id}.mp4", CLIP_SIDE)[plan.reshape(-1)]
+        pixels = processor(images=list(frames), return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            out = model.get_image_features(pixel_values=pixels)
+        embeds = getattr(out, "pooler_output", out).reshape(10, plan.shape[1], -1).mean(1)
+        np.testing.assert_allclose(store.get(clip_id), embeds.numpy(), rtol=1e-5, atol=1e-6)
+        hidden = out.last_hidden_state.reshape(10, plan.shape[1], *out.last_hidden_state.shape[1:])
+        np.testing.assert_allclose(
+            tokens.get(clip_id), hidden.mean(1).numpy(), rtol=1e-5, atol=1e-5
+        )
+    assert IDS[2] in store.meta["failed"]
+
+
+def test_clap_store_equals_get_audio_features_per_second(data, models):
+    from transformers import ClapFeatureExtractor, ClapModel
+
+    model = ClapModel.from_pretrained(str(models["clap"])).eval()
+    extractor = ClapFeatureExtractor.from_pretrained(str(models["clap"]))
+    store = FeatureStore.open(data, "clap")
+    assert store.row_shape == (10, 16) and "tiled" in store.meta["preprocessing"]["framing"]
+    for clip_id in IDS[:2]:
+        seconds = decode_seconds(data / "clips" / f"{clip_id}.mp4")
+        inputs = extractor(list(seconds), sampling_rate=RATE, return_tensors="pt")
+        assert not inputs["is_longer"].any()
+        with torch.inference_mode():
+            out = model.get_audio_features(**inputs)
+        expected = getattr(out, "pooler_output", out).numpy()
+        np.testing.assert_allclose(store.get(clip_id), expected, rtol=1e-4, atol=1e-5)
+    # a second is framed as itself tiled to CLAP's 10 s window: the same model input
+    tiled = extractor([np.tile(seconds[3], 10)], sampling_rate=RATE, return_tensors="np")
+    single = extractor([seconds[3]], sampling_rate=RATE, return_tensors="np")
+    np.testing.assert_array_equal(single["input_features"], tiled["input_features"])
+    assert IDS[2] in store.meta["failed"]
+
+
+def test_finished_stores_are_reused_and_other_weights_refused(data, models, tmp_path):
+    again = run_features(config(data, models, ("clip", "clap"), clip_tokens=True))
+    assert all(r.get("already_complete") for r in again["stores"].values()), again
+    other = tiny_clip(tmp_path / "clip-other", seed=1)
+    changed = run_features(config(data, {**models, "clip": other}, ("clip",), clip_tokens=True))
+    assert "sha256" in changed["errors"]["clip"], changed["errors"]
+
+
+def test_missing_weights_are_loud_unless_random_allowed(tmp_path):
+    for kind in ("clip", "clap"):
+        cfg = FeaturesConfig(tmp_path, allow_download=False, clip_weights="nobody/no-model")
+        cfg.clap_weights = "nobody/no-model"
+        with pytest.raises(BackboneError, match="nobody/no-model.*--allow-random-weights"):
+            backbone_class(kind)(cfg, tmp_path).prepare("cpu")
+    cfg = FeaturesConfig(
+        tmp_path, allow_download=False, allow_random_weights=True, clip_weights="nobody/no-model"
+    )
+    cfg.clap_weights = "nobody/no-model"
+    for kind in ("clip", "clap"):  # offline, no config: the small default one, said loudly
+        backbone = backbone_class(kind)(cfg, tmp_path)
+        backbone.prepare("cpu")
+        assert backbone.random and "RANDOM" in backbone.weights_line
+        assert backbone.identity()["weights"]["sha256"] == "random"
