@@ -108,6 +108,9 @@ PLOTS ?=
 PLOT_SAMPLES ?=
 VISUAL_STORE ?=
 AUDIO_STORE ?=
+# zero-shot: class prompts ({} = the class name)
+CLIP_PROMPT ?=
+CLAP_PROMPT ?=
 # evaluation, reports, released models
 RUN ?=
 SPLIT ?=
@@ -225,7 +228,7 @@ cmd_import_checkpoint = $(AVEL) import-checkpoint $(call opt,--checkpoint,CHECKP
 	$(call flag,--force,FORCE)
 
 .PHONY: help setup setup-ray ffmpeg annotations download segments features convert-vggish \
-	import-release export-release train-supervised train-weak train-avdln evaluate \
+	import-release export-release train-supervised train-weak train-avdln evaluate zero-shot \
 	evaluate-crossmodal attention-maps table import-checkpoint bench demo test test-ray lint \
 	clean delete-data delete-runs rehearsal
 
@@ -333,6 +336,14 @@ evaluate: | $(STAMP_RUN) ffmpeg ## re-evaluate RUN (or import CHECKPOINT first) 
 	$(AVEL) evaluate $(if $(strip $(CHECKPOINT)),--run=$(call q,$(checkpoint_run)),$(call opt,--run,RUN)) \
 		$(call opt_given,--data-dir,DATA_DIR) $(call opt,--device,DEVICE) $(call opt,--split,SPLIT) \
 		$(call opt,--batch-size,BATCH_SIZE)
+
+zero-shot: | $(STAMP_RUN) ffmpeg ## training-free localization from the clip/clap stores -> RUN_DIR/NAME (default zero-shot)
+	$(AVEL) zero-shot $(call opt,--data-dir,DATA_DIR) $(call opt,--run-dir,RUN_DIR) \
+		$(call opt,--name,NAME) $(call opt,--visual-store,VISUAL_STORE) \
+		$(call opt,--audio-store,AUDIO_STORE) $(call opt,--clip-weights,CLIP_WEIGHTS) \
+		$(call opt,--clap-weights,CLAP_WEIGHTS) $(call opt,--clip-prompt,CLIP_PROMPT) \
+		$(call opt,--clap-prompt,CLAP_PROMPT) $(call flag,--no-download,NO_DOWNLOAD) \
+		$(call opt,--device,DEVICE) $(call opt,--batch-size,BATCH_SIZE) $(call flag,--force,FORCE)
 
 evaluate-crossmodal: | $(STAMP_RUN) ffmpeg ## A2V / V2A of a cross-modal RUN or the release's WEIGHTS (.h5)
 	$(AVEL) evaluate $(call opt,--run,RUN) $(call opt,--weights,WEIGHTS) \

@@ -87,7 +87,7 @@ def test_clip_store_equals_get_image_features(data, models):
     model = CLIPModel.from_pretrained(str(models["clip"])).eval()
     processor = CLIPProcessor.from_pretrained(str(models["clip"]))
     store, tokens = FeatureStore.open(data, "clip"), FeatureStore.open(data, "clip_tokens")
-    assert store.row_shape == (10, 16) and tokens.row_shape == (10, (CLIP_SIDE // 8) ** 2 + 1, 32)
+    assert store.row_shape == (10, 768) and tokens.row_shape == (10, (CLIP_SIDE // 8) ** 2 + 1, 32)
     assert not store.is_random and store.meta["weights"]["sha256"] != "random"
     segments = load_segments(data)
     for clip_id in IDS[:2]:
@@ -111,7 +111,7 @@ def test_clap_store_equals_get_audio_features_per_second(data, models):
     model = ClapModel.from_pretrained(str(models["clap"])).eval()
     extractor = ClapFeatureExtractor.from_pretrained(str(models["clap"]))
     store = FeatureStore.open(data, "clap")
-    assert store.row_shape == (10, 16) and "tiled" in store.meta["preprocessing"]["framing"]
+    assert store.row_shape == (10, 512) and "tiled" in store.meta["preprocessing"]["framing"]
     for clip_id in IDS[:2]:
         seconds = decode_seconds(data / "clips" / f"{clip_id}.mp4")
         inputs = extractor(list(seconds), sampling_rate=RATE, return_tensors="pt")
@@ -150,3 +150,73 @@ def test_missing_weights_are_loud_unless_random_allowed(tmp_path):
         backbone.prepare("cpu")
         assert backbone.random and "RANDOM" in backbone.weights_line
         assert backbone.identity()["weights"]["sha256"] == "random"
+
+
+def label_set(data: Path) -> list[str]:
+    """Give the data folder AVE annotations: classes named from the tokenizer's words, the two
+    good clips in the test split with known per-second labels."""
+    import pandas as pd
+
+    from pipeline.core.io import write_parquet
+    from pipeline.core.layout import DataLayout
+
+    names = ["dog", "guitar", "bell", "background"]
+    seg = [[0] * 5 + [3] * 5, [1] * 10, [3] * 10]
+    manifest = pd.DataFrame(
+        {
+            "sample": range(3),
+            "youtube_id": IDS,
+            "category": ["dog", "guitar", "bell"],
+            "label": pd.array([0, 1, 2], dtype="int16"),
+            "start": [0, 0, 0],
+            "end": [5, 10, 10],
+            "split": pd.array(["test", "test", "test"], dtype="string"),
+            "match_split": pd.array([None] * 3, dtype="string"),
+            "clip_start": pd.array([None] * 3, dtype="Float64"),
+            "clip_end": pd.array([None] * 3, dtype="Float64"),
+            "segment_labels": seg,
+        }
+    )
+    layout = DataLayout(data)
+    write_parquet(manifest, layout.manifest)
+    write_parquet(pd.DataFrame({"index": range(4), "name": names}), layout.classes)
+    return names
+
+
+def test_zero_shot_scores_are_the_cosines_and_evaluate_reads_the_run(data, models, tmp_path):
+    from transformers import AutoTokenizer, ClapModel, CLIPModel
+
+    from models.evaluation.evaluate_run import evaluate_run
+    from models.evaluation.zero_shot import ZeroShotConfig, run_zero_shot
+    from models.training.checkpoint import load_checkpoint
+
+    names = label_set(data)
+    cfg = ZeroShotConfig(data, tmp_path / "runs", allow_download=False, device="cpu")
+    result = run_zero_shot(cfg)
+    net, _ = load_checkpoint(cfg.seed_dir() / "best.pt")
+    clip, clap = FeatureStore.open(data, "clip"), FeatureStore.open(data, "clap")
+    ids = IDS[:2]
+    v, a = torch.from_numpy(clip.gather(ids)), torch.from_numpy(clap.gather(ids))
+    sv, sa = net.scores(a, v)
+    cosines = []
+    for model_class, folder, template, rows in (
+        (CLIPModel, models["clip"], "a photo of {}", v),
+        (ClapModel, models["clap"], "the sound of {}", a),
+    ):
+        tokens = AutoTokenizer.from_pretrained(str(folder))(
+            [template.format(n) for n in names[:-1]], padding=True, return_tensors="pt"
+        )
+        with torch.inference_mode():
+            out = model_class.from_pretrained(str(folder)).eval().get_text_features(**tokens)
+        text = getattr(out, "pooler_output", out)
+        cos = torch.nn.functional.cosine_similarity(rows[:, :, None], text[None, None], dim=-1)
+        cosines.append(cos)
+    torch.testing.assert_close(sv, cosines[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sa, cosines[1], rtol=1e-5, atol=1e-6)
+    pv, pa = cosines[0].argmax(-1), cosines[1].argmax(-1)
+    expected = torch.where(pv == pa, pv, len(names) - 1).numpy()
+    labels = np.array([[0] * 5 + [3] * 5, [1] * 10])
+    assert result["test_accuracy"] == pytest.approx((expected == labels).mean())
+    again = evaluate_run(run=cfg.seed_dir(), device="cpu")
+    assert again["accuracy"]["mean"] == pytest.approx(result["test_accuracy"])
+    assert run_zero_shot(cfg)["reused"]

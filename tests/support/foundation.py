@@ -37,7 +37,8 @@ def word_tokenizer(folder: Path) -> None:
 
 
 def tiny_clip(folder: Path, seed: int = 0) -> Path:
-    """A random CLIP (32 x 32 images, 8 x 8 patches, 16-d embeddings) saved in ``folder``."""
+    """A random CLIP (32 x 32 images, 8 x 8 patches; 768-d embeddings, ViT-L/14's width, so the
+    models read its store) saved in ``folder``."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
@@ -47,7 +48,7 @@ def tiny_clip(folder: Path, seed: int = 0) -> Path:
     vision = {"image_size": CLIP_SIDE, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37}
     vision.update(num_hidden_layers=1, num_attention_heads=4)
     torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
     model.save_pretrained(str(folder))
     CLIPImageProcessor(
         size={"shortest_edge": CLIP_SIDE}, crop_size={"height": CLIP_SIDE, "width": CLIP_SIDE}
@@ -57,7 +58,8 @@ def tiny_clip(folder: Path, seed: int = 0) -> Path:
 
 
 def tiny_clap(folder: Path, seed: int = 0) -> Path:
-    """A random CLAP (a 2-stage HTS-AT, 16-d embeddings) with LAION's unfused feature extractor."""
+    """A random CLAP (a 2-stage HTS-AT; 512-d embeddings, LAION CLAP's) with LAION's unfused
+    feature extractor, saved in ``folder``."""
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
@@ -66,7 +68,7 @@ def tiny_clap(folder: Path, seed: int = 0) -> Path:
     audio = {"depths": [1, 1], "num_attention_heads": [1, 2], "patch_embeds_hidden_size": 16}
     audio.update(hidden_size=32)
     torch.manual_seed(seed)
-    model = ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=16))
+    model = ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=512))
     model.save_pretrained(str(folder))
     ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad").save_pretrained(str(folder))
     word_tokenizer(folder)

@@ -29,7 +29,7 @@ class FeaturesConfig:
     data_dir: Path = option(Path("data"), "the data folder", type=Path)
     features: tuple[str, ...] = option(
         ("audio", "visual"),
-        "comma list: audio, visual, c3d, clip, clap (visual,c3d,clip decode each clip once)",
+        "comma list of audio, visual, c3d, clip, clap (one frame decode)",
         list_of=KINDS,
     )
     dtype: str = option("float16", "storage dtype", choices=("float16", "float32"))
