@@ -72,7 +72,8 @@ def test_foundation_stores_equal_on_both_executors(local_ray, prepared, tmp_path
         left, right = FeatureStore.open(local, name), FeatureStore.open(distributed, name)
         assert left.clip_ids == right.clip_ids and set(IDS[:2]) <= set(left.clip_ids)
         np.testing.assert_array_equal(left.gather(left.clip_ids), right.gather(left.clip_ids))
-        assert set(right.meta["failed"]) == set(left.meta["failed"]) == {IDS[2]}
+        assert set(right.meta["failed"]) == set(left.meta["failed"])
+        assert (IDS[2] in left.meta["failed"]) == (name != "audio")  # its patches were made
         assert left.meta["identity"] == right.meta["identity"]
     again = run_features(config(distributed, models, "ray"))
     assert all(r.get("already_complete") for r in again["stores"].values())
