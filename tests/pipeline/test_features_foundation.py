@@ -153,28 +153,37 @@ def test_missing_weights_are_loud_unless_random_allowed(tmp_path):
 
 
 def label_set(data: Path) -> list[str]:
-    """Give the data folder AVE annotations: classes named from the tokenizer's words, the two
-    good clips in the test split with known per-second labels."""
+    """Give the data folder AVE annotations: classes named from the tokenizer's words; the first
+    clip in train, the second in val, both (and the broken one) in test, with known labels."""
     import pandas as pd
 
     from pipeline.core.io import write_parquet
     from pipeline.core.layout import DataLayout
 
     names = ["dog", "guitar", "bell", "background"]
-    seg = [[0] * 5 + [3] * 5, [1] * 10, [3] * 10]
+    seg = {IDS[0]: [0] * 5 + [3] * 5, IDS[1]: [1] * 10, IDS[2]: [3] * 10}
+    label = {IDS[0]: 0, IDS[1]: 1, IDS[2]: 2}
+    rows = [
+        (IDS[0], "train"),
+        (IDS[1], "val"),
+        (IDS[0], "test"),
+        (IDS[1], "test"),
+        (IDS[2], "test"),
+    ]
+    n = len(rows)
     manifest = pd.DataFrame(
         {
-            "sample": range(3),
-            "youtube_id": IDS,
-            "category": ["dog", "guitar", "bell"],
-            "label": pd.array([0, 1, 2], dtype="int16"),
-            "start": [0, 0, 0],
-            "end": [5, 10, 10],
-            "split": pd.array(["test", "test", "test"], dtype="string"),
-            "match_split": pd.array([None] * 3, dtype="string"),
-            "clip_start": pd.array([None] * 3, dtype="Float64"),
-            "clip_end": pd.array([None] * 3, dtype="Float64"),
-            "segment_labels": seg,
+            "sample": range(n),
+            "youtube_id": [y for y, _ in rows],
+            "category": [names[label[y]] for y, _ in rows],
+            "label": pd.array([label[y] for y, _ in rows], dtype="int16"),
+            "start": [0] * n,
+            "end": [5 if y == IDS[0] else 10 for y, _ in rows],
+            "split": pd.array([s for _, s in rows], dtype="string"),
+            "match_split": pd.array([None] * n, dtype="string"),
+            "clip_start": pd.array([None] * n, dtype="Float64"),
+            "clip_end": pd.array([None] * n, dtype="Float64"),
+            "segment_labels": [seg[y] for y, _ in rows],
         }
     )
     layout = DataLayout(data)
@@ -220,3 +229,33 @@ def test_zero_shot_scores_are_the_cosines_and_evaluate_reads_the_run(data, model
     again = evaluate_run(run=cfg.seed_dir(), device="cpu")
     assert again["accuracy"]["mean"] == pytest.approx(result["test_accuracy"])
     assert run_zero_shot(cfg)["reused"]
+
+
+def test_export_release_writes_the_clip_and_clap_files(data, tmp_path):
+    import h5py
+
+    from pipeline.stages.release.export_release import ExportReleaseConfig, run_export_release
+
+    label_set(data)
+    out = tmp_path / "release"
+    run_export_release(ExportReleaseConfig(out, data, dtype="float32", progress=False))
+    for name, file in (("clip", "visual_feature_clip.h5"), ("clap", "audio_feature_clap.h5")):
+        with h5py.File(out / file, "r") as f:
+            rows = f["avadataset"][...]
+        store = FeatureStore.open(data, name)
+        # annotation rows: train IDS[0], val IDS[1], test IDS[0], IDS[1]; the broken clip dropped
+        np.testing.assert_array_equal(rows, store.gather([IDS[0], IDS[1], IDS[0], IDS[1]]))
+
+
+def test_features_table_has_the_clip_clap_and_zero_shot_rows(data, tmp_path):
+    from models.reports.table import TableConfig, run_table
+
+    label_set(data)
+    only = ("a-clap", "v-clip", "av-clap-clip", "zero-shot")
+    cfg = TableConfig(
+        str(data), "features", run_dir=str(tmp_path), epochs=1, device="cpu", only=only
+    )
+    summary = run_table(cfg, progress=False)
+    assert sorted(r["key"] for r in summary["rows"]) == sorted(only)
+    assert all(r["status"] == "ok" for r in summary["rows"]), summary["rows"]
+    assert "| zero-shot CLAP + CLIP (no training) | – | – | – |" in summary["markdown"]
