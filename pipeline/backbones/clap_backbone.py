@@ -129,7 +129,7 @@ class CLAPBackbone(Backbone):
         def probe(precision: str) -> dict[str, Any]:
             rng = np.random.default_rng(0)
             seconds = rng.uniform(-0.5, 0.5, (4, self.sample_rate())).astype(np.float32)
-            x = self._features(seconds)
+            x = self.features(seconds)
             return probe_precision(
                 lambda v: audio_embeddings(self.model, v), _Batch(x), device, precision
             )
@@ -160,7 +160,7 @@ class CLAPBackbone(Backbone):
         self.device = device
         self.model = self.model.to(device).eval()
 
-    def _features(self, seconds: np.ndarray) -> dict[str, Any]:
+    def features(self, seconds: np.ndarray) -> dict[str, Any]:
         """(N, rate) one-second waveforms -> the feature extractor's inputs on the device."""
         prepared = self.extractor(
             list(seconds), sampling_rate=self.sample_rate(), return_tensors="pt"
@@ -178,7 +178,7 @@ class CLAPBackbone(Backbone):
         rows = []
         with torch.inference_mode():
             for start in range(0, len(seconds), self.batch()):
-                x = self._features(seconds[start : start + self.batch()])
+                x = self.features(seconds[start : start + self.batch()])
                 with autocast(self.device, self.precision):
                     rows.append(audio_embeddings(self.model, x).float().cpu().numpy())
         emb = np.concatenate(rows)

@@ -141,7 +141,7 @@ class CLIPBackbone(Backbone):
             side = self.shapes["crop"]
             gen = torch.Generator().manual_seed(0)
             raw = torch.randint(0, 256, (8, side, side, 3), dtype=torch.uint8, generator=gen)
-            x = self._pixels(raw.numpy())
+            x = self.pixels(raw.numpy())
             return probe_precision(
                 lambda v: image_embeddings(self.model, v)[0], x, device, precision
             )
@@ -170,7 +170,7 @@ class CLIPBackbone(Backbone):
         self.device = device
         self.model = self.model.to(device).eval()
 
-    def _pixels(self, frames: np.ndarray) -> Any:
+    def pixels(self, frames: np.ndarray) -> Any:
         """uint8 (N, S, S, 3) frames -> the processor's pixel values (N, 3, S, S) on the device."""
         import torch
 
@@ -202,7 +202,7 @@ class CLIPBackbone(Backbone):
         embeds, hidden = [], []
         with torch.inference_mode():
             for start in range(0, len(frames), self.batch()):
-                x = self._pixels(frames[start : start + self.batch()])
+                x = self.pixels(frames[start : start + self.batch()])
                 with autocast(self.device, self.precision):
                     e, h = image_embeddings(self.model, x)
                 embeds.append(e.float())

@@ -259,3 +259,25 @@ def test_features_table_has_the_clip_clap_and_zero_shot_rows(data, tmp_path):
     assert sorted(r["key"] for r in summary["rows"]) == sorted(only)
     assert all(r["status"] == "ok" for r in summary["rows"]), summary["rows"]
     assert "| zero-shot CLAP + CLIP (no training) | – | – | – |" in summary["markdown"]
+
+
+def test_bench_rows_have_baseline_and_fraction_of_peak(models):
+    from transformers import ClapConfig, CLIPConfig
+
+    from pipeline.bench.foundation import bench_clap, bench_clip
+    from pipeline.bench.run import row_cells
+
+    peak = {"fp32": 50.0}  # GFLOP/s given, not measured (the probe takes seconds)
+    clip_cfg, clap_cfg = (
+        c.from_pretrained(str(models[n])) for c, n in ((CLIPConfig, "clip"), (ClapConfig, "clap"))
+    )
+    clip = bench_clip(config=clip_cfg, frames=10, batch=5, peak_gflops=50.0)
+    clap = bench_clap(config=clap_cfg, seconds=10, batch=10, naive_seconds=1, peak_gflops=50.0)
+    for name, res, unit in (("clip", clip, "frames"), ("clap", clap, "seconds")):
+        assert res[f"optimised_{unit}_per_s"] > 0 and res[f"naive_{unit}_per_s"] > 0
+        fraction = res["optimised_gflops"] / res["matmul_peak_gflops"]
+        assert res["optimised_gflops"] > 0 and res["fraction_of_peak"] == pytest.approx(
+            fraction, abs=1e-3
+        )
+        cells = row_cells(name, res, peak)
+        assert "one per forward pass" in cells["baseline"] and "GFLOP/s" in cells["peak"]
