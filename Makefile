@@ -164,11 +164,14 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TF := $(VENV)/.installed-tf
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_RAY := $(VENV)/.installed-ray
+STAMP_FOUNDATION := $(VENV)/.installed-foundation
 # TensorFlow (the tf extra) only converts the official VGGish checkpoint: convert-vggish needs it,
 # and features / demo while no converted VGGish weights are cached (wildcard: nothing to convert).
 vggish_pt := weights/vggish/vggish_model.pt
 vggish_asked = $(and $(filter audio,$(subst $(comma), ,$(or $(FEATURES),audio,visual))),$(if $(filter %.pt %.pth,$(VGGISH_CHECKPOINT)),,1))
 tf_for_features = $(if $(and $(vggish_asked),$(if $(wildcard $(call out,$(vggish_pt))),,1)),$(STAMP_TF))
+# transformers (the foundation extra): features with clip or clap, and zero-shot
+foundation_for_features = $(if $(filter clip clap,$(subst $(comma), ,$(FEATURES))),$(STAMP_FOUNDATION))
 demo_dir = $(if $(call given,DATA_DIR),$(DATA_DIR),data/demo)
 tf_for_demo = $(if $(or $(call bool,OFFLINE),$(wildcard $(demo_dir)/$(vggish_pt) $(dir $(demo_dir))$(vggish_pt))),,$(STAMP_TF))
 
@@ -264,7 +267,11 @@ $(STAMP_DEV): pyproject.toml | $(VENV)/bin/python
 
 $(STAMP_RAY): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[tf,dev,ray,foundation]"
-	@touch $@ $(STAMP_DEV) $(STAMP_TF) $(STAMP_RUN)
+	@touch $@ $(STAMP_DEV) $(STAMP_TF) $(STAMP_RUN) $(STAMP_FOUNDATION)
+
+$(STAMP_FOUNDATION): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[foundation]"
+	@touch $@ $(STAMP_RUN)
 
 # ffmpeg/ffprobe: installed from Debian's packages when running as root, else the exact command to run.
 ffmpeg: ## check ffmpeg/ffprobe (installs Debian's package when run as root)
@@ -299,10 +306,10 @@ $(SEGMENTS_OUT): | $(STAMP_RUN) ffmpeg $(LEDGER_OUT)
 	$(cmd_segments)
 endif
 
-features: | $(STAMP_RUN) $(tf_for_features) ffmpeg $(SEGMENTS_OUT) ## VGGish audio / VGG-19 visual feature stores -> DATA_DIR/features
+features: | $(STAMP_RUN) $(tf_for_features) $(foundation_for_features) ffmpeg $(SEGMENTS_OUT) ## VGGish audio / VGG-19 visual feature stores -> DATA_DIR/features
 	$(cmd_features)
 ifneq ($(CHAIN),)
-$(STORES_OUT) &: | $(STAMP_RUN) $(tf_for_features) ffmpeg $(SEGMENTS_OUT)
+$(STORES_OUT) &: | $(STAMP_RUN) $(tf_for_features) $(foundation_for_features) ffmpeg $(SEGMENTS_OUT)
 	$(cmd_features)
 endif
 
@@ -337,7 +344,7 @@ evaluate: | $(STAMP_RUN) ffmpeg ## re-evaluate RUN (or import CHECKPOINT first) 
 		$(call opt_given,--data-dir,DATA_DIR) $(call opt,--device,DEVICE) $(call opt,--split,SPLIT) \
 		$(call opt,--batch-size,BATCH_SIZE)
 
-zero-shot: | $(STAMP_RUN) ffmpeg ## training-free localization from the clip/clap stores -> RUN_DIR/NAME (default zero-shot)
+zero-shot: | $(STAMP_FOUNDATION) ffmpeg ## training-free localization from the clip/clap stores -> RUN_DIR/NAME (default zero-shot)
 	$(AVEL) zero-shot $(call opt,--data-dir,DATA_DIR) $(call opt,--run-dir,RUN_DIR) \
 		$(call opt,--name,NAME) $(call opt,--visual-store,VISUAL_STORE) \
 		$(call opt,--audio-store,AUDIO_STORE) $(call opt,--clip-weights,CLIP_WEIGHTS) \

@@ -80,7 +80,10 @@ def text_embeddings(
 
     from pipeline.backbones.hf_weights import load_model
 
-    model, weights, folder = load_model(source, model_class, allow_download, random, lambda: None)
+    def no_config() -> Any:
+        raise ValueError(f"{source}: the store's random model cannot be rebuilt without its config")
+
+    model, weights, folder = load_model(source, model_class, allow_download, random, no_config)
     if weights.sha256 != sha:
         raise ValueError(
             f"{source}: weights sha256 {weights.sha256[:12]}, but the store was extracted with "

@@ -106,9 +106,10 @@ class CLAPBackbone(Backbone):
         return f"{self.network}|{self.settings.clap_weights}"
 
     def _build(self) -> None:
-        from transformers import ClapModel
+        from pipeline.backbones.hf_weights import load_model, require_transformers
 
-        from pipeline.backbones.hf_weights import load_model
+        require_transformers()
+        from transformers import ClapModel
 
         s = self.settings
         self.model, self.weights, folder = load_model(

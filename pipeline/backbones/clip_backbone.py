@@ -106,9 +106,10 @@ class CLIPBackbone(Backbone):
         return f"{self.network}|{self.settings.clip_weights}"
 
     def _build(self) -> None:
-        from transformers import CLIPModel
+        from pipeline.backbones.hf_weights import load_model, require_transformers
 
-        from pipeline.backbones.hf_weights import load_model
+        require_transformers()
+        from transformers import CLIPModel
 
         s = self.settings
         self.model, self.weights, folder = load_model(

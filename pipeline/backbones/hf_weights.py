@@ -99,7 +99,7 @@ def locate(name: str, allow_download: bool) -> Path:
     Face cache's snapshot of that model id (fetched once when ``allow_download`` and online)."""
     if Path(name).expanduser().is_dir():
         return Path(name).expanduser()
-    if Path(name).suffix or name.startswith((".", "/", "~")):
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a hub id is NAME or OWNER/NAME
         raise BackboneError(f"{name}: no such folder (a save_pretrained folder or a model id)")
     try:
         from huggingface_hub import snapshot_download

@@ -281,3 +281,16 @@ def test_bench_rows_have_baseline_and_fraction_of_peak(models):
         )
         cells = row_cells(name, res, peak)
         assert "one per forward pass" in cells["baseline"] and "GFLOP/s" in cells["peak"]
+
+
+def test_one_decode_serves_frame_backbones_of_one_size_and_the_waveform(data):
+    from pipeline.backbones.base import Request, decode_inputs
+
+    path = data / "clips" / f"{IDS[0]}.mp4"
+    plan = np.asarray(frame_plan(load_segments(data), IDS[0])).reshape(-1)
+    frames = Request("frames", size=(CLIP_SIDE, CLIP_SIDE))
+    asked = {"vgg19": (plan, frames), "clip": (plan, frames)}
+    out = decode_inputs(path, None, {**asked, "clap": (None, Request("waveform", rate=RATE))})
+    np.testing.assert_array_equal(out["vgg19"], out["clip"])
+    np.testing.assert_array_equal(out["clip"], decode_frames(path, CLIP_SIDE)[plan])
+    np.testing.assert_array_equal(out["clap"], decode_seconds(path))
