@@ -61,6 +61,10 @@ VGG19_WEIGHTS ?=
 C3D_WEIGHTS ?=
 C3D_MAPS ?=
 C3D_BATCH ?=
+# CLIP / CLAP (FEATURES=clip,clap; pip install -e ".[foundation]"): a model id or a save_pretrained folder
+CLIP_WEIGHTS ?=
+CLIP_TOKENS ?=
+CLAP_WEIGHTS ?=
 PRECISION ?=
 FRAME_SIZE ?=
 VGGISH_CHECKPOINT ?=
@@ -104,6 +108,9 @@ PLOTS ?=
 PLOT_SAMPLES ?=
 VISUAL_STORE ?=
 AUDIO_STORE ?=
+# zero-shot: class prompts ({} = the class name)
+CLIP_PROMPT ?=
+CLAP_PROMPT ?=
 # evaluation, reports, released models
 RUN ?=
 SPLIT ?=
@@ -157,11 +164,14 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TF := $(VENV)/.installed-tf
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_RAY := $(VENV)/.installed-ray
+STAMP_FOUNDATION := $(VENV)/.installed-foundation
 # TensorFlow (the tf extra) only converts the official VGGish checkpoint: convert-vggish needs it,
 # and features / demo while no converted VGGish weights are cached (wildcard: nothing to convert).
 vggish_pt := weights/vggish/vggish_model.pt
 vggish_asked = $(and $(filter audio,$(subst $(comma), ,$(or $(FEATURES),audio,visual))),$(if $(filter %.pt %.pth,$(VGGISH_CHECKPOINT)),,1))
 tf_for_features = $(if $(and $(vggish_asked),$(if $(wildcard $(call out,$(vggish_pt))),,1)),$(STAMP_TF))
+# transformers (the foundation extra): features with clip or clap, and zero-shot
+foundation_for_features = $(if $(filter clip clap,$(subst $(comma), ,$(FEATURES))),$(STAMP_FOUNDATION))
 demo_dir = $(if $(call given,DATA_DIR),$(DATA_DIR),data/demo)
 tf_for_demo = $(if $(or $(call bool,OFFLINE),$(wildcard $(demo_dir)/$(vggish_pt) $(dir $(demo_dir))$(vggish_pt))),,$(STAMP_TF))
 
@@ -197,7 +207,9 @@ cmd_features = $(AVEL) features $(call opt,--data-dir,DATA_DIR) $(call opt,--fea
 	$(call opt,--shard-size,SHARD_SIZE) $(call flag,--merge,MERGE) $(call flag,--force,FORCE) \
 	$(call opt,--engine,ENGINE) $(call opt,--address,ADDRESS) $(call opt,--decode-cpus,DECODE_CPUS) \
 	$(call opt,--model-actors,MODEL_ACTORS) $(call opt,--c3d-weights,C3D_WEIGHTS) \
-	$(call flag,--c3d-maps,C3D_MAPS) $(call opt,--c3d-batch,C3D_BATCH)
+	$(call flag,--c3d-maps,C3D_MAPS) $(call opt,--c3d-batch,C3D_BATCH) \
+	$(call opt,--clip-weights,CLIP_WEIGHTS) $(call flag,--clip-tokens,CLIP_TOKENS) \
+	$(call opt,--clap-weights,CLAP_WEIGHTS)
 
 # options of every training mode
 cmd_train = $(AVEL) train $(1) $(call opt,--data-dir,DATA_DIR) $(call opt,--model,MODEL) \
@@ -219,7 +231,7 @@ cmd_import_checkpoint = $(AVEL) import-checkpoint $(call opt,--checkpoint,CHECKP
 	$(call flag,--force,FORCE)
 
 .PHONY: help setup setup-ray ffmpeg annotations download segments features convert-vggish \
-	import-release export-release train-supervised train-weak train-avdln evaluate \
+	import-release export-release train-supervised train-weak train-avdln evaluate zero-shot \
 	evaluate-crossmodal attention-maps table import-checkpoint bench demo test test-ray lint \
 	clean delete-data delete-runs rehearsal
 
@@ -254,8 +266,12 @@ $(STAMP_DEV): pyproject.toml | $(VENV)/bin/python
 	@touch $@ $(STAMP_TF) $(STAMP_RUN)
 
 $(STAMP_RAY): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[tf,dev,ray]"
-	@touch $@ $(STAMP_DEV) $(STAMP_TF) $(STAMP_RUN)
+	$(PY) -m pip install -q -e ".[tf,dev,ray,foundation]"
+	@touch $@ $(STAMP_DEV) $(STAMP_TF) $(STAMP_RUN) $(STAMP_FOUNDATION)
+
+$(STAMP_FOUNDATION): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[foundation]"
+	@touch $@ $(STAMP_RUN)
 
 # ffmpeg/ffprobe: installed from Debian's packages when running as root, else the exact command to run.
 ffmpeg: ## check ffmpeg/ffprobe (installs Debian's package when run as root)
@@ -290,10 +306,10 @@ $(SEGMENTS_OUT): | $(STAMP_RUN) ffmpeg $(LEDGER_OUT)
 	$(cmd_segments)
 endif
 
-features: | $(STAMP_RUN) $(tf_for_features) ffmpeg $(SEGMENTS_OUT) ## VGGish audio / VGG-19 visual feature stores -> DATA_DIR/features
+features: | $(STAMP_RUN) $(tf_for_features) $(foundation_for_features) ffmpeg $(SEGMENTS_OUT) ## VGGish audio / VGG-19 visual feature stores -> DATA_DIR/features
 	$(cmd_features)
 ifneq ($(CHAIN),)
-$(STORES_OUT) &: | $(STAMP_RUN) $(tf_for_features) ffmpeg $(SEGMENTS_OUT)
+$(STORES_OUT) &: | $(STAMP_RUN) $(tf_for_features) $(foundation_for_features) ffmpeg $(SEGMENTS_OUT)
 	$(cmd_features)
 endif
 
@@ -327,6 +343,14 @@ evaluate: | $(STAMP_RUN) ffmpeg ## re-evaluate RUN (or import CHECKPOINT first) 
 	$(AVEL) evaluate $(if $(strip $(CHECKPOINT)),--run=$(call q,$(checkpoint_run)),$(call opt,--run,RUN)) \
 		$(call opt_given,--data-dir,DATA_DIR) $(call opt,--device,DEVICE) $(call opt,--split,SPLIT) \
 		$(call opt,--batch-size,BATCH_SIZE)
+
+zero-shot: | $(STAMP_FOUNDATION) ffmpeg ## training-free localization from the clip/clap stores -> RUN_DIR/NAME (default zero-shot)
+	$(AVEL) zero-shot $(call opt,--data-dir,DATA_DIR) $(call opt,--run-dir,RUN_DIR) \
+		$(call opt,--name,NAME) $(call opt,--visual-store,VISUAL_STORE) \
+		$(call opt,--audio-store,AUDIO_STORE) $(call opt,--clip-weights,CLIP_WEIGHTS) \
+		$(call opt,--clap-weights,CLAP_WEIGHTS) $(call opt,--clip-prompt,CLIP_PROMPT) \
+		$(call opt,--clap-prompt,CLAP_PROMPT) $(call flag,--no-download,NO_DOWNLOAD) \
+		$(call opt,--device,DEVICE) $(call opt,--batch-size,BATCH_SIZE) $(call flag,--force,FORCE)
 
 evaluate-crossmodal: | $(STAMP_RUN) ffmpeg ## A2V / V2A of a cross-modal RUN or the release's WEIGHTS (.h5)
 	$(AVEL) evaluate $(call opt,--run,RUN) $(call opt,--weights,WEIGHTS) \

@@ -271,10 +271,10 @@ def test_clean_removes_caches_and_nothing_else(tmp_path: Path) -> None:
 
 
 def test_setup_and_test_targets_install_what_they_run() -> None:
-    """Not run here (they install into the venv): their plans. `make test` installs the ray extra
-    so the Ray engine's tests run in CI."""
+    """Not run here (they install into the venv): their plans. `make test` installs the ray and
+    foundation extras so the Ray engine's and the CLIP/CLAP tests run in CI."""
     out = make("test", "VENV=/nonexistent/venv", dry_run=True).stdout
-    assert '.[tf,dev,ray]"' in out and "-m pytest -q" in out
+    assert '.[tf,dev,ray,foundation]"' in out and "-m pytest -q" in out
 
 
 def test_tensorflow_is_installed_only_to_convert_the_vggish_checkpoint(tmp_path: Path) -> None:

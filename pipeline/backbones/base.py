@@ -3,9 +3,12 @@
 A backbone is one module with one :class:`Backbone` subclass, registered by one line in
 :data:`BACKBONE_MODULES`. It declares
 
-- its input: the segments stage's log-mel ``patches`` (10, 96, 64), or ``frames`` decoded from the
-  clip at :meth:`Backbone.frame_size` following :meth:`Backbone.frame_plans` (every backbone that
-  asks for frames shares one decoding pass per clip: :func:`decode_inputs`);
+- its input (:attr:`Backbone.inputs`): the segments stage's log-mel ``patches`` (10, 96, 64),
+  ``frames`` decoded from the clip at :meth:`Backbone.frame_size` following
+  :meth:`Backbone.frame_plans` (every backbone that asks for frames shares one decoding pass per
+  clip: :func:`decode_inputs`), or the clip's audio as a mono float32 ``waveform`` (10, rate) at
+  :meth:`Backbone.sample_rate`; :func:`input_request` and :func:`input_shapes` describe any of them
+  to the executors (the Ray executor needs fixed per-clip shapes);
 - the stores it writes with their row shapes, and the stores derived from them
   (:class:`StoreSpec`: the spatial mean of another store's rows, :func:`spatial_mean`);
 - its identity: weights and their sha256, preprocessing, precision and its other settings
@@ -33,9 +36,35 @@ BACKBONE_MODULES = {
     "audio": "pipeline.backbones.vggish_backbone",
     "visual": "pipeline.backbones.vgg19_backbone",
     "c3d": "pipeline.backbones.c3d_backbone",
+    "clip": "pipeline.backbones.clip_backbone",
+    "clap": "pipeline.backbones.clap_backbone",
 }
 #: Key of the log-mel patches in a clip's decoded inputs.
 PATCHES = "patches"
+#: The input kinds a backbone may declare.
+INPUT_KINDS = ("patches", "frames", "waveform")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one backbone needs decoded from a clip: ``frames`` at ``size`` (width, height) in the
+    order of its frame plan, or the audio as a mono float32 ``waveform`` at ``rate`` samples per
+    second, (10, rate) (the clip's first 10 s, zero-padded)."""
+
+    kind: str
+    size: tuple[int, int] = (0, 0)
+    rate: int = 0
+
+    def shape(self, planned: int = 0) -> tuple[int, ...]:
+        """The decoded array's shape for a clip (``planned``: frames in its plan)."""
+        if self.kind == "waveform":
+            return (CLIP_SECONDS, self.rate)
+        w, h = self.size
+        return (planned, h, w, 3)
+
+    @property
+    def dtype(self) -> type:
+        return np.float32 if self.kind == "waveform" else np.uint8
 
 
 @dataclass(frozen=True)
@@ -98,6 +127,10 @@ class Backbone:
 
     def frame_plans(self, segments: Any) -> dict[str, np.ndarray]:
         """Clip ID -> the frame indices (any shape) it needs, from the segments table."""
+        raise NotImplementedError
+
+    def sample_rate(self) -> int:
+        """Samples per second of the waveform it needs (``waveform`` backbones)."""
         raise NotImplementedError
 
     def identity(self) -> dict[str, Any]:
@@ -207,6 +240,30 @@ def backbone_class(kind: str) -> type[Backbone]:
     return importlib.import_module(BACKBONE_MODULES[kind]).BACKBONE
 
 
+def input_request(backbone: Backbone) -> Request | None:
+    """What ``backbone`` needs decoded from the clip (None: it reads the patches files)."""
+    if backbone.inputs == "frames":
+        return Request("frames", size=tuple(backbone.frame_size()))
+    if backbone.inputs == "waveform":
+        return Request("waveform", rate=int(backbone.sample_rate()))
+    return None
+
+
+def input_shapes(
+    backbones: Sequence[Backbone], planned: dict[str, int]
+) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Key of each decoded input of a clip -> its fixed (shape, dtype) (``planned``: network ->
+    frames in its plan)."""
+    shapes: dict[str, tuple[tuple[int, ...], type]] = {}
+    for b in backbones:
+        request = input_request(b)
+        if request is None:
+            shapes[PATCHES] = ((CLIP_SECONDS, 96, 64), np.float32)
+        else:
+            shapes[b.network] = (request.shape(planned.get(b.network, 0)), request.dtype)
+    return shapes
+
+
 def weights_identity(source: Any, sha256: Any) -> dict[str, Any]:
     """The weights part of an identity: sha256 decides, the source is for people."""
     return {"source": None if source is None else str(source), "sha256": sha256}
@@ -273,12 +330,15 @@ def run_in_batches(
 def decode_inputs(
     path: str | Path | None,
     patches: str | Path | None,
-    requests: dict[str, tuple[np.ndarray, tuple[int, int]]],
+    requests: dict[str, tuple[np.ndarray | None, Request]],
 ) -> dict[str, np.ndarray]:
     """One clip's inputs for every backbone, the clip decoded once: ``requests`` maps a network to
-    (frame indices, (width, height)); its frames come back uint8 (N, height, width, 3) in the order
-    of the indices. ``patches``: the segments stage's patches file, read as float32 (10, 96, 64)."""
+    (frame indices, its :class:`Request`). Frames come back uint8 (N, height, width, 3) in the order
+    of the indices (requests of the same size share one scaled output); waveforms float32
+    (10, rate), one decode of the audio per rate. ``patches``: the segments stage's patches file,
+    read as float32 (10, 96, 64)."""
     from pipeline.backbones.frames import decode_planned, decode_planned_sizes
+    from pipeline.backbones.waveform import decode_waveform
 
     out: dict[str, np.ndarray] = {}
     if patches is not None:
@@ -289,18 +349,26 @@ def decode_inputs(
         if loaded.shape != (CLIP_SECONDS, 96, 64):
             raise ValueError(f"{patches}: patches of shape {loaded.shape}, expected (10, 96, 64)")
         out[PATCHES] = np.ascontiguousarray(loaded, dtype=np.float32)
-    if not requests:
+    waves: dict[int, np.ndarray] = {}
+    for name, (_, request) in requests.items():
+        if request.kind == "waveform":
+            if request.rate not in waves:
+                waves[request.rate] = decode_waveform(path, request.rate)
+            out[name] = waves[request.rate]
+    frames = {n: r for n, r in requests.items() if r[1].kind == "frames"}
+    if not frames:
         return out
-    names = list(requests)
-    flat = [np.asarray(requests[n][0], dtype=np.int64).reshape(-1) for n in names]
-    sizes = [requests[n][1] for n in names]
-    if len(names) == 1 and sizes[0][0] == sizes[0][1]:
-        frames, inverse = decode_planned(path, flat[0], sizes[0][0])
-        out[names[0]] = np.ascontiguousarray(frames[inverse])
-        return out
-    decoded, inverse = decode_planned_sizes(path, np.concatenate(flat), sizes)
+    names = list(frames)
+    flat = [np.asarray(frames[n][0], dtype=np.int64).reshape(-1) for n in names]
+    sizes = list(dict.fromkeys(tuple(frames[n][1].size) for n in names))
+    if len(sizes) == 1 and sizes[0][0] == sizes[0][1]:
+        single, inverse = decode_planned(path, np.concatenate(flat), sizes[0][0])
+        decoded = [single]
+    else:
+        decoded, inverse = decode_planned_sizes(path, np.concatenate(flat), sizes)
     start = 0
-    for name, indices, frames in zip(names, flat, decoded, strict=True):
-        out[name] = np.ascontiguousarray(frames[inverse[start : start + len(indices)]])
+    for name, indices in zip(names, flat, strict=True):
+        scaled = decoded[sizes.index(tuple(frames[name][1].size))]
+        out[name] = np.ascontiguousarray(scaled[inverse[start : start + len(indices)]])
         start += len(indices)
     return out

@@ -1,7 +1,7 @@
 """Run backbones over clips on this machine: decoder processes feed the networks in this process.
 
 Clips are decoded in DataLoader worker processes (each clip once, for every backbone that needs
-frames: :func:`pipeline.backbones.base.decode_inputs`), handed over through shared memory, gathered
+frames or a waveform: :func:`pipeline.backbones.base.decode_inputs`), handed over through shared memory, gathered
 into the given groups of whole clips and run through every backbone, group by group (the same
 groups give the same floating-point results wherever they run). A clip that fails to decode comes
 back as its error. Nothing here knows a backbone by name.
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.backbones.base import Backbone, decode_inputs
+from pipeline.backbones.base import Backbone, Request, decode_inputs, input_request
 
 #: Per clip: its primary outputs per network, or its error.
 Outputs = dict[str, dict[str, np.ndarray]] | str
@@ -36,15 +36,15 @@ class ClipWork:
 class ClipInputs:
     """Map-style dataset: work item i -> its decoded inputs (numpy arrays), or its error."""
 
-    def __init__(self, items: Sequence[ClipWork], sizes: dict[str, tuple[int, int]]) -> None:
-        self.items, self.sizes = items, sizes
+    def __init__(self, items: Sequence[ClipWork], requests: dict[str, Request]) -> None:
+        self.items, self.requests = items, requests
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.items[i]
-        requests = {n: (plan, self.sizes[n]) for n, plan in item.plans.items()}
+        requests = {n: (item.plans.get(n), r) for n, r in self.requests.items()}
         try:
             inputs = decode_inputs(item.path, item.patches, requests)
         except Exception as exc:  # noqa: BLE001 - one bad clip is recorded, never fatal
@@ -76,10 +76,10 @@ def run_groups(
     items = [item for group in groups for item in group]
     if not items:
         return
-    sizes = {b.network: b.frame_size() for b in backbones if b.inputs == "frames"}
-    workers = min(workers if sizes else 0, len(items))
+    requests = {b.network: r for b in backbones if (r := input_request(b)) is not None}
+    workers = min(workers if requests else 0, len(items))
     loader = torch.utils.data.DataLoader(
-        ClipInputs(items, sizes),
+        ClipInputs(items, requests),
         batch_size=None,
         shuffle=False,
         num_workers=workers,

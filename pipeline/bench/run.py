@@ -104,6 +104,7 @@ def _benchmarks(
             ),
             None,
         ),
+        *_foundation_rows(device, gpu, quick),
         (
             "train",
             lambda: bench_training(train_dir, rows=rows, model="av_att", device=device),
@@ -123,6 +124,45 @@ def _benchmarks(
             "train-crossmodal",
             lambda: bench_crossmodal(device=device, quick=quick),
             None if gpu else "free",
+        ),
+    ]
+
+
+def _foundation_rows(
+    device: str, gpu: bool, quick: bool
+) -> list[tuple[str, Callable[[], dict], int | str | None]]:
+    """The CLIP and CLAP rows, when the foundation extra is installed (not in ``--quick`` on the
+    CPU: a ViT-B/16 frame alone takes seconds there)."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None or (quick and not gpu):
+        return []
+    from pipeline.bench.foundation import bench_clap, bench_clip
+
+    precision = "bf16" if gpu else "fp32"
+    return [
+        (
+            "clip",
+            lambda: bench_clip(
+                device,
+                precision,
+                model="vit-l/14" if gpu else "vit-b/16",
+                frames=1280 if gpu else 20,
+                batch=256 if gpu else 10,
+                naive_frames=64 if gpu else 2,
+            ),
+            None,
+        ),
+        (
+            "clap",
+            lambda: bench_clap(
+                device,
+                precision,
+                seconds=640 if gpu else 10,
+                batch=128 if gpu else 10,
+                naive_seconds=32 if gpu else 2,
+            ),
+            None,
         ),
     ]
 
@@ -197,6 +237,18 @@ def row_cells(
             "ratio": res["speedup"],
             "peak": f"C3D {100 * res['fraction_of_peak']:.0f}% ({res['optimised_gflops']:.0f} of "
             f"{res['matmul_peak_gflops']:.0f} GFLOP/s)",
+            "peak_mb": None,
+        }
+    if name in ("clip", "clap"):
+        unit = "fr/s" if name == "clip" else "s-of-audio/s"
+        key = "frames" if name == "clip" else "seconds"
+        return {
+            "throughput": f"{name.upper()} {res['model']} {res[f'optimised_{key}_per_s']:.1f} {unit} "
+            f"(batch {res['batch']}, {res['precision']})",
+            "baseline": f"{res[f'naive_{key}_per_s']:.1f} {unit} (one per forward pass, fp32)",
+            "ratio": res["speedup"],
+            "peak": f"{name.upper()} {100 * res['fraction_of_peak']:.0f}% "
+            f"({res['optimised_gflops']:.0f} of {res['matmul_peak_gflops']:.0f} GFLOP/s)",
             "peak_mb": None,
         }
     if name == "train-crossmodal":

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "pipeline.cli.release",
     "pipeline.cli.train",
     "pipeline.cli.evaluate",
+    "pipeline.cli.zero_shot",
     "pipeline.cli.reports",
     "pipeline.cli.checkpoint",
     "pipeline.cli.bench",

@@ -37,6 +37,7 @@ ROW_SHAPES = {
     "visual_vec": (10, 512),
     "c3d": (10, 512),
     "c3d_maps": (10, 4, 4, 512),
+    "clap": (10, 512),
 }
 DTYPES = {"float16": np.float16, "float32": np.float32}
 

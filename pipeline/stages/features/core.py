@@ -14,7 +14,7 @@ from pipeline.core.device import resolve_device
 from pipeline.core.layout import DataLayout
 from pipeline.core.options import non_negative_int, option, positive_float, positive_int
 
-KINDS = ("audio", "visual", "c3d")
+KINDS = ("audio", "visual", "c3d", "clip", "clap")
 ENGINES = ("local", "ray")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 RANDOM_BANNER = "!!! RANDOM WEIGHTS: {what} are NOT pretrained features (smoke run only) !!!"
@@ -29,7 +29,7 @@ class FeaturesConfig:
     data_dir: Path = option(Path("data"), "the data folder", type=Path)
     features: tuple[str, ...] = option(
         ("audio", "visual"),
-        "comma list: audio, visual, c3d (visual,c3d decode each clip once)",
+        "comma list of audio, visual, c3d, clip, clap (one frame decode)",
         list_of=KINDS,
     )
     dtype: str = option("float16", "storage dtype", choices=("float16", "float32"))
@@ -66,6 +66,15 @@ class FeaturesConfig:
     c3d_maps: bool = option(False, "also store the C3D pool5 maps (c3d_maps)")
     c3d_batch: int = option(4, "C3D: 16-frame clips per forward pass", type=positive_int)
     c3d_crop: int = option(112, "C3D crop side (112 = the network's)", cli=False)
+    clip_weights: str = option(
+        "openai/clip-vit-large-patch14",
+        "CLIP: a Hugging Face model id (through its cache) or a save_pretrained folder",
+    )
+    clip_tokens: bool = option(False, "also store CLIP's last-layer tokens (clip_tokens)")
+    clap_weights: str = option(
+        "laion/clap-htsat-unfused",
+        "CLAP: a Hugging Face model id (through its cache) or a save_pretrained folder",
+    )
     allow_random_weights: bool = option(False, "smoke runs without pretrained weights")
     allow_download: bool = option(
         True, "never download weights (cache or local only)", flag="--no-download", invert=True

@@ -43,11 +43,13 @@ SCHEME = 2
 CONTENT_COLUMNS = {
     "patches": ("audio_recipe", "patches_sha256"),
     "frames": ("clip_sha256", "num_frames", "frame_rule", "frame_indices"),
+    "waveform": ("clip_sha256",),
 }
 #: Scheme 1 (segments tables without hashes): the file's size and mtime.
 LEGACY_COLUMNS = {
     "patches": ("clip_bytes", "clip_mtime_ns", "sample_rate", "channels", "audio_duration"),
     "frames": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_indices"),
+    "waveform": ("clip_bytes", "clip_mtime_ns"),
     "c3d": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_rule", "frame_indices"),
 }
 LEGACY_PREFIX = "segments-v1"
@@ -72,7 +74,7 @@ def _hash(parts: list[str]) -> str:
 def fingerprints(
     segments: pd.DataFrame, inputs: str, layout: DataLayout, legacy_kind: str = ""
 ) -> tuple[dict[str, str], int]:
-    """Clip ID -> fingerprint of what its ``inputs`` ("patches"/"frames") are, and the scheme:
+    """Clip ID -> fingerprint of what its ``inputs`` ("patches"/"frames"/"waveform") are, and the scheme:
     2 when the table has the content hashes, else 1 (``legacy_kind`` picks scheme 1's columns)."""
     scheme = SCHEME if set(CONTENT_COLUMNS[inputs]) <= set(segments.columns) else 1
     if scheme == 1:

@@ -3,7 +3,8 @@ as a Ray Data pipeline, with the same backbones, so the stores are the same as t
 executor's::
 
     work items (Parquet)  --read_parquet-->
-    decode (CPU tasks, ``--decode-cpus`` each): every backbone's inputs of one clip, the clip decoded
+    decode (CPU tasks, ``--decode-cpus`` each): every backbone's inputs of one clip (fixed shapes
+        declared by the backbones: :func:`pipeline.backbones.base.input_shapes`), the clip decoded
         once (:func:`pipeline.backbones.base.decode_inputs`); fixed-size tensors, zeros + the error
         for a clip that fails
     backbones (an actor pool, ``--model-actors``, ``num_gpus=1`` per actor on CUDA): every backbone
@@ -24,10 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.backbones.base import PATCHES, Backbone, decode_inputs
+from pipeline.backbones.base import Backbone, Request, decode_inputs, input_request, input_shapes
 from pipeline.core.device import reuse_freed_memory
 from pipeline.core.io import write_parquet
-from pipeline.core.manifest import CLIP_SECONDS
 from pipeline.stages.features.core import FeaturesConfig, FeaturesError
 
 
@@ -63,39 +63,27 @@ def device(cfg: FeaturesConfig) -> str:
     return cfg.device
 
 
-def _input_shapes(backbones: list[Backbone], item: Any) -> dict[str, tuple[int, ...]]:
-    """Fixed shape of every decoded input of a clip (frames: the plan's length at the backbone's
-    size)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for b in backbones:
-        if b.inputs == "patches":
-            shapes[PATCHES] = (CLIP_SECONDS, 96, 64)
-        else:
-            w, h = b.frame_size()
-            shapes[b.network] = (len(item.plans[b.network]), h, w, 3)
-    return shapes
-
-
 def decode_group(
     row: dict[str, Any],
-    sizes: dict[str, tuple[int, int]],
-    shapes: dict[str, tuple[int, ...]],
+    requests: dict[str, Request],
+    shapes: dict[str, tuple[tuple[int, ...], type]],
     size: int,
 ) -> dict[str, Any]:
     """Ray map: one group of up to ``size`` clips -> their decoded inputs (``in:<key>`` columns of
     ``size`` rows, zeros past the group's end or for a clip that fails) and their errors."""
     n = len(row["clip_ids"])
     errors = [""] * size
-    inputs = {
-        k: np.zeros((size, *shape), np.float32 if k == PATCHES else np.uint8)
-        for k, shape in shapes.items()
-    }
+    inputs = {k: np.zeros((size, *shape), dtype) for k, (shape, dtype) in shapes.items()}
     for j in range(n):
-        requests = {
-            name: (np.asarray(row[f"plan:{name}"][j], np.int64), sizes[name]) for name in sizes
+        asked = {
+            name: (
+                np.asarray(row[f"plan:{name}"][j], np.int64) if r.kind == "frames" else None,
+                r,
+            )
+            for name, r in requests.items()
         }
         try:
-            decoded = decode_inputs(row["paths"][j], row["patches"][j] or None, requests)
+            decoded = decode_inputs(row["paths"][j], row["patches"][j] or None, asked)
         except Exception as exc:  # noqa: BLE001 - one bad clip is recorded, never fatal
             errors[j] = str(exc) or type(exc).__name__
             continue
@@ -154,8 +142,10 @@ def run(
     """Yield ``(item, {network: primary outputs} | error)`` for every item, as results arrive; the
     clips of one group go through each backbone in one call, as in the local executor."""
     ray = init_ray(cfg.ray_address)
-    sizes = {b.network: b.frame_size() for b in backbones if b.inputs == "frames"}
-    shapes = _input_shapes(backbones, groups[0][0])
+    requests = {b.network: r for b in backbones if (r := input_request(b)) is not None}
+    sizes = {n: r for n, r in requests.items() if r.kind == "frames"}
+    first = groups[0][0]
+    shapes = input_shapes(backbones, {n: len(p) for n, p in first.plans.items()})
     size = max(len(g) for g in groups)
     records = pd.DataFrame(
         [
@@ -177,7 +167,7 @@ def run(
     ds = ray.data.read_parquet(str(plan_path))
     ds = ds.map(
         decode_group,
-        fn_kwargs={"sizes": sizes, "shapes": shapes, "size": size},
+        fn_kwargs={"requests": requests, "shapes": shapes, "size": size},
         num_cpus=cfg.decode_cpus,
     )
     ds = ds.map_batches(

@@ -34,6 +34,7 @@ import pandas as pd
 
 from pipeline.backbones.base import Backbone, BackboneError, backbone_class, derive
 from pipeline.backbones.executor import ClipWork, group_items
+from pipeline.backbones.waveform import WAVEFORM_RECIPE
 from pipeline.core.device import reuse_freed_memory
 from pipeline.core.identity import IDENTITY_FILE, read_json
 from pipeline.core.io import write_json, write_npy
@@ -206,10 +207,12 @@ def build_backbones(
 
 def store_identity(backbone: Backbone, cfg: FeaturesConfig, fps: int, ffmpeg: str | None) -> dict:
     """A store's identity: its backbone's, plus storage dtype and, for frames, the segment plan's
-    frames per second and the decoder."""
+    frames per second and the decoder (for a waveform, how it is decoded)."""
     identity = {**backbone.identity(), "dtype": cfg.dtype}
     if backbone.inputs == "frames":
         identity.update(frames_per_segment=fps, decoder=DECODER, ffmpeg=ffmpeg)
+    elif backbone.inputs == "waveform":
+        identity.update(decoder=WAVEFORM_RECIPE, ffmpeg=ffmpeg)
     return identity
 
 
@@ -270,7 +273,7 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     device = executor.device(cfg)
     backbones = build_backbones(cfg, fps, device, summary["errors"])
     summary["advice"] = [f"{b.network}: {b.advice}" for b in backbones if b.advice]
-    ffmpeg = ffmpeg_version() if any(b.inputs == "frames" for b in backbones) else None
+    ffmpeg = ffmpeg_version() if any(b.inputs != "patches" for b in backbones) else None
     # backbones that read the same inputs run in one pass (frames: each clip decoded once)
     groups: dict[str, list[Backbone]] = {}
     for backbone in backbones:
@@ -391,7 +394,7 @@ def extract(
         }
         if meta_out is not None:
             report.update(videos=meta_out["videos"], failed=len(meta_out["failed"]))
-        if stats.get("total_s") and b.inputs == "frames":
+        if stats.get("total_s") and b.inputs != "patches":
             report["speed"] = speed_line(stats, len(work))
         reports[name] = report
     return reports

@@ -4,8 +4,9 @@ unchanged.
 
 Files (dataset ``avadataset``; the order files ``order``; layout in ``pipeline.stages.release.layout``):
 ``audio_feature.h5`` (N, 10, 128), ``visual_feature.h5`` (N, 10, 7, 7, 512) NHWC,
-``visual_feature_vec.h5`` (N, 10, 512), ``visual_feature_c3d.h5`` (N, 10, 512, the ``c3d`` store; not
-in the release) (each only when its store exists), ``labels.h5`` (N, 10, C),
+``visual_feature_vec.h5`` (N, 10, 512), and not in the release ``visual_feature_c3d.h5`` (N, 10, 512,
+the ``c3d`` store), ``visual_feature_clip.h5`` (N, 10, D, ``clip``) and ``audio_feature_clap.h5``
+(N, 10, 512, ``clap``) (each only when its store exists), ``labels.h5`` (N, 10, C),
 ``labels_closs.h5`` (N, 10), ``mil_labels.h5`` (N, C), the six ``*_order*.h5`` (int64 row indices)
 and ``audio_feature_noisy.h5``, ``visual_feature_noisy.h5`` and ``labels_noisy.h5``: the
 background-only videos the stores hold (``DATA_DIR/extra_background.parquet``), 0 rows when none
@@ -107,14 +108,17 @@ def _open_stores(data_dir: Path) -> dict[str, FeatureStore]:
                 f"{exc}\n(the {name} store is unfinished: finish it, or move it away to export "
                 "the others)"
             ) from exc
-        if store.row_shape != tail:
+        fits = len(store.row_shape) == len(tail) and all(
+            want is None or got == want for got, want in zip(store.row_shape, tail, strict=True)
+        )
+        if not fits:
             raise ExportReleaseError(
                 f"{store.root}: rows of shape {store.row_shape}, the release layout needs {tail}"
             )
         stores[name] = store
     if not stores:
         raise ExportReleaseError(
-            f"{DataLayout(data_dir).features}: no finished feature store (audio, visual, visual_vec, c3d); "
+            f"{DataLayout(data_dir).features}: no finished feature store ({', '.join(EXPORT_FILES)}); "
             "run `make features` or `make import-release` first"
         )
     return stores
