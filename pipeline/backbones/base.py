@@ -156,6 +156,25 @@ class Backbone:
         without it)."""
         raise NotImplementedError
 
+    def settle_precision(
+        self,
+        device: str,
+        probe: Any,
+        known: dict[str, Any] | None,
+        reduced: str | None = None,
+    ) -> None:
+        """Set :attr:`precision` (and the probe figures and advice) from the asked precision
+        (:func:`pipeline.backbones.precision.decide_precision`); one the device lacks is a
+        :class:`BackboneError`."""
+        from pipeline.backbones.precision import decide_precision
+
+        try:
+            self.precision, self.probe, self.advice = decide_precision(
+                self.settings.precision, device, probe, known, reduced=reduced
+            )
+        except ValueError as exc:
+            raise BackboneError(str(exc)) from exc
+
     def run(self, clips: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Decoded inputs of some clips -> per clip one float32 array per primary store."""
         raise NotImplementedError

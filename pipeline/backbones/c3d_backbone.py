@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.backbones.base import (
-    BackboneError,
     RecordedNetwork,
     StoreSpec,
     frame_plans,
@@ -96,7 +95,7 @@ class C3DBackbone(RecordedNetwork):
     def prepare(self, device: str, known: dict[str, Any] | None = None) -> None:
         import torch
 
-        from pipeline.backbones.precision import decide_precision, probe_precision
+        from pipeline.backbones.precision import probe_precision
 
         self.adopt(*self._build())
         self.device = device
@@ -111,12 +110,7 @@ class C3DBackbone(RecordedNetwork):
                 net, x.contiguous(memory_format=torch.channels_last_3d), device, precision
             )
 
-        try:
-            self.precision, self.probe, self.advice = decide_precision(
-                self.settings.precision, device, probe, known, reduced="bf16"
-            )
-        except ValueError as exc:
-            raise BackboneError(str(exc)) from exc
+        self.settle_precision(device, probe, known, reduced="bf16")
 
     def identity(self) -> dict[str, Any]:
         crop = {"c3d_crop": self.settings.c3d_crop, "c3d_frames": C3D_FRAMES_RULE}

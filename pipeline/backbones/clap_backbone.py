@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.backbones.base import Backbone, BackboneError, StoreSpec
+from pipeline.backbones.base import StoreSpec
+from pipeline.backbones.hf_weights import SMALL_TEXT_CONFIG, HFBackbone
 from pipeline.core.manifest import CLIP_SECONDS
 
 BACKBONE_LINE = "clap get_audio_features (transformers ClapModel), one 1 s segment per row"
@@ -29,12 +30,7 @@ def small_config() -> Any:
     from transformers import ClapConfig
 
     return ClapConfig(
-        text_config={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-        },
+        text_config=dict(SMALL_TEXT_CONFIG),
         audio_config={
             "depths": [1, 1],
             "num_attention_heads": [2, 4],
@@ -76,7 +72,7 @@ def framing(extractor: Any) -> str:
     )
 
 
-class CLAPBackbone(Backbone):
+class CLAPBackbone(HFBackbone):
     """Settings read: ``clap_weights``, ``allow_download``, ``allow_random_weights``,
     ``precision``, ``batch_size``."""
 
@@ -84,10 +80,12 @@ class CLAPBackbone(Backbone):
     network = "clap"
     inputs = "waveform"
 
+    model_class = "ClapModel"
+    weights_option = "clap_weights"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.extractor: Any = None
-        self.weights: Any = None
         self.dim = 0
 
     def stores(self) -> dict[str, StoreSpec]:
@@ -102,30 +100,17 @@ class CLAPBackbone(Backbone):
     def clips_per_batch(self) -> int:
         return max(1, self.batch() // CLIP_SECONDS)
 
-    def probe_key(self) -> str:
-        return f"{self.network}|{self.settings.clap_weights}"
+    def small_config(self) -> Any:
+        return small_config()
 
-    def _build(self) -> None:
-        from pipeline.backbones.hf_weights import load_model, require_transformers
-
-        require_transformers()
-        from transformers import ClapModel
-
-        s = self.settings
-        self.model, self.weights, folder = load_model(
-            s.clap_weights, ClapModel, s.allow_download, s.allow_random_weights, small_config
-        )
+    def after_load(self, folder: Any) -> None:
         self.extractor = load_feature_extractor(folder)
         self.dim = int(self.model.config.projection_dim)
 
     def prepare(self, device: str, known: dict[str, Any] | None = None) -> None:
-        from pipeline.backbones.precision import decide_precision, probe_precision
+        from pipeline.backbones.precision import probe_precision
 
-        self._build()
-        self.load(device)
-        self.random = self.weights.is_random
-        self.record = self.weights.meta()
-        self.weights_line = self.weights.line("clap")
+        self.prepare_weights(device)
 
         def probe(precision: str) -> dict[str, Any]:
             rng = np.random.default_rng(0)
@@ -135,12 +120,7 @@ class CLAPBackbone(Backbone):
                 lambda v: audio_embeddings(self.model, v), _Batch(x), device, precision
             )
 
-        try:
-            self.precision, self.probe, self.advice = decide_precision(
-                self.settings.precision, device, probe, known, reduced="bf16"
-            )
-        except ValueError as exc:
-            raise BackboneError(str(exc)) from exc
+        self.settle_precision(device, probe, known, reduced="bf16")
 
     def identity(self) -> dict[str, Any]:
         from pipeline.backbones.hf_weights import processor_config
@@ -154,12 +134,6 @@ class CLAPBackbone(Backbone):
             },
             "precision": self.precision,
         }
-
-    def load(self, device: str) -> None:
-        if self.model is None:
-            self._build()
-        self.device = device
-        self.model = self.model.to(device).eval()
 
     def features(self, seconds: np.ndarray) -> dict[str, Any]:
         """(N, rate) one-second waveforms -> the feature extractor's inputs on the device."""

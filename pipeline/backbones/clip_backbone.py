@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.backbones.base import Backbone, BackboneError, StoreSpec, frame_plans
+from pipeline.backbones.base import BackboneError, StoreSpec, frame_plans
+from pipeline.backbones.hf_weights import SMALL_TEXT_CONFIG, HFBackbone
 from pipeline.core.manifest import CLIP_SECONDS
 
 BACKBONE_LINE = (
@@ -32,12 +33,7 @@ def small_config() -> Any:
     from transformers import CLIPConfig
 
     return CLIPConfig(
-        text_config={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-        },
+        text_config=dict(SMALL_TEXT_CONFIG),
         vision_config={
             "image_size": 224,
             "patch_size": 32,
@@ -72,7 +68,7 @@ def image_embeddings(model: Any, pixel_values: Any) -> tuple[Any, Any]:
     return out, model.vision_model(pixel_values=pixel_values).last_hidden_state
 
 
-class CLIPBackbone(Backbone):
+class CLIPBackbone(HFBackbone):
     """Settings read: ``clip_weights``, ``clip_tokens``, ``allow_download``,
     ``allow_random_weights``, ``precision``, ``batch_size``."""
 
@@ -80,10 +76,12 @@ class CLIPBackbone(Backbone):
     network = "clip"
     inputs = "frames"
 
+    model_class = "CLIPModel"
+    weights_option = "clip_weights"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.processor: Any = None
-        self.weights: Any = None
         self.shapes: dict[str, int] = {}
 
     def stores(self) -> dict[str, StoreSpec]:
@@ -102,24 +100,15 @@ class CLIPBackbone(Backbone):
     def batch(self) -> int:
         return self.settings.batch_size or DEFAULT_BATCH
 
-    def probe_key(self) -> str:
-        return f"{self.network}|{self.settings.clip_weights}"
+    def small_config(self) -> Any:
+        return small_config()
 
-    def _build(self) -> None:
-        from pipeline.backbones.hf_weights import load_model, require_transformers
-
-        require_transformers()
-        from transformers import CLIPModel
-
-        s = self.settings
-        self.model, self.weights, folder = load_model(
-            s.clip_weights, CLIPModel, s.allow_download, s.allow_random_weights, small_config
-        )
+    def after_load(self, folder: Any) -> None:
         vision = self.model.config.vision_config
         self.processor = load_image_processor(folder, vision.image_size)
         crop = self.processor.crop_size
         if crop["height"] != crop["width"]:
-            raise BackboneError(f"{s.clip_weights}: a non-square crop {crop} is not supported")
+            raise BackboneError(f"{self.weights_name()}: a non-square crop {crop} is not supported")
         self.shapes = {
             "crop": int(crop["height"]),
             "dim": int(self.model.config.projection_dim),
@@ -130,13 +119,9 @@ class CLIPBackbone(Backbone):
     def prepare(self, device: str, known: dict[str, Any] | None = None) -> None:
         import torch
 
-        from pipeline.backbones.precision import decide_precision, probe_precision
+        from pipeline.backbones.precision import probe_precision
 
-        self._build()
-        self.load(device)
-        self.random = self.weights.is_random
-        self.record = self.weights.meta()
-        self.weights_line = self.weights.line("clip")
+        self.prepare_weights(device)
 
         def probe(precision: str) -> dict[str, Any]:
             side = self.shapes["crop"]
@@ -147,12 +132,7 @@ class CLIPBackbone(Backbone):
                 lambda v: image_embeddings(self.model, v)[0], x, device, precision
             )
 
-        try:
-            self.precision, self.probe, self.advice = decide_precision(
-                self.settings.precision, device, probe, known
-            )
-        except ValueError as exc:
-            raise BackboneError(str(exc)) from exc
+        self.settle_precision(device, probe, known)
 
     def identity(self) -> dict[str, Any]:
         from pipeline.backbones.hf_weights import processor_config
@@ -164,12 +144,6 @@ class CLIPBackbone(Backbone):
             "tokens": bool(self.settings.clip_tokens),
             "precision": self.precision,
         }
-
-    def load(self, device: str) -> None:
-        if self.model is None:
-            self._build()
-        self.device = device
-        self.model = self.model.to(device).eval()
 
     def pixels(self, frames: np.ndarray) -> Any:
         """uint8 (N, S, S, 3) frames -> the processor's pixel values (N, 3, S, S) on the device."""

@@ -15,9 +15,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pipeline.backbones.base import BackboneError
+from pipeline.backbones.base import Backbone, BackboneError
 
 #: Files holding a model's weights (their sha256 identifies the weights).
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
@@ -58,6 +58,15 @@ class HFWeights:
             return f"{network} RANDOM weights ({self.config}); not {self.source}"
         rev = f" revision {self.revision[:12]}" if self.revision else ""
         return f"{network} {self.source}{rev} sha256 {self.sha256[:12]}"
+
+
+#: The text tower of the small random models of smoke runs (CLIP's and CLAP's alike).
+SMALL_TEXT_CONFIG = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+}
 
 
 def require_transformers() -> Any:
@@ -177,3 +186,57 @@ def processor_config(processor: Any) -> dict[str, Any]:
     settings = processor.to_dict()
     plain = json.loads(json.dumps(settings, default=str, sort_keys=True))
     return {k: v for k, v in plain.items() if k not in ("processor_class", "_processor_class")}
+
+
+class HFBackbone(Backbone):
+    """A backbone whose network is a ``transformers`` model (CLIP, CLAP): weights from a model id
+    or a ``save_pretrained`` folder (:func:`load_model`), identity by the weight files' sha256.
+    Subclasses set :attr:`model_class` and :attr:`weights_option` and give :meth:`small_config`
+    and :meth:`after_load` (their processor and shapes)."""
+
+    model_class: ClassVar[str]  # the transformers class, e.g. "CLIPModel"
+    weights_option: ClassVar[str]  # the setting naming the weights, e.g. "clip_weights"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.weights: Any = None
+
+    def weights_name(self) -> str:
+        return str(getattr(self.settings, self.weights_option))
+
+    def small_config(self) -> Any:
+        """The config of a random model when the model's own is not at hand (smoke runs)."""
+        raise NotImplementedError
+
+    def after_load(self, folder: Path | None) -> None:
+        """Read what comes with the weights (processor, sizes) once the model is loaded."""
+        raise NotImplementedError
+
+    def probe_key(self) -> str:
+        return f"{self.network}|{self.weights_name()}"
+
+    def _build(self) -> None:
+        transformers = require_transformers()
+        s = self.settings
+        self.model, self.weights, folder = load_model(
+            self.weights_name(),
+            getattr(transformers, self.model_class),
+            s.allow_download,
+            s.allow_random_weights,
+            self.small_config,
+        )
+        self.after_load(folder)
+
+    def prepare_weights(self, device: str) -> None:
+        """Build and load the model and take its weights record (the first half of ``prepare``)."""
+        self._build()
+        self.load(device)
+        self.random = self.weights.is_random
+        self.record = self.weights.meta()
+        self.weights_line = self.weights.line(self.network)
+
+    def load(self, device: str) -> None:
+        if self.model is None:
+            self._build()
+        self.device = device
+        self.model = self.model.to(device).eval()

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.backbones.base import (
-    BackboneError,
     RecordedNetwork,
     StoreSpec,
     frame_plans,
@@ -87,21 +86,16 @@ class VGG19Backbone(RecordedNetwork):
         return build_vgg19_pool5(weights, allow_random=allow_random, cache_dir=self.weights_dir)
 
     def prepare(self, device: str, known: dict[str, Any] | None = None) -> None:
-        from pipeline.backbones.precision import decide_precision
         from pipeline.backbones.vgg19 import probe_vgg19_precision
 
         self.adopt(*self._build())
         self.device = device
         size = self.settings.frame_size
-        try:
-            self.precision, self.probe, self.advice = decide_precision(
-                self.settings.precision,
-                device,
-                lambda p: probe_vgg19_precision(self.model, self.weights, device, p, size=size),
-                known,
-            )
-        except ValueError as exc:
-            raise BackboneError(str(exc)) from exc
+        self.settle_precision(
+            device,
+            lambda p: probe_vgg19_precision(self.model, self.weights, device, p, size=size),
+            known,
+        )
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "frame_size": self.settings.frame_size}

@@ -68,7 +68,6 @@ class VGGishBackbone(Backbone):
             return vg.random_vggish(seed=0, pca_params=pca)
 
     def prepare(self, device: str, known: dict[str, Any] | None = None) -> None:
-        from pipeline.backbones.precision import decide_precision
         from pipeline.backbones.vggish_model import probe_vggish_precision
 
         self.model = self._build().eval()
@@ -77,15 +76,9 @@ class VGGishBackbone(Backbone):
         self.record = info.to_dict()
         self.random = info.is_random
         self.weights_line = self.model.weights_info.describe()
-        try:
-            self.precision, self.probe, self.advice = decide_precision(
-                self.settings.precision,
-                device,
-                lambda p: probe_vggish_precision(self.model.to(device), device, p),
-                known,
-            )
-        except ValueError as exc:
-            raise BackboneError(str(exc)) from exc
+        self.settle_precision(
+            device, lambda p: probe_vggish_precision(self.model.to(device), device, p), known
+        )
 
     def identity(self) -> dict[str, Any]:
         weights = self.record["weights"]
