@@ -1,5 +1,6 @@
-"""`avel features --features visual,c3d --engine ray`: the Ray pipeline (one decode per clip, C3D and
-VGG-19 in the same actor) gives the local engine's stores."""
+"""`avel features --engine ray`: every backbone (VGGish, VGG-19, C3D, and CLIP and CLAP where
+transformers is installed) on the Ray executor gives the local executor's stores, bitwise (one
+frame decode per clip shared by VGG-19, C3D and CLIP; the waveform with its declared shape)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,27 @@ def segmented(tmp_path_factory) -> Path:
     return segmented_set(d, IDS, fps=[5, 4, 4], sizes=[(48, 32), (30, 30), (30, 30)])
 
 
-def config(data: Path, engine: str, precision: str) -> FeaturesConfig:
+def foundation_models(root: Path) -> dict[str, str]:
+    """Tiny CLIP and CLAP folders (save_pretrained) when transformers is installed, else none."""
+    from tests.support.foundation import tiny_clap, tiny_clip  # sets HF_HUB_OFFLINE first
+
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return {}
+
+    return {"clip": str(tiny_clip(root / "clip")), "clap": str(tiny_clap(root / "clap"))}
+
+
+def config(
+    data: Path, engine: str, precision: str, models: dict[str, str] | None = None
+) -> FeaturesConfig:
+    models = models or {}
     return FeaturesConfig(
         data,
-        features=("audio", "visual", "c3d"),
+        features=("audio", "visual", "c3d", *models),
+        clip_weights=models.get("clip", "openai/clip-vit-large-patch14"),
+        clap_weights=models.get("clap", "laion/clap-htsat-unfused"),
         dtype="float32",
         device="cpu",
         precision=precision,
@@ -60,15 +78,17 @@ def test_every_backbone_gives_equal_stores_on_both_executors(
     local, distributed = tmp_path / "local", tmp_path / "ray"
     for target in (local, distributed):
         shutil.copytree(segmented, target, ignore=shutil.ignore_patterns("features"))
+    # CLIP and CLAP (fp32 only: their tiny models are not what bf16 is about)
+    models = foundation_models(tmp_path / "models") if precision == "fp32" else {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a Ray actor with num_cpus=1 runs one torch thread
     try:
-        assert not run_features(config(local, "local", precision))["errors"]
+        assert not run_features(config(local, "local", precision, models))["errors"]
     finally:
         torch.set_num_threads(threads)
-    summary = run_features(config(distributed, "ray", precision))
+    summary = run_features(config(distributed, "ray", precision, models))
     assert not summary["errors"], summary["errors"]
-    for name in ("audio", "c3d", "visual", "visual_vec"):
+    for name in ("audio", "c3d", "visual", "visual_vec", *models):
         assert summary["stores"][name]["complete"]
         left, right = FeatureStore.open(local, name), FeatureStore.open(distributed, name)
         assert left.clip_ids == right.clip_ids and set(IDS[:2]) <= set(left.clip_ids)
@@ -78,5 +98,5 @@ def test_every_backbone_gives_equal_stores_on_both_executors(
         assert left.meta["identity"] == right.meta["identity"]
         assert right.meta["precision"] == precision
     assert set(FeatureStore.open(local, "c3d").meta["failed"]) == {IDS[2]}
-    again = run_features(config(distributed, "ray", precision))
+    again = run_features(config(distributed, "ray", precision, models))
     assert all(r.get("already_complete") for r in again["stores"].values())
