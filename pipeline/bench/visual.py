@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.backbones.base import Request
 from pipeline.backbones.executor import ClipInputs, ClipWork
 from pipeline.backbones.frames import count_frames
 from pipeline.backbones.precision import choose_precision, native
@@ -245,8 +246,9 @@ def bench_visual(
         # Decoding only.
         def decode_opt() -> None:
             work = [ClipWork(c, str(p), plans={"vgg19": f.reshape(-1)}) for c, p, f in items]
+            requests = {"vgg19": Request("frames", size=(size, size))}
             loader = torch.utils.data.DataLoader(
-                ClipInputs(work, {"vgg19": (size, size)}), batch_size=None, num_workers=num_workers
+                ClipInputs(work, requests), batch_size=None, num_workers=num_workers
             )
             for sample in loader:
                 assert "error" not in sample, sample.get("error")
