@@ -177,6 +177,11 @@ def _table(w: dict, tmp: Path) -> tuple[list[str], Path]:
     return [*argv, "--only", "a", "--seeds", "1", "--epochs", "1", "--device", "cpu"], runs
 
 
+def _zero_shot(w: dict, tmp: Path) -> tuple[list[str], Path]:
+    data = copy(w["data"], tmp / "data")
+    return ["zero-shot", "--data-dir", str(data), "--run-dir", str(tmp / "runs")], data
+
+
 def _attention_maps(w: dict, tmp: Path) -> tuple[list[str], Path]:
     run_dir = copy(w["run"], tmp / "run")
     video = str(pd.read_parquet(w["data"] / "manifest.parquet")["youtube_id"].iloc[0])
@@ -229,6 +234,7 @@ COMMANDS: dict[str, Case] = {
     "train": _train,
     "evaluate": _evaluate,
     "table": _table,
+    "zero-shot": _zero_shot,
     "attention-maps": _attention_maps,
     "import-checkpoint": _import_checkpoint,
     "bench": _bench,
