@@ -49,6 +49,8 @@ JS_RUNTIME ?=
 NO_PROGRESS ?=
 # segments, features (and the download's NUM_SHARDS / SHARD_INDEX / WORKERS)
 FRAMES_PER_SEGMENT ?=
+# segments: AUDIO_RECIPE release (the AVE release's resampling, default) | soxr
+AUDIO_RECIPE ?=
 WORKERS ?=
 FEATURES ?=
 DTYPE ?=
@@ -59,6 +61,10 @@ VGG19_WEIGHTS ?=
 C3D_WEIGHTS ?=
 C3D_MAPS ?=
 C3D_BATCH ?=
+# CLIP / CLAP (FEATURES=clip,clap; pip install -e ".[foundation]"): a model id or a save_pretrained folder
+CLIP_WEIGHTS ?=
+CLIP_TOKENS ?=
+CLAP_WEIGHTS ?=
 PRECISION ?=
 FRAME_SIZE ?=
 VGGISH_CHECKPOINT ?=
@@ -102,6 +108,9 @@ PLOTS ?=
 PLOT_SAMPLES ?=
 VISUAL_STORE ?=
 AUDIO_STORE ?=
+# zero-shot: class prompts ({} = the class name)
+CLIP_PROMPT ?=
+CLAP_PROMPT ?=
 # evaluation, reports, released models
 RUN ?=
 SPLIT ?=
@@ -153,8 +162,19 @@ SEGMENTS_OUT = $(call out,segments.parquet)
 STORES_OUT = $(foreach s,$(subst $(comma), ,$(or $(FEATURES),audio,visual)),$(call out,features/$(s)/index.parquet))
 
 STAMP_RUN := $(VENV)/.installed-run
+STAMP_TF := $(VENV)/.installed-tf
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_RAY := $(VENV)/.installed-ray
+STAMP_FOUNDATION := $(VENV)/.installed-foundation
+# TensorFlow (the tf extra) only converts the official VGGish checkpoint: convert-vggish needs it,
+# and features / demo while no converted VGGish weights are cached (wildcard: nothing to convert).
+vggish_pt := weights/vggish/vggish_model.pt
+vggish_asked = $(and $(filter audio,$(subst $(comma), ,$(or $(FEATURES),audio,visual))),$(if $(filter %.pt %.pth,$(VGGISH_CHECKPOINT)),,1))
+tf_for_features = $(if $(and $(vggish_asked),$(if $(wildcard $(call out,$(vggish_pt))),,1)),$(STAMP_TF))
+# transformers (the foundation extra): features with clip or clap, and zero-shot
+foundation_for_features = $(if $(filter clip clap,$(subst $(comma), ,$(FEATURES))),$(STAMP_FOUNDATION))
+demo_dir = $(if $(call given,DATA_DIR),$(DATA_DIR),data/demo)
+tf_for_demo = $(if $(or $(call bool,OFFLINE),$(wildcard $(demo_dir)/$(vggish_pt) $(dir $(demo_dir))$(vggish_pt))),,$(STAMP_TF))
 
 # ----------------------------------------------------------------------------- commands
 cmd_annotations = $(AVEL) annotations $(call opt,--data-dir,DATA_DIR) \
@@ -174,8 +194,8 @@ cmd_download = $(AVEL) download $(call opt,--data-dir,DATA_DIR) $(call opt,--url
 	$(call opt,--num-shards,NUM_SHARDS) $(call opt,--shard-index,SHARD_INDEX)
 
 cmd_segments = $(AVEL) segments $(call opt,--data-dir,DATA_DIR) \
-	$(call opt,--frames-per-segment,FRAMES_PER_SEGMENT) $(call opt,--workers,WORKERS) \
-	$(call opt,--limit,LIMIT) $(call flag,--force,FORCE)
+	$(call opt,--frames-per-segment,FRAMES_PER_SEGMENT) $(call opt,--audio-recipe,AUDIO_RECIPE) \
+	$(call opt,--workers,WORKERS) $(call opt,--limit,LIMIT) $(call flag,--force,FORCE)
 
 cmd_features = $(AVEL) features $(call opt,--data-dir,DATA_DIR) $(call opt,--features,FEATURES) \
 	$(call opt,--dtype,DTYPE) $(call opt,--device,DEVICE) $(call opt,--batch-size,BATCH_SIZE) \
@@ -188,7 +208,9 @@ cmd_features = $(AVEL) features $(call opt,--data-dir,DATA_DIR) $(call opt,--fea
 	$(call opt,--shard-size,SHARD_SIZE) $(call flag,--merge,MERGE) $(call flag,--force,FORCE) \
 	$(call opt,--engine,ENGINE) $(call opt,--address,ADDRESS) $(call opt,--decode-cpus,DECODE_CPUS) \
 	$(call opt,--model-actors,MODEL_ACTORS) $(call opt,--c3d-weights,C3D_WEIGHTS) \
-	$(call flag,--c3d-maps,C3D_MAPS) $(call opt,--c3d-batch,C3D_BATCH)
+	$(call flag,--c3d-maps,C3D_MAPS) $(call opt,--c3d-batch,C3D_BATCH) \
+	$(call opt,--clip-weights,CLIP_WEIGHTS) $(call flag,--clip-tokens,CLIP_TOKENS) \
+	$(call opt,--clap-weights,CLAP_WEIGHTS)
 
 # options of every training mode
 cmd_train = $(AVEL) train $(1) $(call opt,--data-dir,DATA_DIR) $(call opt,--model,MODEL) \
@@ -210,7 +232,7 @@ cmd_import_checkpoint = $(AVEL) import-checkpoint $(call opt,--checkpoint,CHECKP
 	$(call flag,--force,FORCE)
 
 .PHONY: help setup setup-ray ffmpeg annotations download segments features convert-vggish \
-	import-release export-release train-supervised train-weak train-avdln evaluate \
+	import-release export-release train-supervised train-weak train-avdln evaluate zero-shot \
 	evaluate-crossmodal attention-maps table import-checkpoint bench demo test test-ray lint \
 	clean delete-data delete-runs rehearsal
 
@@ -218,25 +240,39 @@ cmd_import_checkpoint = $(AVEL) import-checkpoint $(call opt,--checkpoint,CHECKP
 help: ## this list: every target with the variables it reads
 	@$(PYTHON) $(call q,$(dir $(MAKEFILE))pipeline/cli/make_help.py) $(call q,$(MAKEFILE))
 
-setup: $(STAMP_DEV) ffmpeg ## create VENV and install the package (extras tf, dev) and ffmpeg
+setup: $(STAMP_DEV) ffmpeg ## create VENV and install the package (extras tf, dev: the tests) and ffmpeg
 
 setup-ray: $(STAMP_RAY) ffmpeg ## setup plus the ray extra (`features ENGINE=ray`)
 
+# Debian's python3 creates no venv without python3-venv: installed when running as root
 $(VENV)/bin/python:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "python3-venv not found: installing Debian's python3-venv" >&2; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+		else echo "$(PYTHON) cannot create a virtual environment; run: sudo apt-get install -y python3-venv" >&2; exit 1; fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP_RUN): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[tf]"
+	$(PY) -m pip install -q -e .
 	@touch $@
+
+$(STAMP_TF): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[tf]"
+	@touch $@ $(STAMP_RUN)
 
 $(STAMP_DEV): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[tf,dev]"
-	@touch $@ $(STAMP_RUN)
+	@touch $@ $(STAMP_TF) $(STAMP_RUN)
 
 $(STAMP_RAY): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[tf,dev,ray]"
-	@touch $@ $(STAMP_DEV) $(STAMP_RUN)
+	$(PY) -m pip install -q -e ".[tf,dev,ray,foundation]"
+	@touch $@ $(STAMP_DEV) $(STAMP_TF) $(STAMP_RUN) $(STAMP_FOUNDATION)
+
+$(STAMP_FOUNDATION): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[foundation]"
+	@touch $@ $(STAMP_RUN)
 
 # ffmpeg/ffprobe: installed from Debian's packages when running as root, else the exact command to run.
 ffmpeg: ## check ffmpeg/ffprobe (installs Debian's package when run as root)
@@ -271,14 +307,14 @@ $(SEGMENTS_OUT): | $(STAMP_RUN) ffmpeg $(LEDGER_OUT)
 	$(cmd_segments)
 endif
 
-features: | $(STAMP_RUN) ffmpeg $(SEGMENTS_OUT) ## VGGish audio / VGG-19 visual feature stores -> DATA_DIR/features
+features: | $(STAMP_RUN) $(tf_for_features) $(foundation_for_features) ffmpeg $(SEGMENTS_OUT) ## VGGish audio / VGG-19 visual feature stores -> DATA_DIR/features
 	$(cmd_features)
 ifneq ($(CHAIN),)
-$(STORES_OUT) &: | $(STAMP_RUN) ffmpeg $(SEGMENTS_OUT)
+$(STORES_OUT) &: | $(STAMP_RUN) $(tf_for_features) $(foundation_for_features) ffmpeg $(SEGMENTS_OUT)
 	$(cmd_features)
 endif
 
-convert-vggish: | $(STAMP_RUN) ## the official VGGish TF checkpoint (or VGGISH_CHECKPOINT) -> cached torch weights
+convert-vggish: | $(STAMP_TF) ## the official VGGish TF checkpoint (or VGGISH_CHECKPOINT) -> cached torch weights
 	$(AVEL) convert-vggish $(call opt,--data-dir,DATA_DIR) \
 		$(call opt,--vggish-checkpoint,VGGISH_CHECKPOINT) $(call opt,--weights-dir,WEIGHTS_DIR) \
 		$(call flag,--no-download,NO_DOWNLOAD)
@@ -290,7 +326,7 @@ import-release: | $(STAMP_RUN) ffmpeg $(MANIFEST_OUT) ## the published AVE featu
 export-release: | $(STAMP_RUN) $(STORES_OUT) ## feature stores + manifest -> the release's h5 files in OUT_DIR (float64)
 	$(AVEL) export-release $(call opt,--out-dir,OUT_DIR) $(call opt,--data-dir,DATA_DIR) \
 		$(call opt,--rows,ROWS) $(call opt,--dtype,DTYPE) $(call opt,--missing,MISSING) \
-		$(call opt,--compression,COMPRESSION)
+		$(call opt,--compression,COMPRESSION) $(call flag,--force,FORCE)
 
 train-supervised: | $(STAMP_RUN) ffmpeg $(STORES_OUT) ## a localization model (MODEL) -> RUN_DIR/NAME/seed-K
 	$(call cmd_train,supervised) $(cmd_localization)
@@ -308,6 +344,14 @@ evaluate: | $(STAMP_RUN) ffmpeg ## re-evaluate RUN (or import CHECKPOINT first) 
 	$(AVEL) evaluate $(if $(strip $(CHECKPOINT)),--run=$(call q,$(checkpoint_run)),$(call opt,--run,RUN)) \
 		$(call opt_given,--data-dir,DATA_DIR) $(call opt,--device,DEVICE) $(call opt,--split,SPLIT) \
 		$(call opt,--batch-size,BATCH_SIZE)
+
+zero-shot: | $(STAMP_FOUNDATION) ffmpeg ## training-free localization from the clip/clap stores -> RUN_DIR/NAME (default zero-shot)
+	$(AVEL) zero-shot $(call opt,--data-dir,DATA_DIR) $(call opt,--run-dir,RUN_DIR) \
+		$(call opt,--name,NAME) $(call opt,--visual-store,VISUAL_STORE) \
+		$(call opt,--audio-store,AUDIO_STORE) $(call opt,--clip-weights,CLIP_WEIGHTS) \
+		$(call opt,--clap-weights,CLAP_WEIGHTS) $(call opt,--clip-prompt,CLIP_PROMPT) \
+		$(call opt,--clap-prompt,CLAP_PROMPT) $(call flag,--no-download,NO_DOWNLOAD) \
+		$(call opt,--device,DEVICE) $(call opt,--batch-size,BATCH_SIZE) $(call flag,--force,FORCE)
 
 evaluate-crossmodal: | $(STAMP_RUN) ffmpeg ## A2V / V2A of a cross-modal RUN or the release's WEIGHTS (.h5)
 	$(AVEL) evaluate $(call opt,--run,RUN) $(call opt,--weights,WEIGHTS) \
@@ -333,7 +377,7 @@ bench: | $(STAMP_RUN) ffmpeg ## every stage against its naive baseline -> OUT_DI
 	$(AVEL) bench $(call opt,--data-dir,DATA_DIR) $(call opt,--out-dir,OUT_DIR) \
 		$(call opt,--device,DEVICE) $(call flag,--quick,QUICK)
 
-demo: | $(STAMP_RUN) ffmpeg ## the whole system on a generated set (default data/demo, runs/demo)
+demo: | $(STAMP_RUN) $(tf_for_demo) ffmpeg ## the whole system on a generated set (default data/demo, runs/demo)
 	$(AVEL) demo $(call opt_given,--data-dir,DATA_DIR) $(call opt,--run-dir,RUN_DIR) \
 		$(call opt,--clips,CLIPS) $(call opt,--seed,SEED) \
 		$(call opt,--frames-per-segment,FRAMES_PER_SEGMENT) $(call opt,--epochs,EPOCHS) \
@@ -346,12 +390,13 @@ test-ray: $(STAMP_RAY) ffmpeg ## only the Ray engine's tests
 	$(PY) -m pytest -q tests/pipeline/test_ray_engine.py
 
 lint: $(STAMP_DEV) ## ruff check + format check
-	$(PY) -m ruff check pipeline models tests
-	$(PY) -m ruff format --check pipeline models tests
+	$(PY) -m ruff check avel pipeline models tests
+	$(PY) -m ruff format --check avel pipeline models tests
 
-clean: ## caches only (__pycache__, .pytest_cache, .ruff_cache, build/): never data, weights or runs
-	rm -rf .pytest_cache .ruff_cache build
-	find pipeline models tests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+clean: ## caches only (__pycache__, .pytest_cache, .ruff_cache, setuptools' build/lib): never data, weights or runs
+	rm -rf .pytest_cache .ruff_cache build/lib build/bdist.* build/temp.*
+	rmdir build 2>/dev/null || true
+	find avel pipeline models tests -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 
 delete-data: ## DELETES DATA_DIR (clips, weights, features): DATA_DIR must be given explicitly
 	$(if $(call given,DATA_DIR),,$(error delete-data deletes a whole data folder: name it, e.g. make delete-data DATA_DIR=data))

@@ -1,6 +1,6 @@
 """The shape of the code: no import cycles, no private names across modules, CLI only in the CLI.
 
-The import graph covers every import statement of ``pipeline`` and ``models`` (function-level ones
+The import graph covers every import statement of ``pipeline``, ``models`` and ``avel`` (function-level ones
 included); a package's own ``__init__`` is no edge for its children (importing ``a.b.c`` runs
 ``a/b/__init__`` first by definition, not by a choice of the module).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.support.paths import REPO
 
-PACKAGES = ("pipeline", "models")
+PACKAGES = ("pipeline", "models", "avel")
 
 
 def _modules() -> dict[str, Path]:
@@ -154,6 +154,7 @@ LAYERS = (
     "pipeline.stages",
     "models",
     "pipeline.bench",
+    "avel",  # the Python API: a facade over the stages and the models
     ("pipeline.cli", "pipeline.demo", "pipeline.rehearsal"),  # commands, and what drives them
 )
 

@@ -271,7 +271,31 @@ def test_clean_removes_caches_and_nothing_else(tmp_path: Path) -> None:
 
 
 def test_setup_and_test_targets_install_what_they_run() -> None:
-    """Not run here (they install into the venv): their plans. `make test` installs the ray extra
-    so the Ray engine's tests run in CI."""
+    """Not run here (they install into the venv): their plans. `make test` installs the ray and
+    foundation extras so the Ray engine's and the CLIP/CLAP tests run in CI."""
     out = make("test", "VENV=/nonexistent/venv", dry_run=True).stdout
-    assert '.[tf,dev,ray]"' in out and "-m pytest -q" in out
+    assert '.[tf,dev,ray,foundation]"' in out and "-m pytest -q" in out
+
+
+def test_tensorflow_is_installed_only_to_convert_the_vggish_checkpoint(tmp_path: Path) -> None:
+    """The tf extra: convert-vggish, setup and the tests; features and demo only while no
+    converted VGGish weights are cached; every other target installs the package alone."""
+
+    def plan(*args: str) -> str:
+        return make(*args, "VENV=/nonexistent/venv", dry_run=True).stdout
+
+    data = tmp_path / "data"
+    base = plan("annotations", f"DATA_DIR={data}")
+    assert "pip install -q -e ." in base and "tf" not in base
+    assert '".[tf]"' in plan("convert-vggish", f"DATA_DIR={data}")
+    assert '".[tf,dev]"' in plan("setup") and "python3-venv" in plan("setup")
+    assert '".[tf]"' in plan("features", f"DATA_DIR={data}")
+    assert '".[tf]"' not in plan("features", f"DATA_DIR={data}", "FEATURES=visual")
+    assert '".[tf]"' not in plan("features", f"DATA_DIR={data}", "VGGISH_CHECKPOINT=v.pt")
+    assert '".[tf]"' in plan("demo", f"DATA_DIR={data / 'demo'}")
+    assert '".[tf]"' not in plan("demo", f"DATA_DIR={data / 'demo'}", "OFFLINE=1")
+    converted = data / "weights" / "vggish" / "vggish_model.pt"
+    converted.parent.mkdir(parents=True)
+    converted.touch()
+    assert '".[tf]"' not in plan("features", f"DATA_DIR={data}")
+    assert '".[tf]"' not in plan("demo", f"DATA_DIR={data / 'demo'}")  # the parent's weights

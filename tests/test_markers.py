@@ -1,4 +1,4 @@
-"""Marker gates behave as the README says: `--run-network` alone runs the network tests."""
+"""Marker gates behave as docs/testing.md says: `--run-network` alone runs the network tests."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    for pkg in ("pipeline", "models"):
+    for pkg in ("avel", "pipeline", "models"):
         shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp / "wheels"
     built = _pip(
@@ -65,13 +65,15 @@ def test_installed_wheel_runs_outside_the_checkout(site: Path, tmp_path: Path) -
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     probe = (
-        "import json, pipeline; from pipeline.stages.annotations.ave import load_sources; "
-        "print(json.dumps({'file': pipeline.__file__, 'sources': load_sources()}))"
+        "import json, avel, pipeline; from pipeline.stages.annotations.ave import load_sources; "
+        "print(json.dumps({'file': pipeline.__file__, 'api': avel.__file__, "
+        "'sources': load_sources()}))"
     )
     out = _run(site, outside, "-c", probe)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
     assert Path(seen["file"]).resolve().is_relative_to(site.resolve())
+    assert Path(seen["api"]).resolve().is_relative_to(site.resolve())  # `import avel` installed
     assert seen["sources"] == json.loads(SOURCES.read_text())  # the packaged sources.json
     # the default annotation URL comes from it (the stage reads no other copy)
     assert seen["sources"]["ave"]["base_url"].startswith("https://")

@@ -41,11 +41,18 @@ def available_memory() -> int:
 
 #: Visual vector features a model can read (model option ``visual``): name -> (stores, width). The
 #: stores' rows are concatenated in this order: ``vgg19+c3d`` is VGG-19's 512 then C3D's 512.
+#: ``clip`` is the default CLIP's (ViT-L/14) 768-d image embedding.
 VISUAL_FEATURES: dict[str, tuple[tuple[str, ...], int]] = {
     "vgg19": (("visual_vec",), 512),
     "c3d": (("c3d",), 512),
     "vgg19+c3d": (("visual_vec", "c3d"), 1024),
+    "clip": (("clip",), 768),
+    "vgg19+clip": (("visual_vec", "clip"), 1280),
 }
+#: Appended to the visual vector, in this order, when a batch holds them (``model_inputs``).
+EXTRA_VISUAL = ("c3d", "clip")
+#: Audio features a model can read (model option ``audio``): name -> (store, width).
+AUDIO_FEATURES: dict[str, tuple[str, int]] = {"vggish": ("audio", 128), "clap": ("clap", 512)}
 
 
 def visual_features(name: str) -> tuple[tuple[str, ...], int]:
@@ -53,6 +60,13 @@ def visual_features(name: str) -> tuple[tuple[str, ...], int]:
     if name not in VISUAL_FEATURES:
         raise ValueError(f"visual must be one of {sorted(VISUAL_FEATURES)}, got {name!r}")
     return VISUAL_FEATURES[name]
+
+
+def audio_features(name: str) -> tuple[str, int]:
+    """(store, width) of the audio feature ``name`` (``AUDIO_FEATURES``)."""
+    if name not in AUDIO_FEATURES:
+        raise ValueError(f"audio must be one of {sorted(AUDIO_FEATURES)}, got {name!r}")
+    return AUDIO_FEATURES[name]
 
 
 def open_store(data_dir: str | Path, name: str) -> FeatureStore:
@@ -73,7 +87,8 @@ def extra_background_path(data_dir: str | Path) -> Path:
 
 @dataclass
 class AVEDataset:
-    """Samples of one split with per-second and video labels; ``batches`` yields float32 tensors."""
+    """Samples of one split with per-second and video labels; ``batches`` yields float32 tensors,
+    ``dataset[i]`` one sample (``torch.utils.data.DataLoader`` takes the dataset as it is)."""
 
     data_dir: Path
     split: str
@@ -170,6 +185,14 @@ class AVEDataset:
     def __len__(self) -> int:
         return len(self.clip_ids)
 
+    def __getitem__(self, index: int) -> dict:
+        """One sample: ``batch([index])`` without its batch axis (float32 feature tensors keyed by
+        store name, ``segment_labels`` (10,), ``video_labels`` ()). A map-style dataset: a
+        ``torch.utils.data.DataLoader`` over it yields the batches ``batch`` gives."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} outside 0..{len(self) - 1} of split {self.split!r}")
+        return {key: value[0] for key, value in self.batch([index % len(self)]).items()}
+
     @property
     def random_features(self) -> bool:
         """A store of this dataset came from a random-weight backbone (a smoke run, not results)."""
@@ -206,13 +229,15 @@ class AVEDataset:
 def model_inputs(batch: dict, device) -> tuple:
     """(audio, visual) for ``LocalizationNet.forward`` from a batch (absent stores give None);
     (audio, visual, audio_maps) when the batch has the VGGish pool5 maps (supplementary models).
-    A ``c3d`` row is the visual vector, or is appended to ``visual_vec`` (feature set ``vgg19+c3d``)."""
+    A ``c3d`` or ``clip`` row is the visual vector, or is appended to ``visual_vec`` (feature sets
+    ``vgg19+c3d``, ``vgg19+clip``); a ``clap`` row is the audio input when ``audio`` is absent."""
     import torch
 
-    audio = batch.get("audio")
+    audio = batch.get("audio", batch.get("clap"))
     visual = batch.get("visual", batch.get("visual_vec"))
-    if "c3d" in batch:
-        visual = batch["c3d"] if visual is None else torch.cat([visual, batch["c3d"]], dim=-1)
+    for name in EXTRA_VISUAL:
+        if name in batch:
+            visual = batch[name] if visual is None else torch.cat([visual, batch[name]], dim=-1)
     out = (
         audio.to(device) if audio is not None else None,
         visual.to(device) if visual is not None else None,

@@ -173,13 +173,9 @@ def run_evaluate_crossmodal(
 
 def run_task(run: str | Path) -> str:
     """``localization`` or ``crossmodal``: the task of a run's (first) checkpoint."""
-    import torch
+    from models.training.checkpoint import read_payload
 
-    from models.training.checkpoint import normalize_payload
-
-    path = checkpoints_of(run)[0] / runs.BEST
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    return normalize_payload(payload, path)["task"]
+    return read_payload(checkpoints_of(run)[0] / runs.BEST)["task"]
 
 
 def evaluate_run(

@@ -14,6 +14,7 @@ from models.networks import (  # noqa: F401  (each family registers itself)
     localization,
     psp,
     supplementary,
+    zero_shot,
 )
 from models.networks.registry import build_model, count_parameters, model_names, model_task
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.data.ave import visual_features
+from models.data.ave import audio_features, visual_features
 from models.networks.blocks.attention import AudioGuidedAttention, global_average, regions
 from models.networks.blocks.dmrn import DMRN, EnsembleClassifier
 from models.networks.blocks.lstm import BiLSTM
@@ -62,6 +62,7 @@ class LocalizationNet(nn.Module):
         mil: str | None = None,
         config: dict[str, Any] | None = None,
         visual: str = "vgg19",
+        audio: str = "vggish",
     ):
         super().__init__()
         if visual != "vgg19" and attention is not None:
@@ -70,6 +71,10 @@ class LocalizationNet(nn.Module):
             )
         self.visual_stores, width = visual_features(visual)
         visual_dim = width if visual != "vgg19" else visual_dim
+        if audio != "vggish" and attention is not None:
+            raise ValueError(f"audio={audio!r}: the audio-guided attention needs VGGish's audio")
+        self.audio_store, audio_width = audio_features(audio)
+        audio_dim = audio_width if audio != "vggish" else audio_dim
         if not (use_audio or use_visual):
             raise ValueError("a localization network needs at least one modality")
         if use_audio and use_visual and fusion is None:
@@ -88,7 +93,7 @@ class LocalizationNet(nn.Module):
         """Feature stores this network reads: maps only when it attends, else the 512-d vectors."""
         out = []
         if self.use_audio or self.attention is not None:
-            out.append("audio")
+            out.append(self.audio_store)
         if self.use_visual:
             out += ["visual"] if self.attention is not None else list(self.visual_stores)
         return tuple(out)
@@ -135,6 +140,7 @@ def _net(
     lstm_hidden=128,
     mil=None,
     features="vgg19",
+    audio_features="vggish",
 ) -> LocalizationNet:
     attention = AudioGuidedAttention(broadcast=broadcast) if attend else None
     return LocalizationNet(
@@ -146,15 +152,26 @@ def _net(
         lstm_hidden=lstm_hidden,
         mil=mil,
         visual=features,
+        audio=audio_features,
     )
 
 
 @register_network("a")
 def audio_only(
-    num_classes: int = 29, lstm_hidden: int = 128, mil: str | None = None
+    num_classes: int = 29, lstm_hidden: int = 128, mil: str | None = None, audio: str = "vggish"
 ) -> LocalizationNet:
     head = MLPHead(2 * lstm_hidden, num_classes)
-    return _net(num_classes, True, False, False, None, head, lstm_hidden=lstm_hidden, mil=mil)
+    return _net(
+        num_classes,
+        True,
+        False,
+        False,
+        None,
+        head,
+        lstm_hidden=lstm_hidden,
+        mil=mil,
+        audio_features=audio,
+    )
 
 
 @register_network("v")
@@ -185,7 +202,11 @@ def visual_attended(
 
 @register_network("av")
 def audio_visual(
-    num_classes: int = 29, lstm_hidden: int = 128, mil: str | None = None, visual: str = "vgg19"
+    num_classes: int = 29,
+    lstm_hidden: int = 128,
+    mil: str | None = None,
+    visual: str = "vgg19",
+    audio: str = "vggish",
 ) -> LocalizationNet:
     head = MLPHead(4 * lstm_hidden, num_classes)
     return _net(
@@ -198,6 +219,7 @@ def audio_visual(
         lstm_hidden=lstm_hidden,
         mil=mil,
         features=visual,
+        audio_features=audio,
     )
 
 

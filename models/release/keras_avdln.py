@@ -40,7 +40,7 @@ def read_keras_weights(h5_path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     if not path.is_file():
         raise ReleaseWeightsError(
             f"{path}: not found; the AVE release's trained AVDLN is `cmm_model_weights.h5` "
-            "(see README: fetching the released files)"
+            "(see docs/training.md: released trained models)"
         )
     try:
         f = h5py.File(path, "r")

@@ -262,7 +262,7 @@ def read_release_checkpoint(path: str | Path) -> ReleaseCheckpoint:
     if not path.is_file():
         raise ReleaseCheckpointError(
             f"{path}: not found; the release's trained models are model/AV_att.pt, "
-            "model/AV_att_weak.pt and DMRN.pt (see README: released trained models)"
+            "model/AV_att_weak.pt and DMRN.pt (see docs/training.md: released trained models)"
         )
     import zipfile
 

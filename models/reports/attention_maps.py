@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.core.io import atomic_path
 from pipeline.core.layout import DataLayout
+from pipeline.core.paths import safe_name
 from pipeline.stages.segments import load_segments
 
 SIZE = 224
@@ -73,17 +74,20 @@ def run_attention_maps(
     out: str | Path | None = None,
     device: str = "cpu",
 ) -> Path:
-    import json
 
     import torch
 
     from models.training.checkpoint import load_checkpoint
+    from models.training.runs import read_config
     from pipeline.core.device import resolve_device
     from pipeline.core.manifest import load_classes
     from pipeline.core.store import FeatureStore
 
+    video = safe_name(video, "--video")
     run = Path(run)
-    config = json.loads((run / "config.json").read_text())
+    config = read_config(run)
+    if not config and data_dir is None:
+        raise FileNotFoundError(f"{run / 'config.json'} not found: give a run folder (seed-K)")
     data_dir = Path(data_dir or config.get("train", config)["data_dir"])
     dev = resolve_device(device)
     model, _ = load_checkpoint(run / "best.pt", dev)
@@ -106,7 +110,7 @@ def run_attention_maps(
         alpha = model.attention_weights(audio, visual)[0].cpu().numpy().reshape(10, 7, 7)
         pred = model(audio, visual, *extra)[0].argmax(-1).cpu().numpy()
     names = load_classes(data_dir)
-    clip = Path(clip) if clip else data_dir / "clips" / f"{video}.mp4"
+    clip = Path(clip) if clip else DataLayout(data_dir).clip(video)
     if not clip.is_file():
         raise FileNotFoundError(f"{clip}: clip not found (run `make download` or pass --clip)")
     frames = clip_frames(clip, video, data_dir)

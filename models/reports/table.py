@@ -80,11 +80,31 @@ def _fusion_entries() -> list[Entry]:
 
 
 #: Visual feature sets of the ``features`` table: model option ``visual`` -> column label.
-FEATURE_SETS = {"vgg19": "VGG-19", "c3d": "C3D", "vgg19+c3d": "VGG-19 + C3D"}
+FEATURE_SETS = {
+    "vgg19": "VGG-19",
+    "c3d": "C3D",
+    "vgg19+c3d": "VGG-19 + C3D",
+    "clip": "CLIP",
+    "vgg19+clip": "VGG-19 + CLIP",
+}
+#: Rows of the ``features`` table on CLAP audio (model option ``audio``) and the training-free
+#: zero-shot baseline: key -> (label, model, options, mode, the visual column they sit in).
+FOUNDATION_ROWS = {
+    "a-clap": ("A (CLAP)", "a", {"audio": "clap"}, "supervised", None),
+    "av-clap-clip": (
+        "A+V (CLAP + CLIP)",
+        "av",
+        {"audio": "clap", "visual": "clip"},
+        "supervised",
+        "clip",
+    ),
+    "zero-shot": ("zero-shot CLAP + CLIP (no training)", "zero_shot", {}, "zero-shot", "clip"),
+}
 
 
 def _feature_entries() -> list[Entry]:
-    """A once (no visual input), then V and A+V on each visual feature set (supplementary Tables 4-5)."""
+    """A once (no visual input), then V and A+V on each visual feature set (supplementary Tables 4-5),
+    then the CLAP rows and the zero-shot baseline."""
     out = [Entry("a", "A", "a", paper=SUPERVISED["a"], features="audio only")]
     for model, label in (("v", "V"), ("av", "A+V")):
         for name, column in FEATURE_SETS.items():
@@ -94,6 +114,8 @@ def _feature_entries() -> list[Entry]:
             out.append(
                 Entry(key, f"{label} ({column})", model, options, paper=paper, features=name)
             )
+    for key, (label, model, options, mode, column) in FOUNDATION_ROWS.items():
+        out.append(Entry(key, label, model, options, mode=mode, features=column or "audio only"))
     return out
 
 
@@ -217,7 +239,11 @@ def run_entry(cfg: TableConfig, entry: Entry, progress: bool = True) -> dict[str
         hint = " (make features AUDIO_MAPS=1)" if "audio_maps" in missing else ""
         if any(n.startswith("c3d") for n in missing):
             hint = " (make features FEATURES=visual,c3d)"
+        if any(n in ("clip", "clap") for n in missing):
+            hint = " (make features FEATURES=clip,clap)"
         return {**row, "status": f"skipped: store(s) {', '.join(missing)} missing{hint}"}
+    if entry.mode == "zero-shot":
+        return {**row, **zero_shot_row(cfg)}
     train_cfg = TrainConfig(
         data_dir=cfg.data_dir,
         mode=entry.mode,
@@ -258,6 +284,31 @@ def run_entry(cfg: TableConfig, entry: Entry, progress: bool = True) -> dict[str
         "epochs": runs[0]["epochs"],
         "random_features": any(r.get("random_features") for r in runs),
         **decomposed_stats(runs),
+    }
+
+
+def zero_shot_row(cfg: TableConfig) -> dict[str, Any]:
+    """The zero-shot baseline's row (``models.evaluation.zero_shot``: one run, no seeds)."""
+    from models.evaluation.reference import decomposed_stats
+    from models.evaluation.zero_shot import ZeroShotConfig, run_zero_shot
+
+    m = run_zero_shot(
+        ZeroShotConfig(Path(cfg.data_dir), Path(cfg.run_dir), device=cfg.device, force=cfg.force)
+    )
+    return {
+        "status": "ok",
+        "experiment": "zero-shot",
+        "seeds": 1,
+        "reused_seeds": int(bool(m.get("reused"))),
+        "test_mean": 100 * m["test_accuracy"],
+        "test_std": 0.0,
+        "val_mean": 100 * m.get("val_accuracy", float("nan")),
+        "val_std": 0.0,
+        "parameters": 0,
+        "train_seconds": m["train_seconds"],
+        "epochs": 0,
+        "random_features": m["random_features"],
+        **decomposed_stats([m]),
     }
 
 
@@ -342,6 +393,10 @@ def features_markdown(rows: list[dict[str, Any]]) -> list[str]:
     for model, label in (("v", "V"), ("av", "A+V")):
         cells = " | ".join(cell(f"{model}-{name}") for name in FEATURE_SETS)
         lines.append(f"| {label} | {cells} |")
+    for key, (label, _, _, _, column) in FOUNDATION_ROWS.items():
+        if key in by_key:
+            cells = [cell(key) if column in (None, name) else "–" for name in FEATURE_SETS]
+            lines.append(f"| {label} | {' | '.join(cells)} |")
     return lines
 
 

@@ -79,24 +79,33 @@ def normalize_payload(payload: dict, path: str | Path = "") -> dict:
     )
 
 
-def load_checkpoint(path: str | Path, device="cpu"):
-    """``(network in eval mode on device, payload)`` of an avel checkpoint of any known format."""
-    import pickle
-
+def read_payload(path: str | Path, device="cpu") -> dict:
+    """The payload of an avel checkpoint in the current format, read with
+    ``torch.load(weights_only=True)``; :class:`CheckpointError` (never torch's advice to load the
+    file unsafely) when the file is corrupt or not a checkpoint."""
     import torch
 
-    from models.networks import build_model
-
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - corrupt, truncated, or holding more than tensors
         raise CheckpointError(
-            f"{path}: not a tensors-only avel checkpoint ({exc}); a release .pt file is imported "
-            "with `avel import-checkpoint FILE`"
+            f"{path}: not a readable avel checkpoint ({type(exc).__name__}: corrupt, truncated, or "
+            "not tensors only; it is never executed); retrain the run (`avel train ... --force`), "
+            "or import a release .pt file with `avel import-checkpoint FILE`"
         ) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not an avel checkpoint (a {type(payload).__name__})")
-    payload = normalize_payload(payload, path)
+    return normalize_payload(payload, path)
+
+
+def load_checkpoint(path: str | Path, device="cpu"):
+    """``(network in eval mode on device, payload)`` of an avel checkpoint of any known format."""
+    from models.networks import build_model
+
+    payload = read_payload(path, device)
     spec = payload["model"]
     if "num_classes" in spec:
         model = build_model(spec["name"], num_classes=spec["num_classes"], **spec["options"])

@@ -74,6 +74,10 @@ class CrossmodalTask:
 
     columns = COLUMNS
 
+    def stores(self, cfg) -> tuple[str, ...]:
+        """The feature stores the pairs are made of."""
+        return (cfg.visual_store, cfg.audio_store)
+
     def load_data(self, cfg) -> dict:
         from models.data.crossmodal import load_clips
 

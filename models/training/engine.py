@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from models.training import runs
+from pipeline.core.paths import child, safe_name
 
 MODES = ("supervised", "weak", "crossmodal")
 DEFAULT_EPOCHS = {"supervised": 300, "weak": 250, "crossmodal": 20}
@@ -85,13 +86,14 @@ class TrainConfig:
             self.batch_size = DEFAULT_BATCH.get(str(self.model), LOCALIZATION_BATCH)
         if self.name is None:
             self.name = default_name(self)
+        safe_name(self.name, "run name (--name)")
 
     @property
     def crossmodal(self) -> bool:
         return self.mode == "crossmodal"
 
     def experiment_dir(self) -> Path:
-        return Path(self.run_dir) / str(self.name)
+        return child(self.run_dir, self.name, what="run name (--name)")
 
     def seed_dir(self) -> Path:
         return self.experiment_dir() / f"seed-{self.seed}"
@@ -109,6 +111,18 @@ def default_name(cfg: TrainConfig) -> str:
     return name + "".join(
         f"-{k}-{str(v).replace(' ', '')}" for k, v in sorted(cfg.model_options.items())
     )
+
+
+def run_fingerprint(cfg: TrainConfig, task) -> dict:
+    """:meth:`TrainConfig.fingerprint` plus the identity digest of every feature store the task
+    reads: a seed trained on stores that were rebuilt since (other weights, other inputs) is not
+    reused."""
+    from pipeline.core.identity import store_identity_sha256
+    from pipeline.core.layout import DataLayout
+
+    layout = DataLayout(cfg.data_dir)
+    stores = {name: store_identity_sha256(layout.store(name)) for name in task.stores(cfg)}
+    return {**cfg.fingerprint(), "stores": stores}
 
 
 def task_for(cfg: TrainConfig):
@@ -129,7 +143,7 @@ def train_seed(cfg: TrainConfig, force: bool = False, progress: bool = True) -> 
 
     task = task_for(cfg)
     out = cfg.seed_dir()
-    if not force and (done := runs.finished(out, cfg.fingerprint())) is not None:
+    if not force and (done := runs.finished(out, run_fingerprint(cfg, task))) is not None:
         return {**done, "reused": True}
 
     device = resolve_device(cfg.device)
@@ -150,6 +164,7 @@ def _train(cfg: TrainConfig, task, out: Path, device, progress: bool, threads: i
     from models.training.speed import native_cpu_lstm
     from pipeline.core.device import seed_everything
     from pipeline.core.io import write_json
+    from pipeline.core.provenance import provenance
 
     seed_everything(cfg.seed)
     data = task.load_data(cfg)
@@ -157,11 +172,12 @@ def _train(cfg: TrainConfig, task, out: Path, device, progress: bool, threads: i
     model = task.build_model(cfg, data).to(device)
     config = {
         "train": asdict(cfg),
-        "fingerprint": cfg.fingerprint(),
+        "fingerprint": run_fingerprint(cfg, task),
         "model": model.config,
         "parameters": count_parameters(model),
         "data": task.describe(data),
         "torch_threads": threads,
+        "provenance": provenance(device, ffmpeg=False),  # a record: not in the fingerprint
     }
     runs.start_seed(out, config)
 

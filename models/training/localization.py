@@ -96,6 +96,10 @@ class LocalizationTask:
 
     columns = {"val_accuracy": "val acc", "test_accuracy": "test acc"}
 
+    def stores(self, cfg) -> tuple[str, ...]:
+        """The feature stores the network reads."""
+        return tuple(model_for(cfg, 2).stores)
+
     def load_data(self, cfg) -> dict:
         from models.data.ave import AVEDataset
 

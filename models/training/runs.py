@@ -1,6 +1,7 @@
 """The run folder of every training task.
 
-``RUN_DIR/NAME/seed-K/``: ``config.json`` (the configuration and its ``fingerprint``),
+``RUN_DIR/NAME/seed-K/``: ``config.json`` (the configuration, its ``fingerprint`` and the
+``provenance`` of ``pipeline.core.provenance``: git commit and dirty flag, versions, device),
 ``metrics.jsonl`` (one line per epoch), ``metrics.json`` (final metrics, written last), ``best.pt``
 (``models.training.checkpoint``), ``curves.png`` and the task's pictures.
 ``RUN_DIR/NAME/summary.json`` and ``summary.md``: mean ± sample std over seeds (``mean_std``).
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.io import atomic_path, write_json
+from pipeline.core.io import CorruptFileError, atomic_path, short_reason, write_json
 
 CONFIG, METRICS, HISTORY, BEST = "config.json", "metrics.json", "metrics.jsonl", "best.pt"
 SUMMARY, SUMMARY_MD = "summary.json", "summary.md"
@@ -46,8 +47,22 @@ def seed_dirs(run: str | Path) -> list[Path]:
 
 
 def read_config(seed_dir: str | Path) -> dict[str, Any]:
+    """A run's ``config.json`` ({} when there is none); a corrupt one is one clear error."""
     path = Path(seed_dir) / CONFIG
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_bytes())
+    except ValueError as exc:  # not JSON, not UTF-8
+        config, reason = None, short_reason(exc)
+    else:
+        reason = f"a JSON {type(config).__name__}, not an object"
+    if not isinstance(config, dict):
+        raise CorruptFileError(
+            f"{path}: not a run configuration ({reason}); retrain the run (`avel train ... "
+            "--force`) or import it again (`avel import-checkpoint ... --force`)"
+        )
+    return config
 
 
 def finished(seed_dir: Path, fingerprint: dict) -> dict | None:

@@ -1,6 +1,8 @@
 """Reduced precision for the feature networks: which CPUs have native bf16, and the measured choice.
 
-``auto`` precision is decided by measurement, never by the flag alone: :func:`probe_precision` runs
+The default precision is fp32 on every device, so that the same command gives the same features on
+every machine. ``bf16``/``fp16`` are used only when asked; ``auto`` is decided by measurement,
+never by the flag alone: :func:`probe_precision` runs
 the network on a few seeded random inputs in fp32 and in the reduced precision (autocast, the model
 in channels-last), and :func:`choose_precision` keeps the reduced one only when
 
@@ -165,3 +167,42 @@ def choose_precision(probe: dict[str, Any]) -> str:
         and min(probe.get("speedup", 0.0), probe.get("speedup_min", 0.0)) >= probe["min_speedup"]
     )
     return probe["precision"] if ok else "fp32"
+
+
+def reduced_precision(device: Any) -> str:
+    """The reduced precision worth measuring on ``device``: fp16 on CUDA, bf16 elsewhere."""
+    return "fp16" if str(device).startswith("cuda") else "bf16"
+
+
+def decide_precision(
+    asked: str,
+    device: Any,
+    probe: Callable[[str], dict[str, Any]],
+    known: dict[str, Any] | None = None,
+    reduced: str | None = None,
+    has_native: bool | None = None,
+) -> tuple[str, dict[str, Any] | None, str]:
+    """``(precision, probe figures or None, advice)`` for one network on ``device``.
+
+    ``asked`` fp32/bf16/fp16 is used as it is (checked against the device). ``auto`` runs
+    ``probe(reduced)`` unless ``known`` (figures measured before on this machine) is given, and keeps
+    the reduced precision only by :func:`choose_precision`. ``advice`` is one line for the summary
+    when fp32 was asked and known figures say the reduced precision would be faster and within the
+    error bound: it never changes the precision. ``has_native``: whether the device runs the
+    reduced precision natively (default: asked of the device).
+    """
+    reduced = reduced or reduced_precision(device)
+    if asked != "auto":
+        check_precision(device, asked)
+        advice = ""
+        if asked == "fp32" and known and choose_precision(known) != "fp32":
+            advice = (
+                f"{known['precision']} measured x{known['speedup']:.2f} faster on this machine "
+                f"(relative error {known['relative_error']:.1e}); --precision "
+                f"{known['precision']} (PRECISION={known['precision']}) to use it"
+            )
+        return asked, None, advice
+    if not (native(device, reduced) if has_native is None else has_native):
+        return "fp32", None, ""
+    figures = known if known else probe(reduced)
+    return choose_precision(figures), figures, ""

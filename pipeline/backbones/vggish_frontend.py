@@ -35,17 +35,16 @@ AVE_CHUNK_SAMPLES = SAMPLE_RATE  # AVE framing: one patch per exact second
 #: Fewest samples that give one patch (96 frames): 400 + 95 * 160.
 MIN_PATCH_SAMPLES = STFT_WINDOW_SAMPLES + (NUM_FRAMES - 1) * STFT_HOP_SAMPLES  # 15,600
 FRAMINGS = ("ave", "standard")
-RESAMPLER = "soxr HQ"
 
 
 def frontend_description(framing: str = "ave") -> dict:
-    """The preprocessing record written next to features computed with this frontend."""
+    """The preprocessing record written next to features computed with this frontend (how the
+    waveform reached 16 kHz is the segments stage's audio recipe, recorded per clip)."""
     _check_framing(framing)
     return {
         "sample_rate": SAMPLE_RATE,
         "mono": "mean of channels",
         "int16_scale": 1 / 32768,
-        "resampler": RESAMPLER,
         "stft_window_samples": STFT_WINDOW_SAMPLES,
         "stft_hop_samples": STFT_HOP_SAMPLES,
         "fft_length": FFT_LENGTH,

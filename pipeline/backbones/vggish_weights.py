@@ -1,6 +1,6 @@
 """VGGish weights: convert the official TF-slim checkpoint once into a cached torch state dict,
 record where it came from, and load it. Reading the checkpoint needs TensorFlow (the ``tf``
-extra); loading the converted file does not.
+extra), in a child process; loading the converted file does not.
 
 The record (:class:`WeightsInfo`) carries the weights' identity and the preprocessing and output
 mode that go with them, and is what feature stores embed in their metadata.
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.backbones.tf_checkpoint import TFCheckpointError, read_variables
 from pipeline.backbones.vggish_frontend import FRAMINGS, frontend_description
 from pipeline.backbones.vggish_model import LAYERS, NUM_PARAMETERS, OUTPUTS, Postprocessor, VGGish
 from pipeline.core.fetch import SourceError, fetch, is_url, sha256_file
@@ -119,31 +120,29 @@ def _expected_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def read_tf_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The 18 VGGish variables of a TF checkpoint (V1 file or V2 prefix), checked by name and shape."""
+    """The 18 VGGish variables of a TF checkpoint (V1 file or V2 prefix), checked by name and shape.
+
+    TensorFlow reads it in a child process (:mod:`pipeline.backbones.tf_checkpoint`): it must never
+    share this process with torch's compiler stack."""
+    expected = _expected_shapes()
     try:
-        import tensorflow as tf
-    except ImportError as exc:
+        variables, available = read_variables(ckpt_path, list(expected))
+    except TFCheckpointError as exc:
+        if exc.kind == "no_tensorflow":
+            raise VGGishWeightsError(
+                "reading the VGGish TF checkpoint needs TensorFlow: pip install 'avel[tf]' "
+                "(only for this one-time conversion; extraction afterwards does not need it)"
+            ) from exc
         raise VGGishWeightsError(
-            "reading the VGGish TF checkpoint needs TensorFlow: pip install 'avel[tf]' "
-            "(only for this one-time conversion; extraction afterwards does not need it)"
-        ) from exc
-    try:
-        reader = tf.train.load_checkpoint(str(ckpt_path))
-    except Exception as exc:  # TF raises several types for unreadable files
-        raise VGGishWeightsError(
-            f"{ckpt_path}: not a readable TF checkpoint ({type(exc).__name__}: {exc}). "
+            f"{ckpt_path}: not a readable TF checkpoint ({exc}). "
             f"Fetch the official file again from {VGGISH_CHECKPOINT_URL}"
         ) from exc
-    available = reader.get_variable_to_shape_map()
-    variables = {}
     problems = []
-    for name, shape in _expected_shapes().items():
+    for name, shape in expected.items():
         if name not in available:
             problems.append(f"missing {name}")
         elif tuple(available[name]) != shape:
             problems.append(f"{name} has shape {tuple(available[name])}, expected {shape}")
-        else:
-            variables[name] = np.asarray(reader.get_tensor(name), dtype=np.float32)
     if problems:
         raise VGGishWeightsError(f"{ckpt_path}: not the VGGish checkpoint: " + "; ".join(problems))
     return variables

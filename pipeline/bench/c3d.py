@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.backbones.c3d import CLIP_FRAMES, CONVS, POOLS, build_c3d, c3d_plan, extract_c3d
+from pipeline.backbones.c3d import CLIP_FRAMES, CONVS, POOLS, build_c3d, c3d_plan
+from pipeline.backbones.c3d_backbone import extract_c3d
 from pipeline.backbones.frames import count_frames
 from pipeline.bench.peak import matmul_probe
 from pipeline.bench.visual import make_bench_clips

@@ -60,12 +60,13 @@ def _benchmarks(
 ) -> list[tuple[str, Callable[[], dict], int | str | None]]:
     """(row name, benchmark, torch threads it runs with: a count, None (torch's) or "free" (the
     trainer's choice, :func:`models.training.speed.default_threads`)) per row."""
+    from pipeline.backbones.vgg19_backbone import default_batch
     from pipeline.bench.audio import bench_audio
     from pipeline.bench.c3d import bench_c3d
     from pipeline.bench.peak import cores
     from pipeline.bench.training import bench_crossmodal, bench_training
     from pipeline.bench.visual import bench_visual
-    from pipeline.stages.features.core import default_batch, default_workers
+    from pipeline.stages.features.core import default_workers
 
     gpu = device.startswith("cuda")
     rows = 4143 if gpu else (256 if quick else 1024)
@@ -83,7 +84,7 @@ def _benchmarks(
                 per_second=16 if gpu else (1 if quick else 4),
                 device=device,
                 precision="auto",
-                batch_size=default_batch("visual", device) if gpu else 16,
+                batch_size=default_batch(device) if gpu else 16,
                 num_workers=default_workers(device) if gpu else 2,
                 model_frames=512 if gpu else (8 if quick else 16),
                 work_dir=work_dir / "clips",
@@ -103,6 +104,7 @@ def _benchmarks(
             ),
             None,
         ),
+        *_foundation_rows(device, gpu, quick),
         (
             "train",
             lambda: bench_training(train_dir, rows=rows, model="av_att", device=device),
@@ -122,6 +124,45 @@ def _benchmarks(
             "train-crossmodal",
             lambda: bench_crossmodal(device=device, quick=quick),
             None if gpu else "free",
+        ),
+    ]
+
+
+def _foundation_rows(
+    device: str, gpu: bool, quick: bool
+) -> list[tuple[str, Callable[[], dict], int | str | None]]:
+    """The CLIP and CLAP rows, when the foundation extra is installed (not in ``--quick`` on the
+    CPU: a ViT-B/16 frame alone takes seconds there)."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None or (quick and not gpu):
+        return []
+    from pipeline.bench.foundation import bench_clap, bench_clip
+
+    precision = "bf16" if gpu else "fp32"
+    return [
+        (
+            "clip",
+            lambda: bench_clip(
+                device,
+                precision,
+                model="vit-l/14" if gpu else "vit-b/16",
+                frames=1280 if gpu else 20,
+                batch=256 if gpu else 10,
+                naive_frames=64 if gpu else 2,
+            ),
+            None,
+        ),
+        (
+            "clap",
+            lambda: bench_clap(
+                device,
+                precision,
+                seconds=640 if gpu else 10,
+                batch=128 if gpu else 10,
+                naive_seconds=32 if gpu else 2,
+            ),
+            None,
         ),
     ]
 
@@ -196,6 +237,18 @@ def row_cells(
             "ratio": res["speedup"],
             "peak": f"C3D {100 * res['fraction_of_peak']:.0f}% ({res['optimised_gflops']:.0f} of "
             f"{res['matmul_peak_gflops']:.0f} GFLOP/s)",
+            "peak_mb": None,
+        }
+    if name in ("clip", "clap"):
+        unit = "fr/s" if name == "clip" else "s-of-audio/s"
+        key = "frames" if name == "clip" else "seconds"
+        return {
+            "throughput": f"{name.upper()} {res['model']} {res[f'optimised_{key}_per_s']:.1f} {unit} "
+            f"(batch {res['batch']}, {res['precision']})",
+            "baseline": f"{res[f'naive_{key}_per_s']:.1f} {unit} (one per forward pass, fp32)",
+            "ratio": res["speedup"],
+            "peak": f"{name.upper()} {100 * res['fraction_of_peak']:.0f}% "
+            f"({res['optimised_gflops']:.0f} of {res['matmul_peak_gflops']:.0f} GFLOP/s)",
             "peak_mb": None,
         }
     if name == "train-crossmodal":

@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.backbones.base import Request
+from pipeline.backbones.executor import ClipInputs, ClipWork
 from pipeline.backbones.frames import count_frames
 from pipeline.backbones.precision import choose_precision, native
 from pipeline.backbones.vgg19 import build_vgg19_pool5, probe_vgg19_precision
-from pipeline.backbones.visual import ClipFrames, extract_visual
+from pipeline.backbones.visual import extract_visual
 from pipeline.bench.peak import counted_flops, decode_probe, tree_pss_kib
 from pipeline.core.manifest import CLIP_SECONDS
 from pipeline.stages.segments import release_frame_indices
@@ -243,8 +245,10 @@ def bench_visual(
 
         # Decoding only.
         def decode_opt() -> None:
+            work = [ClipWork(c, str(p), plans={"vgg19": f.reshape(-1)}) for c, p, f in items]
+            requests = {"vgg19": Request("frames", size=(size, size))}
             loader = torch.utils.data.DataLoader(
-                ClipFrames(items, 1, size), batch_size=None, num_workers=num_workers
+                ClipInputs(work, requests), batch_size=None, num_workers=num_workers
             )
             for sample in loader:
                 assert "error" not in sample, sample.get("error")

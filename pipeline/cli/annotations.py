@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli.common import fail, str_list
+from pipeline.cli.common import str_list
 from pipeline.stages.annotations.clip_lists import parse_label_spec
-from pipeline.stages.annotations.stage import (
-    AnnotationError,
-    AnnotationsConfig,
-    SourceError,
-    format_summary,
-    run_annotations,
-)
+from pipeline.stages.annotations.stage import AnnotationsConfig, format_summary, run_annotations
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,9 +59,6 @@ def _main(args: argparse.Namespace) -> int:
         labels=parse_label_spec(args.labels),
         class_labels=args.class_labels,
     )
-    try:
-        summary = run_annotations(cfg)
-    except (AnnotationError, SourceError) as exc:
-        return fail(exc)
+    summary = run_annotations(cfg)
     print(format_summary(summary, cfg.data_dir))
     return 0

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 from pathlib import Path
-
-from pipeline.cli.common import fail
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,11 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def bench_main(args: argparse.Namespace) -> int:
     from pipeline.bench.run import format_table, run_bench
+    from pipeline.core.io import check_writable
+    from pipeline.core.layout import DataLayout
 
-    try:
-        results = run_bench(args.data_dir, args.out_dir, args.device, args.quick)
-    except (OSError, subprocess.CalledProcessError) as exc:  # no ffmpeg, unwritable output
-        return fail(exc)
+    for folder in (DataLayout(args.data_dir).bench, args.out_dir):  # before minutes of work
+        check_writable(folder)
+    results = run_bench(args.data_dir, args.out_dir, args.device, args.quick)
     print(format_table(results))
     print(f"-> {args.out_dir / 'results.json'}, {args.out_dir / 'results.md'}")
     return 0

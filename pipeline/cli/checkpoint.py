@@ -34,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     from models.release.import_checkpoint import format_summary, run_import_checkpoint
-    from models.release.unpickler import ReleaseCheckpointError
 
     if args.checkpoint and args.checkpoint_option and args.checkpoint != args.checkpoint_option:
         return fail(
@@ -45,9 +44,6 @@ def _main(args: argparse.Namespace) -> int:
         return fail(
             "give the checkpoint: avel import-checkpoint FILE (make import-checkpoint CHECKPOINT=FILE)"
         )
-    try:
-        summary = run_import_checkpoint(checkpoint, args.arch, args.out, args.data_dir, args.force)
-    except (ReleaseCheckpointError, FileNotFoundError, ValueError) as exc:
-        return fail(exc)
+    summary = run_import_checkpoint(checkpoint, args.arch, args.out, args.data_dir, args.force)
     print(format_summary(summary))
     return 0

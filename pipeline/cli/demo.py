@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli.common import fail
+from pipeline.cli.common import positive_int
 from pipeline.demo.run import DemoConfig, format_table, run_demo
 
 
@@ -17,17 +17,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=d.data_dir, help=f"default {d.data_dir}")
     p.add_argument("--run-dir", type=Path, default=d.run_dir, help=f"default {d.run_dir}")
     p.add_argument(
-        "--clips", type=int, default=d.clips, help=f"clips to generate (default {d.clips})"
+        "--clips", type=positive_int, default=d.clips, help=f"clips to generate (default {d.clips})"
     )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument(
         "--frames-per-segment",
-        type=int,
+        type=positive_int,
         default=d.frames_per_segment,
         help=f"frames per 1 s segment for the visual features (default {d.frames_per_segment})",
     )
     p.add_argument(
-        "--epochs", type=int, default=d.epochs, help=f"training epochs (default {d.epochs})"
+        "--epochs",
+        type=positive_int,
+        default=d.epochs,
+        help=f"training epochs (default {d.epochs})",
     )
     p.add_argument("--force", action="store_true", help="regenerate the set and rerun every step")
     p.add_argument("--quiet", action="store_true", help="do not echo each stage's output")
@@ -51,10 +54,7 @@ def _main(args: argparse.Namespace) -> int:
         offline=args.offline,
         echo=not args.quiet,
     )
-    try:
-        summary = run_demo(cfg)
-    except (RuntimeError, ValueError, FileNotFoundError) as exc:
-        return fail(exc)
+    summary = run_demo(cfg)
     print(format_table(summary))
     print(f"\n-> {cfg.run_dir / 'demo_summary.json'}")
     return 1 if summary["failed"] else 0

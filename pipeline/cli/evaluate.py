@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli.common import fail, int_list
+from pipeline.cli.common import int_list, non_negative_int, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data-dir", type=Path, help="data folder (default: the run's; with --weights: data)"
     )
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, help="localization (default: the run's)")
+    p.add_argument("--batch-size", type=positive_int, help="localization (default: the run's)")
     cross = p.add_argument_group("crossmodal")
     cross.add_argument(
         "--out-dir",
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="metrics and pictures (default RUN/evaluate; with --weights runs/avdln-release)",
     )
     cross.add_argument(
-        "--plots", type=int, default=3, help="distance pictures for the first N clips"
+        "--plots", type=non_negative_int, default=3, help="distance pictures for the first N clips"
     )
     cross.add_argument(
         "--plot-samples", type=int_list, default=[], help="or for these manifest sample ids"
@@ -49,32 +49,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     from models.evaluation.evaluate_run import evaluate_run, format_evaluation
-    from models.release.keras_avdln import ReleaseWeightsError
-    from models.training.checkpoint import CheckpointError
-    from pipeline.core.store import StoreError
 
-    try:
-        summary = evaluate_run(
-            run=args.run,
-            weights=args.weights,
-            split=args.split,
-            data_dir=args.data_dir,
-            device=args.device,
-            batch_size=args.batch_size,
-            out_dir=args.out_dir,
-            plots=args.plots,
-            plot_samples=args.plot_samples,
-            visual_store=args.visual_store,
-            audio_store=args.audio_store,
-        )
-    except (
-        FileNotFoundError,
-        ValueError,
-        RuntimeError,
-        StoreError,
-        CheckpointError,
-        ReleaseWeightsError,
-    ) as exc:
-        return fail(exc)
+    summary = evaluate_run(
+        run=args.run,
+        weights=args.weights,
+        split=args.split,
+        data_dir=args.data_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        out_dir=args.out_dir,
+        plots=args.plots,
+        plot_samples=args.plot_samples,
+        visual_store=args.visual_store,
+        audio_store=args.audio_store,
+    )
     print(format_evaluation(summary))
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 from pathlib import Path
 
-from pipeline.cli.common import fail
+from pipeline.cli.common import non_negative_int, positive_int, show_progress
 
 SCALES = ("ave", "audioset")
 
@@ -36,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--clips",
-        type=int,
+        type=non_negative_int,
         help=f"annotation rows to use, evenly spaced (default {d.clips}; 0 = every row); "
         f"--scale audioset: rows of the generated lists (default {s.rows:,})",
     )
@@ -51,10 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder of the AVE split lists (text or *_order*.h5; default: splits/ next to it)",
     )
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="download workers")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs on audio")
+    p.add_argument("--workers", type=positive_int, default=d.workers, help="download workers")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="training epochs on audio")
     p.add_argument(
-        "--visual-sample", type=int, default=d.visual_sample, help="clips for the visual timing"
+        "--visual-sample",
+        type=positive_int,
+        default=d.visual_sample,
+        help="clips for the visual timing",
     )
     p.add_argument(
         "--no-kill", action="store_true", help="run every stage once, without the kill-and-resume"
@@ -80,18 +82,9 @@ def _main(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         visual_sample=args.visual_sample,
         kill=not args.no_kill,
-        progress=not args.quiet,
+        progress=show_progress() and not args.quiet,
     )
-    try:
-        report = run_rehearsal(cfg)
-    except (
-        RuntimeError,
-        ValueError,
-        OSError,
-        TimeoutError,
-        subprocess.CalledProcessError,
-    ) as exc:
-        return fail(exc)
+    report = run_rehearsal(cfg)
     print(format_report(report))
     print(f"-> {cfg.run_dir / 'report.json'}, {cfg.run_dir / 'report.md'}")
     return 0 if report["ok"] else 1
@@ -107,12 +100,9 @@ def _scale(args: argparse.Namespace) -> int:
         rows=args.clips or d.rows,
         seed=args.seed,
         workers=args.workers,
-        progress=not args.quiet,
+        progress=show_progress() and not args.quiet,
     )
-    try:
-        report = run_scale(cfg)
-    except (RuntimeError, ValueError, OSError) as exc:
-        return fail(exc)
+    report = run_scale(cfg)
     print(format_scale_report(report))
     print(f"-> {cfg.run_dir / 'report.json'}, {cfg.run_dir / 'report.md'}")
     return 0

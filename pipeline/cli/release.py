@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli.common import fail
-from pipeline.core.io import DiskFullError
+from pipeline.cli.common import fail, show_progress
 from pipeline.core.store import DTYPES as STORE_DTYPES
 from pipeline.stages.release import export_release, import_release
 from pipeline.stages.release.export_release import (
@@ -15,14 +14,9 @@ from pipeline.stages.release.export_release import (
     MISSING,
     ROWS,
     ExportReleaseConfig,
-    ExportReleaseError,
     run_export_release,
 )
-from pipeline.stages.release.import_release import (
-    ImportReleaseConfig,
-    ImportReleaseError,
-    run_import_release,
-)
+from pipeline.stages.release.import_release import ImportReleaseConfig, run_import_release
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,11 +60,9 @@ def _main_import(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         force=args.force,
         checksum=not args.no_checksum,
+        progress=show_progress(),
     )
-    try:
-        summary = run_import_release(cfg)
-    except (ImportReleaseError, DiskFullError) as exc:
-        return fail(exc)
+    summary = run_import_release(cfg)
     print(import_release.format_summary(summary))
     return 0
 
@@ -109,6 +101,11 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
         default="none",
         help="feature files: contiguous as released (default) or row-chunked and compressed",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite release files in OUT_DIR that another program (or a download) put there",
+    )
     p.set_defaults(func=_main_export)
 
 
@@ -127,10 +124,9 @@ def _main_export(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         missing=args.missing,
         compression=args.compression,
+        force=args.force,
+        progress=show_progress(),
     )
-    try:
-        summary = run_export_release(cfg)
-    except ExportReleaseError as exc:
-        return fail(exc)
+    summary = run_export_release(cfg)
     print(export_release.format_summary(summary))
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.cli.common import fail
+from pipeline.cli.common import EXIT_FAILED, fail, positive_int, show_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,11 +29,13 @@ def _register_table(subparsers: argparse._SubParsersAction) -> None:
         help="runs in RUN_DIR/NAME/seed-K, tables in RUN_DIR/tables/",
     )
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
-    p.add_argument("--epochs", type=int, help="default: the trainer's (300 supervised, 250 weak)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--epochs", type=positive_int, help="default: the trainer's (300 supervised, 250 weak)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto")
-    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
+    p.add_argument("--eval-every", type=positive_int, default=1, help="validate every N epochs")
     p.add_argument("--mil", choices=("mean", "max"), default="mean", help="weak table: MIL pooling")
     p.add_argument(
         "--no-background-videos",
@@ -54,7 +56,7 @@ def _table(args: argparse.Namespace) -> int:
             paper = f"  paper {e.paper}" if e.paper is not None else ""
             print(f"{e.key:24s} {e.model} {json.dumps(e.options) if e.options else ''}{paper}")
         return 0
-    try:
+    try:  # the options themselves: bad usage
         cfg = TableConfig(
             data_dir=str(args.data_dir),
             table=args.table,
@@ -70,16 +72,23 @@ def _table(args: argparse.Namespace) -> int:
             only=tuple(k.strip() for k in (args.only or "").split(",") if k.strip()),
             force=args.force,
         )
-        summary = run_table(cfg)
-    except (FileNotFoundError, ValueError) as exc:
+    except ValueError as exc:
         return fail(exc)
+    summary = run_table(cfg, progress=show_progress())
     print(summary["markdown"])
     print(
         f"{summary['trained']} seed run(s) trained, {summary['reused']} reused; "
         f"skipped {summary['skipped'] or 'none'}, failed {summary['failed'] or 'none'}; "
         f"written {', '.join(summary['files'])}"
     )
-    return 1 if summary["failed"] else 0
+    failed = [r for r in summary["rows"] if r["status"].startswith("failed")]
+    if failed:
+        first = failed[0]["status"].removeprefix("failed: ")
+        return fail(
+            f"table {args.table}: {len(failed)} configuration(s) failed; {failed[0]['key']}: {first}",
+            EXIT_FAILED,
+        )
+    return 0
 
 
 def _register_attention_maps(subparsers: argparse._SubParsersAction) -> None:
@@ -111,9 +120,6 @@ def _attention_maps(args: argparse.Namespace) -> int:
         return fail(
             "give the run: avel attention-maps RUN --video ID (make attention-maps RUN=...)"
         )
-    try:
-        path = run_attention_maps(run, args.video, args.data_dir, args.clip, args.out, args.device)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # StoreError is a RuntimeError
-        return fail(exc)
+    path = run_attention_maps(run, args.video, args.data_dir, args.clip, args.out, args.device)
     print(f"attention maps for {args.video} -> {path}")
     return 0

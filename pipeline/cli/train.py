@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli.common import fail, int_list, warn
+from pipeline.cli.common import (
+    fail,
+    int_list,
+    non_negative_int,
+    positive_int,
+    show_progress,
+    warn,
+)
+from pipeline.core.paths import name_problem
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,9 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="localization: a, v, v_att, av, av_att, dmrn, dmrfe, psp, cmbs, avel-net ... "
         "(default av_att); crossmodal: avdln (default) or dcca",
     )
-    p.add_argument("--epochs", type=int, help="default 300 supervised, 250 weak, 20 crossmodal")
     p.add_argument(
-        "--batch-size", type=int, help="default 64 (localization), 8 (AVDLN), 256 (DCCA)"
+        "--epochs", type=positive_int, help="default 300 supervised, 250 weak, 20 crossmodal"
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, help="default 64 (localization), 8 (AVDLN), 256 (DCCA)"
     )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument(
@@ -44,10 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="experiment name (default MODE-MODEL[-mil-MIL][-release-loss][-KEY-VALUE...])",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
+    p.add_argument(
+        "--eval-every", type=positive_int, default=1, help="validate every N epochs (default 1)"
+    )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         help="CPU torch threads (default: one per core free at the start; recorded in config.json)",
     )
     p.add_argument(
@@ -63,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--mil", choices=("mean", "max"), default="mean", help="weak: MIL pooling over seconds"
     )
     loc.add_argument(
-        "--decay-steps", type=int, default=15000, help="lr x0.1 every this many iterations"
+        "--decay-steps", type=positive_int, default=15000, help="lr x0.1 every this many iterations"
     )
     loc.add_argument(
         "--background-videos",
@@ -73,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     xm = p.add_argument_group("crossmodal")
     xm.add_argument(
         "--mismatched",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="extra negatives per event second from other videos",
     )
@@ -81,7 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--select", default="accuracy", choices=["accuracy", "loss"], help="best-on-val criterion"
     )
     xm.add_argument(
-        "--plots", type=int, default=3, help="distance pictures for the first N test clips"
+        "--plots",
+        type=non_negative_int,
+        default=3,
+        help="distance pictures for the first N test clips",
     )
     xm.add_argument(
         "--plot-samples", type=int_list, default=[], help="or for these manifest sample ids"
@@ -93,15 +108,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     from models.data.ave import extra_background_path
-    from models.training.checkpoint import CheckpointError
     from models.training.engine import TrainConfig, format_summary, parse_options, run_train
-    from pipeline.core.store import StoreError
 
     if not args.seeds:
         return fail("--seeds: give at least one seed")
-    if args.threads is not None and args.threads < 1:
-        return fail(f"--threads {args.threads}: give a positive number of threads")
-    try:
+    if args.name is not None and (problem := name_problem(args.name)):
+        return fail(f"--name {args.name!r} {problem}: it names a folder under --run-dir")
+    try:  # the options themselves: bad usage
         cfg = TrainConfig(
             data_dir=str(args.data_dir),
             mode=args.mode,
@@ -127,12 +140,12 @@ def _main(args: argparse.Namespace) -> int:
             visual_store=args.visual_store,
             audio_store=args.audio_store,
         )
-        if args.mode == "weak" and args.background_videos:
-            extra = extra_background_path(args.data_dir)
-            if not extra.is_file():
-                warn(f"{extra} not found; training without extra background videos")
-        summary = run_train(cfg, args.seeds, force=args.force)
-    except (FileNotFoundError, ValueError, RuntimeError, StoreError, CheckpointError) as exc:
+    except ValueError as exc:
         return fail(exc)
+    if args.mode == "weak" and args.background_videos:
+        extra = extra_background_path(args.data_dir)
+        if not extra.is_file():
+            warn(f"{extra} not found; training without extra background videos")
+    summary = run_train(cfg, args.seeds, force=args.force, progress=show_progress())
     print(format_summary(summary))
     return 0

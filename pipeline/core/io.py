@@ -2,6 +2,8 @@
 
 A write that fails because the file system is full raises :class:`DiskFullError`, one line naming
 the folder and its free space; the temp file is removed, so nothing half-written is left counted.
+Tables the stages wrote are read back with :func:`read_parquet`: a corrupt one is one line naming
+the file and the command that rebuilds it (:class:`CorruptFileError`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,39 @@ import pyarrow.parquet as pq
 
 class DiskFullError(RuntimeError):
     """A write failed because the file system is full (or over quota); the message is one line."""
+
+
+class CorruptFileError(ValueError):
+    """A file exists but cannot be read as what it should be; the message says how to rebuild it."""
+
+
+def short_reason(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_parquet(
+    path: str | os.PathLike, remedy: str, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """A Parquet table (only those of ``columns`` it has, when given); :class:`CorruptFileError`
+    (naming ``path``, then ``remedy``) when the file is not one (truncated, overwritten, another
+    format). A missing or unreadable file (permissions) raises the ordinary ``OSError``."""
+    try:
+        if columns is not None:
+            have = set(pq.read_schema(path).names)
+            columns = [c for c in columns if c in have]
+        return pd.read_parquet(path, columns=columns)
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        error: Exception = exc
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors for bad bytes have several types
+        error = exc
+    reason = re.sub(r"^Could not open Parquet input source '.*?': ", "", short_reason(error))
+    raise CorruptFileError(
+        f"{path}: not a readable Parquet table ({reason.split('. ')[0]}); {remedy}"
+    ) from error
 
 
 #: Messages of writes cut short by a full disk that carry no errno (NumPy's ``tofile``/``save``).
@@ -80,14 +115,30 @@ def disk_full_error(folder: str | os.PathLike) -> DiskFullError:
     )
 
 
+def check_writable(folder: str | os.PathLike) -> Path:
+    """``folder``, created if needed, once a file could be written in it; the ``OSError`` naming it
+    otherwise (a long command checks its output folders before it starts)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".avel-write-check.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else ".tmp", dir=path.parent
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.",
+            suffix=suffix if suffix is not None else ".tmp",
+            dir=path.parent,
+        )
+    except OSError as exc:  # read-only, not ours, full: name the folder, not the temp name
+        raise OSError(exc.errno, exc.strerror, str(path.parent)) from exc
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary shared files
     tmp_path = Path(tmp)

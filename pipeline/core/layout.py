@@ -1,7 +1,8 @@
-"""Every path under the data folder, in one place.
+"""Every path under the data folder, in one place (names from data go through ``core.paths``).
 
 ``DATA_DIR/``
   ``manifest.parquet``, ``manifest.json``, ``classes.parquet``   annotations stage
+  ``own_videos.parquet``                                        ``avel.extract``'s clip list
   ``extra_background.parquet``                                  import-release (weak training)
   ``clips/<clip_id>.mp4``, ``clips/status.parquet``              download stage (clips + ledger;
   ``clips/status.journal``                                      the ledger's updates of a run)
@@ -19,6 +20,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.core.paths import child
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class DataLayout:
         return self.root / "classes.parquet"
 
     @property
+    def own_videos(self) -> Path:
+        """The clip list ``avel.extract`` keeps of the videos given to it (its manifest's input)."""
+        return self.root / "own_videos.parquet"
+
+    @property
     def extra_background(self) -> Path:
         return self.root / "extra_background.parquet"
 
@@ -51,7 +59,7 @@ class DataLayout:
         return self.root / "clips"
 
     def clip(self, clip_id: str) -> Path:
-        return self.clips / f"{clip_id}.mp4"
+        return child(self.clips, clip_id, ".mp4", "clip ID")
 
     @property
     def ledger(self) -> Path:
@@ -70,24 +78,24 @@ class DataLayout:
         return self.root / "segments_failed.parquet"
 
     def segment_receipt(self, clip_id: str) -> Path:
-        return self.segments / f"{clip_id}.json"
+        return child(self.segments, clip_id, ".json", "clip ID")
 
     def patches(self, clip_id: str) -> Path:
-        return self.segments / f"{clip_id}.patches.npy"
+        return child(self.segments, clip_id, ".patches.npy", "clip ID")
 
     @property
     def features(self) -> Path:
         return self.root / "features"
 
     def store(self, name: str) -> Path:
-        return self.features / name
+        return child(self.features, name, what="store name")
 
     @property
     def ray_staging(self) -> Path:
         return self.features / ".ray"
 
     def weights(self, backbone: str) -> Path:
-        return self.root / "weights" / backbone
+        return child(self.root / "weights", backbone, what="backbone name")
 
     @property
     def bench(self) -> Path:

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
+from pipeline.core.io import CorruptFileError, read_parquet
 from pipeline.core.layout import DataLayout
+from pipeline.core.paths import UnsafeNameError, first_bad_name
 
 YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 #: Length of one clip in seconds (= segments per clip): the one definition.
@@ -40,18 +41,30 @@ def manifest_path(data_dir: str | Path) -> Path:
     return DataLayout(data_dir).manifest
 
 
+def _rebuild(data_dir: str | Path) -> str:
+    return f"rebuild it with `make annotations DATA_DIR={data_dir} FORCE=1`"
+
+
 def load_manifest(data_dir: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read ``DATA_DIR/manifest.parquet``, with a clear error when the stage has not run;
+    """Read ``DATA_DIR/manifest.parquet``, with a clear error when the stage has not run, the file
+    is corrupt, or a clip ID could not name a file (a manifest made by another tool);
     ``columns``: only those of them the file has (a stage that needs a few of a large list's)."""
     path = manifest_path(data_dir)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
         )
-    if columns is not None:
-        have = set(pq.read_schema(path).names)
-        columns = [c for c in columns if c in have]
-    return pd.read_parquet(path, columns=columns)
+    manifest = read_parquet(path, _rebuild(data_dir), columns)
+    if "clip_id" not in manifest.columns and "youtube_id" not in manifest.columns:
+        raise CorruptFileError(f"{path}: no clip_id or youtube_id column; {_rebuild(data_dir)}")
+    bad = first_bad_name(clip_ids(manifest))
+    if bad is not None:
+        row, key, problem = bad
+        raise UnsafeNameError(
+            f"{path} row {row}: clip ID {key!r} {problem}, so it cannot name the clip's files; "
+            f"{_rebuild(data_dir)} (or fix the tool that wrote it)"
+        )
+    return manifest
 
 
 def clip_ids(manifest: pd.DataFrame) -> pd.Series:
@@ -83,4 +96,4 @@ def load_classes(data_dir: str | Path) -> list[str]:
         raise FileNotFoundError(
             f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
         )
-    return pd.read_parquet(path)["name"].tolist()
+    return read_parquet(path, _rebuild(data_dir))["name"].tolist()

@@ -132,10 +132,24 @@ def decoded_lengths(
     return lengths, counts, out.stderr.decode(errors="replace").strip()
 
 
+#: PCM sample formats of :func:`decode_audio`: ffmpeg's format and codec, NumPy's dtype.
+PCM_FORMATS = {"f32": ("f32le", "pcm_f32le", "<f4"), "s16": ("s16le", "pcm_s16le", "<i2")}
+
+
 def decode_audio(
-    path: str | Path, stream_index: int, channels: int, timeout: float = 300
+    path: str | Path,
+    stream_index: int,
+    channels: int,
+    timeout: float = 300,
+    sample_format: str = "f32",
 ) -> np.ndarray:
-    """(samples, channels) float32 PCM of one audio stream at its native rate and channel count."""
+    """(samples, channels) PCM of one audio stream at its native rate and channel count: float32
+    (``sample_format`` "f32") or int16 ("s16", what a 16-bit WAV of the stream holds)."""
+    if sample_format not in PCM_FORMATS:
+        raise ValueError(
+            f"sample_format must be one of {sorted(PCM_FORMATS)}, got {sample_format!r}"
+        )
+    container, codec, dtype = PCM_FORMATS[sample_format]
     cmd = [
         "ffmpeg",
         "-nostdin",
@@ -147,13 +161,13 @@ def decode_audio(
         f"0:{stream_index}",
         "-vn",
         "-f",
-        "f32le",
+        container,
         "-acodec",
-        "pcm_f32le",
+        codec,
         "pipe:1",
     ]
     out = _run(cmd, timeout, "decoding the audio failed")
-    data = np.frombuffer(out.stdout, dtype="<f4")
+    data = np.frombuffer(out.stdout, dtype=dtype)
     if channels < 1 or data.size % channels:
         raise MediaError(f"decoded {data.size} samples, not a multiple of {channels} channels")
     return data.reshape(-1, channels)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.io import write_json, write_npy, write_parquet
+from pipeline.core.io import read_parquet, short_reason, write_json, write_npy, write_parquet
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import keyed_by_clip_id
 
@@ -37,6 +37,7 @@ ROW_SHAPES = {
     "visual_vec": (10, 512),
     "c3d": (10, 512),
     "c3d_maps": (10, 4, 4, 512),
+    "clap": (10, 512),
 }
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -50,7 +51,16 @@ def _current_plan(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 class StoreError(RuntimeError):
-    """The store is missing, incomplete, or does not match what was asked."""
+    """The store is missing, incomplete, corrupt, or does not match what was asked."""
+
+
+def rebuild_advice(root: Path) -> str:
+    """How to rebuild the store at ``root`` (its data folder is two levels up)."""
+    data_dir = root.parent.parent
+    return (
+        f"rebuild the store: `make features DATA_DIR={data_dir} FORCE=1` (an imported store: "
+        f"`make import-release DATA_DIR={data_dir} FORCE=1`)"
+    )
 
 
 def store_dir(data_dir: str | Path, name: str) -> Path:
@@ -181,9 +191,8 @@ class StoreWriter:
             return None
         parts = []
         for shard in range(self.num_shards):
-            part = keyed_by_clip_id(
-                pd.read_parquet(self.root / f"{_shard_name(shard)}.index.parquet")
-            )
+            receipt = self.root / f"{_shard_name(shard)}.index.parquet"
+            part = keyed_by_clip_id(read_parquet(receipt, rebuild_advice(self.root)))
             part.insert(1, "shard", shard)
             parts.append(part)
         table = pd.concat(parts, ignore_index=True)
@@ -256,8 +265,14 @@ class FeatureStore:
                 f"{self.root}: no finished feature store here (meta.json/index.parquet missing); "
                 "run `make features` (or `avel import-release`) first, or finish the interrupted run"
             )
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        self.index = keyed_by_clip_id(pd.read_parquet(index_path))
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(
+                f"{meta_path}: not a readable store record ({short_reason(exc)}); "
+                f"{rebuild_advice(self.root)}"
+            ) from None
+        self.index = keyed_by_clip_id(read_parquet(index_path, rebuild_advice(self.root)))
         self._where = {
             y: (int(s), int(r))
             for y, s, r in zip(
@@ -265,6 +280,9 @@ class FeatureStore:
             )
         }
         self._shards: dict[int, np.ndarray] = {}
+        self._rows_needed: dict[int, int] = {}
+        for shard, row in self._where.values():
+            self._rows_needed[shard] = max(self._rows_needed.get(shard, 0), row + 1)
 
     @classmethod
     def open(cls, data_dir: str | Path, name: str) -> FeatureStore:
@@ -300,8 +318,32 @@ class FeatureStore:
 
     def _shard(self, shard: int) -> np.ndarray:
         if shard not in self._shards:
-            self._shards[shard] = np.load(self.root / f"{_shard_name(shard)}.npy", mmap_mode="r")
+            self._shards[shard] = self._load_shard(shard)
         return self._shards[shard]
+
+    def _load_shard(self, shard: int) -> np.ndarray:
+        """Map one shard, checked against the store's row shape and its index (never unpickled)."""
+        path = self.root / f"{_shard_name(shard)}.npy"
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            problem = None
+        except FileNotFoundError:
+            problem = "missing"
+        except (ValueError, OSError, EOFError) as exc:  # truncated, overwritten, not an NPY file
+            pickled = "pickled" in str(exc)  # numpy's advice to load it unsafely is not repeated
+            problem = "holds pickled objects, not numbers" if pickled else short_reason(exc)
+            problem = f"unreadable ({problem})"
+        if problem is None:
+            rows = self._rows_needed.get(shard, 0)
+            if array.dtype.kind != "f" or tuple(array.shape[1:]) != self.row_shape:
+                problem = f"holds {array.dtype} {array.shape}, not rows of {self.row_shape}"
+            elif len(array) < rows:
+                problem = f"holds {len(array)} rows, its index needs {rows}"
+        if problem is not None:
+            raise StoreError(
+                f"{path}: shard {problem}: the store is damaged; {rebuild_advice(self.root)}"
+            )
+        return array
 
     def get(self, clip_id: str) -> np.ndarray:
         """The stored row for one video (a read-only view in the storage dtype)."""

@@ -10,6 +10,7 @@ block, or ``LoopbackServer`` when the caller also wants to shape answers and see
     with LoopbackServer(folder) as server:
         server.route("gone.mp4", status=404)       # an HTTP error status instead of the file
         server.route("cut.mp4", truncate_at=1000)  # a body cut short (a truncated file)
+        server.route("reset.mp4", reset_at=1000)    # the connection reset in the middle of the body
         server.route("slow.mp4", bytes_per_second=1e5, delay=2.0)
         url = server.url("clip.mp4")
         server.requests_for("clip.mp4")            # every request logged: method, range, status
@@ -21,6 +22,8 @@ import contextlib
 import functools
 import os
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -59,6 +62,7 @@ class Route:
     status: int | None = None  # answer this HTTP status (with ``body``) instead of the file
     file: Path | None = None  # serve this file instead of folder/<path>
     truncate_at: int | None = None  # stop sending at this absolute byte offset, then close
+    reset_at: int | None = None  # at this absolute byte offset, reset the connection (TCP RST)
     delay: float = 0.0  # seconds to wait before answering
     bytes_per_second: float | None = None  # throttle the body (a slow server)
     body: str | None = None  # text body of a ``status`` answer
@@ -134,8 +138,10 @@ class RangeRequestHandler(SimpleHTTPRequestHandler):
                 first, last = 0, size - 1
                 self.send_response(HTTPStatus.OK)
             self._remaining = last - first + 1
-            if self._route.truncate_at is not None:  # the promised length never arrives
-                self._remaining = max(0, min(self._remaining, self._route.truncate_at - first))
+            cut = self._route.truncate_at if self._route.truncate_at is not None else None
+            cut = self._route.reset_at if self._route.reset_at is not None else cut
+            if cut is not None:  # the promised length never arrives
+                self._remaining = max(0, min(self._remaining, cut - first))
                 self.close_connection = True
             self.send_header("Content-Type", self.guess_type(path))
             self.send_header("Content-Length", str(last - first + 1))
@@ -171,6 +177,10 @@ class RangeRequestHandler(SimpleHTTPRequestHandler):
                 if rate:
                     time.sleep(len(block) / rate)
             outputfile.flush()
+            if self._route.reset_at is not None:  # close with RST instead of FIN
+                linger = struct.pack("ii", 1, 0)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client stopped reading (ffmpeg seeks by dropping connections)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.io import atomic_path
+from pipeline.core.text import read_lines, read_text
 from pipeline.demo.server import LoopbackServer, Request
 from pipeline.demo.synth import ID_ALPHABET, MAX_OFFSET, generate_demo_set
 
@@ -84,7 +85,10 @@ def _write(path: Path, text: str) -> None:
 def _read_split(folder: Path, name: str) -> list[int]:
     text = folder / f"{name}.txt"
     if text.is_file():
-        return [int(x) for x in text.read_text().split()]
+        values = read_text(text, "a split list").split()
+        if not all(x.isdigit() for x in values):
+            raise ValueError(f"{text}: not a split list (one row index per line)")
+        return [int(x) for x in values]
     h5 = folder / f"{name}.h5"
     if h5.is_file():
         import h5py
@@ -96,9 +100,11 @@ def _read_split(folder: Path, name: str) -> list[int]:
 
 def read_ave(annotations: Path, splits_dir: Path) -> AVERows:
     """The real AVE rows and split lists (text lists, or the release's ``*_order*.h5``)."""
-    lines = [ln.strip() for ln in Path(annotations).read_text().splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in read_lines(annotations, "an annotation file") if ln.strip()]
     if lines and lines[0].lower().startswith("category&"):
         lines = lines[1:]  # the header line of the published file
+    if not lines:
+        raise ValueError(f"{annotations}: no annotation line (Category&YouTubeID&...)")
     splits = {name: _read_split(Path(splits_dir), name) for name in SPLIT_NAMES}
     return AVERows(lines, splits, f"AVE {annotations}")
 

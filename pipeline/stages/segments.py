@@ -10,12 +10,13 @@ every ``DATA_DIR/clips/<clip_id>.mp4`` whose ID is in the manifest):
   rate, short or long clips): the frame on screen at t = l + i / F seconds (from the first frame),
   so every second stays aligned with its audio; times past the last frame repeat the last frame and
   the second is flagged ``padded_video``. Timestamps are seconds from the first decoded frame.
-- Audio: decoded by ffmpeg to float32 at the native rate with all channels, averaged to mono,
-  resampled as a whole to 16 kHz with soxr (HQ), cut or zero-padded to exactly 160,000 samples
-  (second l = samples [16000 l, 16000 (l + 1))) and turned into one 96x64 log-mel patch per second
-  by the VGGish frontend (AVE framing). Missing audio is silence (all zeros), flagged
-  ``missing_audio``; a second whose patch reads zero padding (fewer than 15,600 real samples) is
-  flagged ``padded_audio``.
+- Audio (``pipeline/stages/segment_audio.py``): one 96x64 log-mel patch per second of the first
+  10 s by the VGGish frontend (AVE framing), from 16 kHz audio made by the ``--audio-recipe``:
+  ``release`` (default; the AVE release: int16 PCM at the native rate, each second alone averaged
+  to mono and resampled with resampy) or ``soxr`` (float32 PCM, mono, the whole clip resampled
+  with soxr). Second l is audio samples [16000 l, 16000 (l + 1)) at 16 kHz. Audio shorter than
+  10 s is zero-padded; a second whose patch reads padding (fewer than 15,600 real samples at
+  16 kHz) is flagged ``padded_audio``; missing audio is silence, flagged ``missing_audio``.
 - A clip that cannot be probed or decoded is recorded as failed with the reason and skipped. A full
   disk is not the clip's fault: the run stops (one line naming the folder and its free space) and
   records nothing for the clip, so a plain re-run after freeing space finishes the work.
@@ -27,14 +28,27 @@ the clip is done, so their clips are not segmented again).
 
 Outputs: ``DATA_DIR/segments/<clip_id>.patches.npy`` (10, 96, 64) float32 and a per-clip receipt
 ``<clip_id>.json`` (written last; a current receipt means the clip is done: same clip file size
-and mtime, same frames per segment), then ``DATA_DIR/segments.parquet`` (one row per clip and second)
-and ``DATA_DIR/segments_failed.parquet`` (clip_id, reason), rebuilt from the receipts every run.
+and mtime, same frames per segment, same audio recipe), then ``DATA_DIR/segments.parquet`` (one
+row per clip and second) and ``DATA_DIR/segments_failed.parquet`` (clip_id, reason), rebuilt from
+the receipts every run. Receipts and table name each clip's ``audio_recipe`` (a receipt without
+one was made by the ``soxr`` recipe), ``clip_sha256`` (the clip file) and ``patches_sha256`` (the
+stored patches' float32 C-order bytes). A clip whose receipt names another recipe than the one
+asked is done again: its audio only when its frame plan is current (the video is not decoded
+again), else the whole clip. A current receipt without the hashes gets them (files hashed, nothing
+decoded).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import signal
 import sys
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -44,10 +58,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.core.fetch import sha256_file
 from pipeline.core.io import (
     DiskFullError,
     disk_full_error,
     is_disk_full,
+    read_parquet,
     write_json,
     write_npy,
     write_parquet,
@@ -62,13 +78,20 @@ from pipeline.core.manifest import (
 )
 from pipeline.core.media import (
     MediaError,
-    decode_audio,
     first_stream,
     frame_timestamps,
     probe,
     require_ffmpeg,
 )
 from pipeline.stages.download.ledger import read_ledger
+from pipeline.stages.segment_audio import (
+    DEFAULT_AUDIO_RECIPE,
+    UNRECORDED_AUDIO_RECIPE,
+    ClipAudio,
+    check_recipe,
+    clip_audio,
+    prepare_recipe,
+)
 
 SEGMENTS_VERSION = 1
 SAMPLE_RATE = 16000
@@ -78,13 +101,13 @@ PATCH_SAMPLES = 15600
 DURATION_TOLERANCE = 0.25
 #: Frame durations spreading more than this fraction of the median mark a variable-frame-rate clip.
 VFR_SPREAD = 0.1
-PATCH_SHAPE = (CLIP_SECONDS, 96, 64)
 
 
 @dataclass
 class SegmentsConfig:
     data_dir: Path = Path("data")
     frames_per_segment: int = 16
+    audio_recipe: str = DEFAULT_AUDIO_RECIPE  # release | soxr (pipeline/stages/segment_audio.py)
     workers: int = 1
     force: bool = False
     limit: int | None = None  # process at most this many pending clips (cheap partial runs)
@@ -199,42 +222,6 @@ def plan_frames(
     }
 
 
-# ----------------------------------------------------------------------------- audio
-
-
-def audio_16k(path: Path, stream: dict | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Mono 16 kHz float64 waveform of the clip's audio (empty when there is none) and its facts."""
-    if stream is None:
-        return np.zeros(0), {"sample_rate": None, "channels": None, "audio_duration": 0.0}
-    rate = int(stream.get("sample_rate") or 0)
-    channels = int(stream.get("channels") or 0)
-    if rate <= 0 or channels <= 0:
-        raise MediaError(
-            f"audio stream without a sample rate or channel count ({rate} Hz, {channels} ch)"
-        )
-    pcm = decode_audio(path, int(stream["index"]), channels)
-    mono = pcm.astype(np.float64).mean(axis=1)
-    if rate != SAMPLE_RATE and mono.size:
-        import soxr
-
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
-    info = {"sample_rate": rate, "channels": channels, "audio_duration": pcm.shape[0] / rate}
-    return mono, info
-
-
-def audio_patches(wave16k: np.ndarray) -> np.ndarray:
-    """(10, 96, 64) float32 patches of the first 10 s (zero-padded) with the VGGish AVE framing."""
-    from pipeline.backbones.vggish_frontend import log_mel_patches  # NumPy only: no torch import
-
-    full = np.zeros(CLIP_SECONDS * SAMPLE_RATE, dtype=np.float64)
-    n = min(len(wave16k), full.size)
-    full[:n] = wave16k[:n]
-    patches = log_mel_patches(full, SAMPLE_RATE, framing="ave")
-    if patches.shape != PATCH_SHAPE:
-        raise RuntimeError(f"VGGish frontend returned {patches.shape}, expected {PATCH_SHAPE}")
-    return patches.astype(np.float32)
-
-
 # ----------------------------------------------------------------------------- one clip
 
 
@@ -256,6 +243,11 @@ def load_patches(data_dir: str | Path, clip_id: str) -> np.ndarray:
     return np.load(path)
 
 
+def patches_sha256(patches: np.ndarray) -> str:
+    """sha256 hex of a patches array's float32 C-order bytes (the receipts' ``patches_sha256``)."""
+    return hashlib.sha256(np.ascontiguousarray(patches, dtype=np.float32).tobytes()).hexdigest()
+
+
 def _read_receipt(path: Path) -> dict | None:
     """The receipt at ``path`` in today's terms (key ``clip_id``); None when absent or unreadable."""
     try:
@@ -267,43 +259,132 @@ def _read_receipt(path: Path) -> dict | None:
     return receipt
 
 
-def receipt_is_current(data_dir: Path, clip_id: str, clip: Path, frames_per_segment: int) -> bool:
+def receipt_recipe(receipt: dict) -> str:
+    """The audio recipe a receipt's patches were made with (``soxr`` before it was recorded)."""
+    return str(receipt.get("audio_recipe", UNRECORDED_AUDIO_RECIPE))
+
+
+def _missing_hashes(receipt: dict) -> bool:
+    needed = ("clip_sha256", "patches_sha256") if receipt["status"] == "ok" else ("clip_sha256",)
+    return any(not receipt.get(key) for key in needed)
+
+
+def clip_work(
+    data_dir: Path, clip_id: str, clip: Path, frames_per_segment: int, audio_recipe: str
+) -> tuple[str, str | None]:
+    """What a clip needs and the audio recipe its receipt names: ``done``; ``hashes`` (done, its
+    receipt lacks the hashes); ``audio`` (frame plan current, another audio recipe); ``segment``
+    (no current receipt, or another recipe on a failed one)."""
     receipt = _read_receipt(DataLayout(data_dir).segment_receipt(clip_id))
-    if not receipt or receipt.get("version") != SEGMENTS_VERSION:
-        return False
-    if receipt.get("frames_per_segment") != frames_per_segment:
-        return False
-    if not clip.is_file() or receipt.get("clip") != _clip_stamp(clip):
-        return False
-    return receipt["status"] == "failed" or patches_path(data_dir, clip_id).is_file()
+    if (
+        not receipt
+        or receipt.get("version") != SEGMENTS_VERSION
+        or receipt.get("frames_per_segment") != frames_per_segment
+        or not clip.is_file()
+        or receipt.get("clip") != _clip_stamp(clip)
+    ):
+        return "segment", None
+    ok = receipt.get("status") == "ok"
+    if ok and not patches_path(data_dir, clip_id).is_file():
+        return "segment", None
+    recipe = receipt_recipe(receipt)
+    if recipe != audio_recipe:
+        return ("audio" if ok else "segment"), recipe
+    return ("hashes" if _missing_hashes(receipt) else "done"), recipe
 
 
-def segment_clip(clip_id: str, clip: Path, data_dir: Path, frames_per_segment: int) -> dict:
-    """Plan and patch one clip, write its patches then its receipt; return the receipt."""
+def add_hashes(data_dir: Path, clip_id: str, clip: Path) -> bool:
+    """Give a current receipt its recipe and hashes in place: the files are hashed, not decoded.
+    False when a file cannot be read (the clip is then segmented again)."""
+    path = DataLayout(data_dir).segment_receipt(clip_id)
+    receipt = _read_receipt(path)
+    try:
+        if receipt is None:
+            return False
+        receipt["audio_recipe"] = receipt_recipe(receipt)
+        receipt["clip_sha256"] = sha256_file(clip)
+        if receipt["status"] == "ok":
+            receipt["patches_sha256"] = patches_sha256(load_patches(data_dir, clip_id))
+    except (OSError, ValueError):
+        return False
+    write_json(receipt, path)
+    return True
+
+
+def segment_clip(
+    clip_id: str,
+    clip: Path,
+    data_dir: Path,
+    frames_per_segment: int,
+    audio_recipe: str = DEFAULT_AUDIO_RECIPE,
+    audio_only: bool = False,
+) -> dict:
+    """Plan and patch one clip, write its patches then its receipt; return the receipt. With
+    ``audio_only`` the frame plan of the clip's current receipt is kept and only the audio redone."""
+    layout = DataLayout(data_dir)
+    kept = _read_receipt(layout.segment_receipt(clip_id)) if audio_only else None
+    kept = kept if kept and kept.get("status") == "ok" else None
     receipt: dict[str, Any] = {
         "version": SEGMENTS_VERSION,
         "clip_id": clip_id,
         "clip": _clip_stamp(clip),
         "frames_per_segment": frames_per_segment,
+        "audio_recipe": audio_recipe,
     }
     try:
-        receipt.update(_segment(clip, data_dir, clip_id, frames_per_segment))
+        receipt["clip_sha256"] = sha256_file(clip)
+        info = probe(clip)
+        plan = _plan_part(kept) if kept else _video(clip, info, frames_per_segment)
+        audio_stream = first_stream(info, "audio")
+        audio = clip_audio(clip, audio_stream, audio_recipe)
+        write_npy(audio.patches, patches_path(data_dir, clip_id))
+        receipt.update(_merge(plan, _audio_part(audio, audio_stream)))
+        receipt["patches_sha256"] = patches_sha256(audio.patches)
         receipt["status"], receipt["reason"] = "ok", ""
     except DiskFullError:
         raise
     except Exception as exc:  # anything about this clip: record it, keep going with the rest
         if is_disk_full(exc):  # the machine's problem, not the clip's: never a sticky failure
-            raise disk_full_error(DataLayout(data_dir).segments) from exc
+            raise disk_full_error(layout.segments) from exc
         known = isinstance(exc, MediaError | OSError | ValueError)
         receipt.update(
             status="failed", reason=str(exc) if known else f"{type(exc).__name__}: {exc}"
         )
-    write_json(receipt, DataLayout(data_dir).segment_receipt(clip_id))
+    write_json(receipt, layout.segment_receipt(clip_id))
     return receipt
 
 
-def _segment(clip: Path, data_dir: Path, clip_id: str, frames_per_segment: int) -> dict[str, Any]:
-    info = probe(clip)
+#: The receipt's audio facts: of the clip (``clip_info``) and of each second (``seconds``).
+AUDIO_CLIP_KEYS = ("sample_rate", "channels", "audio_duration", "audio_codec")
+AUDIO_SECOND_KEYS = (
+    "audio_start",
+    "audio_end",
+    "audio_real_samples",
+    "missing_audio",
+    "padded_audio",
+)
+
+
+def _plan_part(receipt: dict) -> dict[str, Any]:
+    """The video part (frame plan and video facts) of a receipt."""
+    return {
+        "clip_info": {k: v for k, v in receipt["clip_info"].items() if k not in AUDIO_CLIP_KEYS},
+        "seconds": [
+            {k: v for k, v in sec.items() if k not in AUDIO_SECOND_KEYS}
+            for sec in receipt["seconds"]
+        ],
+    }
+
+
+def _merge(plan: dict[str, Any], audio: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "clip_info": {**plan["clip_info"], **audio["clip_info"]},
+        "seconds": [{**v, **a} for v, a in zip(plan["seconds"], audio["seconds"], strict=True)],
+    }
+
+
+def _video(clip: Path, info: dict, frames_per_segment: int) -> dict[str, Any]:
+    """The video part of a receipt: the frame plan of every second and the video's facts."""
     video = first_stream(info, "video")
     if video is None:
         raise MediaError("no video stream")
@@ -313,11 +394,6 @@ def _segment(clip: Path, data_dir: Path, clip_id: str, frames_per_segment: int) 
             f"no video frame could be decoded{': ' + decode_errors if decode_errors else ''}"
         )
     plan = plan_frames(times, frames_per_segment, _rate(video.get("avg_frame_rate")))
-    audio = first_stream(info, "audio")
-    wave, audio_info = audio_16k(clip, audio)
-    patches = audio_patches(wave)
-    real = np.clip(len(wave) - np.arange(CLIP_SECONDS) * SAMPLE_RATE, 0, SAMPLE_RATE)
-    write_npy(patches, patches_path(data_dir, clip_id))
     clip_info = {
         "num_frames": int(len(times)),
         "fps": plan["fps"],
@@ -326,30 +402,39 @@ def _segment(clip: Path, data_dir: Path, clip_id: str, frames_per_segment: int) 
         "height": int(video.get("height") or 0),
         "video_codec": str(video.get("codec_name", "")),
         "frame_rule": plan["rule"],
-        **audio_info,
-        "audio_codec": str(audio.get("codec_name", "")) if audio else "",
         "decode_errors": decode_errors[-500:],
     }
-    seconds = []
-    for second in range(CLIP_SECONDS):
-        seconds.append(
-            {
-                "second": second,
-                "frame_indices": plan["indices"][second].tolist(),
-                "timestamps": [round(float(t), 6) for t in plan["timestamps"][second]],
-                "real_frames": int(plan["real_frames"][second]),
-                "audio_start": second * SAMPLE_RATE,
-                "audio_end": (second + 1) * SAMPLE_RATE,
-                "audio_real_samples": int(real[second]),
-                "short_clip": bool(plan["short_clip"]),
-                "long_clip": bool(plan["long_clip"]),
-                "vfr": bool(plan["vfr"]),
-                "missing_audio": audio is None or len(wave) == 0,
-                "padded_video": bool(plan["real_frames"][second] < frames_per_segment),
-                "padded_audio": bool(real[second] < PATCH_SAMPLES),
-                "decode_errors": bool(decode_errors),
-            }
-        )
+    seconds = [
+        {
+            "second": second,
+            "frame_indices": plan["indices"][second].tolist(),
+            "timestamps": [round(float(t), 6) for t in plan["timestamps"][second]],
+            "real_frames": int(plan["real_frames"][second]),
+            "short_clip": bool(plan["short_clip"]),
+            "long_clip": bool(plan["long_clip"]),
+            "vfr": bool(plan["vfr"]),
+            "padded_video": bool(plan["real_frames"][second] < frames_per_segment),
+            "decode_errors": bool(decode_errors),
+        }
+        for second in range(CLIP_SECONDS)
+    ]
+    return {"clip_info": clip_info, "seconds": seconds}
+
+
+def _audio_part(audio: ClipAudio, stream: dict | None) -> dict[str, Any]:
+    """The audio part of a receipt: the stream's facts and each second's span and flags."""
+    clip_info = {**audio.info, "audio_codec": str(stream.get("codec_name", "")) if stream else ""}
+    missing = stream is None or not audio.info["audio_duration"]
+    seconds = [
+        {
+            "audio_start": second * SAMPLE_RATE,
+            "audio_end": (second + 1) * SAMPLE_RATE,
+            "audio_real_samples": int(audio.real_samples[second]),
+            "missing_audio": bool(missing),
+            "padded_audio": bool(audio.real_samples[second] < PATCH_SAMPLES),
+        }
+        for second in range(CLIP_SECONDS)
+    ]
     return {"clip_info": clip_info, "seconds": seconds}
 
 
@@ -361,9 +446,11 @@ def _rate(text: object) -> float | None:
         return None
 
 
-def _segment_task(args: tuple[str, str, str, int]) -> dict:
-    clip_id, clip, data_dir, frames_per_segment = args
-    return segment_clip(clip_id, Path(clip), Path(data_dir), frames_per_segment)
+def _segment_task(args: tuple[str, str, str, int, str, bool]) -> dict:
+    clip_id, clip, data_dir, frames_per_segment, audio_recipe, audio_only = args
+    return segment_clip(
+        clip_id, Path(clip), Path(data_dir), frames_per_segment, audio_recipe, audio_only
+    )
 
 
 # ----------------------------------------------------------------------------- tables
@@ -390,6 +477,9 @@ def build_tables(
                     **receipt["clip_info"],
                     "clip_bytes": stamp.get("bytes"),
                     "clip_mtime_ns": stamp.get("mtime_ns"),
+                    "audio_recipe": receipt_recipe(receipt),
+                    "patches_sha256": receipt.get("patches_sha256"),
+                    "clip_sha256": receipt.get("clip_sha256"),
                 }
             )
     table = pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
@@ -425,6 +515,9 @@ SEGMENT_COLUMNS = [
     "audio_codec",
     "clip_bytes",  # the clip file the row was made from (size, mtime): what later stages key on
     "clip_mtime_ns",
+    "audio_recipe",  # how the clip's patches were made (release | soxr)
+    "patches_sha256",  # the stored patches (float32 C-order bytes)
+    "clip_sha256",  # the clip file
 ]
 
 
@@ -442,42 +535,8 @@ def _read_table(path: Path, data_dir: str | Path) -> pd.DataFrame:
     """One of the stage's tables, keyed ``clip_id`` whatever version wrote it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `make segments DATA_DIR={data_dir}` first")
-    return keyed_by_clip_id(pd.read_parquet(path))
-
-
-#: What each feature kind is made from, per clip: the clip file, plus (visual) the frame plan.
-_FINGERPRINT_COLUMNS = {
-    "audio": ("clip_bytes", "clip_mtime_ns", "sample_rate", "channels", "audio_duration"),
-    "visual": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_indices"),
-    "c3d": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_rule", "frame_indices"),
-}
-
-
-def clip_fingerprints(segments: pd.DataFrame, kind: str) -> dict[str, str]:
-    """Clip ID -> a short hash of what the ``kind`` ('audio'/'visual'/'c3d') features of a clip are
-    made from, read from the segments table: the clip file (size, mtime), the segments version and,
-    for visual, the planned frames of every second. A clip whose hash is unchanged has the same
-    features; a re-downloaded clip or another frames-per-segment changes it."""
-    import hashlib
-
-    columns = [c for c in _FINGERPRINT_COLUMNS[kind] if c in segments.columns]
-    out: dict[str, str] = {}
-    for clip_id, group in segments.groupby("clip_id", sort=False):
-        group = group.sort_values("second")
-        parts = [f"segments-v{SEGMENTS_VERSION}"]
-        for column in columns:
-            values = group[column].tolist() if column == "frame_indices" else group[column].iloc[0]
-            parts.append(f"{column}={json.dumps(values, default=_plain)}")
-        out[str(clip_id)] = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-    return out
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
+    remedy = f"rebuild it with `make segments DATA_DIR={data_dir}` (finished clips are kept)"
+    return keyed_by_clip_id(read_parquet(path, remedy))
 
 
 def frame_plan(segments: pd.DataFrame, clip_id: str) -> np.ndarray:
@@ -499,38 +558,81 @@ def _progress(iterable: Iterator, total: int, enabled: bool) -> Iterator:
     return tqdm(iterable, total=total, desc="segments", unit="clip", file=sys.stderr)
 
 
+def _worker_lifeline(parent: int) -> None:
+    """In a pool worker: a process group of its own (its ffmpeg children join it), killed as a
+    whole as soon as the stage that started the pool is gone, even after a SIGKILL."""
+    os.setpgid(0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.25)
+        with contextlib.suppress(OSError):
+            os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="avel-segments-lifeline", daemon=True).start()
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers with their children (after an error or Ctrl-C: no waiting)."""
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
     """Segment every ok clip that has no current receipt, then rebuild the tables."""
     data_dir = Path(cfg.data_dir)
     if cfg.frames_per_segment < 1:
         raise ValueError(f"--frames-per-segment must be at least 1, got {cfg.frames_per_segment}")
+    check_recipe(cfg.audio_recipe)
     require_ffmpeg()
-    import pipeline.backbones.vggish_frontend  # noqa: F401  (imported once, before forking workers)
 
     clips, problems, source = list_clips(data_dir)
-    pending = [
-        (y, p)
+    work = {
+        y: ("segment", None)
+        if cfg.force
+        else clip_work(data_dir, y, p, cfg.frames_per_segment, cfg.audio_recipe)
         for y, p in clips
-        if cfg.force or not receipt_is_current(data_dir, y, p, cfg.frames_per_segment)
-    ]
+    }
+    hashed = 0
+    for clip_id, clip in clips:
+        if work[clip_id][0] == "hashes":
+            if add_hashes(data_dir, clip_id, clip):
+                hashed += 1
+            else:
+                work[clip_id] = ("segment", None)
+    pending = [(y, p) for y, p in clips if work[y][0] in ("segment", "audio")]
     skipped = len(clips) - len(pending)
     if cfg.limit is not None:
         pending = pending[: max(0, cfg.limit)]
-    tasks = [(y, str(p), str(data_dir), cfg.frames_per_segment) for y, p in pending]
+    if pending:
+        prepare_recipe(cfg.audio_recipe)  # once, before forking workers
+    tasks = [
+        (y, str(p), str(data_dir), cfg.frames_per_segment, cfg.audio_recipe, work[y][0] == "audio")
+        for y, p in pending
+    ]
+    recipe_changes = Counter(work[y][1] for y, _ in pending if work[y][1] is not None)
     new_failed = 0
     if cfg.workers <= 1 or len(tasks) <= 1:
         results: Iterator = (_segment_task(t) for t in tasks)
         for receipt in _progress(results, len(tasks), cfg.progress):
             new_failed += receipt["status"] != "ok"
     else:
-        with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=cfg.workers, initializer=_worker_lifeline, initargs=(os.getpid(),)
+        )
+        try:
             futures = [pool.submit(_segment_task, t) for t in tasks]
-            try:
-                for future in _progress(as_completed(futures), len(futures), cfg.progress):
-                    new_failed += future.result()["status"] != "ok"
-            except DiskFullError:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+            for future in _progress(as_completed(futures), len(futures), cfg.progress):
+                new_failed += future.result()["status"] != "ok"
+        except DiskFullError:  # the running clips stop on their own; their temp files go
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            _kill_workers(pool)
+            raise
+        pool.shutdown(wait=True)
     table, failed = build_tables(data_dir, clips)
     failed = pd.concat(
         [failed, pd.DataFrame(problems, columns=["clip_id", "reason"])], ignore_index=True
@@ -545,6 +647,9 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
         "skipped": skipped,
         "remaining": len(clips) - skipped - len(tasks),
         "failed_now": int(new_failed),
+        "audio_only": sum(t[-1] for t in tasks),
+        "recipe_changes": {old: n for old, n in recipe_changes.items()},
+        "hashed": hashed,
         "ok": int(table["clip_id"].nunique()) if len(table) else 0,
         "failed": int(len(failed)),
         "short_clips": int(per_clip["short_clip"].sum()) if len(table) else 0,
@@ -555,6 +660,7 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
         if len(table)
         else 0,
         "frames_per_segment": cfg.frames_per_segment,
+        "audio_recipe": cfg.audio_recipe,
         "segments": str(DataLayout(data_dir).segments_table),
         "failures": str(DataLayout(data_dir).segments_failed),
     }
@@ -565,7 +671,16 @@ def format_summary(s: dict[str, Any]) -> str:
         f"segments: {s['clips']} ok clips ({s['source']})",
         f"  processed now: {s['processed']} (failed {s['failed_now']})   already done: {s['skipped']}"
         + (f"   still pending: {s['remaining']}" if s["remaining"] else ""),
-        f"  segmented: {s['ok']}   failed: {s['failed']}   frames per segment: {s['frames_per_segment']}",
+    ]
+    for old, n in s.get("recipe_changes", {}).items():
+        lines.append(f"  {n} clips re-segmented: audio recipe {old} -> {s['audio_recipe']}")
+    if s.get("audio_only"):
+        lines.append(f"  of those processed, {s['audio_only']} audio only (frame plan kept)")
+    if s.get("hashed"):
+        lines.append(f"  {s['hashed']} receipts given their sha256 hashes (nothing decoded)")
+    lines += [
+        f"  segmented: {s['ok']}   failed: {s['failed']}   frames per segment: "
+        f"{s['frames_per_segment']}   audio recipe: {s['audio_recipe']}",
         f"  flags: short {s['short_clips']}, long {s['long_clips']}, no audio {s['missing_audio']}, "
         f"VFR {s['vfr']}; padded seconds {s['padded_seconds']}",
         f"  -> {s['segments']}",

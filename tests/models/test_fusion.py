@@ -30,6 +30,7 @@ from models.reports.table import TABLES, TableConfig, run_table
 from models.training.checkpoint import load_checkpoint
 from models.training.engine import TrainConfig, train_seed
 from pipeline.cli import main as avel
+from pipeline.core.store import ROW_SHAPES
 
 torch.set_num_threads(1)
 
@@ -43,18 +44,15 @@ def _head(d: int, c: int = 29) -> int:
     return d * 64 + 64 + 64 * c + c
 
 
+#: Per-second row of every store a model may read (``clip``: the default ViT-L/14's 768).
+ROWS = {**{name: shape[1:] for name, shape in ROW_SHAPES.items()}, "clip": (768,)}
+
+
 def _inputs(model: nn.Module, batch: int = 2, t: int = 10):
+    """Random rows of every store the model reads, assembled as the data loader does."""
     g = torch.Generator().manual_seed(0)
-    maps = torch.randn(batch, t, 7, 7, 512, generator=g)
-    stores = model.stores
-    audio = torch.randn(batch, t, 128, generator=g) if "audio" in stores else None
-    visual = maps if "visual" in stores else maps.mean((2, 3))
-    if "c3d" in stores:  # C3D vectors: alone, or after the VGG-19 ones (visual=vgg19+c3d)
-        c3d = torch.randn(batch, t, 512, generator=g)
-        visual = torch.cat([visual, c3d], -1) if "visual_vec" in stores else c3d
-    if "audio_maps" in stores:
-        return audio, visual, torch.randn(batch, t, 6, 4, 512, generator=g)
-    return audio, visual
+    rows = {name: torch.randn(batch, t, *ROWS[name], generator=g) for name in model.stores}
+    return model_inputs(rows, "cpu")
 
 
 @pytest.mark.parametrize("name", sorted(FUSIONS))

@@ -279,8 +279,9 @@ def test_evaluate_every_localization_kind_through_the_cli(av_att_run, data_dir, 
     for seed in (1, 2):
         assert json.loads((exp / f"seed-{seed}" / "config.json").read_text())["torch_threads"] == 1
     capsys.readouterr()
-    assert avel(["train", "weak", "--data-dir", str(data_dir), "--threads", "0"]) != 0
-    assert "--threads 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        avel(["train", "weak", "--data-dir", str(data_dir), "--threads", "0"])
+    assert usage.value.code == 2 and "--threads: expected a positive" in capsys.readouterr().err
     assert avel(["evaluate", "--run", str(exp), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "segment accuracy" in out and "mean over seeds" in out and "video acc" in out
@@ -307,7 +308,7 @@ def test_evaluate_every_localization_kind_through_the_cli(av_att_run, data_dir, 
 
     torch.save({"something": torch.zeros(2)}, old / "best.pt")
     capsys.readouterr()
-    assert avel(["evaluate", "--run", str(old), "--device", "cpu"]) == 2
+    assert avel(["evaluate", "--run", str(old), "--device", "cpu"]) == 1
     captured = capsys.readouterr()
     assert "not an avel checkpoint" in captured.err and "import-checkpoint" in captured.err
     assert captured.out == ""
@@ -369,3 +370,34 @@ def test_run_records_the_threads_it_trained_with(av_att_run):
     used = json.loads((run / "config.json").read_text())["torch_threads"]
     usable = len(os.sched_getaffinity(0))
     assert 1 <= used <= usable and 1 <= free_cores(0.05) <= usable
+
+
+def test_a_finished_seed_is_retrained_when_its_stores_changed(tmp_path):
+    """A seed's fingerprint carries the identity of every store it read: the same settings on
+    rebuilt stores (here: other values) train again instead of answering "reused"."""
+    data = tmp_path / "data"
+    make_synthetic_store(data, 12, num_classes=2, splits=(0.5, 0.25, 0.25), shard_size=8)
+    cfg = TrainConfig(str(data), model="av", epochs=1, batch_size=8, run_dir=str(tmp_path / "r"))
+    train_seed(cfg, progress=False)
+    stores = json.loads((cfg.seed_dir() / "config.json").read_text())["fingerprint"]["stores"]
+    assert set(stores) == {"audio", "visual_vec"} and all(stores.values())
+    assert train_seed(cfg, progress=False).get("reused")
+    make_synthetic_store(data, 12, num_classes=2, seed=7, splits=(0.5, 0.25, 0.25), shard_size=8)
+    assert not train_seed(cfg, progress=False).get("reused")
+    assert train_seed(cfg, progress=False).get("reused")
+
+
+def test_run_records_provenance_outside_its_fingerprint(data_dir, tmp_path):
+    """config.json carries the git state, versions and device; another record reuses the seed."""
+    from pipeline.core.provenance import git_state
+
+    cfg = TrainConfig(str(data_dir), model="a", epochs=1, batch_size=8, run_dir=str(tmp_path))
+    train_seed(cfg, progress=False)
+    path = cfg.seed_dir() / "config.json"
+    config = json.loads(path.read_text())
+    record = config["provenance"]
+    assert record["git"] == git_state() and record["versions"]["torch"] == torch.__version__
+    assert record["device"] and "provenance" not in config["fingerprint"]
+    config["provenance"] = {"git": {"commit": "0" * 40, "dirty": True}, "device": "elsewhere"}
+    path.write_text(json.dumps(config))
+    assert train_seed(cfg, progress=False)["reused"] is True

@@ -247,4 +247,4 @@ def test_cli_prints_summary_and_errors(tmp_path):
     assert "up to date" in out
     (root / "Annotations.txt").write_text("Bark&short&good&0&1\n")
     bad = subprocess.run(args, capture_output=True, text=True)
-    assert bad.returncode == 2 and "Annotations.txt:1: malformed YouTube ID 'short'" in bad.stderr
+    assert bad.returncode == 1 and "Annotations.txt:1: malformed YouTube ID 'short'" in bad.stderr

@@ -23,8 +23,8 @@ from pipeline.backbones.c3d import (
     WeightsError,
     build_c3d,
     c3d_plan,
-    extract_c3d,
 )
+from pipeline.backbones.c3d_backbone import extract_c3d
 from pipeline.backbones.vgg19 import build_vgg19_pool5
 from pipeline.backbones.visual import extract_visual
 from pipeline.core.store import FeatureStore, StoreWriter

@@ -15,9 +15,9 @@ import torch
 from pipeline.backbones.vggish import load_vggish, random_vggish
 from pipeline.cli import main as avel
 from pipeline.core.store import FeatureStore, store_dir
-from pipeline.stages.features.core import FeaturesConfig, FeaturesError, audio_meta, open_store
+from pipeline.stages.features.core import FeaturesConfig
 from pipeline.stages.features.stage import format_summary, run_features
-from pipeline.stages.segments import SegmentsConfig, load_patches, run_segments
+from pipeline.stages.segments import SegmentsConfig, load_patches, patches_path, run_segments
 from tests.support.media import make_clip
 
 GOLDEN_ID = "golden_wave"
@@ -89,15 +89,15 @@ def data(tmp_path_factory, golden) -> Path:
     )
     (clips / "corrupt____.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(2000))
     pd.DataFrame({"sample": range(len(IDS)), "youtube_id": IDS}).to_parquet(d / "manifest.parquet")
-    run_segments(SegmentsConfig(d, frames_per_segment=2, progress=False))
+    # soxr: float32 PCM end to end, so the golden clip's (not int16-exact) waveform stays exact
+    run_segments(SegmentsConfig(d, frames_per_segment=2, audio_recipe="soxr", progress=False))
     return d
 
 
 def features(data: Path, **kw) -> dict:
     kw.setdefault("allow_download", False)
-    return run_features(
-        FeaturesConfig(data, features=("audio",), progress=False, shard_size=1, **kw)
-    )
+    kw.setdefault("shard_size", 1)
+    return run_features(FeaturesConfig(data, features=("audio",), progress=False, **kw))
 
 
 def test_segments_patches_match_golden(data, golden):
@@ -137,9 +137,12 @@ def test_random_weights_store_equals_vggish_on_golden_patches(data, golden):
         golden_emb = model(torch.from_numpy(golden["patches_per_second"])).numpy()
         for clip_id in IDS[:3]:
             patches = torch.from_numpy(load_patches(data, clip_id))
-            np.testing.assert_allclose(store.get(clip_id), model(patches).numpy(), atol=1e-5)
+            # the stage runs the clips of a batch together: the kernels round a few 1e-6 apart
+            emb = model(patches).numpy()
+            np.testing.assert_allclose(store.get(clip_id), emb, atol=5e-6 * np.abs(emb).max())
             maps = FeatureStore.open(data, "audio_maps").get(clip_id)
-            np.testing.assert_allclose(maps, model.pool5(patches).numpy(), atol=1e-5)
+            ref = model.pool5(patches).numpy()
+            np.testing.assert_allclose(maps, ref, atol=5e-6 * np.abs(ref).max())
     scale = np.abs(golden_emb).max()
     np.testing.assert_allclose(store.get(GOLDEN_ID), golden_emb, atol=1e-3 * scale)
 
@@ -154,7 +157,16 @@ def test_converted_checkpoint_and_float16_error(data, tmp_path):
     model = load_vggish(pt).eval()
     with torch.inference_mode():
         ref = np.stack([model(torch.from_numpy(load_patches(data, y))).numpy() for y in IDS[:3]])
-    np.testing.assert_allclose(exact.gather(IDS[:3]), ref, atol=1e-5)
+    np.testing.assert_allclose(exact.gather(IDS[:3]), ref, atol=5e-6 * np.abs(ref).max())
+    # the same file by another path string (and a copy of it): the same weights, by content
+    same = features(data, vggish_checkpoint=f"{pt.parent}//{pt.name}", dtype="float32")
+    assert same["stores"]["audio"].get("already_complete"), same
+    copy = tmp_path / "copy" / "weights.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(pt.read_bytes())
+    assert features(data, vggish_checkpoint=str(copy), dtype="float32")["stores"]["audio"].get(
+        "already_complete"
+    )
     features(data, vggish_checkpoint=str(pt), dtype="float16", force=True)
     half = FeatureStore.open(data, "audio")
     assert half.meta["dtype"] == "float16"
@@ -172,10 +184,12 @@ def test_killed_run_resumes_and_refuses_other_weights(data):
     root = store_dir(data, "audio")
     assert (root / "shard-00000.index.parquet").is_file() and not (root / "index.parquet").exists()
     stamp = (root / "shard-00000.npy").stat().st_mtime_ns
-    # resuming with other weights (another random seed here) would mix two networks in one store
-    meta = audio_meta(random_vggish(seed=5), FeaturesConfig(data), 2, "cpu")
-    with pytest.raises(FeaturesError, match="other weights"):
-        open_store(FeaturesConfig(data, shard_size=1), "audio", IDS[:3], (10, 128), meta)
+    # resuming with other weights (a converted file of other values) would mix two networks
+    other = data / "other-vggish.pt"
+    torch.save(random_vggish(seed=5).state_dict(), other)
+    refused = features(data, vggish_checkpoint=str(other))
+    assert "partly written" in refused["errors"]["audio"], refused
+    assert "weights RANDOM -> sha256" in refused["errors"]["audio"] and not refused["stores"]
     resumed = features(data, allow_random_weights=True)
     assert (
         resumed["stores"]["audio"]["shards_written"] == 2 and resumed["stores"]["audio"]["complete"]
@@ -240,7 +254,7 @@ def test_store_follows_the_segments_and_refuses_other_settings(tmp_path, capsys)
         np.testing.assert_allclose(
             store.get(clip_id), _expected_embeddings(data, clip_id), rtol=2**-10, atol=1e-3
         )
-    assert store.meta["inputs"]["clips"] == 3 and store.meta["request"]["dtype"] == "float16"
+    assert store.meta["inputs"]["clips"] == 3 and store.meta["identity"]["dtype"] == "float16"
     assert not list((data / "features").glob(".audio.previous"))
     assert features(data, allow_random_weights=True)["stores"]["audio"].get("already_complete")
 
@@ -250,11 +264,13 @@ def test_store_follows_the_segments_and_refuses_other_settings(tmp_path, capsys)
         + ["--allow-random-weights", "--no-download", "--shard-size", "1"]
     )
     err = capsys.readouterr().err
-    assert code == 1 and "dtype float16 (asked float32)" in err and "--force" in err, err
+    assert code == 1 and "dtype float16 -> float32" in err and "--force" in err, err
     assert FeatureStore.open(data, "audio").meta["dtype"] == "float16"
     # pretrained weights asked over a random-weights store: refused the same way
-    refused = features(data, vggish_checkpoint=str(tmp_path / "none.pt"))
-    assert "random weights" in refused["errors"]["audio"]
+    converted = tmp_path / "converted.pt"
+    torch.save(random_vggish(seed=5).state_dict(), converted)
+    refused = features(data, vggish_checkpoint=str(converted))
+    assert "weights RANDOM -> sha256" in refused["errors"]["audio"], refused
 
     # a re-downloaded clip (a new file): its features are computed again, the others kept
     make_clip(data / "clips" / f"{STALE_IDS[1]}.mp4", duration=10, fps=4, size=(32, 24),
@@ -284,9 +300,8 @@ def test_segments_table_of_the_previous_version_feeds_the_stores(tmp_path):
     store = FeatureStore.open(data, "audio")
     assert sorted(store.clip_ids) == sorted(STALE_IDS)
     for clip_id in STALE_IDS:
-        np.testing.assert_allclose(
-            store.get(clip_id), _expected_embeddings(data, clip_id), rtol=1e-5, atol=1e-5
-        )
+        expected = _expected_embeddings(data, clip_id)  # one clip alone: rounding 1e-6 apart
+        np.testing.assert_allclose(store.get(clip_id), expected, atol=5e-6 * np.abs(expected).max())
     stamp = (store_dir(data, "audio") / "meta.json").stat().st_mtime_ns
     assert run_segments(SegmentsConfig(data, frames_per_segment=2, progress=False))["skipped"] == 3
     assert key_columns(data / "segments.parquet") == {"clip_id"}
@@ -310,7 +325,8 @@ def test_disk_full_one_line_nothing_half_written_and_a_rerun_finishes(tmp_path, 
         assert str(folder) in err and "free" in err
         maps = folder / "audio_maps"
         assert not (maps / "index.parquet").exists() and not (maps / "meta.json").exists()
-        assert not list(maps.glob(".*")), "a half-written temp file was left behind"
+        temps = [p for p in maps.rglob(".*") if p.name != ".staging"]  # staged rows are kept
+        assert not temps, "a half-written temp file was left behind"
         done = sorted(maps.glob("shard-*.index.parquet"))
         assert 1 <= len(done) < 3  # each receipt beside a complete shard array
         assert all(p.with_name(p.name.replace(".index.parquet", ".npy")).is_file() for p in done)
@@ -328,3 +344,46 @@ def test_disk_full_one_line_nothing_half_written_and_a_rerun_finishes(tmp_path, 
                 np.testing.assert_allclose(
                     store.get(clip_id), model.pool5(patches).numpy(), atol=1e-5
                 )
+
+
+def test_a_clip_whose_patches_were_missing_is_computed_once_they_are_made(tmp_path):
+    """Patches deleted after segmenting: the clip is recorded failed; `avel segments` makes them
+    again, and the next run computes that clip (never "already complete ... 1 failed"), reusing
+    the other clips' rows as they were."""
+    data = _stale_data(tmp_path / "data")
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    patches_path(data, STALE_IDS[1]).unlink()
+    first = features(data, allow_random_weights=True, shard_size=256)
+    assert first["stores"]["audio"]["failed"] == 1
+    assert "patches" in FeatureStore.open(data, "audio").meta["failed"][STALE_IDS[1]]
+    kept = FeatureStore.open(data, "audio").get(STALE_IDS[0]).copy()
+    assert run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    second = features(data, allow_random_weights=True, shard_size=256)
+    report = second["stores"]["audio"]
+    assert not report.get("already_complete") and report["failed"] == 0, format_summary(second)
+    assert report["recomputed"] == 1 and report["clips_computed"] == 1
+    store = FeatureStore.open(data, "audio")
+    assert np.array_equal(store.get(STALE_IDS[0]), kept)
+    np.testing.assert_allclose(
+        store.get(STALE_IDS[1]), _expected_embeddings(data, STALE_IDS[1]), rtol=2**-10, atol=1e-3
+    )
+    assert features(data, allow_random_weights=True, shard_size=256)["stores"]["audio"].get(
+        "already_complete"
+    )
+
+
+def test_two_processes_fill_disjoint_shards_and_merge_writes_the_index(tmp_path):
+    data = _stale_data(tmp_path / "data")
+    run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
+    part0 = features(data, allow_random_weights=True, num_shards=2, shard_index=0)
+    assert not part0["stores"]["audio"]["complete"]
+    part1 = features(data, allow_random_weights=True, num_shards=2, shard_index=1)
+    assert part1["stores"]["audio"]["complete"]  # the last process to finish writes the index
+    (store_dir(data, "audio") / "index.parquet").unlink()
+    (store_dir(data, "audio") / "meta.json").unlink()
+    merged = features(data, allow_random_weights=True, merge=True)
+    assert merged["stores"]["audio"]["complete"] and merged["stores"]["audio"]["random_weights"]
+    store = FeatureStore.open(data, "audio")
+    assert sorted(store.clip_ids) == sorted(STALE_IDS) and store.meta["identity_sha256"]
+    assert store.meta["weights"]["sha256"] == "random" and store.meta["precision"] == "fp32"
+    assert features(data, allow_random_weights=True)["stores"]["audio"].get("already_complete")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +77,9 @@ def test_visual_refuses_without_weights(data, tmp_path):
     assert FeatureStore.open(data, "visual").row_shape == (10, 1, 1, 512)  # untouched
 
 
-def test_other_frames_per_segment_rebuilds_the_visual_store(tmp_path):
-    """`make segments FRAMES_PER_SEGMENT=2` after a store built at 1: the store follows."""
+def test_other_frames_per_segment_stops_then_rebuilds_with_force(tmp_path):
+    """`make segments FRAMES_PER_SEGMENT=2` after a store built at 1: the stage stops naming the
+    difference (never "already complete"); with --force the store is rebuilt at 2."""
     data = tmp_path / "data"
     ids = ["fps_a______"]
     make_clip(data / "clips" / f"{ids[0]}.mp4", duration=10, fps=4, size=(32, 32))
@@ -99,9 +101,13 @@ def test_other_frames_per_segment_rebuilds_the_visual_store(tmp_path):
 
     run_segments(SegmentsConfig(data, frames_per_segment=2, workers=1, progress=False))
     summary = run_features(cfg)
+    assert "frames_per_segment 1 -> 2" in summary["errors"]["visual"]
+    assert "--force" in summary["errors"]["visual"] and not summary["stores"]
+    summary = run_features(dataclasses.replace(cfg, force=True))
     assert not summary["errors"] and not summary["stores"]["visual"].get("already_complete")
     two = FeatureStore.open(data, "visual")
-    assert two.meta["frames_per_segment"] == 2 and two.meta["inputs"]["frames_per_segment"] == 2
+    assert two.meta["frames_per_segment"] == 2
+    assert two.meta["identity"]["frames_per_segment"] == 2
     model, weights = build_vgg19_pool5("random", allow_random=True, seed=0)
     segments = load_segments(data)
     items = [(c, data / "clips" / f"{c}.mp4", frame_plan(segments, c)) for c in ids]

@@ -283,7 +283,7 @@ def test_manifest_is_required(
     release = _release_copy(small_release, tmp_path, keep={"audio_feature.h5"})
     with pytest.raises(ImportReleaseError, match="make annotations"):
         run_import_release(_cfg(release, tmp_path / "empty"))
-    assert avel(["import-release", str(release), "--data-dir", str(tmp_path / "empty")]) == 2
+    assert avel(["import-release", str(release), "--data-dir", str(tmp_path / "empty")]) == 1
     assert "make annotations" in capsys.readouterr().err
 
 
@@ -380,3 +380,31 @@ def test_disk_full_one_line_then_a_rerun_imports(
         assert avel(args) == 0
         assert "store audio: imported" in capsys.readouterr().out
         assert len(FeatureStore.open(data, "audio")) == len(_first_rows(small_release["rows"]))
+
+
+def test_a_release_file_of_the_same_size_with_other_values_is_noticed(
+    small_release: dict, tmp_path: Path
+) -> None:
+    """The finished store records its release files by content: a file replaced by one of the same
+    size with other values stops the import naming it (never "up to date"); --force re-imports."""
+    data = release_data_dir(small_release, tmp_path)
+    release = _release_copy(small_release, tmp_path, keep={"audio_feature.h5"})
+    first = run_import_release(_cfg(release, data))
+    assert first["stores"]["audio"]["status"] == "imported"
+    before = FeatureStore.open(data, "audio")
+    digest = before.meta["identity_sha256"]
+    path = release / "audio_feature.h5"
+    original = path.resolve()
+    path.unlink()
+    path.write_bytes(original.read_bytes())
+    with h5py.File(path, "r+") as f:
+        dataset = f[next(iter(f.keys()))]
+        dataset[0] = dataset[0] + 1.0  # other values, same size
+    assert path.stat().st_size == original.stat().st_size
+    with pytest.raises(ImportReleaseError, match="audio_feature.h5"):
+        run_import_release(_cfg(release, data))
+    again = run_import_release(_cfg(release, data, force=True))
+    assert again["stores"]["audio"]["status"] == "imported"
+    after = FeatureStore.open(data, "audio")
+    assert after.meta["identity_sha256"] != digest
+    assert run_import_release(_cfg(release, data))["stores"]["audio"]["status"].startswith("up to")

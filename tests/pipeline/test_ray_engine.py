@@ -16,12 +16,11 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install '
 
 from pipeline.core.store import FeatureStore, StoreWriter, store_dir  # noqa: E402
 from pipeline.stages.features.core import FeaturesConfig  # noqa: E402
-from pipeline.stages.features.ray_engine import staging_path  # noqa: E402
-from pipeline.stages.features.stage import run_features  # noqa: E402
+from pipeline.stages.features.stage import run_features, staging_path  # noqa: E402
 from pipeline.stages.segments import SegmentsConfig, patches_path, run_segments  # noqa: E402
 from tests.support.media import make_clip  # noqa: E402
 
-pytestmark = pytest.mark.slow  # starting Ray costs ~10-20 s on 2 cores; see the README
+pytestmark = pytest.mark.slow  # starting Ray costs ~10-20 s on 2 cores; see docs/testing.md
 IDS = ["ray_a______", "ray_b______", "ray_bad____"]
 SIZE = 32  # frame side: pool5 is 1 x 1
 

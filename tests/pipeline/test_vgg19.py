@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.backbones.base import spatial_mean
 from pipeline.backbones.frames import FrameDecodeError, count_frames, decode_planned
 from pipeline.backbones.vgg19 import (
     KERAS,
@@ -21,7 +22,7 @@ from pipeline.backbones.vgg19 import (
     convert_keras_vgg19,
     default_cache_dirs,
 )
-from pipeline.backbones.visual import extract_visual, visual_vec
+from pipeline.backbones.visual import extract_visual
 from tests.support.media import make_clip
 
 W, H, FPS = 96, 64, 8
@@ -155,7 +156,7 @@ def test_parity_with_independent_decoding(clips: dict[str, Path], random_vgg) ->
     )
     rel = np.abs(maps - expected).max() / np.abs(expected).max()
     assert rel < 1e-4, f"max relative error {rel:.2e}"
-    vec = visual_vec(maps)
+    vec = spatial_mean(maps)
     assert vec.shape == (10, 512)
     np.testing.assert_allclose(
         vec, expected.mean(axis=(1, 2)), rtol=1e-4, atol=1e-6 * np.abs(vec).max()

@@ -241,7 +241,7 @@ def test_weights_record_and_cache_reuse(tf_reference, converted):
 def test_convert_vggish_cli(tf_reference, converted, tmp_path, capsys):
     from pipeline.cli import main
 
-    assert main(["convert-vggish", "--data-dir", str(tmp_path), "--no-download"]) == 2
+    assert main(["convert-vggish", "--data-dir", str(tmp_path), "--no-download"]) == 1
     captured = capsys.readouterr()
     assert "--allow-random-weights" in captured.err and "error" not in captured.out
     args = ["--weights-dir", str(converted.path.parent), "--checkpoint", str(tf_reference["ckpt"])]
@@ -369,30 +369,29 @@ def test_checkpoint_digest_covers_every_part(tmp_path):
 def test_bf16_embeddings_on_a_native_cpu_within_bound(tmp_path):
     """VGGish under bf16 autocast (where the CPU has it) stays within the auto bound of fp32; the
     probe reports the same figure; fp16 on the CPU is refused."""
+    from pipeline.backbones.base import BackboneError
     from pipeline.backbones.precision import ERROR_BOUND, native_bf16_cpu, relative_error
+    from pipeline.backbones.vggish_backbone import VGGishBackbone
     from pipeline.backbones.vggish_model import probe_vggish_precision
-    from pipeline.stages.features.core import (
-        FeaturesConfig,
-        FeaturesError,
-        embed_patches,
-        resolve_precision,
-    )
+    from pipeline.stages.features.core import FeaturesConfig
 
-    model = V.random_vggish(seed=0).eval()
-    patches = np.random.default_rng(0).standard_normal((6, 96, 64)).astype(np.float32)
-    ref, _ = embed_patches(model, patches, "raw", False, 4, "cpu", "fp32")
-    with pytest.raises(FeaturesError, match="fp16"):
-        resolve_precision(FeaturesConfig(tmp_path, precision="fp16"), dict, "cpu")
+    def backbone(precision: str) -> VGGishBackbone:
+        cfg = FeaturesConfig(
+            tmp_path, precision=precision, allow_random_weights=True, allow_download=False
+        )
+        b = VGGishBackbone(cfg, tmp_path / "weights", 16)
+        b.prepare("cpu")
+        b.load("cpu")
+        return b
+
+    patches = np.random.default_rng(0).standard_normal((10, 96, 64)).astype(np.float32)
+    ref = backbone("fp32").run([{"patches": patches}])[0]["audio"]
+    with pytest.raises(BackboneError, match="fp16"):
+        backbone("fp16")
     if not native_bf16_cpu():
         pytest.skip("this CPU has no native bf16 (avx512_bf16/amx_bf16)")
-    low, _ = embed_patches(model, patches, "raw", False, 4, "cpu", "bf16")
+    low = backbone("bf16").run([{"patches": patches}])[0]["audio"]
     rel = relative_error(torch.from_numpy(low), torch.from_numpy(ref))
     assert 0 < rel < ERROR_BOUND
-    probe = probe_vggish_precision(model, "cpu", "bf16", patches=4)
+    probe = probe_vggish_precision(V.random_vggish(seed=0).eval(), "cpu", "bf16", patches=4)
     assert 0 < probe["relative_error"] < ERROR_BOUND
-    cfg = FeaturesConfig(tmp_path)
-    precision, figures = resolve_precision(cfg, lambda: probe, "cpu", "vggish")
-    assert figures == probe and precision in ("bf16", "fp32")
-    # the decision is kept: a resumed run takes the same precision without measuring again
-    assert resolve_precision(cfg, dict, "cpu", "vggish") == (precision, figures)
-    assert (tmp_path / "features" / "precision.json").is_file()

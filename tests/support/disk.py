@@ -1,6 +1,9 @@
-"""A small real file system for disk-full tests: a tmpfs mounted on a test folder.
+"""Real file-system faults for tests: a small tmpfs mounted on a test folder (disk full), and a
+read-only folder.
 
-Mounting needs root or passwordless sudo; without either the test is skipped with the reason.
+Mounting needs root or passwordless sudo; without either a disk-full test is skipped with the
+reason. A read-only folder is a read-only bind mount as root (permissions do not stop root), else
+the folder with its write permission taken away.
 """
 
 from __future__ import annotations
@@ -38,6 +41,32 @@ def small_disk(folder: Path, size: str = "4m") -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run([*used, "umount", "-l", str(folder)], capture_output=True)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` (created, contents kept) read-only for the block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folders = [folder, *(p for p in folder.rglob("*") if p.is_dir())]
+        modes = {p: p.stat().st_mode for p in folders}
+        for p in folders:
+            p.chmod(modes[p] & ~0o222)
+        try:
+            yield folder
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+        return
+    bind = ["mount", "--bind", str(folder), str(folder)]
+    if subprocess.run(bind, capture_output=True).returncode != 0:
+        pytest.skip("a read-only folder as root needs a bind mount, and mounting failed")
+    try:
+        remount = ["mount", "-o", "remount,ro,bind", str(folder)]
+        subprocess.run(remount, capture_output=True, check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def fill(folder: Path, leave: int) -> Path:

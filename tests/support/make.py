@@ -38,7 +38,7 @@ def make(
     timeout: float = 900,
 ) -> subprocess.CompletedProcess:
     """``make [-n] ARGS`` with the test venv; raises with the output when it fails and ``check``."""
-    stamps = [f"-o{VENV}/.installed-{kind}" for kind in ("run", "dev", "ray")]
+    stamps = [f"-o{VENV}/.installed-{kind}" for kind in ("run", "tf", "dev", "ray")]
     cmd = ["make", "--no-print-directory", "-f", str(MAKEFILE), *stamps]
     cmd += ["-n"] if dry_run else []
     cmd += [f"VENV={VENV}", f"PY={sys.executable}", *args]

@@ -23,8 +23,12 @@ def make_clip(
     video: bool = True,
     frequency: float = 440.0,
     gop: int | None = None,
+    audio_expr: str | None = None,
 ) -> Path:
     """Write a clip of ``duration`` seconds: testsrc video (``size``, ``fps``) and a sine tone.
+
+    ``audio_expr`` replaces the tone by lavfi ``aevalsrc`` expressions of t, one per channel
+    separated by '|' (e.g. ``sin(2*PI*440*t)|0.3*(2*random(0)-1)`` for a tone and noise).
 
     ``gop`` sets the keyframe interval in frames (default: 4 s worth, so exact cuts need
     re-encoding); ``faststart`` moves the moov atom to the front (``-movflags +faststart``).
@@ -39,12 +43,12 @@ def make_clip(
         cmd += ["-f", "lavfi", "-i", f"testsrc=size={w}x{h}:rate={fps}:duration={duration}"]
     if audio:
         layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
-        cmd += [
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency={frequency}:sample_rate={sample_rate}:duration={duration}",
-        ]
+        source = (
+            f"aevalsrc='{audio_expr}':s={sample_rate}:d={duration}"
+            if audio_expr
+            else f"sine=frequency={frequency}:sample_rate={sample_rate}:duration={duration}"
+        )
+        cmd += ["-f", "lavfi", "-i", source]
     if video:
         cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
         cmd += ["-g", str(gop if gop is not None else 4 * fps)]

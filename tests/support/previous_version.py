@@ -1,4 +1,5 @@
-"""A data folder as the previous version left it: the clip key called ``youtube_id`` on disk."""
+"""Data folders as earlier versions left them: the clip key called ``youtube_id`` on disk; segments
+without their audio recipe and hashes."""
 
 from __future__ import annotations
 
@@ -32,3 +33,21 @@ def _old(key: str) -> str:
 def key_columns(path: Path) -> set[str]:
     """Which of ``clip_id`` / ``youtube_id`` the Parquet file at ``path`` has, as stored."""
     return {"clip_id", "youtube_id"} & set(pd.read_parquet(path).columns)
+
+
+#: What the segments stage recorded only once the audio recipe became a choice.
+AUDIO_RECIPE_FIELDS = ("audio_recipe", "patches_sha256", "clip_sha256")
+
+
+def write_before_audio_recipe(data_dir: Path) -> None:
+    """Rewrite the segment receipts and table of ``data_dir`` as the version before the audio
+    recipe wrote them (its patches were made by the ``soxr`` recipe): no recipe, no hashes."""
+    layout = DataLayout(data_dir)
+    for path in layout.segments.glob("*.json"):
+        receipt = json.loads(path.read_text())
+        path.write_text(
+            json.dumps({k: v for k, v in receipt.items() if k not in AUDIO_RECIPE_FIELDS})
+        )
+    if layout.segments_table.is_file():
+        table = pd.read_parquet(layout.segments_table)
+        table.drop(columns=list(AUDIO_RECIPE_FIELDS)).to_parquet(layout.segments_table)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from array import array
 from collections import Counter
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from pipeline.core.manifest import (
     AnnotationError,
     segment_labels,
 )
+from pipeline.core.text import TextInputError, read_lines
 
 SOURCES_FILE = "sources.json"  # package data beside this module
 
@@ -69,9 +72,12 @@ def load_sources() -> dict:
 
 def read_text_lines(path: str | Path) -> list[str]:
     """The lines of a UTF-8 text input without line ends; a byte-order mark is dropped (editors
-    on Windows write one), so it never becomes part of the first field."""
-    with open(path, encoding="utf-8-sig") as f:  # universal newlines: \n, \r\n, \r
-        return [line.rstrip("\n") for line in f]
+    on Windows write one), so it never becomes part of the first field. A binary or non-UTF-8
+    file is an :class:`AnnotationError` naming the file and where."""
+    try:
+        return read_lines(path, "a text input")
+    except TextInputError as exc:
+        raise AnnotationError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- annotation file
@@ -217,6 +223,15 @@ def split_column(splits: dict[str, np.ndarray], n_rows: int) -> list[str | None]
 # --------------------------------------------------------------------------- AudioSet CSVs
 
 
+def check_times(start: float, end: float | None, where: str) -> None:
+    """A clip's source times: finite, start >= 0, end after start (they become file names and
+    the range cut from the source)."""
+    if not math.isfinite(start) or start < 0:
+        raise AnnotationError(f"{where}: start {start} must be a finite number of seconds >= 0")
+    if end is not None and (not math.isfinite(end) or not end > start):
+        raise AnnotationError(f"{where}: end {end} must be a finite time after start {start}")
+
+
 def parse_audioset_csv(path: str | Path) -> pd.DataFrame:
     """Parse an AudioSet segment CSV (``# YTID, start_seconds, end_seconds, positive_labels``),
     line by line (2 M rows hold their columns, not their lines)."""
@@ -226,13 +241,19 @@ def parse_audioset_csv(path: str | Path) -> pd.DataFrame:
     starts, ends = array("d"), array("d")
     lineno = 0
 
-    def data_lines():
+    def data_lines() -> Iterator[str]:
         nonlocal lineno
-        with open(path, encoding="utf-8-sig") as f:  # universal newlines; a BOM is dropped
-            for number, line in enumerate(f, start=1):
-                if not line.startswith("#"):
-                    lineno = number
-                    yield line.rstrip("\n")
+        try:
+            with open(path, encoding="utf-8-sig") as f:  # universal newlines; a BOM is dropped
+                for number, line in enumerate(f, start=1):
+                    if "\0" in line:
+                        read_text_lines(path)  # binary: the one clear error, naming where
+                    if not line.startswith("#"):
+                        lineno = number
+                        yield line.rstrip("\n")
+        except UnicodeDecodeError:
+            read_text_lines(path)  # not UTF-8: the one clear error, naming where
+            raise
 
     for fields in csv.reader(data_lines(), skipinitialspace=True, quotechar='"'):
         if not fields or (len(fields) == 1 and not fields[0].strip()):
@@ -248,6 +269,7 @@ def parse_audioset_csv(path: str | Path) -> pd.DataFrame:
             raise AnnotationError(
                 f"{path}:{lineno}: start/end are not numbers: {fields[1:3]!r}"
             ) from None
+        check_times(start, end, f"{path}:{lineno}")
         ids.append(fields[0].strip())
         starts.append(start)
         ends.append(end)

@@ -14,6 +14,7 @@ and background on every second (background = the number of classes, 0 when there
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core.io import read_parquet
 from pipeline.core.manifest import CLIP_SECONDS, YOUTUBE_ID, AnnotationError
-from pipeline.stages.annotations.ave import parse_audioset_csv, read_text_lines
+from pipeline.stages.annotations.ave import check_times, parse_audioset_csv, read_text_lines
 
 FORMATS = ("audioset", "vggsound", "table")
 MANIFEST_COLUMNS = [
@@ -48,6 +50,18 @@ def make_clip_id(youtube_id: str, start: float) -> str:
     return f"{youtube_id}_{int(round(float(start) * 1000))}"
 
 
+def read_csv_table(path: Path, **options) -> pd.DataFrame:
+    """A CSV text input with a header line (UTF-8, checked by :func:`read_text_lines`)."""
+    text = "\n".join(read_text_lines(path))
+    if not text.strip():
+        raise AnnotationError(f"{path}: empty file; a CSV table with a header line is expected")
+    try:
+        return pd.read_csv(io.StringIO(text), **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise AnnotationError(f"{path}: not a readable CSV table ({reason})") from None
+
+
 def parse_label_spec(text: str | None) -> list[str]:
     """``--labels`` value: ';'-separated MIDs or display names (names may contain commas)."""
     if not text:
@@ -58,7 +72,7 @@ def parse_label_spec(text: str | None) -> list[str]:
 def read_class_labels(path: str | Path) -> pd.DataFrame:
     """AudioSet ``class_labels_indices.csv`` (``index,mid,display_name``), in index order."""
     path = Path(path)
-    table = pd.read_csv(path, dtype={"mid": str, "display_name": str}, encoding="utf-8-sig")
+    table = read_csv_table(path, dtype={"mid": str, "display_name": str})
     missing = {"index", "mid", "display_name"} - set(table.columns)
     if missing:
         raise AnnotationError(
@@ -182,6 +196,7 @@ def read_vggsound(path: Path, wanted: list[str]) -> tuple[list[tuple], list[str]
             start = float(start_s)
         except ValueError:
             raise AnnotationError(f"{path}:{lineno}: start {start_s!r} is not a number") from None
+        check_times(start, None, f"{path}:{lineno}")
         if wanted and label not in wanted:
             continue
         rows.append((ytid, start, start + CLIP_SECONDS, [label], split or None))
@@ -194,9 +209,9 @@ def read_vggsound(path: Path, wanted: list[str]) -> tuple[list[tuple], list[str]
 def read_table(path: Path, wanted: list[str]) -> tuple[list[tuple], list[str] | None]:
     """CSV or Parquet with columns ``youtube_id, start, end`` and optional ``label``, ``split``."""
     if path.suffix == ".parquet":
-        table = pd.read_parquet(path)
+        table = read_parquet(path, "give a clip table (CSV or Parquet)")
     else:
-        table = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+        table = read_csv_table(path, dtype=str)
         blank = table.apply(lambda col: col.fillna("").str.strip() == "").all(axis=1)
         table = table[~blank]  # blank or whitespace-only lines (e.g. at the end of the file)
     missing = {"youtube_id", "start", "end"} - set(table.columns)
@@ -213,8 +228,7 @@ def read_table(path: Path, wanted: list[str]) -> tuple[list[tuple], list[str] | 
             start, end = float(rec["start"]), float(rec["end"])
         except (TypeError, ValueError):
             raise AnnotationError(f"{where}: start/end are not numbers") from None
-        if not end > start:
-            raise AnnotationError(f"{where}: end {end} is not after start {start}")
+        check_times(start, end, where)
         label = rec.get("label")
         labels = [] if label is None or pd.isna(label) or not str(label).strip() else [str(label)]
         if wanted and not (labels and labels[0] in wanted):

@@ -106,6 +106,15 @@ def _resolve_inputs(cfg: AnnotationsConfig) -> tuple[Path, dict[str, Path], list
     return ann_path, split_paths, csv_paths, notes
 
 
+def _read_meta(path: Path) -> dict | None:
+    """The record of the last build; None when absent or unreadable (the manifest is rebuilt)."""
+    try:
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def run_annotations(cfg: AnnotationsConfig) -> dict:
     """Build (or confirm up to date) the manifest; return the summary."""
     cfg.data_dir = Path(cfg.data_dir)
@@ -116,8 +125,8 @@ def run_annotations(cfg: AnnotationsConfig) -> dict:
     inputs.update({f"audioset_csv_{i}": str(p) for i, p in enumerate(csv_paths)})
     checksums = {k: sha256_file(v) for k, v in inputs.items()}
     meta_path = DataLayout(cfg.data_dir).manifest_meta
-    if not cfg.force and manifest_path(cfg.data_dir).is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+    meta = None if cfg.force or not manifest_path(cfg.data_dir).is_file() else _read_meta(meta_path)
+    if meta is not None:
         if meta.get("sha256") == checksums and meta.get("version") == MANIFEST_VERSION:
             summary = dict(meta["summary"], skipped=True, notes=notes)
             return summary
@@ -146,8 +155,8 @@ def run_clip_list(cfg: AnnotationsConfig) -> dict:
     checksums = {k: sha256_file(v) for k, v in inputs.items()}
     options = {"format": cfg.clip_list_format, "labels": list(cfg.labels)}
     meta_path = DataLayout(cfg.data_dir).manifest_meta
-    if not cfg.force and manifest_path(cfg.data_dir).is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+    meta = None if cfg.force or not manifest_path(cfg.data_dir).is_file() else _read_meta(meta_path)
+    if meta is not None:
         same = meta.get("sha256") == checksums and meta.get("options") == options
         if same and meta.get("version") == MANIFEST_VERSION:
             return dict(meta["summary"], skipped=True, notes=[])

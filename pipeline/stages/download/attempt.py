@@ -19,10 +19,17 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from pipeline.stages.download.classify import OK, TRANSIENT, UNUSABLE, Outcome, classify_exception
-from pipeline.stages.download.fetch import FetchOptions, fetch_clip_info, source_seconds
+from pipeline.stages.download.fetch import (
+    FetchOptions,
+    fetch_clip_info,
+    source_seconds,
+    source_streams,
+)
 from pipeline.stages.download.validate import DURATION_TOLERANCE, ClipCheck, check_clip
 
 #: How a failed validation is recorded: length/stream problems are the video's; short files retry.
+#: A missing stream counts against the video only when the whole source lacks it too (see
+#: :data:`STREAM_OF`): a transfer cut short can leave a clip without its video.
 CHECK_STATUS = {
     "no_audio": UNUSABLE,
     "no_video": UNUSABLE,
@@ -31,6 +38,8 @@ CHECK_STATUS = {
     "undecodable": TRANSIENT,
 }
 _REASON_CHARS = 2000
+#: The stream a failed check says is missing.
+STREAM_OF = {"no_audio": "audio", "no_video": "video"}
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,15 @@ def attempt(
     check = check_clip(produced, expected)
     if check.ok:
         return AttemptResult(Outcome(OK, "ok", ""), produced, check)
+    if check.kind in STREAM_OF:
+        streams = source_streams(info)
+        if streams is None or STREAM_OF[check.kind] in streams:  # not the content's fault
+            has = "" if streams is None else f"the source has a {STREAM_OF[check.kind]} stream: "
+            return AttemptResult(
+                Outcome(TRANSIENT, check.kind, f"{check.problem} ({has}a transfer cut short?)"),
+                None,
+                check,
+            )
     if check.kind == "truncated":
         seconds = source_seconds(info)
         if seconds is not None and seconds < end - DURATION_TOLERANCE:

@@ -39,6 +39,10 @@ class SystemicError(RuntimeError):
     """A problem with this machine or session, not with one video; the run must stop."""
 
 
+class SetupError(ValueError):
+    """The run cannot start: an input or the setup is wrong (one line saying what to do)."""
+
+
 # YouTube reason texts, most specific first: (pattern, status, kind, rate_limited)
 _MESSAGE_RULES: tuple[tuple[str, str, str, bool], ...] = (
     (

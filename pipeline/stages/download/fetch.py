@@ -8,11 +8,12 @@ activated, and :func:`ydl_params` hands its path to yt-dlp.
 from __future__ import annotations
 
 import shutil
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipeline.core.media import MediaError, probe
+from pipeline.core.media import MediaError, first_stream, probe
 
 #: <= 360p video + best audio; falls back to the best single file of <= 360p, then the smallest.
 DEFAULT_FORMAT = "bv*[height<=360]+ba/b[height<=360]/wv*+ba/w"
@@ -52,6 +53,30 @@ class _Logger:
 
     def error(self, msg: str) -> None:
         pass
+
+
+#: The fields a URL template may use.
+URL_FIELDS = ("youtube_id", "start", "end")
+
+
+def check_url_template(template: str) -> str:
+    """``template`` when it is a usable URL template, else a ``ValueError`` saying why: it must name
+    each video (``{youtube_id}``) and use no other field than ``{start}`` and ``{end}``."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"{exc} in {template!r} (write a literal brace as {{{{)") from None
+    names = [f.split(".")[0].split("[")[0] for f in fields]
+    unknown = sorted({n for n in names if n not in URL_FIELDS})
+    if unknown or "" in names:
+        shown = ", ".join("{" + n + "}" for n in unknown) or "{}"
+        raise ValueError(
+            f"unknown field {shown} in {template!r}; the fields are "
+            + ", ".join("{" + f + "}" for f in URL_FIELDS)
+        )
+    if "youtube_id" not in names:
+        raise ValueError(f"no {{youtube_id}} in {template!r}: every video would get the same URL")
+    return template
 
 
 def source_url(template: str, youtube_id: str, start: float | None, end: float | None) -> str:
@@ -176,6 +201,33 @@ def fetch_clip_info(
 def fetch_clip(url: str, start: float, end: float, outdir: Path, opts: FetchOptions) -> Path:
     """Download ``[start, end)`` of ``url`` as an mp4 inside ``outdir``; return its path."""
     return fetch_clip_info(url, start, end, outdir, opts)[0]
+
+
+def source_streams(info: dict, timeout: float = 60) -> set[str] | None:
+    """The kinds of stream (``video``, ``audio``) the whole source has: the site's own format
+    description, else ffprobe of its media URL(s); None when it cannot be told."""
+    formats = info.get("requested_formats") or [info]
+    kinds: set[str] = set()
+    described = True
+    for fmt in formats:
+        codecs = {"video": fmt.get("vcodec"), "audio": fmt.get("acodec")}
+        if any(c is None for c in codecs.values()):
+            described = False
+            break
+        kinds |= {kind for kind, codec in codecs.items() if codec != "none"}
+    if described:
+        return kinds
+    kinds = set()
+    for fmt in formats:
+        url = fmt.get("url")
+        if not url:
+            return None
+        try:
+            streams = probe(url, timeout=timeout, headers=fmt.get("http_headers"))
+        except (MediaError, ValueError):
+            return None
+        kinds |= {k for k in ("video", "audio") if first_stream(streams, k) is not None}
+    return kinds
 
 
 def source_seconds(info: dict, timeout: float = 60) -> float | None:

@@ -36,6 +36,7 @@ from pipeline.stages.download.classify import (
     UNAVAILABLE,
     UNUSABLE,
     Outcome,
+    SetupError,
     SystemicError,
     classify_exception,
 )
@@ -44,6 +45,7 @@ from pipeline.stages.download.fetch import (
     DEFAULT_URL_TEMPLATE,
     JS_RUNTIME_ADVICE,
     FetchOptions,
+    check_url_template,
     find_js_runtime,
     is_youtube,
     source_url,
@@ -569,8 +571,12 @@ def manifest_videos(
     manifest = load_manifest(data_dir, columns=["youtube_id", "clip_id", "clip_start", "clip_end"])
     columns = [
         manifest["youtube_id"].astype(str).tolist(),
-        manifest["clip_start"].astype("Float64").to_numpy(float, na_value=np.nan).tolist(),
-        manifest["clip_end"].astype("Float64").to_numpy(float, na_value=np.nan).tolist(),
+        *(
+            manifest[c].astype("Float64").to_numpy(float, na_value=np.nan).tolist()
+            if c in manifest.columns
+            else [np.nan] * len(manifest)  # a manifest without offsets: none is known
+            for c in ("clip_start", "clip_end")
+        ),
         clip_ids(manifest).tolist(),
     ]
     del manifest  # 2 M rows: the Python objects of the clips below are what stays
@@ -613,20 +619,47 @@ def js_runtime_for(cfg: DownloadConfig) -> tuple[str, str] | None:
         return None
     found = find_js_runtime(cfg.js_runtime)
     if found is None and cfg.js_runtime != "auto":
-        raise SystemicError(
+        raise SetupError(
             f"--js-runtime {cfg.js_runtime}: not a deno, node (>= 22) or bun executable that "
             "yt-dlp supports"
         )
     if found is None and is_youtube(cfg.url_template):
-        raise SystemicError(JS_RUNTIME_ADVICE)
+        raise SetupError(JS_RUNTIME_ADVICE)
     return found
+
+
+def check_config(cfg: DownloadConfig) -> None:
+    """Refuse option values that make no sense, before anything starts (``SetupError``)."""
+    at_least = {
+        "workers": 1,
+        "num_shards": 1,
+        "retries": 1,
+        "max_rate_limited": 1,
+        "limit": 0,
+        "shard_index": 0,
+        "sleep": 0,
+        "backoff": 0,
+        "rate_limit_pause": 0,
+    }
+    for name, low in at_least.items():
+        value = getattr(cfg, name)
+        if value is not None and not value >= low:  # NaN fails too
+            raise SetupError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
+    for name in ("socket_timeout", "transfer_timeout"):
+        value = getattr(cfg, name)
+        if not 0 < value < float("inf"):
+            raise SetupError(f"--{name.replace('_', '-')} {value}: must be a positive number")
+    if not cfg.from_dir:
+        try:
+            check_url_template(cfg.url_template)
+        except ValueError as exc:
+            raise SetupError(f"--url-template: {exc}") from None
 
 
 def run_download(cfg: DownloadConfig) -> dict:
     """Download (or ingest) every manifest video; return the summary (``exit_code`` inside)."""
     cfg.data_dir = Path(cfg.data_dir)
-    if cfg.transfer_timeout <= 0:
-        raise ValueError(f"--transfer-timeout must be positive, got {cfg.transfer_timeout}")
+    check_config(cfg)
     require_ffmpeg()
     js_runtime = js_runtime_for(cfg)
     videos = manifest_videos(cfg.data_dir, cfg.limit, cfg.num_shards, cfg.shard_index)

@@ -1,124 +1,66 @@
-"""Features stage: per-clip audio (VGGish) and visual (VGG-19) stores from the segments.
+"""Features stage: the one extraction driver.
 
-Stores (``pipeline.core.store``, one row per clip, clips = the segmented ok clips in manifest order):
+Stores (``pipeline.core.store``; one row per clip, clips = the segmented ok clips in manifest
+order) come from the registered backbones (``pipeline.backbones.base``): ``audio`` (+
+``audio_maps``) from VGGish on the segments' log-mel patches, ``visual`` + ``visual_vec`` from
+VGG-19, ``c3d`` (+ ``c3d_maps``) from C3D.
 
-- ``audio`` (10, 128): VGGish on the segments stage's log-mel patches, ``--vggish-output`` mode;
-- ``audio_maps`` (10, 6, 4, 512): the VGGish pool5 map (``--audio-maps``);
-- ``visual`` (10, 7, 7, 512) and ``visual_vec`` (10, 512, the 7x7 mean of the same maps): from the
-  visual extractor (``FeaturesConfig.visual_backend``, VGG-19 by default);
-- ``c3d`` (10, 512) and ``c3d_maps`` (10, 4, 4, 512, ``--c3d-maps``): C3D pool5 of each second's 16-frame
-  clip (``pipeline.backbones.c3d``); with ``--features visual,c3d`` every clip is decoded once for both.
+The driver, written once for every backbone and executor:
 
-Each store is filled shard by shard (resumable; ``--num-shards K --shard-index i`` lets K processes
-fill disjoint shards; the last to finish, or ``--merge``, writes the index). A store records which
-weights made it; a partly written store is only resumed with the same weights and settings.
+1. builds the backbones asked for (weights by sha256, precision: fp32 unless asked otherwise);
+2. per store, decides reuse / resume / extend / refuse from its identity record
+   (:mod:`.lifecycle`), "already complete" only when everything matches;
+3. plans the pending shards' clips and hands them to an executor, :mod:`.local` (processes on this
+   machine) or :mod:`.ray_engine` (Ray Data): each clip is decoded once for every backbone that
+   needs frames, batched, run; the executors know no backbone by name;
+4. derives the derived stores (spatial means), stages each clip's rows as they arrive
+   (``<store>/.staging``: a killed run redoes only the clips in flight) and writes a shard once
+   all its clips are in; finalises the stores and records their identity.
 
-A store is reused only when it matches what is asked. Its ``inputs.json`` (written before any shard)
-records the settings asked (dtype, weights, precision, output mode, ...) and, per clip, a hash of
-what its features are made from (the clip file and, for visual, the frame plan: see
-:func:`pipeline.stages.segments.clip_fingerprints`); ``meta.json`` repeats the settings and the
-hashes of the clip list and of the inputs. On a later run:
-
-- same clips, same inputs, same settings: "already complete", not rewritten;
-- other settings (``--dtype``, weights, ``--precision``, ``--vggish-output``, ...): the stage stops
-  with a message naming each difference and ``--force`` (it never mixes two settings in one store);
-- other clips or inputs (new clips segmented, a clip re-downloaded, another frames per segment): the
-  store is extended. The finished store waits in ``.<name>.previous`` while a new plan is filled:
-  every shard whose clips are unchanged is copied over, only new or changed clips are computed.
-
-Without pretrained weights the stage refuses to run unless ``--allow-random-weights``, and then
-marks the store ``random_weights`` and says so loudly.
-
-Two engines fill the same stores: :mod:`.local` (this process) and :mod:`.ray_engine` (a Ray Data
-pipeline, ``--engine ray``); what they share is :mod:`.core`.
+``--num-shards K --shard-index i`` lets K processes fill disjoint shards; the last to finish, or
+``--merge``, writes the index. A clip that fails is recorded with its reason, never fatal. Without
+pretrained weights the stage refuses to run unless ``--allow-random-weights``, and then marks the
+store ``random_weights`` and says so loudly.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from pipeline.backbones.base import Backbone, BackboneError, backbone_class, derive
+from pipeline.backbones.executor import ClipWork, group_items
+from pipeline.backbones.waveform import WAVEFORM_RECIPE
 from pipeline.core.device import reuse_freed_memory
-from pipeline.core.io import write_json
+from pipeline.core.identity import IDENTITY_FILE, read_json
+from pipeline.core.io import write_json, write_npy
 from pipeline.core.layout import DataLayout
-from pipeline.core.store import (
-    DTYPES,
-    FeatureStore,
-    StoreError,
-    StoreWriter,
-    carry_over,
-    previous_dir,
-)
+from pipeline.core.provenance import device_name, ffmpeg_version, git_state, library_versions
+from pipeline.core.store import DTYPES, FeatureStore, StoreError, StoreWriter, previous_dir
+from pipeline.stages.features import lifecycle
 from pipeline.stages.features.core import (
     KINDS,
     RANDOM_BANNER,
     FeaturesConfig,
     FeaturesError,
-    store_report,
-    store_rows,
-    weights_line,
+    progress,
 )
-from pipeline.stages.features.local import run_audio, run_visual, run_visual_c3d
-from pipeline.stages.segments import clip_fingerprints, load_segments
+from pipeline.stages.segments import load_segments
 
-ENGINES = ("local", "ray")
-
-
-def merge_store(
-    cfg: FeaturesConfig, name: str, ids: list[str], row: tuple[int, ...]
-) -> dict[str, Any]:
-    """Write the index of a store whose shards other processes filled (``--merge``)."""
-    root = cfg.layout.store(name)
-    if not (root / "plan.json").is_file():
-        raise FeaturesError(f"{root}: no store to merge (run `avel features` first)")
-    planned = json.loads((root / "plan.json").read_text()).get("clip_ids") or []
-    order = planned if set(planned) == set(ids) else ids  # an extended store has its own order
-    writer = StoreWriter.open(
-        cfg.data_dir, name, order, row, dtype=cfg.dtype, shard_size=cfg.shard_size
-    )
-    meta_path = root / "meta.json"
-    writer.meta = (
-        json.loads(meta_path.read_text())
-        if meta_path.is_file()
-        else json.loads((root / "run.json").read_text())
-    )
-    report = store_report(writer, 0, writer.finalize())
-    report["random_weights"] = bool(writer.meta.get("random_weights"))
-    return report
-
-
-def is_complete(cfg: FeaturesConfig, name: str) -> bool:
-    root = cfg.layout.store(name)
-    return (root / "meta.json").is_file() and (root / "index.parquet").is_file()
-
-
-def existing_report(cfg: FeaturesConfig, name: str) -> dict[str, Any]:
-    """The report of a finished store that this run leaves as it is."""
-    root = cfg.layout.store(name)
-    meta = json.loads((root / "meta.json").read_text())
-    return {
-        "path": str(root),
-        "shards_written": 0,
-        "shards_pending": 0,
-        "complete": True,
-        "already_complete": True,
-        "videos": meta["videos"],
-        "failed": len(meta["failed"]),
-        "random_weights": bool(meta.get("random_weights")),
-        "weights": weights_line(meta),
-    }
+DECODER = "ffmpeg select of the planned frames, swscale bilinear, rgb24"
 
 
 def _check(cfg: FeaturesConfig) -> None:
+    from pipeline.stages.features.core import ENGINES
+
     unknown = set(cfg.features) - set(KINDS)
     if unknown or not cfg.features:
         raise FeaturesError(
-            f"--features takes a comma list of {KINDS}, got {','.join(cfg.features)}"
+            f"--features takes a comma list of {', '.join(KINDS)}, got {','.join(cfg.features)}"
         )
     if cfg.dtype not in DTYPES:
         raise FeaturesError(f"--dtype must be one of {sorted(DTYPES)}, got {cfg.dtype}")
@@ -130,248 +72,186 @@ def _check(cfg: FeaturesConfig) -> None:
         raise FeaturesError(f"--engine must be local or ray, got {cfg.engine!r}")
 
 
-# ----------------------------------------------------------------------------- reuse
+# ----------------------------------------------------------------------------- staging
 
 
-INPUTS_FILE = "inputs.json"
+def staging_path(writer: StoreWriter, clip_id: str, error: bool = False) -> Path:
+    """Where one clip's row waits for its shard: ``<store>/.staging/<clip_id>.npy|.json``."""
+    return writer.root / ".staging" / f"{clip_id}.{'json' if error else 'npy'}"
 
 
-def requested(cfg: FeaturesConfig, kind: str) -> dict[str, Any]:
-    """The settings of ``cfg`` that make the ``kind`` features what they are (compared on reuse)."""
-    if kind == "audio":
-        return {
-            "dtype": cfg.dtype,
-            "vggish_output": cfg.vggish_output,
-            "vggish_checkpoint": cfg.vggish_checkpoint,
-            "vggish_pca_params": cfg.vggish_pca_params,
-        }
-    if kind == "c3d":
-        return {
-            "dtype": cfg.dtype,
-            "c3d_weights": cfg.c3d_weights,
-            "precision": cfg.precision,
-            "c3d_crop": cfg.c3d_crop,
-        }
-    backend = cfg.visual_backend
-    return {
-        "dtype": cfg.dtype,
-        "vgg19_weights": cfg.vgg19_weights,
-        "precision": cfg.precision,
-        "frame_size": cfg.frame_size,
-        "visual_backend": None
-        if backend is None
-        else f"{getattr(backend, '__module__', '')}.{getattr(backend, '__qualname__', type(backend).__name__)}",
-    }
+def _stage(writer: StoreWriter, clip_id: str, value: np.ndarray | str) -> None:
+    if isinstance(value, str):
+        write_json({"error": value}, staging_path(writer, clip_id, error=True))
+    else:
+        write_npy(np.asarray(value).astype(DTYPES[writer.dtype]), staging_path(writer, clip_id))
 
 
-def _digest(values: Any) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
-
-
-def inputs_record(
-    cfg: FeaturesConfig, kind: str, ids: list[str], fingerprints: dict[str, str], fps: int
-) -> dict[str, Any]:
-    """What a store of ``kind`` over ``ids`` is made from (``inputs.json``; meta.json without the
-    per-clip hashes)."""
-    ordered = sorted(ids)
-    return {
-        "kind": kind,
-        "request": requested(cfg, kind),
-        "frames_per_segment": fps,
-        "clips": len(ids),
-        "clips_sha256": _digest(ordered),
-        "inputs_sha256": _digest([fingerprints[c] for c in ordered]),
-        "fingerprints": {c: fingerprints[c] for c in ids},
-    }
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _staged(writer: StoreWriter, clip_id: str) -> np.ndarray | str | None:
+    """A staged row, or None when there is none (or it is unreadable: the clip is redone)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        if staging_path(writer, clip_id, error=True).is_file():
+            return str(json.loads(staging_path(writer, clip_id, error=True).read_text())["error"])
+        if staging_path(writer, clip_id).is_file():
+            value = np.load(staging_path(writer, clip_id))
+            return value if value.shape == writer.row_shape else None
+    except (OSError, ValueError, KeyError):
         return None
+    return None
 
 
-def settings_difference(
-    cfg: FeaturesConfig, meta: dict[str, Any], old: dict[str, Any] | None, record: dict[str, Any]
-) -> list[str]:
-    """How the settings of a finished store differ from this run's, in words (empty: the same)."""
-    diffs = []
-    if meta.get("dtype") != cfg.dtype:
-        diffs.append(f"dtype {meta.get('dtype')} (asked {cfg.dtype})")
-    before = (old or {}).get("request") or meta.get("request")
-    if before is not None:
-        for key, now in record["request"].items():
-            if key != "dtype" and before.get(key) != now:
-                diffs.append(f"{key} {before.get(key)} (asked {now})")
-    if meta.get("random_weights") and not cfg.allow_random_weights:
-        diffs.append("random weights (asked: pretrained; --allow-random-weights keeps this store)")
-    return diffs
+def _kept(kept: tuple[FeatureStore, set[str]] | None, clip_id: str) -> np.ndarray | str | None:
+    """An unchanged clip's row (or recorded failure) in the finished version of a store."""
+    if kept is None or clip_id not in kept[1]:
+        return None
+    store, _ = kept
+    if clip_id in store:
+        return np.asarray(store.get(clip_id))
+    return (store.meta.get("failed") or {}).get(clip_id)
 
 
-def plan_kind(
-    cfg: FeaturesConfig,
-    rows: dict[str, tuple[int, ...]],
-    ids: list[str],
-    records: dict[str, dict[str, Any]],
-) -> tuple[dict[str, dict[str, Any]], list[str], list[str], dict[str, int]]:
-    """Decide, for every store in ``rows`` (those one engine call fills): reuse it (its report),
-    or build it. ``records``: each store's :func:`inputs_record`.
+def _reused(
+    kept: tuple[FeatureStore, set[str]] | None, writer: StoreWriter, clip_id: str
+) -> np.ndarray | str | None:
+    row = _kept(kept, clip_id)
+    return row if row is not None else _staged(writer, clip_id)
 
-    Returns the reports of stores left as they are, the stores to build, the clip order their plan
-    uses, and per extended store the shards carried over from its finished version. Raises
-    :class:`FeaturesError` when a finished store was made with other settings.
-    """
-    done: dict[str, dict[str, Any]] = {}
-    build: list[str] = []
-    extend: list[str] = []
-    order: list[str] | None = None
-    for name in rows:
-        root = cfg.layout.store(name)
-        previous = previous_dir(root)
-        record = records[name]
-        if cfg.force:
-            build.append(name)  # the engine starts it over once its weights are loaded
-            continue
-        if previous.is_dir() and is_complete(cfg, name):
-            shutil.rmtree(previous)  # an extension that finished but was not cleaned up
-        if previous.is_dir():
-            extend.append(name)  # an extension in progress: resume it
-            planned = (_read_json(root / "plan.json") or {}).get("clip_ids")
-            if planned and set(planned) == set(ids):
-                order = order or planned
-            continue
-        if not (root / "plan.json").is_file():
-            build.append(name)
-            continue
-        old = _read_json(root / INPUTS_FILE)
-        if not is_complete(cfg, name):
-            build.append(name)  # resume; shards of clips whose inputs changed are redone
-            planned = (_read_json(root / "plan.json") or {}).get("clip_ids")
-            if planned and set(planned) == set(ids):
-                order = order or planned
-                _forget_changed_shards(root, planned, old, record, cfg.shard_size)
-            continue
-        meta = _read_json(root / "meta.json") or {}
-        diffs = settings_difference(cfg, meta, old, record)
-        if diffs:
-            raise FeaturesError(
-                f"{root}: this finished store was made with other settings: {'; '.join(diffs)}. "
-                "Ask for the same settings to use it, or pass --force (FORCE=1) to rebuild it"
+
+class Shards:
+    """Rows per pending shard (staged ones preloaded); writes a shard once all its clips are in."""
+
+    def __init__(
+        self,
+        writers: dict[str, StoreWriter],
+        todo: list[int],
+        kept: dict[str, tuple[FeatureStore, set[str]]] | None = None,
+    ) -> None:
+        """``kept``: per extended store, its finished version and the clips whose rows are
+        unchanged (taken from there, not computed)."""
+        self.writers = writers
+        first = next(iter(writers.values()))
+        self.expected = {s: first.shard_ids(s) for s in todo}
+        self.got: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in todo}
+        self.written = dict.fromkeys(writers, 0)
+        kept = kept or {}
+        for shard, ids in self.expected.items():
+            need = {n: w for n, w in writers.items() if not w.is_done(shard)}
+            for clip in ids:
+                values = {n: _reused(kept.get(n), w, clip) for n, w in need.items()}
+                if values and all(v is not None for v in values.values()):
+                    self.got[shard][clip] = values
+        for shard in list(self.got):
+            self._flush(shard)
+
+    def to_compute(self) -> list[tuple[int, str]]:
+        return [(s, c) for s in self.got for c in self.expected[s] if c not in self.got[s]]
+
+    def add(self, shard: int, clip: str, values: dict[str, np.ndarray | str]) -> None:
+        """Take one clip's rows: its shard is written when this completes it, else the rows are
+        staged (a killed run keeps them)."""
+        self.got[shard][clip] = values
+        if len(self.got[shard]) < len(self.expected[shard]):
+            for name, value in values.items():
+                if not self.writers[name].is_done(shard):
+                    _stage(self.writers[name], clip, value)
+        self._flush(shard)
+
+    def _flush(self, shard: int) -> None:
+        if len(self.got[shard]) < len(self.expected[shard]):
+            return
+        results = self.got.pop(shard)
+        for name, writer in self.writers.items():
+            if not writer.is_done(shard):
+                writer.write_shard(shard, {c: v[name] for c, v in results.items()})
+                self.written[name] += 1
+            for clip in self.expected[shard]:
+                staging_path(writer, clip).unlink(missing_ok=True)
+                staging_path(writer, clip, error=True).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- backbones
+
+
+def _precision_cache(cfg: FeaturesConfig) -> tuple[Path, dict[str, Any]]:
+    path = cfg.layout.features / "precision.json"
+    try:
+        return path, json.loads(path.read_text())
+    except (OSError, ValueError):
+        return path, {}
+
+
+def build_backbones(
+    cfg: FeaturesConfig, fps: int, device: str, errors: dict[str, str]
+) -> list[Backbone]:
+    """Every backbone asked for, prepared on ``device`` (weights and precision); a backbone that
+    cannot run is an entry of ``errors`` and left out. Measured precision figures are kept in
+    ``DATA_DIR/features/precision.json`` (a repeated ``auto`` run takes the same decision)."""
+    path, known = _precision_cache(cfg)
+    out = []
+    for kind in cfg.features:
+        backbone = backbone_class(kind)(cfg, cfg.layout.weights(backbone_class(kind).network), fps)
+        key = f"{backbone.probe_key()}|{device}"
+        try:
+            backbone.prepare(
+                device, None if cfg.force and cfg.precision == "auto" else known.get(key)
             )
-        if old is None:  # made before stores recorded their inputs
-            planned = FeatureStore(root).planned_ids
-            same_fps = (
-                record["kind"] == "audio"
-                or meta.get("frames_per_segment") == record["frames_per_segment"]
-            )
-            if set(planned) == set(ids) and same_fps:
-                done[name] = existing_report(cfg, name)
-                continue
-            raise FeaturesError(
-                f"{root}: this store ({meta.get('source', 'unknown source')}) does not record what "
-                f"it was made from, and it does not match the segments ({len(planned)} clips, "
-                f"{meta.get('frames_per_segment')} frames per segment; the segments have {len(ids)} "
-                f"clips, {record['frames_per_segment']}); pass --force (FORCE=1) to rebuild it"
-            )
-        same = all(old.get(k) == record[k] for k in ("clips_sha256", "inputs_sha256"))
-        if same:
-            done[name] = existing_report(cfg, name)
+        except BackboneError as exc:
+            errors[kind] = str(exc)
             continue
-        extend.append(name)
-    if (
-        extend
-        and cfg.num_shards > 1
-        and not any(previous_dir(cfg.layout.store(n)).is_dir() for n in extend)
-    ):
-        raise FeaturesError(
-            f"{', '.join(extend)}: finished, but made from other clips than the segments now "
-            "list; extend it with one process first (`avel features` without --num-shards), or "
-            "pass --force (FORCE=1) to rebuild it"
-        )
-    for name in done:  # an engine may open a finished store beside the ones it builds
-        planned = (_read_json(cfg.layout.store(name) / "plan.json") or {}).get("clip_ids")
-        if order is None and planned and set(planned) == set(ids):
-            order = planned
-    carried: dict[str, int] = {}
-    for name in extend:
-        order, carried[name] = _extend(cfg, name, rows[name], ids, records[name], order)
-    for name in build:
-        root = cfg.layout.store(name)
-        if cfg.force:
-            continue  # --force clears the folder when the engine opens it: recorded once finished
-        root.mkdir(parents=True, exist_ok=True)
-        if not (root / "plan.json").is_file() or not (root / INPUTS_FILE).is_file():
-            write_json(records[name], root / INPUTS_FILE)
-    return done, build + extend, order or ids, carried
+        if backbone.probe is not None and known.get(key) != backbone.probe:
+            known[key] = backbone.probe
+            write_json(known, path)
+        out.append(backbone)
+    return out
 
 
-def _forget_changed_shards(
-    root: Path, planned: list[str], old: dict[str, Any] | None, record: dict[str, Any], size: int
-) -> None:
-    """In a partly written store, drop the receipts of shards holding a clip whose inputs changed
-    since the store was planned (they are computed again), and record the current inputs."""
-    if old is None or old.get("inputs_sha256") == record["inputs_sha256"]:
-        return
-    before, now = old.get("fingerprints") or {}, record["fingerprints"]
-    for shard in range(-(-len(planned) // size)):
-        if any(before.get(c) != now[c] for c in planned[shard * size : (shard + 1) * size]):
-            (root / f"shard-{shard:05d}.index.parquet").unlink(missing_ok=True)
-    write_json(record, root / INPUTS_FILE)
+def store_identity(backbone: Backbone, cfg: FeaturesConfig, fps: int, ffmpeg: str | None) -> dict:
+    """A store's identity: its backbone's, plus storage dtype and, for frames, the segment plan's
+    frames per second and the decoder (for a waveform, how it is decoded)."""
+    identity = {**backbone.identity(), "dtype": cfg.dtype}
+    if backbone.inputs == "frames":
+        identity.update(frames_per_segment=fps, decoder=DECODER, ffmpeg=ffmpeg)
+    elif backbone.inputs == "waveform":
+        identity.update(decoder=WAVEFORM_RECIPE, ffmpeg=ffmpeg)
+    return identity
 
 
-def _extend(
-    cfg: FeaturesConfig,
+def store_meta(
+    backbone: Backbone,
     name: str,
-    row: tuple[int, ...],
-    ids: list[str],
-    record: dict[str, Any],
-    order: list[str] | None,
-) -> tuple[list[str], int]:
-    """Plan a finished store anew over ``ids``, keeping what is unchanged; return the plan's clip
-    order and the shards copied over from the finished version."""
-    root = cfg.layout.store(name)
-    previous = previous_dir(root)
-    if not previous.is_dir():
-        os.replace(root, previous)  # atomic: the finished store is either here or there
-    old_store = FeatureStore(previous)
-    before = (_read_json(previous / INPUTS_FILE) or {}).get("fingerprints") or {}
-    now = record["fingerprints"]
-    planned = old_store.planned_ids
-    keep = {c for c in planned if c in now and before.get(c) == now[c]}
-    if order is None:
-        order = [c for c in planned if c in keep] + [c for c in ids if c not in keep]
-    writer = StoreWriter.open(
-        cfg.data_dir, name, order, row, dtype=cfg.dtype, shard_size=cfg.shard_size
-    )
-    identity = _read_json(previous / "run.json")
-    if keep and identity is not None and not (root / "run.json").is_file():
-        # rows are carried over: the same weights and settings must fill the rest (the engines
-        # check run.json); the kept clips' inputs, frames included, are unchanged by construction
-        identity["frames_per_segment"] = record["frames_per_segment"]
-        write_json(identity, root / "run.json")
-    write_json(record, root / INPUTS_FILE)
-    return order, carry_over(writer, old_store, keep)
+    identity: dict,
+    cfg: FeaturesConfig,
+    fps: int,
+    device: str,
+    segments: pd.DataFrame,
+) -> dict[str, Any]:
+    spec = backbone.stores()[name]
+    extra = {}
+    if backbone.inputs == "patches" and "audio_recipe" in segments.columns:
+        extra["audio_recipe"] = sorted({str(r) for r in segments["audio_recipe"]})
+    return {
+        **extra,
+        **backbone.describe(),
+        **identity,
+        "feature": name,
+        **spec.meta,
+        "source": "avel features (self-extracted)",
+        "storage_dtype": cfg.dtype,
+        "random_weights": backbone.random,
+        "frames_per_segment": fps,
+        "device": str(device),
+        "device_name": device_name(device),
+        "engine": cfg.engine,
+        "code": git_state(),
+        "versions": library_versions(),
+    }
 
 
-def record_inputs(cfg: FeaturesConfig, name: str, record: dict[str, Any]) -> None:
-    """Once a store is finished: its meta.json gets the request and input hashes, and the
-    finished version an extension started from goes."""
-    root = cfg.layout.store(name)
-    meta = _read_json(root / "meta.json")
-    if meta is None or not (root / "index.parquet").is_file():
-        return
-    if _read_json(root / INPUTS_FILE) != record:
-        write_json(record, root / INPUTS_FILE)
-    summary = {k: v for k, v in record.items() if k not in ("fingerprints", "request")}
-    if meta.get("inputs") != summary or meta.get("request") != record["request"]:
-        meta.update(inputs=summary, request=record["request"])
-        write_json(meta, root / "meta.json")
-    shutil.rmtree(previous_dir(root), ignore_errors=True)
+# ----------------------------------------------------------------------------- driver
 
 
 def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
-    """Build (or resume, or merge) the requested feature stores; return the summary."""
+    """Build (or reuse, resume, extend, merge) the asked feature stores; return the summary."""
     cfg.data_dir = Path(cfg.data_dir)
     _check(cfg)
     reuse_freed_memory()
@@ -387,57 +267,246 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
         "frames_per_segment": fps,
         "stores": {},
         "errors": {},
+        "advice": [],
     }
-    Runner = Callable[[list[str], list[str]], dict[str, Any]]
-    runners: dict[str, Runner] = {
-        "audio": lambda order, names: run_audio(cfg, order, fps, names),
-        "visual": lambda order, names: run_visual(cfg, order, segments, fps),
-        "c3d": lambda order, names: run_visual_c3d(cfg, order, segments, fps, names),
-    }
-    if cfg.engine == "ray" and not cfg.merge:
-        from pipeline.stages.features.ray_engine import (
-            run_audio_ray,
-            run_c3d_ray,
-            run_visual_ray,
-        )
-
-        runners = {
-            "audio": lambda order, names: run_audio_ray(cfg, order, fps, names),
-            "visual": lambda order, names: run_visual_ray(cfg, order, segments, fps),
-            "c3d": lambda order, names: run_c3d_ray(cfg, order, segments, fps, names),
-        }
-    for kind in cfg.features:
-        if kind == "c3d" and "visual" in cfg.features:
-            continue  # filled together with the visual stores: each clip is decoded once
-        rows = store_rows(cfg, kind)
-        kinds = {n: kind for n in rows}
-        if kind == "visual" and "c3d" in cfg.features:
-            rows = {**rows, **store_rows(cfg, "c3d")}
-            kinds.update({n: "c3d" for n in store_rows(cfg, "c3d")})
-            runners["visual"] = runners["c3d"]
-        records = {
-            k: inputs_record(cfg, k, ids, clip_fingerprints(segments, k), fps)
-            for k in set(kinds.values())
-        }
-        record = {n: records[k] for n, k in kinds.items()}
+    executor = _executor(cfg)
+    device = executor.device(cfg)
+    backbones = build_backbones(cfg, fps, device, summary["errors"])
+    summary["advice"] = [f"{b.network}: {b.advice}" for b in backbones if b.advice]
+    ffmpeg = ffmpeg_version() if any(b.inputs != "patches" for b in backbones) else None
+    # backbones that read the same inputs run in one pass (frames: each clip decoded once)
+    groups: dict[str, list[Backbone]] = {}
+    for backbone in backbones:
+        groups.setdefault(backbone.inputs, []).append(backbone)
+    for inputs, group in groups.items():
+        kinds = "+".join(b.kind for b in group)
         try:
+            asked, owner = {}, {}
+            for b in group:
+                scheme_fps, scheme = lifecycle.fingerprints(segments, inputs, cfg.layout, b.kind)
+                legacy = lifecycle.legacy_fingerprints(segments, inputs, b.kind)
+                identity = store_identity(b, cfg, fps, ffmpeg)
+                for name, spec in b.stores().items():
+                    asked[name] = lifecycle.Asked(spec, identity, scheme_fps, scheme, legacy)
+                    owner[name] = b
             if cfg.merge:
-                for n, row in rows.items():
-                    summary["stores"][n] = merge_store(cfg, n, ids, row)
-                    record_inputs(cfg, n, record[n])
+                for name, want in asked.items():
+                    summary["stores"][name] = merge_store(cfg, name, ids, want)
                 continue
-            done, build, order, carried = plan_kind(cfg, rows, ids, record)
-            summary["stores"].update(done)
-            if build:
-                reports = runners[kind](order, build)
-                for n, report in reports.items():
-                    if n in carried:
-                        report["carried_over"] = carried[n]
-                    record_inputs(cfg, n, record[n])
+            plan = lifecycle.plan_stores(cfg.layout, asked, ids, cfg.force, cfg.num_shards)
+            for name in plan.done:
+                lifecycle.finish_record(cfg.layout, name, asked[name], ids, reused=True)
+                summary["stores"][name] = existing_report(cfg, name)
+            if plan.build:
+                reports = extract(
+                    cfg, group, owner, asked, plan, segments, fps, device, executor, kinds
+                )
+                for name, report in reports.items():
+                    lifecycle.finish_record(cfg.layout, name, asked[name], ids)
+                    if name in plan.carried:
+                        report["carried_over"] = plan.carried[name]
+                        report["recomputed"] = plan.changed[name]
                 summary["stores"].update(reports)
-        except (FeaturesError, StoreError) as exc:
-            summary["errors"][kind] = str(exc)
+        except (lifecycle.LifecycleError, FeaturesError, StoreError, BackboneError) as exc:
+            summary["errors"][kinds] = str(exc)
     return summary
+
+
+def _executor(cfg: FeaturesConfig):
+    if cfg.engine == "ray" and not cfg.merge:
+        from pipeline.stages.features import ray_engine
+
+        return ray_engine
+    from pipeline.stages.features import local
+
+    return local
+
+
+def extract(
+    cfg: FeaturesConfig,
+    group: list[Backbone],
+    owner: dict[str, Backbone],
+    asked: dict[str, lifecycle.Asked],
+    plan: lifecycle.Plan,
+    segments: pd.DataFrame,
+    fps: int,
+    device: str,
+    executor: Any,
+    desc: str,
+) -> dict[str, dict[str, Any]]:
+    """Fill the stores ``plan.build`` with the backbones of ``group`` through ``executor``."""
+    writers = {}
+    for name in plan.build:
+        b = owner[name]
+        meta = store_meta(b, name, asked[name].identity, cfg, fps, device, segments)
+        writers[name] = StoreWriter.open(
+            cfg.data_dir,
+            name,
+            plan.order,
+            asked[name].spec.row,
+            dtype=cfg.dtype,
+            shard_size=cfg.shard_size,
+            meta=meta,
+            force=cfg.force,
+        )
+        if cfg.force:
+            from pipeline.core.identity import write_record
+
+            write_record(writers[name].root, asked[name].record(plan.order))
+    todo = sorted(
+        {s for w in writers.values() for s, _ in w.pending_shards(cfg.shard_index, cfg.num_shards)}
+    )
+    kept = {
+        n: (FeatureStore(previous_dir(w.root)), plan.kept[n])
+        for n, w in writers.items()
+        if plan.kept.get(n) and previous_dir(w.root).is_dir()
+    }
+    shards = Shards(writers, todo, kept)
+    work = shards.to_compute()
+    running = [b for b in group if set(b.stores()) & set(writers)]
+    stats: dict[str, float] = {}
+    if work:
+        items = work_items(cfg, running, work, segments)
+        groups = group_items(items, running)  # the same groups in every executor: equal stores
+        with progress(len(items), cfg.progress, desc) as bar:
+            for item, outputs in executor.run(cfg, running, groups, device, stats):
+                values = clip_rows(running, writers, outputs)
+                shards.add(item.shard, item.clip_id, values)
+                bar.update(1)
+        if shards.got:
+            raise FeaturesError(
+                f"the executor ended without results for shard(s) {sorted(shards.got)[:5]}"
+            )
+    reports = {}
+    for name, writer in writers.items():
+        b = owner[name]
+        meta_out = writer.finalize()
+        pending = sum(not writer.is_done(s) for s in range(writer.num_shards))
+        report: dict[str, Any] = {
+            "path": str(writer.root),
+            "shards_written": shards.written[name],
+            "shards_pending": pending,
+            "complete": writer.complete,
+            "random_weights": b.random,
+            "weights": b.weights_line,
+            "precision": b.precision,
+            "clips_computed": len(work),
+        }
+        if meta_out is not None:
+            report.update(videos=meta_out["videos"], failed=len(meta_out["failed"]))
+        if stats.get("total_s") and b.inputs != "patches":
+            report["speed"] = speed_line(stats, len(work))
+        reports[name] = report
+    return reports
+
+
+def work_items(
+    cfg: FeaturesConfig,
+    backbones: list[Backbone],
+    work: list[tuple[int, str]],
+    segments: pd.DataFrame,
+) -> list[ClipWork]:
+    plans = {b.network: b.frame_plans(segments) for b in backbones if b.inputs == "frames"}
+    patches = any(b.inputs == "patches" for b in backbones)
+    return [
+        ClipWork(
+            clip_id=c,
+            shard=s,
+            path=str(cfg.layout.clip(c)),
+            patches=str(cfg.layout.patches(c)) if patches else None,
+            plans={n: np.asarray(p[c], dtype=np.int64).reshape(-1) for n, p in plans.items()},
+        )
+        for s, c in work
+    ]
+
+
+def clip_rows(
+    backbones: list[Backbone],
+    writers: dict[str, StoreWriter],
+    outputs: dict[str, dict[str, np.ndarray]] | str,
+) -> dict[str, np.ndarray | str]:
+    """One clip's row for every store being written (derived ones computed here), or its error."""
+    if isinstance(outputs, str):
+        return dict.fromkeys(writers, outputs)
+    values: dict[str, np.ndarray | str] = {}
+    for b in backbones:
+        stores = {n: s for n, s in b.stores().items() if n in writers}
+        values.update(derive(stores, outputs[b.network]))
+    return values
+
+
+def speed_line(stats: dict[str, float], clips: int) -> str:
+    """One line: clips/s and whether decoding or the network bound the extraction."""
+    wait = stats.get("wait_s", 0.0) / stats["total_s"]
+    rate = f"{clips / stats['total_s']:.2f} clips/s" if clips else "no clip extracted"
+    if wait > 0.5:
+        return (
+            f"{rate}; waited for decoded frames {100 * wait:.0f}% of the time: decoding, not the "
+            "network, bounds this run (more --workers, or fewer frames per segment)"
+        )
+    return f"{rate}; waited for decoded frames {100 * wait:.0f}% of the time: the network bounds it"
+
+
+def merge_store(
+    cfg: FeaturesConfig, name: str, ids: list[str], want: lifecycle.Asked
+) -> dict[str, Any]:
+    """Write the index of a store whose shards other processes filled (``--merge``)."""
+    root = cfg.layout.store(name)
+    if not (root / "plan.json").is_file():
+        raise FeaturesError(f"{root}: no store to merge (run `avel features` first)")
+    plan = json.loads((root / "plan.json").read_text())
+    planned = plan.get("clip_ids") or []
+    order = planned if set(planned) == set(ids) else ids
+    writer = StoreWriter.open(
+        cfg.data_dir,
+        name,
+        order,
+        want.spec.row,
+        dtype=plan.get("dtype", cfg.dtype),
+        shard_size=int(plan.get("shard_size", cfg.shard_size)),
+    )
+    meta_path = root / "meta.json"
+    record = read_json(root / IDENTITY_FILE) or {}
+    if meta_path.is_file():
+        writer.meta = json.loads(meta_path.read_text())
+    elif record.get("meta"):
+        writer.meta = record["meta"]
+    else:
+        raise FeaturesError(f"{root}: no record of how this store was made; rebuild it (--force)")
+    meta_out = writer.finalize()
+    report: dict[str, Any] = {
+        "path": str(root),
+        "shards_written": 0,
+        "shards_pending": sum(not writer.is_done(s) for s in range(writer.num_shards)),
+        "complete": writer.complete,
+        "random_weights": bool(writer.meta.get("random_weights")),
+    }
+    if meta_out is not None:
+        report.update(videos=meta_out["videos"], failed=len(meta_out["failed"]))
+        lifecycle.finish_record(cfg.layout, name, want, ids)
+    return report
+
+
+def existing_report(cfg: FeaturesConfig, name: str) -> dict[str, Any]:
+    """The report of a finished store that this run leaves as it is."""
+    root = cfg.layout.store(name)
+    meta = json.loads((root / "meta.json").read_text())
+    weights = meta.get("weights") or {}
+    return {
+        "path": str(root),
+        "shards_written": 0,
+        "shards_pending": 0,
+        "complete": True,
+        "already_complete": True,
+        "videos": meta["videos"],
+        "failed": len(meta["failed"]),
+        "random_weights": bool(meta.get("random_weights")),
+        "weights": f"{meta.get('backbone')} {weights.get('source')} sha256 {str(weights.get('sha256'))[:12]}",
+        "precision": meta.get("precision"),
+    }
+
+
+# ----------------------------------------------------------------------------- summary
 
 
 def format_summary(summary: dict[str, Any], errors: bool = True) -> str:
@@ -449,9 +518,12 @@ def format_summary(summary: dict[str, Any], errors: bool = True) -> str:
     for name, r in summary["stores"].items():
         state = "complete" if r["complete"] else f"{r['shards_pending']} shard(s) still pending"
         if r.get("already_complete"):
-            state = "already complete (not rewritten; --force to rebuild)"
-        elif r.get("carried_over"):
-            state += f", extended ({r['carried_over']} unchanged shard(s) kept)"
+            state = "already complete (same weights, settings and inputs; --force to rebuild)"
+        elif r.get("carried_over") is not None and "recomputed" in r:
+            state += (
+                f", extended: {r['recomputed']} new or changed clip(s) computed, "
+                f"{r['carried_over']} unchanged shard(s) kept"
+            )
         counts = f", {r['videos']} videos, {r['failed']} failed" if "videos" in r else ""
         lines.append(
             f"  {name}: {state}; wrote {r['shards_written']} shard(s){counts} -> {r['path']}"
@@ -462,6 +534,8 @@ def format_summary(summary: dict[str, Any], errors: bool = True) -> str:
             lines.append(f"    precision: {r['precision']}")
         if r.get("speed"):
             lines.append(f"    speed: {r['speed']}")
+    for line in summary.get("advice") or []:
+        lines.append(f"  advice: {line}")
     random = [n for n, r in summary["stores"].items() if r.get("random_weights")]
     if random:
         lines.append(RANDOM_BANNER.format(what=", ".join(random)))

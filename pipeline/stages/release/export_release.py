@@ -4,15 +4,20 @@ unchanged.
 
 Files (dataset ``avadataset``; the order files ``order``; layout in ``pipeline.stages.release.layout``):
 ``audio_feature.h5`` (N, 10, 128), ``visual_feature.h5`` (N, 10, 7, 7, 512) NHWC,
-``visual_feature_vec.h5`` (N, 10, 512), ``visual_feature_c3d.h5`` (N, 10, 512, the ``c3d`` store; not
-in the release) (each only when its store exists), ``labels.h5`` (N, 10, C),
+``visual_feature_vec.h5`` (N, 10, 512), and not in the release ``visual_feature_c3d.h5`` (N, 10, 512,
+the ``c3d`` store), ``visual_feature_clip.h5`` (N, 10, D, ``clip``) and ``audio_feature_clap.h5``
+(N, 10, 512, ``clap``) (each only when its store exists), ``labels.h5`` (N, 10, C),
 ``labels_closs.h5`` (N, 10), ``mil_labels.h5`` (N, C), the six ``*_order*.h5`` (int64 row indices)
-and, when the stores hold the background-only videos (``DATA_DIR/extra_background.parquet``),
-``audio_feature_noisy.h5``, ``visual_feature_noisy.h5`` and ``labels_noisy.h5``.
+and ``audio_feature_noisy.h5``, ``visual_feature_noisy.h5`` and ``labels_noisy.h5``: the
+background-only videos the stores hold (``DATA_DIR/extra_background.parquet``), 0 rows when none
+(weakly supervised scripts open them unconditionally).
 
 Rows follow Annotations.txt (``--rows annotations-order``: manifest sorted by ``sample``) or the
 manifest file's own row order (``--rows manifest``, for a hand-edited manifest); repeated YouTube IDs
-get one row per annotation row, as in the release. A row whose video is missing from an exported
+get one row per annotation row, as in the release. Rows are looked up in the stores by ``clip_id``
+(the YouTube ID for AVE; ``<youtube_id>_<start_ms>`` for a data folder built from a clip list).
+A file of the layout already in ``OUT_DIR`` that an earlier export did not write (the downloaded
+release, say) is never overwritten without ``--force``. A row whose video is missing from an exported
 store is dropped and the order files remapped (``--missing drop``), or kept with zero features and
 marked 0 in ``feature_mask.h5`` (``--missing zero``). ``avel_rows.csv`` maps every written row back
 to its annotation row and video, ``avel_export.json`` holds the summary.
@@ -43,14 +48,15 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.fetch import sha256_file
-from pipeline.core.io import atomic_path, write_json
+from pipeline.core.io import atomic_path, read_parquet, write_json
 from pipeline.core.layout import DataLayout
-from pipeline.core.manifest import load_classes, load_manifest
+from pipeline.core.manifest import clip_ids, load_classes, load_manifest
 from pipeline.core.store import FeatureStore, StoreError, store_dir
 from pipeline.stages.annotations.ave import read_split
 from pipeline.stages.release.layout import (
     EXPORT_FILES,
     KEY,
+    LABEL_FILES,
     ORDER_FILES,
     ORDER_KEY,
     SEGMENTS,
@@ -84,6 +90,7 @@ class ExportReleaseConfig:
     compression: str = "none"
     block_bytes: int = 64 << 20  # largest block of output rows held in memory
     progress: bool = True
+    force: bool = False  # overwrite layout files in out_dir that no earlier export wrote
 
 
 # --------------------------------------------------------------------------- inputs
@@ -101,14 +108,17 @@ def _open_stores(data_dir: Path) -> dict[str, FeatureStore]:
                 f"{exc}\n(the {name} store is unfinished: finish it, or move it away to export "
                 "the others)"
             ) from exc
-        if store.row_shape != tail:
+        fits = len(store.row_shape) == len(tail) and all(
+            want is None or got == want for got, want in zip(store.row_shape, tail, strict=True)
+        )
+        if not fits:
             raise ExportReleaseError(
                 f"{store.root}: rows of shape {store.row_shape}, the release layout needs {tail}"
             )
         stores[name] = store
     if not stores:
         raise ExportReleaseError(
-            f"{DataLayout(data_dir).features}: no finished feature store (audio, visual, visual_vec, c3d); "
+            f"{DataLayout(data_dir).features}: no finished feature store ({', '.join(EXPORT_FILES)}); "
             "run `make features` or `make import-release` first"
         )
     return stores
@@ -124,13 +134,13 @@ def _rows(manifest: pd.DataFrame, rows: str) -> pd.DataFrame:
 
 
 def _missing_from(ids: pd.Series, stores: dict[str, FeatureStore]) -> list[list[str]]:
-    """For each row, the stores that lack its video."""
+    """For each row, the stores that lack its clip."""
     return [[name for name, s in stores.items() if y not in s] for y in ids]
 
 
-def _failure(stores: dict[str, FeatureStore], youtube_id: str, names: list[str]) -> str:
+def _failure(stores: dict[str, FeatureStore], clip_id: str, names: list[str]) -> str:
     for name in names:
-        reason = (stores[name].meta.get("failed") or {}).get(youtube_id)
+        reason = (stores[name].meta.get("failed") or {}).get(clip_id)
         if reason:
             return f"{name}: {reason}"
     return "not in " + ", ".join(names)
@@ -243,9 +253,9 @@ def write_features(
         ):
             chunk = ids[lo : lo + step]
             block = np.zeros((len(chunk), *tail), np_dtype)
-            for i, youtube_id in enumerate(chunk):
-                if youtube_id is not None:
-                    block[i] = store.get(youtube_id)
+            for i, clip_id in enumerate(chunk):
+                if clip_id is not None:
+                    block[i] = store.get(clip_id)
             ds[lo : lo + len(chunk)] = block
             largest = max(largest, block.nbytes)
             del block
@@ -295,14 +305,16 @@ def _check_cfg(cfg: ExportReleaseConfig) -> None:
 def _plan(
     table: pd.DataFrame, stores: dict[str, FeatureStore], missing: str
 ) -> tuple[pd.DataFrame, list[dict[str, Any]], np.ndarray]:
-    """Rows to write, the missing rows (sample, youtube_id, why) and the presence mask."""
-    lacking = _missing_from(table["youtube_id"], stores)
+    """Rows to write, the missing rows (sample, clip_id, youtube_id, why) and the presence mask."""
+    keys = clip_ids(table)
+    lacking = _missing_from(keys, stores)
     present = np.array([not names for names in lacking], dtype=bool)
     report = [
         {
             "sample": int(table["sample"].iat[i]),
+            "clip_id": str(keys.iat[i]),
             "youtube_id": str(table["youtube_id"].iat[i]),
-            "why": _failure(stores, str(table["youtube_id"].iat[i]), lacking[i]),
+            "why": _failure(stores, str(keys.iat[i]), lacking[i]),
         }
         for i in np.nonzero(~present)[0]
     ]
@@ -326,6 +338,8 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
     stores = _open_stores(cfg.data_dir)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     previous = _previous_files(cfg.out_dir)
+    if not cfg.force:
+        _refuse_foreign_files(cfg.out_dir, previous)
 
     table, missing, mask = _plan(manifest, stores, cfg.missing)
     if table.empty:
@@ -381,6 +395,7 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
             "row": np.arange(len(table)),
             "sample": table["sample"].to_numpy(np.int64),
             "youtube_id": table["youtube_id"].to_numpy(),
+            "clip_id": clip_ids(table).to_numpy(),
             "features": mask.astype(np.uint8),
         }
     )
@@ -396,6 +411,26 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
     write_json(summary, cfg.out_dir / SUMMARY_FILE)
     _readable(cfg.out_dir / SUMMARY_FILE)
     return summary
+
+
+def _layout_files() -> list[str]:
+    """Every file name an export may write."""
+    names = [f for files in EXPORT_FILES.values() for f in files[:2] if f is not None]
+    names += [*LABEL_FILES, *ORDER_FILES, MASK_FILE, MASK_NOISY_FILE, ROWS_FILE, SUMMARY_FILE]
+    return names
+
+
+def _refuse_foreign_files(out_dir: Path, previous: list[str]) -> None:
+    """Stop before writing when ``out_dir`` holds layout files no earlier export wrote there."""
+    foreign = [f for f in _layout_files() if (out_dir / f).exists() and f not in previous]
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (
+            f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""
+        )
+        raise ExportReleaseError(
+            f"{out_dir} already holds {shown}, not written by an earlier export (the downloaded "
+            "release?); give another OUT_DIR, or pass --force (make FORCE=1) to overwrite them"
+        )
 
 
 def _previous_files(out_dir: Path) -> list[str]:
@@ -419,7 +454,7 @@ def _write_feature_files(
 ) -> list[str]:
     """One feature file per store for ``table``'s rows (zeros where ``mask`` is False):
     ``which`` 0 = the main release file name, 1 = the noisy one; sizes go to ``summary``."""
-    ids = [y if ok else None for y, ok in zip(table["youtube_id"], mask, strict=True)]
+    ids = [y if ok else None for y, ok in zip(clip_ids(table), mask, strict=True)]
     written = []
     for name, store in stores.items():
         file = EXPORT_FILES[name][which]
@@ -439,20 +474,28 @@ def _write_feature_files(
 def _export_noisy(
     cfg: ExportReleaseConfig, stores: dict[str, FeatureStore], num_classes: int, summary: dict
 ) -> list[str]:
-    """The background-only videos: ``*_noisy.h5`` for the stores that hold them."""
+    """The background-only videos: ``*_noisy.h5`` for every store with a noisy file, with the rows
+    of the videos the stores hold (0 rows when they hold none), and ``labels_noisy.h5``."""
     path = DataLayout(cfg.data_dir).extra_background
     noisy_stores = {n: s for n, s in stores.items() if EXPORT_FILES[n][1] is not None}
-    if not path.is_file() or not noisy_stores:
+    if not noisy_stores:
         return []
-    extra = pd.read_parquet(path).sort_values("sample", kind="stable").reset_index(drop=True)
-    held = {n: s for n, s in noisy_stores.items() if any(y in s for y in extra["youtube_id"])}
-    if not held:
-        summary["notes"].append(f"{path.name}: none of its videos is in the stores; no noisy files")
-        return []
-    table, missing, mask = _plan(extra, held, cfg.missing)
+    extra = pd.DataFrame({"sample": [], "youtube_id": [], "label": []})
+    if path.is_file():
+        remedy = f"rebuild it with `make import-release DATA_DIR={cfg.data_dir} FORCE=1`"
+        extra = read_parquet(path, remedy).sort_values("sample", kind="stable")
+        extra = extra.reset_index(drop=True)
+    keys = clip_ids(extra)
+    held = {n: s for n, s in noisy_stores.items() if any(y in s for y in keys)}
+    if held:
+        table, missing, mask = _plan(extra, held, cfg.missing)
+    else:
+        if len(extra):
+            summary["notes"].append(
+                f"{path.name}: none of its videos is in the stores; noisy files have 0 rows"
+            )
+        held, table, missing, mask = noisy_stores, extra.iloc[:0], [], np.zeros(0, bool)
     summary["noisy"] = {"rows": len(table), "missing": missing, "stores": list(held)}
-    if table.empty:
-        return []
     written = _write_feature_files(cfg, held, table, mask, 1, summary)
     labels = np.eye(num_classes, dtype=LABEL_DTYPE)[table["label"].to_numpy(np.int64)]
     _write_array(cfg.out_dir / "labels_noisy.h5", labels)

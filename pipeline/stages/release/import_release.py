@@ -30,7 +30,16 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.fetch import sha256_file
-from pipeline.core.io import write_parquet
+from pipeline.core.identity import (
+    IDENTITY_FILE,
+    differences,
+    digest,
+    identity_sha256,
+    make_record,
+    read_json,
+    write_record,
+)
+from pipeline.core.io import write_json, write_parquet
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import AnnotationError, load_classes, load_manifest
 from pipeline.core.store import DTYPES, StoreError, StoreWriter
@@ -619,15 +628,27 @@ def _open_writer(
         )
     except StoreError as exc:
         raise ImportReleaseError(str(exc)) from exc
+    identity = _release_identity(cfg, store, feed)
+    recorded = read_json(writer.root / IDENTITY_FILE)
+    if recorded is None and writer.complete:  # imported before identity records: by its files
+        files = _read_meta(writer).get("files") or {}
+        shas = {n: f.get("sha256") for n, f in files.items()}
+        recorded = {"identity": {"files": shas} if all(shas.values()) else {}}
+    if recorded is not None and any(writer.is_done(s) for s in range(writer.num_shards)):
+        diffs = differences(recorded.get("identity") or {}, identity)
+        if diffs:
+            state = "finished" if writer.complete else "partly imported"
+            raise ImportReleaseError(
+                f"{writer.root}: this {state} store was imported from other files or settings: "
+                f"{'; '.join(diffs)}; pass --force (FORCE=1) to import again"
+            )
+    record = make_record(identity, ids, {}, 0)
+    write_record(writer.root, record)
     if writer.complete:
-        recorded = _read_meta(writer)["files"]
-        for _, (source, _) in feed.items():
-            old = recorded.get(source.path.name)
-            if old is None or old["bytes"] != source.path.stat().st_size:
-                raise ImportReleaseError(
-                    f"{writer.root}: finished store was imported from a different {source.path.name} "
-                    "(size differs); pass --force to import again"
-                )
+        meta = _read_meta(writer)
+        if meta.get("identity_sha256") is None:
+            meta.update(identity=identity, identity_sha256=digest(meta))
+            write_json(meta, writer.root / "meta.json")
         info["status"] = "up to date (finished store kept; --force rebuilds it)"
         return None
     info["status"] = (
@@ -641,6 +662,25 @@ def _open_writer(
     if computed:
         info["computed_from"] = meta["computed_from"]
     return writer
+
+
+def _release_identity(cfg: ImportReleaseConfig, store: str, feed: dict) -> dict[str, Any]:
+    """What an imported store is made of: the release files by content (sha256; their size and
+    mtime with ``--no-checksum``), the storage dtype and the reduction."""
+    files = {}
+    for source, _ in feed.values():
+        path = source.path
+        if cfg.checksum:
+            files[path.name] = sha256_file(path)
+        else:
+            st = path.stat()
+            files[path.name] = f"{st.st_size} bytes, mtime_ns {st.st_mtime_ns}"
+    return {
+        "backbone": f"release import ({SOURCE})",
+        "files": files,
+        "dtype": cfg.dtype,
+        "computed_from": "mean over the 7x7 grid" if feed["main"][1] is _vec else None,
+    }
 
 
 def _read_meta(writer: StoreWriter) -> dict:
@@ -678,8 +718,13 @@ def _stream(
         del outputs
     for store, writer in writers.items():
         summary["stores"][store]["shards_written"] = len(todo_by_store[store])
-        if writer.finalize() is None:
+        meta = writer.finalize()
+        if meta is None:
             raise ImportReleaseError(f"{writer.root}: shards still missing after the import")
+        record = read_json(writer.root / IDENTITY_FILE)
+        if record is not None:
+            meta.update(identity=record["identity"], identity_sha256=identity_sha256(record))
+            write_json(meta, writer.root / "meta.json")
         summary["stores"][store]["value_range"] = ranges
 
 

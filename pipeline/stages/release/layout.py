@@ -21,10 +21,14 @@ FEATURE_FILES = {
     "visual_vec": ("visual_feature_vec.h5", None, (SEGMENTS, 512)),
 }
 #: What ``export-release`` writes: the release's feature files plus avel's own, in the same layout
-#: (``visual_feature_c3d.h5``: the C3D pool5 vectors (N, 10, 512), for repositories that read it).
-EXPORT_FILES = {
+#: (``visual_feature_c3d.h5``: the C3D pool5 vectors (N, 10, 512); ``visual_feature_clip.h5``: CLIP
+#: image embeddings (N, 10, D), D from the model, ``None`` below; ``audio_feature_clap.h5``: CLAP
+#: audio embeddings (N, 10, 512)), for repositories that read them.
+EXPORT_FILES: dict[str, tuple[str, str | None, tuple[int | None, ...]]] = {
     **FEATURE_FILES,
     "c3d": ("visual_feature_c3d.h5", None, (SEGMENTS, 512)),
+    "clip": ("visual_feature_clip.h5", None, (SEGMENTS, None)),
+    "clap": ("audio_feature_clap.h5", None, (SEGMENTS, 512)),
 }
 LABEL_FILES = ("labels.h5", "labels_closs.h5", "mil_labels.h5", "labels_noisy.h5")
 #: ``{split}_order.h5`` (the localization splits) and ``{split}_order_match.h5`` (cross-modality).
