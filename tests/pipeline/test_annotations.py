@@ -164,6 +164,13 @@ def test_audioset_csv_quirks(tmp_path):
     path.write_text(AUDIOSET_CSV + "broken\n")
     with pytest.raises(AnnotationError, match=r"seg.csv:7: expected 'YTID"):
         parse_audioset_csv(path)
+    # read line by line (2 M rows), yet a binary or non-UTF-8 file is the one clear error
+    path.write_bytes(AUDIOSET_CSV.encode() + b"abc\0def, 1, 11\n")
+    with pytest.raises(AnnotationError, match=r"seg.csv: binary data \(a NUL byte at line 7"):
+        parse_audioset_csv(path)
+    path.write_bytes(AUDIOSET_CSV.encode() + "\u00e9t\u00e9, 1, 11\n".encode("latin-1"))
+    with pytest.raises(AnnotationError, match=r"seg.csv: not UTF-8 text \(byte 0xe9 at line 7"):
+        parse_audioset_csv(path)
 
 
 def test_missing_local_file_is_clear(tmp_path):
