@@ -78,7 +78,9 @@ def assert_same_store(a: Path, b: Path, name: str) -> None:
         assert left.meta.get(key) == right.meta.get(key), key
 
 
-@pytest.mark.parametrize("kind", ["visual", "audio"])
+# every backbone's local-vs-Ray equality is test_c3d_ray's; here the Ray executor's resume from
+# staged rows and its failure reasons, on the cheapest backbone
+@pytest.mark.parametrize("kind", ["audio"])
 def test_ray_store_equals_local_store_and_second_run_does_nothing(
     local_ray, segmented, tmp_path, kind
 ):
