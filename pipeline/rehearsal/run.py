@@ -61,7 +61,7 @@ class RehearsalConfig:
     epochs: int = 5  # training on audio
     visual_sample: int = 2  # clips whose visual features are extracted (timed)
     frame_size: int = 224  # visual frame side of the sample (smaller only for tests)
-    precision: str = "auto"  # of the audio features and the visual sample
+    precision: str = "fp32"  # of the audio features and the visual sample (the stage default)
     kill: bool = True
     kill_at: float = 0.4
     shard_size: int | None = None  # audio store shard size (default: ~8 shards, to kill between)

@@ -25,6 +25,7 @@ store ``random_weights`` and says so loudly.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,12 @@ def store_identity(backbone: Backbone, cfg: FeaturesConfig, fps: int, ffmpeg: st
     return identity
 
 
+@functools.lru_cache(maxsize=4)
+def _provenance(device: str) -> dict[str, Any]:
+    """Device name, git state and library versions: asked once per run, not once per store."""
+    return {"device_name": device_name(device), "code": git_state(), "versions": library_versions()}
+
+
 def store_meta(
     backbone: Backbone,
     name: str,
@@ -240,10 +247,8 @@ def store_meta(
         "random_weights": backbone.random,
         "frames_per_segment": fps,
         "device": str(device),
-        "device_name": device_name(device),
         "engine": cfg.engine,
-        "code": git_state(),
-        "versions": library_versions(),
+        **_provenance(str(device)),
     }
 
 
