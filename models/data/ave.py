@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,8 @@ def available_memory() -> int:
 
 #: Visual vector features a model can read (model option ``visual``): name -> (stores, width). The
 #: stores' rows are concatenated in this order: ``vgg19+c3d`` is VGG-19's 512 then C3D's 512.
-#: ``clip`` is the default CLIP's (ViT-L/14) 768-d image embedding.
+#: ``clip`` is the default CLIP's (ViT-L/14) 768-d image embedding; a store of another width is
+#: named with it, ``clip:512`` (ViT-B/16), which the trainer does from the store's rows.
 VISUAL_FEATURES: dict[str, tuple[tuple[str, ...], int]] = {
     "vgg19": (("visual_vec",), 512),
     "c3d": (("c3d",), 512),
@@ -55,18 +57,50 @@ EXTRA_VISUAL = ("c3d", "clip")
 AUDIO_FEATURES: dict[str, tuple[str, int]] = {"vggish": ("audio", 128), "clap": ("clap", 512)}
 
 
+def _named_width(name: str, option: str, known: dict[str, Any]) -> tuple[str, int | None]:
+    """``clip:512`` -> (``clip``, 512); ``clip`` -> (``clip``, None)."""
+    base, _, width = str(name).partition(":")
+    if base not in known:
+        raise ValueError(f"{option} must be one of {sorted(known)}, got {name!r}")
+    if not width:
+        return base, None
+    if not width.isdigit() or int(width) < 1:
+        raise ValueError(f"{option}={name!r}: the width after ':' must be a positive integer")
+    return base, int(width)
+
+
 def visual_features(name: str) -> tuple[tuple[str, ...], int]:
-    """(stores, width) of the visual vector feature set ``name`` (``VISUAL_FEATURES``)."""
-    if name not in VISUAL_FEATURES:
-        raise ValueError(f"visual must be one of {sorted(VISUAL_FEATURES)}, got {name!r}")
-    return VISUAL_FEATURES[name]
+    """(stores, width) of the visual vector feature set ``name`` (``VISUAL_FEATURES``,
+    optionally ``name:width``)."""
+    base, width = _named_width(name, "visual", VISUAL_FEATURES)
+    stores, default = VISUAL_FEATURES[base]
+    return stores, width or default
 
 
 def audio_features(name: str) -> tuple[str, int]:
-    """(store, width) of the audio feature ``name`` (``AUDIO_FEATURES``)."""
-    if name not in AUDIO_FEATURES:
-        raise ValueError(f"audio must be one of {sorted(AUDIO_FEATURES)}, got {name!r}")
-    return AUDIO_FEATURES[name]
+    """(store, width) of the audio feature ``name`` (``AUDIO_FEATURES``, optionally
+    ``name:width``)."""
+    base, width = _named_width(name, "audio", AUDIO_FEATURES)
+    store, default = AUDIO_FEATURES[base]
+    return store, width or default
+
+
+def fit_widths(options: dict[str, Any], widths: dict[str, int]) -> dict[str, Any]:
+    """Model options whose ``visual`` / ``audio`` feature sets name the width of the stores read
+    (``widths``: store -> row width) where it is not the default model's: a ViT-B/16 ``clip``
+    store (512) makes ``visual=clip`` read ``clip:512``."""
+    out = dict(options)
+    for option, lookup in (("visual", visual_features), ("audio", audio_features)):
+        if option not in out:
+            continue
+        base = str(out[option]).partition(":")[0]
+        stores = lookup(out[option])[0]
+        stores = (stores,) if isinstance(stores, str) else stores
+        if not all(s in widths for s in stores):
+            continue
+        width = sum(widths[s] for s in stores)
+        out[option] = base if width == lookup(base)[1] else f"{base}:{width}"
+    return out
 
 
 def open_store(data_dir: str | Path, name: str) -> FeatureStore:
@@ -154,6 +188,11 @@ class AVEDataset:
             vid,
         )
         self._rows: dict[str, object] | None = None  # store name -> tensor, once loaded
+
+    @property
+    def store_widths(self) -> dict[str, int]:
+        """Store name -> the width of its rows (their last dimension)."""
+        return {name: int(store.row_shape[-1]) for name, store in self._stores.items()}
 
     def feature_bytes(self) -> int:
         """Bytes the features of this split take in memory, in the stores' dtypes."""

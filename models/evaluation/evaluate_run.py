@@ -40,6 +40,12 @@ def _data_dir(seed_dir: Path, data_dir: str | Path | None) -> Path:
     return Path(found)
 
 
+RANDOM_WARNING = (
+    "!!! RANDOM WEIGHTS: the feature stores read come from random-weight networks; "
+    "these numbers mean nothing !!!"
+)
+
+
 def checkpoints_of(run: str | Path) -> list[Path]:
     """The seed folders of ``run`` (itself, or its ``seed-*``), or an error saying how to make one."""
     found = runs.seed_dirs(run)
@@ -92,6 +98,7 @@ def run_evaluate(
         "reference": reference_rows(
             dataset.segment_labels, dataset.video_labels, dataset.num_classes - 1
         ),
+        "random_features": dataset.random_features,
     }
     write_json(result, run / f"eval-{split}.json")
     return result
@@ -262,6 +269,8 @@ def format_evaluation(summary: dict) -> str:
         if len(summary["results"]) > 1:
             a = summary["accuracy"]
             lines.append(f"mean over seeds: {a['mean']:.4f} ± {a['std']:.4f}")
+        if any(r.get("random_features") for r in summary["results"].values()):
+            lines.append(RANDOM_WARNING)
         return "\n".join(lines)
     lines.append(f"cross-modal {summary['split']} split, {summary['source']}:")
     for name, m in summary["results"].items():
@@ -273,4 +282,6 @@ def format_evaluation(summary: dict) -> str:
             f"V2A {100 * v['mean']:.1f} ± {100 * v['std']:.1f}%"
         )
     lines.append(f"  metrics and pictures in {summary['out_dir']}  ({crossmodal_reference()})")
+    if summary.get("random_features"):
+        lines.append(RANDOM_WARNING)
     return "\n".join(lines)

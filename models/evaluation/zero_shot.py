@@ -46,8 +46,17 @@ class ZeroShotConfig:
         return Path(self.run_dir) / self.name / "seed-0"
 
     def fingerprint(self) -> dict[str, Any]:
+        """The settings and the identity of both stores: a run on stores rebuilt since is redone."""
+        from pipeline.core.identity import store_identity_sha256
+        from pipeline.core.layout import DataLayout
+
         keys = ("data_dir", "visual_store", "audio_store", "clip_prompt", "clap_prompt")
-        return {k: str(getattr(self, k)) for k in keys}
+        layout = DataLayout(self.data_dir)
+        stores = {
+            name: store_identity_sha256(layout.store(name))
+            for name in (self.visual_store, self.audio_store)
+        }
+        return {**{k: str(getattr(self, k)) for k in keys}, "stores": stores}
 
 
 def prompts(class_names: list[str], template: str) -> list[str]:
@@ -71,28 +80,63 @@ def store_weights(store: Any, asked: str | None) -> tuple[str, str, bool]:
     return str(source), sha, sha == "random"
 
 
+def byte_tokens(texts: list[str], text_config: Any) -> dict[str, Any]:
+    """Token IDs for a random model that has no tokenizer: each UTF-8 byte b becomes ID 3 + b,
+    between the config's begin and end tokens, padded (its embeddings mean nothing, as its weights)."""
+    import torch
+
+    limit = int(text_config.max_position_embeddings)
+    rows = [
+        [text_config.bos_token_id, *(3 + b for b in t.encode())][: limit - 1]
+        + [text_config.eos_token_id]
+        for t in texts
+    ]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(text_config.pad_token_id), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def text_embeddings(
-    model_class: Any, source: str, sha: str, random: bool, texts: list[str], allow_download: bool
+    model_class: Any,
+    source: str,
+    sha: str,
+    random: bool,
+    texts: list[str],
+    allow_download: bool,
+    small_config: Any,
 ) -> Any:
-    """(len(texts), D) ``get_text_features`` of the model at ``source``, checked against ``sha``."""
+    """(len(texts), D) ``get_text_features`` of the model at ``source``, checked against ``sha``.
+    A store of random weights gets the same random model back (same config, same seed; the
+    backbone's ``small_config`` when the model's config was not at hand) and, without a tokenizer,
+    :func:`byte_tokens`."""
     import torch
     from transformers import AutoTokenizer
 
     from pipeline.backbones.hf_weights import load_model
 
-    def no_config() -> Any:
-        raise ValueError(f"{source}: the store's random model cannot be rebuilt without its config")
-
-    model, weights, folder = load_model(source, model_class, allow_download, random, no_config)
+    model, weights, folder = load_model(source, model_class, allow_download, random, small_config)
     if weights.sha256 != sha:
         raise ValueError(
             f"{source}: weights sha256 {weights.sha256[:12]}, but the store was extracted with "
             f"{sha[:12]}; pass the same weights (or re-extract the store)"
         )
-    if folder is None:
+    tokenizer = None
+    if folder is not None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError):
+            if not random:
+                raise
+    if tokenizer is not None:
+        tokens = tokenizer(texts, padding=True, return_tensors="pt")
+    elif random:
+        tokens = byte_tokens(texts, model.config.text_config)
+    else:
         raise ValueError(f"{source}: no tokenizer at hand (a save_pretrained folder has one)")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    tokens = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
         out = model.get_text_features(**tokens)
     return getattr(out, "pooler_output", out).float()
@@ -108,18 +152,20 @@ def build_zero_shot(cfg: ZeroShotConfig) -> tuple[Any, dict[str, Any]]:
     require_transformers()
     from transformers import ClapModel, CLIPModel
 
+    from pipeline.backbones import clap_backbone, clip_backbone
+
     classes = load_classes(cfg.data_dir)
     visual = FeatureStore.open(cfg.data_dir, cfg.visual_store)
     audio = FeatureStore.open(cfg.data_dir, cfg.audio_store)
     texts_v, texts_a = prompts(classes, cfg.clip_prompt), prompts(classes, cfg.clap_prompt)
     record: dict[str, Any] = {"classes": classes, "clip_prompts": texts_v, "clap_prompts": texts_a}
     embeddings = []
-    for store, model_class, asked, texts, key in (
-        (visual, CLIPModel, cfg.clip_weights, texts_v, "clip"),
-        (audio, ClapModel, cfg.clap_weights, texts_a, "clap"),
+    for store, model_class, asked, texts, key, small in (
+        (visual, CLIPModel, cfg.clip_weights, texts_v, "clip", clip_backbone.small_config),
+        (audio, ClapModel, cfg.clap_weights, texts_a, "clap", clap_backbone.small_config),
     ):
         source, sha, random = store_weights(store, asked)
-        emb = text_embeddings(model_class, source, sha, random, texts, cfg.allow_download)
+        emb = text_embeddings(model_class, source, sha, random, texts, cfg.allow_download, small)
         if emb.shape[1] != store.row_shape[-1]:
             raise ValueError(
                 f"{source}: text embeddings of width {emb.shape[1]}, store {store.root} rows "

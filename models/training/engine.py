@@ -36,6 +36,12 @@ CROSSMODAL_ONLY = ("mismatched", "select", "plots", "plot_samples", "visual_stor
 NOT_TRAINING = ("device", "run_dir", "name", "data_dir", "plots", "plot_samples", "threads")
 
 
+#: Registered networks that are built, not trained: model -> how to make its run instead.
+UNTRAINED = {
+    "zero_shot": "it has no weights to learn; `avel zero-shot` (make zero-shot) writes its run"
+}
+
+
 @dataclass
 class TrainConfig:
     data_dir: str
@@ -80,6 +86,8 @@ class TrainConfig:
                 f"{self.model!r} is not a {kind} model"
                 + (f"; choose one of {sorted(DEFAULT_BATCH)}" if self.crossmodal else "")
             )
+        if self.model in UNTRAINED:
+            raise ValueError(f"{self.model!r} is not trained: {UNTRAINED[self.model]}")
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS[self.mode]
         if self.batch_size is None:

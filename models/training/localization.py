@@ -16,10 +16,12 @@ import numpy as np
 MODES = ("supervised", "weak")
 
 
-def model_for(cfg, num_classes: int):
+def model_for(cfg, num_classes: int, widths: dict[str, int] | None = None):
+    """The network of ``cfg``; ``widths`` (store -> row width) sizes it to the stores it reads."""
+    from models.data.ave import fit_widths
     from models.networks import build_model
 
-    options = dict(cfg.model_options)
+    options = fit_widths(cfg.model_options, widths or {})
     if cfg.mode == "weak":
         options["mil"] = cfg.mil
     return build_model(cfg.model, num_classes=num_classes, **options)
@@ -113,7 +115,7 @@ class LocalizationTask:
         }
 
     def build_model(self, cfg, data: dict):
-        return model_for(cfg, data["train"].num_classes)
+        return model_for(cfg, data["train"].num_classes, data["train"].store_widths)
 
     def describe(self, data: dict) -> dict:
         train, val = data["train"], data["val"]

@@ -3,6 +3,9 @@ the stores equal the transformers models applied in the test to independently de
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -294,3 +297,72 @@ def test_one_decode_serves_frame_backbones_of_one_size_and_the_waveform(data):
     np.testing.assert_array_equal(out["vgg19"], out["clip"])
     np.testing.assert_array_equal(out["clip"], decode_frames(path, CLIP_SIDE)[plan])
     np.testing.assert_array_equal(out["clap"], decode_seconds(path))
+
+
+def fresh_copy(data: Path, folder: Path) -> Path:
+    """The module's segmented data folder without its feature stores."""
+    shutil.copytree(data, folder, ignore=shutil.ignore_patterns("features"))
+    return folder
+
+
+def test_four_backbones_decode_each_clip_once(data, models, tmp_path, monkeypatch):
+    """FEATURES=audio,visual,clip,clap: one ffmpeg pass over a clip's video serves VGG-19 and
+    CLIP, one over its audio serves CLAP, VGGish reads the segments' patches: every store written."""
+    copy = fresh_copy(data, tmp_path / "data")
+    log = tmp_path / "ffmpeg.log"
+    wrapper = tmp_path / "bin" / "ffmpeg"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{shutil.which("ffmpeg")}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    cfg = config(
+        copy,
+        models,
+        ("audio", "visual", "clip", "clap"),
+        frame_size=CLIP_SIDE,
+        allow_random_weights=True,
+    )
+    summary = run_features(cfg)
+    assert not summary["errors"], summary["errors"]
+    calls = log.read_text().splitlines()
+    for clip_id in IDS[:2]:
+        mine = [c for c in calls if f"{clip_id}.mp4" in c]
+        video = [c for c in mine if "0:v:0" in c]
+        audio = [c for c in mine if "0:a:0" in c]
+        assert len(video) == 1 and len(audio) == 1 and len(mine) == 2, mine
+    # VGGish reads the patches the segments stage made before the last clip was broken
+    assert set(FeatureStore.open(copy, "audio").clip_ids) == set(IDS)
+    for name in ("visual", "visual_vec", "clip", "clap"):
+        store = FeatureStore.open(copy, name)
+        assert set(store.clip_ids) == set(IDS[:2]) and IDS[2] in store.meta["failed"], name
+
+
+def test_random_small_clip_store_trains_and_runs_zero_shot(data, models, tmp_path):
+    """No CLIP weights at hand, random allowed: the small default config's 64-d store; the
+    models size themselves to it (``visual=clip:64``), zero-shot rebuilds the same random model,
+    and every report says RANDOM."""
+    from models.evaluation.evaluate_run import evaluate_run, format_evaluation
+    from models.reports.table import TableConfig, run_table
+
+    label_set(data)
+    copy = fresh_copy(data, tmp_path / "data")
+    cfg = config(copy, models, ("clip",), allow_random_weights=True)
+    cfg.clip_weights = str(tmp_path / "no-clip-here")
+    summary = run_features(cfg)
+    assert not summary["errors"], summary["errors"]
+    store = FeatureStore.open(copy, "clip")
+    assert store.is_random and store.row_shape == (10, 64)
+    shutil.copytree(data / "features" / "clap", copy / "features" / "clap")
+    only = ("v-clip", "zero-shot")
+    runs = tmp_path / "runs"
+    table = TableConfig(str(copy), "features", run_dir=str(runs), epochs=1, device="cpu", only=only)
+    rows = {r["key"]: r for r in run_table(table, progress=False)["rows"]}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    assert rows["v-clip"]["random_features"]
+    assert "random" in (runs / "tables" / "features.md").read_text().lower()
+    trained = next(runs.glob("supervised-v-*/seed-*"))
+    config_json = json.loads((trained / "config.json").read_text())
+    assert config_json["model"]["visual"] == "clip:64"
+    for run in (trained, runs / "zero-shot" / "seed-0"):
+        result = evaluate_run(run=run, device="cpu")
+        assert "RANDOM WEIGHTS" in format_evaluation(result)
