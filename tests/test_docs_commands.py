@@ -22,10 +22,15 @@ and shell expansions (``$i``, ``$(id -u)``) stand for a value; the check substit
 flags or variables marks them optional: they are checked as if given. ``a|b`` (no spaces) is one
 of the alternatives: each is checked. ``...`` alone elides further arguments, and a flag named
 last without its value (``avel evaluate --run`` in prose) stands for the flag with any value.
+A command shown only in prose, or with arguments elided, may leave out required arguments
+(``avel train`` names the command); one in a code block must be whole. ``AVEL_X=1`` before a
+command must turn on avel's global ``--x``. :data:`REFUSED`: commands the docs show being refused.
 
 The Python blocks: each compiles, its imports resolve, every ``avel.NAME`` exists and each call
-binds to the signature of what it calls; the first two blocks of docs/python-api.md run for real
-on a data folder built by the stages (tests/test_api.py drives the rest of the API).
+binds to the signature of what it calls (``**kwargs`` to the settings class it feeds,
+:data:`FORWARDS`); methods called on what an API function returns exist on its return type; the
+first two blocks of docs/python-api.md run for real on a data folder built by the stages
+(tests/test_api.py drives the rest of the API).
 """
 
 from __future__ import annotations
