@@ -233,7 +233,7 @@ cmd_import_checkpoint = $(AVEL) import-checkpoint $(call opt,--checkpoint,CHECKP
 
 .PHONY: help setup setup-ray ffmpeg annotations download segments features convert-vggish \
 	import-release export-release train-supervised train-weak train-avdln evaluate zero-shot \
-	evaluate-crossmodal attention-maps table import-checkpoint bench demo test test-ray lint \
+	evaluate-crossmodal attention-maps table import-checkpoint bench demo test test-ray docs-check lint \
 	clean delete-data delete-runs rehearsal
 
 # ----------------------------------------------------------------------------- targets
@@ -388,6 +388,9 @@ test: $(STAMP_RAY) ffmpeg ## the test suite (installs the ray extra so the Ray e
 
 test-ray: $(STAMP_RAY) ffmpeg ## only the Ray engine's tests
 	$(PY) -m pytest -q tests/pipeline/test_ray_engine.py
+
+docs-check: $(STAMP_DEV) ffmpeg ## every command and Python block shown in README.md and docs/ checked (~1 min)
+	$(PY) -m pytest -q tests/test_docs_commands.py
 
 lint: $(STAMP_DEV) ## ruff check + format check
 	$(PY) -m ruff check avel pipeline models tests

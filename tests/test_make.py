@@ -275,6 +275,8 @@ def test_setup_and_test_targets_install_what_they_run() -> None:
     foundation extras so the Ray engine's and the CLIP/CLAP tests run in CI."""
     out = make("test", "VENV=/nonexistent/venv", dry_run=True).stdout
     assert '.[tf,dev,ray,foundation]"' in out and "-m pytest -q" in out
+    out = make("docs-check", "VENV=/nonexistent/venv", dry_run=True).stdout
+    assert "-m pytest -q tests/test_docs_commands.py" in out
 
 
 def test_tensorflow_is_installed_only_to_convert_the_vggish_checkpoint(tmp_path: Path) -> None:
