@@ -161,6 +161,8 @@ LEDGER_OUT = $(call out,clips/status.parquet)
 SEGMENTS_OUT = $(call out,segments.parquet)
 STORES_OUT = $(foreach s,$(subst $(comma), ,$(or $(FEATURES),audio,visual)),$(call out,features/$(s)/index.parquet))
 
+# Every install is constrained to the tested versions (make lock rewrites the file).
+LOCK := requirements.lock
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TF := $(VENV)/.installed-tf
 STAMP_DEV := $(VENV)/.installed-dev
@@ -234,7 +236,7 @@ cmd_import_checkpoint = $(AVEL) import-checkpoint $(call opt,--checkpoint,CHECKP
 .PHONY: help setup setup-ray ffmpeg annotations download segments features convert-vggish \
 	import-release export-release train-supervised train-weak train-avdln evaluate zero-shot \
 	evaluate-crossmodal attention-maps table import-checkpoint bench demo test test-ray docs-check lint \
-	clean delete-data delete-runs rehearsal
+	clean delete-data delete-runs rehearsal lock
 
 # ----------------------------------------------------------------------------- targets
 help: ## this list: every target with the variables it reads
@@ -254,25 +256,31 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP_RUN): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e .
+$(STAMP_RUN): pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(PY) -m pip install -q -c $(LOCK) -e .
 	@touch $@
 
-$(STAMP_TF): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[tf]"
+$(STAMP_TF): pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(PY) -m pip install -q -c $(LOCK) -e ".[tf]"
 	@touch $@ $(STAMP_RUN)
 
-$(STAMP_DEV): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[tf,dev]"
+$(STAMP_DEV): pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(PY) -m pip install -q -c $(LOCK) -e ".[tf,dev]"
 	@touch $@ $(STAMP_TF) $(STAMP_RUN)
 
-$(STAMP_RAY): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[tf,dev,ray,foundation]"
+$(STAMP_RAY): pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(PY) -m pip install -q -c $(LOCK) -e ".[tf,dev,ray,foundation]"
 	@touch $@ $(STAMP_DEV) $(STAMP_TF) $(STAMP_RUN) $(STAMP_FOUNDATION)
 
-$(STAMP_FOUNDATION): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[foundation]"
+$(STAMP_FOUNDATION): pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(PY) -m pip install -q -c $(LOCK) -e ".[foundation]"
 	@touch $@ $(STAMP_RUN)
+
+lock: $(STAMP_RAY) ## rewrite requirements.lock from .venv (every extra installed): after changing pyproject.toml
+	{ echo "# Every package of the tested environment, pinned (Linux x86_64, Python 3.11; all extras)."; \
+	  echo "# A constraints file: the Makefile and docker/Dockerfile install with -c requirements.lock."; \
+	  echo "# Regenerate after changing pyproject.toml: make lock"; \
+	  $(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==' | LC_ALL=C sort -f; } > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
 
 # ffmpeg/ffprobe: installed from Debian's packages when running as root, else the exact command to run.
 ffmpeg: ## check ffmpeg/ffprobe (installs Debian's package when run as root)

@@ -65,7 +65,8 @@ def test_no_data_dir_in_the_environment_and_both_volumes() -> None:
 def test_dependencies_are_installed_before_the_code_is_copied() -> None:
     deps = index("RUN", "requirements")
     copies = [a for k, a in instructions()[:deps] if k == "COPY"]
-    assert copies == ["pyproject.toml ./"]  # nothing else that changes with the code
+    assert copies == ["pyproject.toml requirements.lock ./"]  # nothing that changes with the code
+    assert "-c requirements.lock" in instructions()[deps][1]  # the tested versions
     code = [index("COPY", f"{pkg}/") for pkg in ("pipeline", "models")]
     assert deps < min(code) < index("RUN", "--no-deps -e .")
 
@@ -93,16 +94,19 @@ def test_runs_as_a_user_with_a_configurable_uid() -> None:
 
 @pytest.fixture
 def container(tmp_path: Path) -> Path:
-    """A working folder like the image's: pyproject.toml, the venv's interpreter, and the stamps
-    the Dockerfile touches (after pyproject.toml, as in the build)."""
+    """A working folder like the image's: pyproject.toml and the lock, the venv's interpreter, and
+    the stamps the Dockerfile touches (after those two files, as in the build)."""
     shutil.copy2(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copy2(REPO / "requirements.lock", tmp_path / "requirements.lock")
     venv = tmp_path / ".venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)
     build = instructions()[index("RUN", "--no-deps -e .")][1]
     stamps = re.findall(r"\.venv/(\.installed-[a-z]+)", build)
     assert stamps
-    later = os.stat(tmp_path / "pyproject.toml").st_mtime + 10
+    later = (
+        max(os.stat(tmp_path / f).st_mtime for f in ("pyproject.toml", "requirements.lock")) + 10
+    )
     for name in stamps:
         (venv / name).touch()
         os.utime(venv / name, (later, later))

@@ -288,7 +288,7 @@ def test_tensorflow_is_installed_only_to_convert_the_vggish_checkpoint(tmp_path:
 
     data = tmp_path / "data"
     base = plan("annotations", f"DATA_DIR={data}")
-    assert "pip install -q -e ." in base and "tf" not in base
+    assert "pip install -q -c requirements.lock -e ." in base and "tf" not in base
     assert '".[tf]"' in plan("convert-vggish", f"DATA_DIR={data}")
     assert '".[tf,dev]"' in plan("setup") and "python3-venv" in plan("setup")
     assert '".[tf]"' in plan("features", f"DATA_DIR={data}")
