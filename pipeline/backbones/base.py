@@ -22,7 +22,7 @@ The extraction driver and its executors (``pipeline.stages.features``) know no b
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,6 +54,10 @@ class Request:
     kind: str
     size: tuple[int, int] = (0, 0)
     rate: int = 0
+    #: Frames that the backbone's own image preprocessing brings to ``size``: the planned frames
+    #: are decoded at their own size and ``prepare(frames)`` (a list of uint8 (H, W, 3)) returns
+    #: them as uint8 (N, height, width, 3); run in the decoder process. None: ffmpeg scales.
+    prepare: Callable[[list[np.ndarray]], np.ndarray] | None = field(default=None, compare=False)
 
     def shape(self, planned: int = 0) -> tuple[int, ...]:
         """The decoded array's shape for a clip (``planned``: frames in its plan)."""
@@ -128,6 +132,11 @@ class Backbone:
     def frame_plans(self, segments: Any) -> dict[str, np.ndarray]:
         """Clip ID -> the frame indices (any shape) it needs, from the segments table."""
         raise NotImplementedError
+
+    def frame_preparer(self) -> Callable[[list[np.ndarray]], np.ndarray] | None:
+        """Its own image preprocessing to :meth:`frame_size` (``Request.prepare``), or None:
+        the whole frame scaled by ffmpeg (bilinear, the aspect ratio not kept)."""
+        return None
 
     def sample_rate(self) -> int:
         """Samples per second of the waveform it needs (``waveform`` backbones)."""
@@ -262,7 +271,9 @@ def backbone_class(kind: str) -> type[Backbone]:
 def input_request(backbone: Backbone) -> Request | None:
     """What ``backbone`` needs decoded from the clip (None: it reads the patches files)."""
     if backbone.inputs == "frames":
-        return Request("frames", size=tuple(backbone.frame_size()))
+        return Request(
+            "frames", size=tuple(backbone.frame_size()), prepare=backbone.frame_preparer()
+        )
     if backbone.inputs == "waveform":
         return Request("waveform", rate=int(backbone.sample_rate()))
     return None
@@ -356,7 +367,11 @@ def decode_inputs(
     of the indices (requests of the same size share one scaled output); waveforms float32
     (10, rate), one decode of the audio per rate. ``patches``: the segments stage's patches file,
     read as float32 (10, 96, 64)."""
-    from pipeline.backbones.frames import decode_planned, decode_planned_sizes
+    from pipeline.backbones.frames import (
+        decode_planned,
+        decode_planned_native,
+        decode_planned_sizes,
+    )
     from pipeline.backbones.waveform import decode_waveform
 
     out: dict[str, np.ndarray] = {}
@@ -377,6 +392,34 @@ def decode_inputs(
     frames = {n: r for n, r in requests.items() if r[1].kind == "frames"}
     if not frames:
         return out
+    names = list(frames)
+    flat = [np.asarray(frames[n][0], dtype=np.int64).reshape(-1) for n in names]
+    scaled = [n for n in names if frames[n][1].prepare is None]
+    sizes = list(dict.fromkeys(tuple(frames[n][1].size) for n in scaled))
+    native: list[np.ndarray] = []
+    if len(scaled) < len(names):
+        decoded, native, inverse = decode_planned_native(path, np.concatenate(flat), sizes)
+    elif len(sizes) == 1 and sizes[0][0] == sizes[0][1]:
+        single, inverse = decode_planned(path, np.concatenate(flat), sizes[0][0])
+        decoded = [single]
+    else:
+        decoded, inverse = decode_planned_sizes(path, np.concatenate(flat), sizes)
+    start = 0
+    for name, indices in zip(names, flat, strict=True):
+        request = frames[name][1]
+        if request.prepare is None:
+            unique = decoded[sizes.index(tuple(request.size))]
+        else:
+            unique = np.asarray(request.prepare(native))
+            width, height = request.size
+            if unique.dtype != np.uint8 or unique.shape != (len(native), height, width, 3):
+                raise ValueError(
+                    f"{name}: prepared frames {unique.dtype} {unique.shape}, expected uint8 "
+                    f"({len(native)}, {height}, {width}, 3)"
+                )
+        out[name] = np.ascontiguousarray(unique[inverse[start : start + len(indices)]])
+        start += len(indices)
+    return out
     names = list(frames)
     flat = [np.asarray(frames[n][0], dtype=np.int64).reshape(-1) for n in names]
     sizes = list(dict.fromkeys(tuple(frames[n][1].size) for n in names))

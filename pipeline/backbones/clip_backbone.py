@@ -3,10 +3,10 @@
 ``clip_tokens``, the vision tower's last-layer tokens averaged the same way -> ``clip_tokens``
 (10, T, D') (T = 1 class token + the patch tokens).
 
-Frames are decoded at the processor's crop size S x S (224 for the default
-``openai/clip-vit-large-patch14``, the size VGG-19 asks: one scaled output serves both); the
-processor's shortest-edge resize and center crop are then the identity and its rescale and
-normalisation are applied on the device (frames of another size go through the processor itself).
+The model's own preprocessing: the planned frames are decoded at their own size (in the same
+ffmpeg pass as the other frame backbones' scaled frames), the CLIP image processor resizes their
+shortest edge and center-crops them to S x S in the decoder process (:class:`ProcessorFrames`;
+S = 224 for both default checkpoints), and its rescale and normalisation run on the device.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from pipeline.core.manifest import CLIP_SECONDS
 BACKBONE_LINE = (
     "clip get_image_features (transformers CLIPModel), mean over the frames of each second"
 )
-FRAMES_LINE = "frames decoded at S x S (S = the processor's crop size), then the CLIP processor"
+FRAMES_LINE = (
+    "frames decoded at their own size; the CLIP image processor's shortest-edge resize and center "
+    "crop to S x S (in the decoder), its rescale and normalisation (on the device)"
+)
 #: Frames per forward pass when the stage's ``batch_size`` is not given.
 DEFAULT_BATCH = 64
 
@@ -58,6 +61,24 @@ def load_image_processor(folder: Any, image_size: int) -> Any:
     return CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
+
+
+class ProcessorFrames:
+    """The image processor's geometry alone: frames at their own size (uint8 (H, W, 3) each) ->
+    resized and center-cropped uint8 (N, S, S, 3), exactly the processor's pixels before its
+    rescale and normalisation (picklable: it runs in the decoder processes)."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(self, frames: list[np.ndarray]) -> np.ndarray:
+        out = self.processor(
+            images=list(frames), do_rescale=False, do_normalize=False, return_tensors="np"
+        )["pixel_values"]
+        out = np.asarray(out)
+        if out.dtype != np.uint8:
+            out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(out.transpose(0, 2, 3, 1))
 
 
 def image_embeddings(model: Any, pixel_values: Any) -> tuple[Any, Any]:
@@ -96,6 +117,9 @@ class CLIPBackbone(HFBackbone):
 
     def frame_plans(self, segments: Any) -> dict[str, np.ndarray]:
         return frame_plans(segments)
+
+    def frame_preparer(self) -> ProcessorFrames:
+        return ProcessorFrames(self.processor)
 
     def batch(self) -> int:
         return self.settings.batch_size or DEFAULT_BATCH
@@ -146,23 +170,19 @@ class CLIPBackbone(HFBackbone):
         }
 
     def pixels(self, frames: np.ndarray) -> Any:
-        """uint8 (N, S, S, 3) frames -> the processor's pixel values (N, 3, S, S) on the device."""
+        """Resized and cropped uint8 (N, S, S, 3) frames (:class:`ProcessorFrames`) -> the
+        processor's pixel values (N, 3, S, S) on the device: its rescale and normalisation."""
         import torch
 
         p = self.processor
-        side = self.shapes["crop"]
-        identity_resize = p.size.get("shortest_edge", side) == side or not p.do_resize
-        if frames.shape[1:3] == (side, side) and identity_resize:
-            x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float()
-            if p.do_rescale:
-                x = x * p.rescale_factor
-            if p.do_normalize:
-                mean = torch.tensor(p.image_mean, dtype=torch.float32, device=x.device)
-                std = torch.tensor(p.image_std, dtype=torch.float32, device=x.device)
-                x = (x - mean[:, None, None]) / std[:, None, None]
-            return x.contiguous()
-        pixels = p(images=list(frames), return_tensors="pt")["pixel_values"]
-        return pixels.to(self.device)
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float()
+        if p.do_rescale:
+            x = x * p.rescale_factor
+        if p.do_normalize:
+            mean = torch.tensor(p.image_mean, dtype=torch.float32, device=x.device)
+            std = torch.tensor(p.image_std, dtype=torch.float32, device=x.device)
+            x = (x - mean[:, None, None]) / std[:, None, None]
+        return x.contiguous()
 
     def run(self, clips: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         import torch

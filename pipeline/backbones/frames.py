@@ -7,12 +7,17 @@ pixels differ, up to 120/255 on sharp edges); decoding is far from the bottlenec
 
 Frame numbers count decoded frames from 0 in decode order with no frame-rate conversion
 (``-fps_mode passthrough``), which is also what :func:`count_frames` counts.
+
+A backbone with its own image preprocessing (CLIP's resize and center crop) gets the planned frames
+at their own size from the same ffmpeg process (:func:`decode_planned_native`: a second output,
+PPM images on another pipe), so its processor sees what it would see from any decoder's frames.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -212,3 +217,130 @@ def decode_planned_sizes(
     """:func:`decode_planned` at several sizes in one decoding pass: ``(frames per size, inverse)``."""
     unique, inverse = _unique(frame_indices)
     return decode_unique_sizes(path, unique, sizes, threads), inverse
+
+
+def _ppm_frames(data: bytes | bytearray, n: int, path: str | os.PathLike) -> list[np.ndarray]:
+    """The first ``n`` images of a stream of binary PPM (P6, maxval 255) as uint8 (H, W, 3)."""
+    frames, pos = [], 0
+    while len(frames) < n:
+        fields, end = [], pos
+        while len(fields) < 4:  # magic, width, height, maxval: separated by whitespace
+            while end < len(data) and data[end : end + 1].isspace():
+                end += 1
+            start = end
+            while end < len(data) and not data[end : end + 1].isspace():
+                end += 1
+            if start == end:
+                break
+            fields.append(data[start:end])
+        if len(fields) < 4 or fields[0] != b"P6" or fields[3] != b"255":
+            raise FrameDecodeError(
+                f"{path}: only {len(frames)} of the {n} planned frames could be decoded at their "
+                "own size; the clip is shorter than the plan, re-run the segments stage"
+            )
+        width, height = int(fields[1]), int(fields[2])
+        start = end + 1  # one whitespace byte after maxval
+        size = width * height * 3
+        if start + size > len(data):
+            raise FrameDecodeError(f"{path}: a frame decoded at its own size was cut short")
+        frames.append(np.frombuffer(data, np.uint8, size, start).reshape(height, width, 3))
+        pos = start + size
+    return frames
+
+
+def decode_unique_native(
+    path: str | os.PathLike,
+    unique: np.ndarray,
+    sizes: Sequence[tuple[int, int]],
+    threads: int = 1,
+    timeout: float = 300.0,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Frames ``unique`` of ``path`` decoded once: scaled to each of ``sizes`` (as
+    :func:`decode_unique_sizes`, bitwise) and at their own size (RGB, as decoded, a list of
+    (H, W, 3) uint8): ``(per size, native)``. One ffmpeg process with two outputs: the scaled
+    frames as raw video on stdout, the native ones as PPM images on a second pipe."""
+    sizes = [(int(w), int(h)) for w, h in sizes]
+    n = len(unique)
+    k = len(sizes)
+    width = max((w for w, _ in sizes), default=0)
+    height = sum(h for _, h in sizes)
+    branches = []
+    for j, (w, h) in enumerate(sizes):
+        pad = f",pad={width}:{h}" if w < width else ""
+        branches.append(f"[s{j}]scale={w}:{h}:flags=bilinear,format=rgb24{pad}[p{j}]")
+    branches.append(f"[s{k}]format=rgb24[native]")
+    split = "".join(f"[s{j}]" for j in range(k + 1))
+    stacked = "".join(f"[p{j}]" for j in range(k))
+    graph = f"[0:v:0]{_select_expr(unique)},split={k + 1}{split};" + ";".join(branches)
+    if k > 1:
+        graph += f";{stacked}vstack=inputs={k}[out]"
+    elif k == 1:
+        graph = graph.replace("[p0]", "[out]")
+    each = ["-fps_mode", "passthrough", "-frames:v", str(n)]
+    read_native, write_native = os.pipe()
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path)]
+    cmd += ["-filter_complex", graph]
+    if k:
+        cmd += ["-map", "[out]", *each, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    cmd += ["-map", "[native]", *each, "-f", "image2pipe", "-c:v", "ppm", f"pipe:{write_native}"]
+    native_bytes: list[bytearray] = []  # writable: the frames' arrays are views of it
+
+    def drain() -> None:
+        buffer = bytearray()
+        with os.fdopen(read_native, "rb") as f:
+            while chunk := f.read(1 << 20):
+                buffer += chunk
+        native_bytes.append(buffer)
+
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            pass_fds=(write_native,),
+        )
+    finally:
+        os.close(write_native)
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        raw, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.communicate()
+        raise FrameDecodeError(f"{path}: ffmpeg timed out after {timeout:.0f} s") from exc
+    finally:
+        reader.join(timeout=timeout)
+    data = native_bytes[0] if native_bytes else bytearray()
+    if proc.returncode != 0 and not data:
+        lines = err.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
+        raise FrameDecodeError(f"{path}: ffmpeg could not decode the clip ({lines[0]})")
+    native = _ppm_frames(data, n, path)
+    out = []
+    if k:
+        frame_bytes = width * height * 3
+        if len(raw) // frame_bytes < n:
+            raise FrameDecodeError(
+                f"{path}: only {len(raw) // frame_bytes} of the {n} planned frames could be "
+                "decoded; the clip is shorter than the plan, re-run the segments stage"
+            )
+        tall = np.frombuffer(raw, np.uint8, n * frame_bytes).reshape(n, height, width, 3)
+        top = 0
+        for w, h in sizes:
+            out.append(np.ascontiguousarray(tall[:, top : top + h, :w]))
+            top += h
+    return out, native
+
+
+def decode_planned_native(
+    path: str | os.PathLike,
+    frame_indices: np.ndarray | Sequence[int],
+    sizes: Sequence[tuple[int, int]],
+    threads: int = 1,
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """:func:`decode_planned_sizes` plus the frames at their own size, one decoding pass:
+    ``(frames per size, native frames, inverse)``."""
+    unique, inverse = _unique(frame_indices)
+    scaled, native = decode_unique_native(path, unique, sizes, threads)
+    return scaled, native, inverse

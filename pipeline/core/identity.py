@@ -97,13 +97,19 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if _weights_sha(before) != _weights_sha(now):
                 out.append(f"weights {_weights_text(before)} -> {_weights_text(now)}")
             continue
-        if isinstance(before, dict) and isinstance(now, dict):
-            common = set(before) & set(now)  # a key only one side has was added or retired
-            before = {k: before[k] for k in common}
-            now = {k: now[k] for k in common}
-        if before != now:
-            out.append(f"{key} {_short(before)} -> {_short(now)}")
+        out += _leaf_differences(key, before, now)
     return out
+
+
+def _leaf_differences(path: str, before: Any, now: Any) -> list[str]:
+    """``path.to.leaf before -> now`` for every value that differs; in records of two versions a
+    key only one side has was added or retired, and is not a difference."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(before) & set(now)):
+            out += _leaf_differences(f"{path}.{key}", before[key], now[key])
+        return out
+    return [] if before == now else [f"{path} {_short(before)} -> {_short(now)}"]
 
 
 def _weights_text(value: Any) -> str:

@@ -60,20 +60,21 @@ def config(data: Path, models: dict[str, Path], features: tuple[str, ...], **kw)
     return FeaturesConfig(data, **{**settings, **kw})
 
 
-def decode_frames(path: Path, side: int) -> np.ndarray:
-    """Every frame of ``path`` at side x side, RGB uint8 (decoded here, not by avel)."""
+def decode_frames(path: Path, side: int | None = None) -> np.ndarray:
+    """Every frame of ``path`` at its own size (or side x side), RGB uint8 (decoded here, not by
+    avel)."""
+    probe = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries"]
+    probe += ["stream=width,height", "-of", "csv=p=0", str(path)]
+    width, height = map(
+        int, subprocess.run(probe, capture_output=True, check=True).stdout.split(b",")
+    )
     cmd = ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vsync", "passthrough"]
-    cmd += [
-        "-vf",
-        f"scale={side}:{side}:flags=bilinear",
-        "-pix_fmt",
-        "rgb24",
-        "-f",
-        "rawvideo",
-        "-",
-    ]
+    if side is not None:
+        cmd += ["-vf", f"scale={side}:{side}:flags=bilinear"]
+        width = height = side
+    cmd += ["-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
     raw = subprocess.run(cmd, capture_output=True, check=True).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, side, side, 3)
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
 def decode_seconds(path: Path) -> np.ndarray:
@@ -95,7 +96,7 @@ def test_clip_store_equals_get_image_features(data, models):
     segments = load_segments(data)
     for clip_id in IDS[:2]:
         plan = np.asarray(frame_plan(segments, clip_id))  # (10, F)
-        frames = decode_frames(data / "clips" / f"{clip_id}.mp4", CLIP_SIDE)[plan.reshape(-1)]
+        frames = decode_frames(data / "clips" / f"{clip_id}.mp4")[plan.reshape(-1)]
         pixels = processor(images=list(frames), return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
             out = model.get_image_features(pixel_values=pixels)
@@ -286,16 +287,30 @@ def test_bench_rows_have_baseline_and_fraction_of_peak(models):
         assert "one per forward pass" in cells["baseline"] and "GFLOP/s" in cells["peak"]
 
 
-def test_one_decode_serves_frame_backbones_of_one_size_and_the_waveform(data):
-    from pipeline.backbones.base import Request, decode_inputs
+def test_one_decode_serves_frame_backbones_and_the_waveform(data, models):
+    """VGG-19's scaled frames and CLIP's frames prepared by its own processor come from one
+    ffmpeg pass (two outputs); the waveform from the audio."""
+    from transformers import CLIPImageProcessor
 
-    path = data / "clips" / f"{IDS[0]}.mp4"
+    from pipeline.backbones.base import Request, decode_inputs
+    from pipeline.backbones.clip_backbone import ProcessorFrames
+
+    path = data / "clips" / f"{IDS[0]}.mp4"  # 48 x 32: the crop matters
     plan = np.asarray(frame_plan(load_segments(data), IDS[0])).reshape(-1)
-    frames = Request("frames", size=(CLIP_SIDE, CLIP_SIDE))
-    asked = {"vgg19": (plan, frames), "clip": (plan, frames)}
-    out = decode_inputs(path, None, {**asked, "clap": (None, Request("waveform", rate=RATE))})
-    np.testing.assert_array_equal(out["vgg19"], out["clip"])
-    np.testing.assert_array_equal(out["clip"], decode_frames(path, CLIP_SIDE)[plan])
+    processor = CLIPImageProcessor.from_pretrained(str(models["clip"]))
+    side = (CLIP_SIDE, CLIP_SIDE)
+    asked = {
+        "vgg19": (plan, Request("frames", size=side)),
+        "clip": (plan, Request("frames", size=side, prepare=ProcessorFrames(processor))),
+        "clap": (None, Request("waveform", rate=RATE)),
+    }
+    out = decode_inputs(path, None, asked)
+    np.testing.assert_array_equal(out["vgg19"], decode_frames(path, CLIP_SIDE)[plan])
+    native = decode_frames(path)[plan]
+    expected = processor(images=list(native), do_rescale=False, do_normalize=False)
+    expected = np.asarray(expected["pixel_values"]).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out["clip"], expected)
+    assert not np.array_equal(out["clip"], out["vgg19"])  # cropped, not squeezed
     np.testing.assert_array_equal(out["clap"], decode_seconds(path))
 
 
@@ -335,6 +350,13 @@ def test_four_backbones_decode_each_clip_once(data, models, tmp_path, monkeypatc
     for name in ("visual", "visual_vec", "clip", "clap"):
         store = FeatureStore.open(copy, name)
         assert set(store.clip_ids) == set(IDS[:2]) and IDS[2] in store.meta["failed"], name
+    # other CLIP weights: that store is refused naming the difference, the others are reused
+    other = {**models, "clip": tiny_clip(tmp_path / "clip-other", seed=1)}
+    again = run_features(
+        config(copy, other, cfg.features, frame_size=CLIP_SIDE, allow_random_weights=True)
+    )
+    assert list(again["errors"]) == ["clip"] and "weights sha256" in again["errors"]["clip"]
+    assert all(again["stores"][n].get("already_complete") for n in ("audio", "visual", "clap"))
 
 
 def test_random_small_clip_store_trains_and_runs_zero_shot(data, models, tmp_path):

@@ -137,6 +137,7 @@ class Plan:
     carried: dict[str, int]  # extended store -> shards copied over from its finished version
     changed: dict[str, int]  # extended store -> clips whose inputs changed or are new
     kept: dict[str, set[str]] = field(default_factory=dict)  # extended store -> unchanged clips
+    refused: dict[str, str] = field(default_factory=dict)  # store -> why (other settings)
 
 
 def _recorded(root: Path) -> tuple[dict[str, Any] | None, dict[str, str], int]:
@@ -167,11 +168,11 @@ def plan_stores(
     force: bool,
     num_shards: int,
 ) -> Plan:
-    """Decide, for every store in ``asked``: reuse, build, resume, extend, or refuse
-    (:class:`LifecycleError` naming every difference)."""
+    """Decide, for every store in ``asked``: reuse, build, resume, extend, or refuse (in
+    ``Plan.refused``, naming every difference; the other stores go on)."""
     done, build, extend = [], [], []
     order: list[str] | None = None
-    problems = []
+    refused: dict[str, str] = {}
     for name, want in asked.items():
         root = layout.store(name)
         previous = previous_dir(root)
@@ -195,7 +196,7 @@ def plan_stores(
             diffs = ["it records no identity"]
         if diffs:
             state = "finished" if is_complete(root) else "partly written"
-            problems.append(
+            refused[name] = (
                 f"{root}: this {state} store was made with other settings: {'; '.join(diffs)}. "
                 "Ask for the same settings to use it, or pass --force (FORCE=1) to rebuild it"
             )
@@ -213,8 +214,6 @@ def plan_stores(
             done.append(name)
             continue
         extend.append(name)
-    if problems:
-        raise LifecycleError("\n".join(problems))
     if (
         extend
         and num_shards > 1
@@ -238,7 +237,7 @@ def plan_stores(
         if not force:
             root.mkdir(parents=True, exist_ok=True)
             ident.write_record(root, asked[name].record(ids))
-    return Plan(done, build + extend, order or ids, carried, changed, kept)
+    return Plan(done, build + extend, order or ids, carried, changed, kept, refused)
 
 
 def _forget_changed_shards(

@@ -299,6 +299,7 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
                     summary["stores"][name] = merge_store(cfg, name, ids, want)
                 continue
             plan = lifecycle.plan_stores(cfg.layout, asked, ids, cfg.force, cfg.num_shards)
+            summary["errors"].update(plan.refused)
             for name in plan.done:
                 lifecycle.finish_record(cfg.layout, name, asked[name], ids, reused=True)
                 summary["stores"][name] = existing_report(cfg, name)
