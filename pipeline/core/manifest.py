@@ -19,6 +19,7 @@ import pandas as pd
 from pipeline.core.io import CorruptFileError, read_parquet
 from pipeline.core.layout import DataLayout
 from pipeline.core.paths import UnsafeNameError, first_bad_name
+from pipeline.core.text import shell_word
 
 YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 #: Length of one clip in seconds (= segments per clip): the one definition.
@@ -42,7 +43,7 @@ def manifest_path(data_dir: str | Path) -> Path:
 
 
 def _rebuild(data_dir: str | Path) -> str:
-    return f"rebuild it with `make annotations DATA_DIR={data_dir} FORCE=1`"
+    return f"rebuild it with `make annotations DATA_DIR={shell_word(data_dir)} FORCE=1`"
 
 
 def load_manifest(data_dir: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -52,7 +53,7 @@ def load_manifest(data_dir: str | Path, columns: Sequence[str] | None = None) ->
     path = manifest_path(data_dir)
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
+            f"{path} not found: run `make annotations DATA_DIR={shell_word(data_dir)}` first"
         )
     manifest = read_parquet(path, _rebuild(data_dir), columns)
     if "clip_id" not in manifest.columns and "youtube_id" not in manifest.columns:
@@ -94,6 +95,6 @@ def load_classes(data_dir: str | Path) -> list[str]:
     path = DataLayout(data_dir).classes
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: run `make annotations DATA_DIR={data_dir}` first"
+            f"{path} not found: run `make annotations DATA_DIR={shell_word(data_dir)}` first"
         )
     return read_parquet(path, _rebuild(data_dir))["name"].tolist()

@@ -27,6 +27,7 @@ import pandas as pd
 from pipeline.core.io import read_parquet, short_reason, write_json, write_npy, write_parquet
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import keyed_by_clip_id
+from pipeline.core.text import shell_word
 
 STORE_VERSION = 2  # 2: keyed by ``clip_id`` (1 called the same key ``youtube_id``)
 #: Row shape of each store the stages write: one row per clip, one entry per second.
@@ -58,8 +59,8 @@ def rebuild_advice(root: Path) -> str:
     """How to rebuild the store at ``root`` (its data folder is two levels up)."""
     data_dir = root.parent.parent
     return (
-        f"rebuild the store: `make features DATA_DIR={data_dir} FORCE=1` (an imported store: "
-        f"`make import-release DATA_DIR={data_dir} FORCE=1`)"
+        f"rebuild the store: `make features DATA_DIR={shell_word(data_dir)} FORCE=1` (an imported store: "
+        f"`make import-release DATA_DIR={shell_word(data_dir)} FORCE=1`)"
     )
 
 

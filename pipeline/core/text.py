@@ -45,3 +45,10 @@ def read_text(path: str | os.PathLike, what: str = "a text file") -> str:
 def read_lines(path: str | os.PathLike, what: str = "a text file") -> list[str]:
     """The lines of a UTF-8 text file without line ends (``\\n``, ``\\r\\n`` or ``\\r``)."""
     return [line.rstrip("\n") for line in io.StringIO(read_text(path, what), newline=None)]
+
+
+def shell_word(value: str | os.PathLike) -> str:
+    """``value`` as one word of a command a person can paste into a shell (quoted when needed)."""
+    import shlex
+
+    return shlex.quote(str(value))

@@ -83,6 +83,7 @@ from pipeline.core.media import (
     probe,
     require_ffmpeg,
 )
+from pipeline.core.text import shell_word
 from pipeline.stages.download.ledger import read_ledger
 from pipeline.stages.segment_audio import (
     DEFAULT_AUDIO_RECIPE,
@@ -534,8 +535,12 @@ def load_segment_failures(data_dir: str | Path) -> pd.DataFrame:
 def _read_table(path: Path, data_dir: str | Path) -> pd.DataFrame:
     """One of the stage's tables, keyed ``clip_id`` whatever version wrote it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `make segments DATA_DIR={data_dir}` first")
-    remedy = f"rebuild it with `make segments DATA_DIR={data_dir}` (finished clips are kept)"
+        raise FileNotFoundError(
+            f"{path} not found: run `make segments DATA_DIR={shell_word(data_dir)}` first"
+        )
+    remedy = (
+        f"rebuild it with `make segments DATA_DIR={shell_word(data_dir)}` (finished clips are kept)"
+    )
     return keyed_by_clip_id(read_parquet(path, remedy))
 
 

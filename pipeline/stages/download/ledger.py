@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from pipeline.core.io import disk_full_error, is_disk_full, write_parquet
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import keyed_by_clip_id
+from pipeline.core.text import shell_word
 from pipeline.stages.download.classify import PENDING, STATUSES
 
 COLUMNS = (
@@ -458,5 +459,7 @@ def load_ledger(data_dir: str | Path) -> pd.DataFrame:
     """Read ``DATA_DIR/clips/status.parquet`` (later stages use it to find the valid clips)."""
     path = DataLayout(data_dir).ledger
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `make download DATA_DIR={data_dir}` first")
+        raise FileNotFoundError(
+            f"{path} not found: run `make download DATA_DIR={shell_word(data_dir)}` first"
+        )
     return read_ledger(path)

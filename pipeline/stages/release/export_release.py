@@ -52,6 +52,7 @@ from pipeline.core.io import atomic_path, read_parquet, write_json
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import clip_ids, load_classes, load_manifest
 from pipeline.core.store import FeatureStore, StoreError, store_dir
+from pipeline.core.text import shell_word
 from pipeline.stages.annotations.ave import read_split
 from pipeline.stages.release.layout import (
     EXPORT_FILES,
@@ -329,7 +330,7 @@ def run_export_release(cfg: ExportReleaseConfig) -> dict[str, Any]:
     if not DataLayout(cfg.data_dir).manifest.is_file():
         raise ExportReleaseError(
             f"{DataLayout(cfg.data_dir).manifest} not found: the export takes its rows and labels from the "
-            f"manifest; run `make annotations DATA_DIR={cfg.data_dir}` first"
+            f"manifest; run `make annotations DATA_DIR={shell_word(cfg.data_dir)}` first"
         )
     if cfg.out_dir.resolve() == cfg.data_dir.resolve():
         raise ExportReleaseError("OUT_DIR must not be DATA_DIR; give a separate folder")
@@ -482,7 +483,9 @@ def _export_noisy(
         return []
     extra = pd.DataFrame({"sample": [], "youtube_id": [], "label": []})
     if path.is_file():
-        remedy = f"rebuild it with `make import-release DATA_DIR={cfg.data_dir} FORCE=1`"
+        remedy = (
+            f"rebuild it with `make import-release DATA_DIR={shell_word(cfg.data_dir)} FORCE=1`"
+        )
         extra = read_parquet(path, remedy).sort_values("sample", kind="stable")
         extra = extra.reset_index(drop=True)
     keys = clip_ids(extra)

@@ -43,6 +43,7 @@ from pipeline.core.io import write_json, write_parquet
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import AnnotationError, load_classes, load_manifest
 from pipeline.core.store import DTYPES, StoreError, StoreWriter
+from pipeline.core.text import shell_word
 from pipeline.stages.annotations.ave import read_split
 from pipeline.stages.release.layout import (
     FEATURE_FILES,
@@ -416,7 +417,7 @@ def run_import_release(cfg: ImportReleaseConfig) -> dict[str, Any]:
     if not DataLayout(cfg.data_dir).manifest.is_file():
         raise ImportReleaseError(
             f"{DataLayout(cfg.data_dir).manifest} not found: the import checks the release against the "
-            f"manifest; run `make annotations DATA_DIR={cfg.data_dir}` first"
+            f"manifest; run `make annotations DATA_DIR={shell_word(cfg.data_dir)}` first"
         )
     manifest = load_manifest(cfg.data_dir).sort_values("sample").reset_index(drop=True)
     num_classes = len(load_classes(cfg.data_dir))
