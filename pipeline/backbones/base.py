@@ -420,17 +420,3 @@ def decode_inputs(
         out[name] = np.ascontiguousarray(unique[inverse[start : start + len(indices)]])
         start += len(indices)
     return out
-    names = list(frames)
-    flat = [np.asarray(frames[n][0], dtype=np.int64).reshape(-1) for n in names]
-    sizes = list(dict.fromkeys(tuple(frames[n][1].size) for n in names))
-    if len(sizes) == 1 and sizes[0][0] == sizes[0][1]:
-        single, inverse = decode_planned(path, np.concatenate(flat), sizes[0][0])
-        decoded = [single]
-    else:
-        decoded, inverse = decode_planned_sizes(path, np.concatenate(flat), sizes)
-    start = 0
-    for name, indices in zip(names, flat, strict=True):
-        scaled = decoded[sizes.index(tuple(frames[name][1].size))]
-        out[name] = np.ascontiguousarray(scaled[inverse[start : start + len(indices)]])
-        start += len(indices)
-    return out
