@@ -4,8 +4,6 @@ from one decoding pass per clip."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from pipeline.core.store import FeatureStore, StoreWriter
 from pipeline.stages.features.core import FeaturesConfig
 from pipeline.stages.features.stage import format_summary, run_features
 from pipeline.stages.segments import frame_plan, load_segments
+from tests.support import media
 from tests.support.media import make_clip, segmented_set
 
 W, H, FPS = 96, 64, 16
@@ -246,13 +245,8 @@ def segmented(tmp_path_factory) -> Path:
 @pytest.fixture
 def counting_ffmpeg(tmp_path: Path, monkeypatch) -> Path:
     """The real ffmpeg behind a wrapper that logs every command line (to count decoding passes)."""
-    real = shutil.which("ffmpeg")
-    log = tmp_path / "ffmpeg.log"
-    wrapper = tmp_path / "bin" / "ffmpeg"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    log, path = media.counting_ffmpeg(tmp_path)
+    monkeypatch.setenv("PATH", path)
     return log
 
 

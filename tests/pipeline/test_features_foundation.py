@@ -4,7 +4,6 @@ the stores equal the transformers models applied in the test to independently de
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,7 +21,7 @@ from pipeline.stages.features.core import FeaturesConfig  # noqa: E402
 from pipeline.stages.features.stage import run_features  # noqa: E402
 from pipeline.stages.segments import frame_plan, load_segments  # noqa: E402
 from tests.support.foundation import CLIP_SIDE, tiny_clap, tiny_clip  # noqa: E402
-from tests.support.media import segmented_set  # noqa: E402
+from tests.support.media import counting_ffmpeg, segmented_set  # noqa: E402
 
 IDS = ["fdn_a______", "fdn_b______", "fdn_bad____"]
 RATE = 48000
@@ -324,12 +323,8 @@ def test_four_backbones_decode_each_clip_once(data, models, tmp_path, monkeypatc
     """FEATURES=audio,visual,clip,clap: one ffmpeg pass over a clip's video serves VGG-19 and
     CLIP, one over its audio serves CLAP, VGGish reads the segments' patches: every store written."""
     copy = fresh_copy(data, tmp_path / "data")
-    log = tmp_path / "ffmpeg.log"
-    wrapper = tmp_path / "bin" / "ffmpeg"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{shutil.which("ffmpeg")}" "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    log, path = counting_ffmpeg(tmp_path)
+    monkeypatch.setenv("PATH", path)
     cfg = config(
         copy,
         models,

@@ -7,6 +7,8 @@ ffmpeg infers from the suffix) and ``probe`` reads back what ffprobe sees.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -139,3 +141,15 @@ def segmented_set(
     run_segments(SegmentsConfig(folder, frames_per_segment=2, workers=1, progress=False))
     (folder / "clips" / f"{ids[-1]}.mp4").write_bytes(b"not a video any more")
     return folder
+
+
+def counting_ffmpeg(folder: Path) -> tuple[Path, str]:
+    """The real ffmpeg behind a wrapper in ``folder/bin`` that logs every command line to
+    ``folder/ffmpeg.log`` (to count decoding passes): ``(log, PATH with the wrapper first)``."""
+    real = shutil.which("ffmpeg")
+    log = folder / "ffmpeg.log"
+    wrapper = folder / "bin" / "ffmpeg"
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    return log, f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"
