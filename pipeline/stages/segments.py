@@ -311,6 +311,19 @@ def add_hashes(data_dir: Path, clip_id: str, clip: Path) -> bool:
     return True
 
 
+def receipt_head(
+    clip_id: str, clip: Path, frames_per_segment: int, audio_recipe: str
+) -> dict[str, Any]:
+    """What a receipt says before the clip is decoded: version, clip, its file's stamp, settings."""
+    return {
+        "version": SEGMENTS_VERSION,
+        "clip_id": clip_id,
+        "clip": _clip_stamp(clip),
+        "frames_per_segment": frames_per_segment,
+        "audio_recipe": audio_recipe,
+    }
+
+
 def segment_clip(
     clip_id: str,
     clip: Path,
@@ -324,13 +337,7 @@ def segment_clip(
     layout = DataLayout(data_dir)
     kept = _read_receipt(layout.segment_receipt(clip_id)) if audio_only else None
     kept = kept if kept and kept.get("status") == "ok" else None
-    receipt: dict[str, Any] = {
-        "version": SEGMENTS_VERSION,
-        "clip_id": clip_id,
-        "clip": _clip_stamp(clip),
-        "frames_per_segment": frames_per_segment,
-        "audio_recipe": audio_recipe,
-    }
+    receipt = receipt_head(clip_id, clip, frames_per_segment, audio_recipe)
     try:
         receipt["clip_sha256"] = sha256_file(clip)
         info = probe(clip)
@@ -338,7 +345,7 @@ def segment_clip(
         audio_stream = first_stream(info, "audio")
         audio = clip_audio(clip, audio_stream, audio_recipe)
         write_npy(audio.patches, patches_path(data_dir, clip_id))
-        receipt.update(_merge(plan, _audio_part(audio, audio_stream)))
+        receipt.update(merge_parts(plan, audio_part(audio, audio_stream)))
         receipt["patches_sha256"] = patches_sha256(audio.patches)
         receipt["status"], receipt["reason"] = "ok", ""
     except DiskFullError:
@@ -376,7 +383,8 @@ def _plan_part(receipt: dict) -> dict[str, Any]:
     }
 
 
-def _merge(plan: dict[str, Any], audio: dict[str, Any]) -> dict[str, Any]:
+def merge_parts(plan: dict[str, Any], audio: dict[str, Any]) -> dict[str, Any]:
+    """One receipt's ``clip_info`` and ``seconds`` from its video and audio parts."""
     return {
         "clip_info": {**plan["clip_info"], **audio["clip_info"]},
         "seconds": [{**v, **a} for v, a in zip(plan["seconds"], audio["seconds"], strict=True)],
@@ -393,6 +401,13 @@ def _video(clip: Path, info: dict, frames_per_segment: int) -> dict[str, Any]:
         raise MediaError(
             f"no video frame could be decoded{': ' + decode_errors if decode_errors else ''}"
         )
+    return video_part(times, video, decode_errors, frames_per_segment)
+
+
+def video_part(
+    times: np.ndarray, video: dict, decode_errors: str, frames_per_segment: int
+) -> dict[str, Any]:
+    """The video part of a receipt from the decoded frames' ``times`` and the ffprobe stream."""
     plan = plan_frames(times, frames_per_segment, _rate(video.get("avg_frame_rate")))
     clip_info = {
         "num_frames": int(len(times)),
@@ -421,7 +436,7 @@ def _video(clip: Path, info: dict, frames_per_segment: int) -> dict[str, Any]:
     return {"clip_info": clip_info, "seconds": seconds}
 
 
-def _audio_part(audio: ClipAudio, stream: dict | None) -> dict[str, Any]:
+def audio_part(audio: ClipAudio, stream: dict | None) -> dict[str, Any]:
     """The audio part of a receipt: the stream's facts and each second's span and flags."""
     clip_info = {**audio.info, "audio_codec": str(stream.get("codec_name", "")) if stream else ""}
     missing = stream is None or not audio.info["audio_duration"]
