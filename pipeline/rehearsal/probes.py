@@ -163,7 +163,7 @@ def receipts(source_dir: str, data_dir: str, clips: int) -> dict[str, Any]:
     manifest = next(rows).to_pandas()  # the first rows only: a few clips repeat
     ids = list(dict.fromkeys(clip_ids(manifest)))[:clips]
     layout = DataLayout(data_dir)
-    write_parquet(manifest[manifest["clip_id"].isin(set(ids))], layout.manifest)
+    write_parquet(manifest[clip_ids(manifest).isin(set(ids)).to_numpy()], layout.manifest)
     layout.clips.mkdir(parents=True, exist_ok=True)
     layout.segments.mkdir(parents=True, exist_ok=True)
     fps, seconds = 25, 10
