@@ -23,6 +23,7 @@ on its last line of output.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import zlib
@@ -181,7 +182,19 @@ def receipts(source_dir: str, data_dir: str, clips: int) -> dict[str, Any]:
         receipt.update(parts, clip_sha256=digest, patches_sha256=digest, status="ok", reason="")
         write_json(receipt, layout.segment_receipt(clip_id))
     size = layout.segment_receipt(ids[-1]).stat().st_size if ids else 0
-    return {"clips": len(ids), "receipt_bytes": size, "seconds": _since(began)}
+    disk = sum(_disk_bytes(folder) for folder in (layout.clips, layout.segments))
+    return {
+        "clips": len(ids),
+        "receipt_bytes": size,
+        "disk_mib": round(disk / 2**20, 1),
+        "seconds": _since(began),
+    }
+
+
+def _disk_bytes(folder: Path) -> int:
+    """Bytes the files directly in ``folder`` take on disk (allocated blocks)."""
+    with os.scandir(folder) as entries:
+        return sum(e.stat().st_blocks * 512 for e in entries if e.is_file())
 
 
 def segments(data_dir: str) -> dict[str, Any]:

@@ -306,6 +306,9 @@ def per_clip(runs: list[PathRun], rows: int) -> dict[str, Any]:
             "scaled_s": round(full.seconds + us * (rows - full.rows) / 1e6),
             "scaled_gib": round((full.peak_mib + kib * (rows - full.rows) / 1024) / 1024, 1),
         }
+        if "disk_mib" in full.detail:  # the folder written: its memory is the setup's, not a run's
+            disk = full.detail["disk_mib"] / full.rows * rows / 1024
+            out[name] = {**out[name], "scaled_gib": None, "scaled_disk_gib": round(disk, 1)}
     return out
 
 
@@ -407,6 +410,12 @@ def format_scale_report(report: dict[str, Any]) -> str:
             f"rows (small over full x{e2e['ratio']}; 1 = no slower at full size)."
         )
     for name, g in report.get("per_clip", {}).items():
+        if g.get("scaled_disk_gib") is not None:
+            lines.append(
+                f"{name}: +{g['us_per_clip']} µs a clip; at {sizes['full']:,} clips that is "
+                f"~{g['scaled_s']:,} s and ~{g['scaled_disk_gib']} GiB on disk."
+            )
+            continue
         lines.append(
             f"{name}: +{g['us_per_clip']} µs and +{g['kib_per_clip']} KiB of peak a clip "
             f"(between the two sizes); at {sizes['full']:,} clips that is ~{g['scaled_s']:,} s "
