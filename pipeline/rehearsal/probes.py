@@ -9,12 +9,21 @@ on its last line of output.
   ``merge``: write the index from the receipts; ``open`` the finished store). Rows are one float16
   value: the path is the metadata's, not the arrays';
 - ``join``: training's join of the manifest with a store (``models.data.ave.AVEDataset``) and
-  one batch.
+  one batch;
+- ``receipts``: a data folder of the first clips of another one's manifest, as the segments stage
+  leaves it (an empty clip file, an empty patches file and a receipt made by the stage's own
+  functions from a 25 fps, 10 s clip's frame times), without media;
+- ``segments``: the segments stage on such a folder (every receipt current: nothing decoded, the
+  tables rebuilt from the receipts, as every run and every resume does);
+- ``features_plan``: the features driver's planning of the visual store on such a folder, without
+  a network or a Ray cluster: the segments table read, fingerprints, the store's plan and writer,
+  the work items with their frame plans, groups of whole clips, and the Ray engine's work table.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import zlib
@@ -22,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from pipeline.core.layout import DataLayout
 from pipeline.core.manifest import clip_ids, load_manifest
@@ -132,7 +142,146 @@ def _since(began: float) -> float:
     return round(time.perf_counter() - began, 2)
 
 
-PROBES = {"ledger": ledger, "store": store, "join": join}
+#: The stages' settings the segment receipts are made with.
+FRAMES_PER_SEGMENT, AUDIO_RECIPE = 16, "release"
+
+
+def receipts(source_dir: str, data_dir: str, clips: int) -> dict[str, Any]:
+    """A folder of ``clips`` segmented clips (see the module's docstring), receipts in the stage's
+    format; the manifest is the first rows of ``source_dir``'s holding those clips."""
+    from pipeline.core.io import write_json, write_parquet
+    from pipeline.stages.segment_audio import ClipAudio
+    from pipeline.stages.segments import (
+        audio_part,
+        merge_parts,
+        patches_sha256,
+        receipt_head,
+        video_part,
+    )
+
+    began = time.perf_counter()
+    rows = pq.ParquetFile(DataLayout(source_dir).manifest).iter_batches(2 * clips + 1000)
+    manifest = next(rows).to_pandas()  # the first rows only: a few clips repeat
+    ids = list(dict.fromkeys(clip_ids(manifest)))[:clips]
+    layout = DataLayout(data_dir)
+    write_parquet(manifest[clip_ids(manifest).isin(set(ids)).to_numpy()], layout.manifest)
+    layout.clips.mkdir(parents=True, exist_ok=True)
+    layout.segments.mkdir(parents=True, exist_ok=True)
+    fps, seconds = 25, 10
+    video = {"avg_frame_rate": f"{fps}/1", "width": 640, "height": 360, "codec_name": "h264"}
+    plan = video_part(np.arange(fps * seconds) / fps, video, "", FRAMES_PER_SEGMENT)
+    patches = np.zeros((seconds, 96, 64), np.float32)
+    info = {"sample_rate": 44100, "channels": 2, "audio_duration": float(seconds)}
+    sound = audio_part(ClipAudio(patches, np.full(seconds, 16000), info), {"codec_name": "aac"})
+    parts, digest = merge_parts(plan, sound), patches_sha256(patches)
+    for clip_id in ids:
+        clip = layout.clip(clip_id)
+        clip.touch()
+        layout.patches(clip_id).touch()
+        receipt = receipt_head(clip_id, clip, FRAMES_PER_SEGMENT, AUDIO_RECIPE)
+        receipt.update(parts, clip_sha256=digest, patches_sha256=digest, status="ok", reason="")
+        write_json(receipt, layout.segment_receipt(clip_id))
+    size = layout.segment_receipt(ids[-1]).stat().st_size if ids else 0
+    disk = sum(_disk_bytes(folder) for folder in (layout.clips, layout.segments))
+    return {
+        "clips": len(ids),
+        "receipt_bytes": size,
+        "disk_mib": round(disk / 2**20, 1),
+        "seconds": _since(began),
+    }
+
+
+def _disk_bytes(folder: Path) -> int:
+    """Bytes the files directly in ``folder`` take on disk (allocated blocks)."""
+    with os.scandir(folder) as entries:
+        return sum(e.stat().st_blocks * 512 for e in entries if e.is_file())
+
+
+def segments(data_dir: str) -> dict[str, Any]:
+    """The segments stage (``run_segments``) on a folder of current receipts."""
+    from pipeline.stages.segments import SegmentsConfig, run_segments
+
+    began = time.perf_counter()
+    cfg = SegmentsConfig(
+        Path(data_dir), FRAMES_PER_SEGMENT, AUDIO_RECIPE, workers=1, progress=False
+    )
+    summary = run_segments(cfg)
+    rows = pq.ParquetFile(DataLayout(data_dir).segments_table).metadata.num_rows
+    keys = ("clips", "processed", "skipped", "ok", "failed")
+    return {**{k: summary[k] for k in keys}, "table_rows": rows, "seconds": _since(began)}
+
+
+def features_plan(data_dir: str, shard_size: int) -> dict[str, Any]:
+    """The features driver's planning of the visual store, step by step (see the docstring)."""
+    from pipeline.backbones.base import backbone_class
+    from pipeline.backbones.executor import group_items
+    from pipeline.stages.features import lifecycle
+    from pipeline.stages.features.core import FeaturesConfig
+    from pipeline.stages.features.ray_engine import write_plan
+    from pipeline.stages.features.stage import Shards, work_items
+    from pipeline.stages.segments import load_segments
+
+    steps: dict[str, float] = {}
+    began = last = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        steps[f"{name}_s"] = round(now - last, 2)
+        last = now
+
+    cfg = FeaturesConfig(data_dir=Path(data_dir), features=["visual"], shard_size=shard_size)
+    segs = load_segments(data_dir)
+    ids = list(dict.fromkeys(segs["clip_id"]))
+    step("read_segments")
+    cls = backbone_class("visual")
+    backbone = cls(cfg, cfg.layout.weights(cls.network), FRAMES_PER_SEGMENT)
+    scheme_fps, scheme = lifecycle.fingerprints(segs, "frames", cfg.layout, backbone.kind)
+    step("fingerprints")
+    legacy = lifecycle.legacy_fingerprints(segs, "frames", backbone.kind)
+    step("legacy_fingerprints")
+    identity = {"probe": True}
+    asked = {
+        name: lifecycle.Asked(spec, identity, scheme_fps, scheme, legacy)
+        for name, spec in backbone.stores().items()
+    }
+    plan = lifecycle.plan_stores(cfg.layout, asked, ids, False, 1)
+    writers = {
+        name: StoreWriter.open(
+            data_dir, name, plan.order, asked[name].spec.row, "float16", shard_size, identity
+        )
+        for name in plan.build
+    }
+    todo = sorted({s for w in writers.values() for s, _ in w.pending_shards(0, 1)})
+    work = Shards(writers, todo).to_compute()
+    step("store_plan")
+    items = work_items(cfg, [backbone], work, segs)
+    step("work_items")
+    groups = group_items(items, [backbone])
+    step("groups")
+    path = write_plan(cfg, groups, [backbone.network])
+    step("ray_work_table")
+    out = {
+        "clips": len(ids),
+        "segment_rows": len(segs),
+        "work_items": len(items),
+        "groups": len(groups),
+        "ray_table_mib": round(path.stat().st_size / 2**20, 1),
+        **steps,
+        "seconds": _since(began),
+    }
+    path.unlink()
+    return out
+
+
+PROBES = {
+    "ledger": ledger,
+    "store": store,
+    "join": join,
+    "receipts": receipts,
+    "segments": segments,
+    "features_plan": features_plan,
+}
 
 
 def main(argv: list[str]) -> int:

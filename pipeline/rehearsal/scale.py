@@ -17,10 +17,15 @@ at AVE's size (4,143 rows) in the same run:
 - ledger updates: a stream of injected outcomes, each update timed, the journal folded at the end;
 - feature store: plan, fill the even shards, resume the rest and finish, merge (the index from
   the receipts), open (:mod:`.probes`);
-- training's join of the manifest and the store (``AVEDataset``) and one batch.
+- training's join of the manifest and the store (``AVEDataset``) and one batch;
+- segments, at AVE's size and at ``segment_clips`` clips (a segmented clip is three files, so not
+  at the list's size): the folder as the stage leaves it (receipts written), the stage's run over
+  it (nothing to decode: the tables rebuilt from every receipt), and the features driver's
+  planning of the visual store on its table, up to the Ray engine's work table; the report gives
+  each per clip and scaled to the list's size.
 
 The report (``RUN_DIR/report.{json,md}``) has per path the rows, wall time, peak memory and its
-own figures. Not here: the segments table (built from per-clip receipts) and the Ray engine's plan.
+own figures.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class ScaleConfig:
     tried: int = 48  # clips tried end to end (0: skip)
     workers: int = 4
     shard_size: int = 256
+    segment_clips: int = 100_000  # segmented clips at full size (0: no segments paths)
     timeout: float = 3600.0  # per path
     progress: bool = True
 
@@ -237,6 +243,8 @@ def run_scale(cfg: ScaleConfig) -> dict[str, Any]:
                 shard_size=cfg.shard_size,
             )
         runner.probe("training join", "full", sizes["full"], "join", data_dir=full)
+    if cfg.segment_clips:
+        segment_paths(cfg, runner, folders, {**sizes, "full": min(cfg.segment_clips, cfg.rows)})
     report = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "sizes": sizes,
@@ -250,6 +258,7 @@ def run_scale(cfg: ScaleConfig) -> dict[str, Any]:
         "paths": [asdict(r) for r in runner.runs],
         "ledger": ledger_summary(runner.runs),
         "end_to_end": end_to_end(runner.runs),
+        "per_clip": per_clip(runner.runs, sizes["full"]),
         "seconds": round(time.perf_counter() - started, 1),
     }
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +266,50 @@ def run_scale(cfg: ScaleConfig) -> dict[str, Any]:
     with atomic_path(cfg.run_dir / "report.md") as tmp:
         tmp.write_text(format_scale_report(report))
     return report
+
+
+#: The segments paths, in the order they run at each size.
+SEGMENT_PATHS = ("segments: receipts written", "segments table from receipts", "features plan")
+
+
+def segment_paths(
+    cfg: ScaleConfig, runner: Runner, folders: dict[str, Path], clips: dict[str, int]
+) -> None:
+    """The segments paths at each size: a folder of segmented clips from the first ``clips`` of
+    the size's manifest, the stage's run over it, the features driver's planning on its table."""
+    for size, count in clips.items():
+        folder = str(_fresh(cfg.data_dir / f"segments-{size}"))
+        source = str(folders[size])
+        receipts, table, plan = SEGMENT_PATHS
+        runner.probe(
+            receipts, size, count, "receipts", source_dir=source, data_dir=folder, clips=count
+        )
+        runner.probe(table, size, count, "segments", data_dir=folder)
+        runner.probe(plan, size, count, "features_plan", data_dir=folder, shard_size=cfg.shard_size)
+
+
+def per_clip(runs: list[PathRun], rows: int) -> dict[str, Any]:
+    """Per segments path: what one more clip adds (wall µs, peak KiB: full minus small over the
+    clips between), and the full run's figures carried on to ``rows`` clips at that rate."""
+    out: dict[str, Any] = {}
+    for name in SEGMENT_PATHS:
+        at = {r.size: r for r in runs if r.name == name}
+        if not {"small", "full"} <= set(at) or at["full"].rows <= at["small"].rows:
+            continue
+        small, full = at["small"], at["full"]
+        more = full.rows - small.rows
+        us = (full.seconds - small.seconds) / more * 1e6
+        kib = (full.peak_mib - small.peak_mib) * 1024 / more
+        out[name] = {
+            "us_per_clip": round(us),
+            "kib_per_clip": round(kib, 1),
+            "scaled_s": round(full.seconds + us * (rows - full.rows) / 1e6),
+            "scaled_gib": round((full.peak_mib + kib * (rows - full.rows) / 1024) / 1024, 1),
+        }
+        if "disk_mib" in full.detail:  # the folder written: its memory is the setup's, not a run's
+            disk = full.detail["disk_mib"] / full.rows * rows / 1024
+            out[name] = {**out[name], "scaled_gib": None, "scaled_disk_gib": round(disk, 1)}
+    return out
 
 
 def ledger_summary(runs: list[PathRun]) -> dict[str, Any]:
@@ -305,6 +358,14 @@ def _notes(run: dict[str, Any]) -> str:
         )
     if run["name"].startswith("store"):
         return ", ".join(f"{k} {v}" for k, v in d.items() if k != "seconds")
+    if run["name"] == "features plan":
+        return (
+            f"{d['groups']:,} groups of whole clips; "
+            + ", ".join(f"{k[:-2]} {v}" for k, v in d.items() if k.endswith("_s") and v)
+            + f"; Ray work table {d['ray_table_mib']} MiB"
+        )
+    if run["name"].startswith("segments"):
+        return ", ".join(f"{k} {v:,}" for k, v in d.items() if k != "seconds")
     if run["name"] == "training join":
         return (
             f"{d['samples']:,} train samples joined in {d['join_s']} s; batch of {d['batch_rows']}"
@@ -348,8 +409,16 @@ def format_scale_report(report: dict[str, Any]) -> str:
             f"{sizes['small']:,} rows, {e2e['full']['clips_per_s']} clips/s at {sizes['full']:,} "
             f"rows (small over full x{e2e['ratio']}; 1 = no slower at full size)."
         )
-    lines.append(
-        "Not measured here: the segments table (built from per-clip receipts) and the Ray "
-        "engine's plan (the features driver's own planning measures it)."
-    )
+    for name, g in report.get("per_clip", {}).items():
+        if g.get("scaled_disk_gib") is not None:
+            lines.append(
+                f"{name}: +{g['us_per_clip']} µs a clip; at {sizes['full']:,} clips that is "
+                f"~{g['scaled_s']:,} s and ~{g['scaled_disk_gib']} GiB on disk."
+            )
+            continue
+        lines.append(
+            f"{name}: +{g['us_per_clip']} µs and +{g['kib_per_clip']} KiB of peak a clip "
+            f"(between the two sizes); at {sizes['full']:,} clips that is ~{g['scaled_s']:,} s "
+            f"and ~{g['scaled_gib']} GiB."
+        )
     return "\n".join(lines) + "\n"

@@ -44,8 +44,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -57,10 +59,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.core.fetch import sha256_file
 from pipeline.core.io import (
     DiskFullError,
+    atomic_path,
     disk_full_error,
     is_disk_full,
     read_parquet,
@@ -312,6 +317,19 @@ def add_hashes(data_dir: Path, clip_id: str, clip: Path) -> bool:
     return True
 
 
+def receipt_head(
+    clip_id: str, clip: Path, frames_per_segment: int, audio_recipe: str
+) -> dict[str, Any]:
+    """What a receipt says before the clip is decoded: version, clip, its file's stamp, settings."""
+    return {
+        "version": SEGMENTS_VERSION,
+        "clip_id": clip_id,
+        "clip": _clip_stamp(clip),
+        "frames_per_segment": frames_per_segment,
+        "audio_recipe": audio_recipe,
+    }
+
+
 def segment_clip(
     clip_id: str,
     clip: Path,
@@ -325,13 +343,7 @@ def segment_clip(
     layout = DataLayout(data_dir)
     kept = _read_receipt(layout.segment_receipt(clip_id)) if audio_only else None
     kept = kept if kept and kept.get("status") == "ok" else None
-    receipt: dict[str, Any] = {
-        "version": SEGMENTS_VERSION,
-        "clip_id": clip_id,
-        "clip": _clip_stamp(clip),
-        "frames_per_segment": frames_per_segment,
-        "audio_recipe": audio_recipe,
-    }
+    receipt = receipt_head(clip_id, clip, frames_per_segment, audio_recipe)
     try:
         receipt["clip_sha256"] = sha256_file(clip)
         info = probe(clip)
@@ -339,7 +351,7 @@ def segment_clip(
         audio_stream = first_stream(info, "audio")
         audio = clip_audio(clip, audio_stream, audio_recipe)
         write_npy(audio.patches, patches_path(data_dir, clip_id))
-        receipt.update(_merge(plan, _audio_part(audio, audio_stream)))
+        receipt.update(merge_parts(plan, audio_part(audio, audio_stream)))
         receipt["patches_sha256"] = patches_sha256(audio.patches)
         receipt["status"], receipt["reason"] = "ok", ""
     except DiskFullError:
@@ -377,7 +389,8 @@ def _plan_part(receipt: dict) -> dict[str, Any]:
     }
 
 
-def _merge(plan: dict[str, Any], audio: dict[str, Any]) -> dict[str, Any]:
+def merge_parts(plan: dict[str, Any], audio: dict[str, Any]) -> dict[str, Any]:
+    """One receipt's ``clip_info`` and ``seconds`` from its video and audio parts."""
     return {
         "clip_info": {**plan["clip_info"], **audio["clip_info"]},
         "seconds": [{**v, **a} for v, a in zip(plan["seconds"], audio["seconds"], strict=True)],
@@ -394,6 +407,13 @@ def _video(clip: Path, info: dict, frames_per_segment: int) -> dict[str, Any]:
         raise MediaError(
             f"no video frame could be decoded{': ' + decode_errors if decode_errors else ''}"
         )
+    return video_part(times, video, decode_errors, frames_per_segment)
+
+
+def video_part(
+    times: np.ndarray, video: dict, decode_errors: str, frames_per_segment: int
+) -> dict[str, Any]:
+    """The video part of a receipt from the decoded frames' ``times`` and the ffprobe stream."""
     plan = plan_frames(times, frames_per_segment, _rate(video.get("avg_frame_rate")))
     clip_info = {
         "num_frames": int(len(times)),
@@ -422,7 +442,7 @@ def _video(clip: Path, info: dict, frames_per_segment: int) -> dict[str, Any]:
     return {"clip_info": clip_info, "seconds": seconds}
 
 
-def _audio_part(audio: ClipAudio, stream: dict | None) -> dict[str, Any]:
+def audio_part(audio: ClipAudio, stream: dict | None) -> dict[str, Any]:
     """The audio part of a receipt: the stream's facts and each second's span and flags."""
     clip_info = {**audio.info, "audio_codec": str(stream.get("codec_name", "")) if stream else ""}
     missing = stream is None or not audio.info["audio_duration"]
@@ -457,34 +477,84 @@ def _segment_task(args: tuple[str, str, str, int, str, bool]) -> dict:
 # ----------------------------------------------------------------------------- tables
 
 
+#: Clips whose table rows are made at a time: what building the table holds in Python objects.
+TABLE_BATCH = 10_000
+#: Counts of the summary that the segments table gives (a sum over the batches).
+TABLE_COUNTS = ("ok", "short_clips", "long_clips", "missing_audio", "vfr", "padded_seconds")
+
+
 def build_tables(
-    data_dir: Path, clips: list[tuple[str, Path]]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """segments (one row per clip and second) and failures, from the receipts of ``clips``."""
-    rows, failed = [], []
-    for clip_id, _ in clips:
-        receipt = _read_receipt(DataLayout(data_dir).segment_receipt(clip_id))
-        if receipt is None:
-            continue
-        if receipt["status"] != "ok":
-            failed.append((clip_id, receipt["reason"]))
-            continue
-        stamp = receipt.get("clip") or {}
-        for sec in receipt["seconds"]:
-            rows.append(
-                {
-                    "clip_id": clip_id,
-                    **sec,
-                    **receipt["clip_info"],
-                    "clip_bytes": stamp.get("bytes"),
-                    "clip_mtime_ns": stamp.get("mtime_ns"),
-                    "audio_recipe": receipt_recipe(receipt),
-                    "patches_sha256": receipt.get("patches_sha256"),
-                    "clip_sha256": receipt.get("clip_sha256"),
-                }
-            )
-    table = pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
-    return table, pd.DataFrame(failed, columns=["clip_id", "reason"])
+    data_dir: Path, clips: list[tuple[str, Path]], batch: int = TABLE_BATCH
+) -> tuple[dict[str, int], pd.DataFrame]:
+    """Write the segments table (one row per clip and second) from the receipts of ``clips``;
+    returns its counts and the failures. Rows are made ``batch`` clips at a time, each batch a
+    Parquet part in a folder beside the table, then copied part by part into one file of the
+    parts' common schema: the memory it takes does not grow with the clips."""
+    table = DataLayout(data_dir).segments_table
+    for stale in table.parent.glob(f".{table.name}.parts-*"):  # a run killed while building
+        shutil.rmtree(stale, ignore_errors=True)
+    counts: Counter = Counter()
+    rows: list[dict[str, Any]] = []
+    failed: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix=f".{table.name}.parts-", dir=table.parent) as tmp:
+        parts: list[Path] = []
+
+        def flush() -> None:
+            frame = pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
+            counts.update(_table_counts(frame))
+            parts.append(Path(tmp) / f"{len(parts):06d}.parquet")
+            write_parquet(frame, parts[-1])
+            rows.clear()
+
+        for n, (clip_id, _) in enumerate(clips, 1):
+            receipt = _read_receipt(DataLayout(data_dir).segment_receipt(clip_id))
+            if receipt is not None and receipt["status"] != "ok":
+                failed.append((clip_id, receipt["reason"]))
+            elif receipt is not None:
+                rows.extend(_table_rows(clip_id, receipt))
+            if n % batch == 0 and rows:
+                flush()
+        if rows or not parts:
+            flush()
+        schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+        with atomic_path(table, suffix=".parquet") as out, pq.ParquetWriter(out, schema) as w:
+            for part in parts:
+                w.write_table(pq.read_table(part).cast(schema))
+    out_counts = {k: int(counts[k]) for k in TABLE_COUNTS}
+    return out_counts, pd.DataFrame(failed, columns=["clip_id", "reason"])
+
+
+def _table_rows(clip_id: str, receipt: dict) -> list[dict[str, Any]]:
+    """The table's rows of one ok clip's receipt (one a second)."""
+    stamp = receipt.get("clip") or {}
+    return [
+        {
+            "clip_id": clip_id,
+            **sec,
+            **receipt["clip_info"],
+            "clip_bytes": stamp.get("bytes"),
+            "clip_mtime_ns": stamp.get("mtime_ns"),
+            "audio_recipe": receipt_recipe(receipt),
+            "patches_sha256": receipt.get("patches_sha256"),
+            "clip_sha256": receipt.get("clip_sha256"),
+        }
+        for sec in receipt["seconds"]
+    ]
+
+
+def _table_counts(table: pd.DataFrame) -> Counter:
+    """The summary's counts of some whole clips' rows of the table."""
+    if not len(table):
+        return Counter()
+    per_clip = table.groupby("clip_id", sort=False).first()
+    return Counter(
+        ok=int(table["clip_id"].nunique()),
+        short_clips=int(per_clip["short_clip"].sum()),
+        long_clips=int(per_clip["long_clip"].sum()),
+        missing_audio=int(per_clip["missing_audio"].sum()),
+        vfr=int(per_clip["vfr"].sum()),
+        padded_seconds=int((table["padded_video"] | table["padded_audio"]).sum()),
+    )
 
 
 SEGMENT_COLUMNS = [
@@ -638,13 +708,11 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
             _kill_workers(pool)
             raise
         pool.shutdown(wait=True)
-    table, failed = build_tables(data_dir, clips)
+    counts, failed = build_tables(data_dir, clips)
     failed = pd.concat(
         [failed, pd.DataFrame(problems, columns=["clip_id", "reason"])], ignore_index=True
     )
-    write_parquet(table, DataLayout(data_dir).segments_table)
     write_parquet(failed, DataLayout(data_dir).segments_failed)
-    per_clip = table.groupby("clip_id", sort=False).first() if len(table) else table
     return {
         "source": source,
         "clips": len(clips),
@@ -655,15 +723,9 @@ def run_segments(cfg: SegmentsConfig) -> dict[str, Any]:
         "audio_only": sum(t[-1] for t in tasks),
         "recipe_changes": {old: n for old, n in recipe_changes.items()},
         "hashed": hashed,
-        "ok": int(table["clip_id"].nunique()) if len(table) else 0,
+        "ok": counts["ok"],
         "failed": int(len(failed)),
-        "short_clips": int(per_clip["short_clip"].sum()) if len(table) else 0,
-        "long_clips": int(per_clip["long_clip"].sum()) if len(table) else 0,
-        "missing_audio": int(per_clip["missing_audio"].sum()) if len(table) else 0,
-        "vfr": int(per_clip["vfr"].sum()) if len(table) else 0,
-        "padded_seconds": int((table["padded_video"] | table["padded_audio"]).sum())
-        if len(table)
-        else 0,
+        **{k: counts[k] for k in TABLE_COUNTS if k != "ok"},
         "frames_per_segment": cfg.frames_per_segment,
         "audio_recipe": cfg.audio_recipe,
         "segments": str(DataLayout(data_dir).segments_table),

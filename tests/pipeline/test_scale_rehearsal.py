@@ -14,7 +14,7 @@ from pipeline.core.manifest import load_manifest
 from pipeline.core.store import FeatureStore
 from pipeline.rehearsal.audioset import AUDIOSET_LISTS, write_audioset
 from pipeline.rehearsal.probes import FAIL_EVERY, STORE
-from pipeline.rehearsal.scale import ScaleConfig, run_scale
+from pipeline.rehearsal.scale import SEGMENT_PATHS, ScaleConfig, run_scale
 from pipeline.stages.annotations.ave import parse_audioset_csv
 from pipeline.stages.download import load_ledger
 from pipeline.stages.download.ledger import journal_path
@@ -43,6 +43,7 @@ def test_scaled_down_scale_rehearsal(tmp_path: Path) -> None:
         small=1_000,
         tried=0,
         shard_size=512,
+        segment_clips=2_000,
         progress=False,
         timeout=300,
     )
@@ -58,6 +59,7 @@ def test_scaled_down_scale_rehearsal(tmp_path: Path) -> None:
         ("ledger updates", "full"),
         *[(f"store {s}", "full") for s in ("plan", "fill", "resume", "merge", "open")],
         ("training join", "full"),
+        *[(name, size) for size in ("small", "full") for name in SEGMENT_PATHS],
     ]
     assert all(p["peak_mib"] > 0 and p["seconds"] > 0 for p in report["paths"])
     full = cfg.data_dir / "full"
@@ -78,5 +80,17 @@ def test_scaled_down_scale_rehearsal(tmp_path: Path) -> None:
     assert len(store) == len(clips) - len(failed) and set(store.meta["failed"]) == set(failed)
     join = next(p for p in report["paths"] if p["name"] == "training join")["detail"]
     assert join["samples"] + join["missing"] == sum(load_manifest(full)["split"] == "train")
+    # segments: every receipt current, so nothing decoded; the table has ten rows a clip, and the
+    # driver plans every clip of it in groups of whole clips
+    by = {(p["name"], p["size"]): p for p in report["paths"]}
+    for size, count in (("small", 1_000), ("full", 2_000)):
+        table = by["segments table from receipts", size]["detail"]
+        assert table["clips"] == table["ok"] == table["skipped"] == count
+        assert table["processed"] == table["failed"] == 0 and table["table_rows"] == 10 * count
+        plan = by["features plan", size]["detail"]
+        assert plan["clips"] == plan["work_items"] == count and plan["segment_rows"] == 10 * count
+        assert 0 < plan["groups"] <= count
+    assert set(report["per_clip"]) == set(SEGMENT_PATHS)
     text = (cfg.run_dir / "report.md").read_text()
     assert "One clip's ledger update, 20,000 rows over 1,000 rows" in text
+    assert "features plan: " in text and "at 20,000 clips that is" in text

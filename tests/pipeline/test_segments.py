@@ -295,3 +295,42 @@ def test_tables_and_receipts_of_the_previous_version_are_read_and_not_redone(tmp
     pd.testing.assert_frame_equal(load_segments(tmp_path), table)
     pd.testing.assert_frame_equal(load_segment_failures(tmp_path), failed)
     assert list(failed["clip_id"]) == [ids[2]]
+
+
+def test_table_built_in_batches_is_the_table_built_at_once(tmp_path: Path) -> None:
+    """Receipts in the stage's format (no media): the table made a few clips at a time, its parts'
+    types unified (an int column in one part, floats in another; a column empty in one part), is
+    the one made in a single batch, and the summary's counts add up over the batches."""
+    from pipeline.rehearsal.probes import receipts
+    from pipeline.stages.segments import build_tables, list_clips
+
+    ids = [f"clip{i:02d}" for i in range(11)]
+    write_manifest(tmp_path / "source", ids)
+    data = tmp_path / "data"
+    receipts(str(tmp_path / "source"), str(data), len(ids))
+    layout = DataLayout(data)
+    for i, clip_id in enumerate(ids):
+        path = layout.segment_receipt(clip_id)
+        receipt = json.loads(path.read_text())
+        if i < 3:  # the first batch: whole seconds, no clip hash, one short clip with padding
+            receipt["clip_info"]["audio_duration"] = 10
+            receipt["clip_sha256"] = None
+        if i == 1:
+            receipt["seconds"][-1]["padded_video"] = True
+            for sec in receipt["seconds"]:
+                sec["short_clip"] = True
+        if i == 7:
+            receipt.update(status="failed", reason="decode error")
+        path.write_text(json.dumps(receipt))
+    clips, problems, _ = list_clips(data)
+    assert len(clips) == len(ids) and not problems
+    counts_one, failed_one = build_tables(data, clips)
+    at_once = load_segments(data)
+    counts, failed = build_tables(data, clips, batch=3)
+    pd.testing.assert_frame_equal(load_segments(data), at_once)
+    pd.testing.assert_frame_equal(failed, failed_one)
+    assert counts == counts_one
+    assert counts["ok"] == 10 and counts["short_clips"] == 1 and counts["padded_seconds"] == 1
+    assert at_once["audio_duration"].dtype == np.float64 and at_once["clip_sha256"].isna().sum()
+    assert failed["clip_id"].tolist() == ["clip07"]
+    assert not list(data.glob(".segments.parquet.parts-*"))

@@ -132,6 +132,31 @@ class BackbonesActor:
         return out
 
 
+def plan_records(groups: list[list[Any]], frames: list[str]) -> pd.DataFrame:
+    """The work items Ray reads: one row per group of clips, with each clip's path, patches and
+    the frame plans of the backbones in ``frames``."""
+    return pd.DataFrame(
+        [
+            {
+                "group": k,
+                "clip_ids": [it.clip_id for it in group],
+                "paths": [it.path for it in group],
+                "patches": [it.patches or "" for it in group],
+                **{f"plan:{n}": [it.plans[n] for it in group] for n in frames},
+            }
+            for k, group in enumerate(groups)
+        ]
+    )
+
+
+def write_plan(cfg: FeaturesConfig, groups: list[list[Any]], frames: list[str]) -> Path:
+    """Write :func:`plan_records` where this process's Ray pipeline reads it; returns the path."""
+    work = cfg.layout.ray_staging
+    plan_path = work / f"plan-{cfg.shard_index}of{cfg.num_shards}-{os.getpid()}.parquet"
+    write_parquet(plan_records(groups, frames), plan_path)
+    return plan_path
+
+
 def run(
     cfg: FeaturesConfig,
     backbones: list[Backbone],
@@ -147,21 +172,7 @@ def run(
     first = groups[0][0]
     shapes = input_shapes(backbones, {n: len(p) for n, p in first.plans.items()})
     size = max(len(g) for g in groups)
-    records = pd.DataFrame(
-        [
-            {
-                "group": k,
-                "clip_ids": [it.clip_id for it in group],
-                "paths": [it.path for it in group],
-                "patches": [it.patches or "" for it in group],
-                **{f"plan:{n}": [it.plans[n] for it in group] for n in sizes},
-            }
-            for k, group in enumerate(groups)
-        ]
-    )
-    work = cfg.layout.ray_staging
-    plan_path = work / f"plan-{cfg.shard_index}of{cfg.num_shards}-{os.getpid()}.parquet"
-    write_parquet(records, plan_path)
+    plan_path = write_plan(cfg, groups, list(sizes))
     cuda = device.startswith("cuda")
     actors = cfg.model_actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if cuda else 1)
     ds = ray.data.read_parquet(str(plan_path))
