@@ -130,7 +130,8 @@ class Backbone:
         raise NotImplementedError
 
     def frame_plans(self, segments: Any) -> dict[str, np.ndarray]:
-        """Clip ID -> the frame indices (any shape) it needs, from the segments table."""
+        """Clip ID -> the frame indices (any shape) it needs, from the segments table or its
+        :class:`~pipeline.core.clip_rows.ClipRows` (``ClipRows.of`` gives the latter either way)."""
         raise NotImplementedError
 
     def frame_preparer(self) -> Callable[[list[np.ndarray]], np.ndarray] | None:
@@ -329,13 +330,11 @@ def derive(stores: dict[str, StoreSpec], primary: dict[str, np.ndarray]) -> dict
 
 
 def frame_plans(segments: Any) -> dict[str, np.ndarray]:
-    """Clip ID -> its (10, F) planned frame indices, from the segments table."""
-    return {
-        str(clip_id): np.stack(
-            [np.asarray(v, dtype=np.int64) for v in g.sort_values("second")["frame_indices"]]
-        )
-        for clip_id, g in segments.groupby("clip_id", sort=False)
-    }
+    """Clip ID -> its (10, F) planned frame indices, from the segments table (or its
+    :class:`~pipeline.core.clip_rows.ClipRows`)."""
+    from pipeline.core.clip_rows import ClipRows
+
+    return ClipRows.of(segments).frame_plans()
 
 
 def run_in_batches(

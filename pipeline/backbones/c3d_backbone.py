@@ -70,14 +70,16 @@ class C3DBackbone(RecordedNetwork):
     def frame_plans(self, segments: Any) -> dict[str, np.ndarray]:
         """Clip ID -> its (10, 16) C3D frames (:func:`pipeline.backbones.c3d.c3d_plan`)."""
         from pipeline.backbones.c3d import c3d_plan
+        from pipeline.core.clip_rows import ClipRows
 
-        first = segments.drop_duplicates("clip_id").set_index("clip_id")
+        rows = ClipRows.of(segments)
+        plans = frame_plans(rows)
+        columns = set(rows.table.columns)
         out = {}
-        for clip_id, plan in frame_plans(segments).items():
-            row = first.loc[clip_id]
-            num = int(row["num_frames"]) if "num_frames" in row else None
-            rule = str(row["frame_rule"]) if "frame_rule" in row else None
-            out[clip_id] = c3d_plan(plan, num, rule)
+        for k, clip_id in enumerate(rows.ids):
+            num = int(rows.clip_values("num_frames", k)) if "num_frames" in columns else None
+            rule = str(rows.clip_values("frame_rule", k)) if "frame_rule" in columns else None
+            out[clip_id] = c3d_plan(plans[clip_id], num, rule)
         return out
 
     def probe_key(self) -> str:

@@ -23,6 +23,10 @@ from pathlib import Path
 
 from pipeline.core.paths import child
 
+#: File name of a clip in ``clips/`` and of its patches in ``segments/``: ``<clip_id><suffix>``.
+CLIP_SUFFIX = ".mp4"
+PATCHES_SUFFIX = ".patches.npy"
+
 
 @dataclass(frozen=True)
 class DataLayout:
@@ -58,8 +62,17 @@ class DataLayout:
     def clips(self) -> Path:
         return self.root / "clips"
 
+    def clips_present(self) -> set[str]:
+        """IDs of the clips in ``clips/`` (files or links to files): one listing of the folder,
+        not a ``stat`` per clip (IDs reach the folder only as checked names)."""
+        return _listed(self.clips, CLIP_SUFFIX)
+
+    def patches_present(self) -> set[str]:
+        """IDs of the clips whose patches are in ``segments/`` (one listing)."""
+        return _listed(self.segments, PATCHES_SUFFIX)
+
     def clip(self, clip_id: str) -> Path:
-        return child(self.clips, clip_id, ".mp4", "clip ID")
+        return child(self.clips, clip_id, CLIP_SUFFIX, "clip ID")
 
     @property
     def ledger(self) -> Path:
@@ -81,7 +94,7 @@ class DataLayout:
         return child(self.segments, clip_id, ".json", "clip ID")
 
     def patches(self, clip_id: str) -> Path:
-        return child(self.segments, clip_id, ".patches.npy", "clip ID")
+        return child(self.segments, clip_id, PATCHES_SUFFIX, "clip ID")
 
     @property
     def features(self) -> Path:
@@ -105,3 +118,14 @@ class DataLayout:
     def demo_source(self) -> Path:
         """The demo's generated source set (videos, annotation files) it serves on loopback."""
         return self.root / "synthetic"
+
+
+def _listed(folder: Path, suffix: str) -> set[str]:
+    """``<id><suffix>`` files (or links to files) in ``folder`` -> their IDs."""
+    try:
+        with os.scandir(folder) as entries:
+            return {
+                e.name[: -len(suffix)] for e in entries if e.name.endswith(suffix) and e.is_file()
+            }
+    except (FileNotFoundError, NotADirectoryError):
+        return set()

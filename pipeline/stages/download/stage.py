@@ -339,25 +339,17 @@ class Stage:
 
     # ----------------------------------------------------------------- the run
 
-    def present_clips(self) -> set[str]:
-        """File names of the clips in ``clips/`` (files or links to files): one listing of the
-        folder, not one ``stat`` per clip of the manifest."""
-        if not self.clips.is_dir():
-            return set()
-        with os.scandir(self.clips) as entries:
-            return {e.name for e in entries if e.name.endswith(".mp4") and e.is_file()}
-
     def plan(
         self, videos: list[Video], from_files: dict[str, Path] | None
     ) -> list[tuple[str, Video]]:
         """Decide per video: skip, record, or queue a job (``download``/``ingest``/``adopt``)."""
         jobs: list[tuple[str, Video]] = []
         counts = self.state.counts
-        present = self.present_clips()  # the keys were checked as file names with the manifest
+        present = self.layout.clips_present()  # keys were checked as file names with the manifest
         for video in videos:
             row = self.ledger.get(video.key) or {}
             status, kind, source = row.get("status"), row.get("kind"), row.get("source") or ""
-            have_file = f"{video.key}.mp4" in present
+            have_file = video.key in present
             cut_from = row.get("range") or ""
             if status == OK and have_file and cut_from and video.range and cut_from != video.range:
                 # the manifest asks for another part of the source: the clip is stale. It is set

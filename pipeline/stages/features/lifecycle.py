@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import pandas as pd
 
 from pipeline.backbones.base import StoreSpec
 from pipeline.core import identity as ident
+from pipeline.core.clip_rows import ClipRows
 from pipeline.core.layout import DataLayout
 from pipeline.core.store import FeatureStore, StoreWriter, carry_over, previous_dir
 
@@ -72,58 +74,71 @@ def _hash(parts: list[str]) -> str:
 
 
 def fingerprints(
-    segments: pd.DataFrame, inputs: str, layout: DataLayout, legacy_kind: str = ""
+    segments: pd.DataFrame | ClipRows, inputs: str, layout: DataLayout, legacy_kind: str = ""
 ) -> tuple[dict[str, str], int]:
     """Clip ID -> fingerprint of what its ``inputs`` ("patches"/"frames"/"waveform") are, and the scheme:
     2 when the table has the content hashes, else 1 (``legacy_kind`` picks scheme 1's columns)."""
-    scheme = SCHEME if set(CONTENT_COLUMNS[inputs]) <= set(segments.columns) else 1
+    rows = ClipRows.of(segments)
+    columns = set(rows.table.columns)
+    scheme = SCHEME if set(CONTENT_COLUMNS[inputs]) <= columns else 1
     if scheme == 1:
-        return legacy_fingerprints(segments, inputs, legacy_kind), 1
+        return legacy_fingerprints(rows, inputs, legacy_kind), 1
+    present = layout.patches_present() if inputs == "patches" else layout.clips_present()
+    names = [c for c in CONTENT_COLUMNS[inputs] if c in columns]
     out = {}
-    for clip_id, group in segments.groupby("clip_id", sort=False):
-        group = group.sort_values("second")
+    for k, clip_id in enumerate(rows.ids):
         parts = [f"scheme{SCHEME}"]
-        for column in CONTENT_COLUMNS[inputs]:
-            if column not in group.columns:
-                continue
-            values = group[column].tolist() if column == "frame_indices" else group[column].iloc[0]
-            parts.append(f"{column}={json.dumps(values, default=_plain)}")
-        path = layout.patches(str(clip_id)) if inputs == "patches" else layout.clip(str(clip_id))
-        parts.append(f"present={path.is_file()}")
-        out[str(clip_id)] = _hash(parts)
+        for column in names:
+            parts.append(f"{column}={json.dumps(rows.clip_values(column, k), default=_plain)}")
+        parts.append(f"present={clip_id in present}")
+        out[clip_id] = _hash(parts)
     return out, SCHEME
 
 
-def legacy_fingerprints(segments: pd.DataFrame, inputs: str, kind: str = "") -> dict[str, str]:
+def legacy_fingerprints(
+    segments: pd.DataFrame | ClipRows, inputs: str, kind: str = ""
+) -> dict[str, str]:
     """Scheme-1 fingerprints, as stores of the previous version recorded them. Patches re-made with
     an audio recipe other than that version's (soxr) never match."""
+    rows = ClipRows.of(segments)
     columns = LEGACY_COLUMNS.get(kind) or LEGACY_COLUMNS[inputs]
-    columns = [c for c in columns if c in segments.columns]
+    columns = [c for c in columns if c in rows.table.columns]
+    recipes = inputs == "patches" and "audio_recipe" in rows.table.columns
     out = {}
-    for clip_id, group in segments.groupby("clip_id", sort=False):
-        group = group.sort_values("second")
+    for k, clip_id in enumerate(rows.ids):
         parts = [LEGACY_PREFIX]
         for column in columns:
-            values = group[column].tolist() if column == "frame_indices" else group[column].iloc[0]
-            parts.append(f"{column}={json.dumps(values, default=_plain)}")
+            parts.append(f"{column}={json.dumps(rows.clip_values(column, k), default=_plain)}")
         fp = _hash(parts)
-        if inputs == "patches" and "audio_recipe" in group.columns:
-            recipe = str(group["audio_recipe"].iloc[0])
+        if recipes:
+            recipe = str(rows.clip_values("audio_recipe", k))
             if recipe not in ("soxr", "", "None", "nan"):
                 fp = f"{fp}|recipe={recipe}"
-        out[str(clip_id)] = fp
+        out[clip_id] = fp
     return out
 
 
-@dataclass
 class Asked:
-    """What an extraction asks of one store."""
+    """What an extraction asks of one store. The scheme-1 fingerprints (``legacy``) are only
+    computed when a store recorded with scheme 1 asks for them."""
 
-    spec: StoreSpec
-    identity: dict[str, Any]
-    fingerprints: dict[str, str]
-    scheme: int
-    legacy: dict[str, str] = field(default_factory=dict)  # scheme-1 fingerprints, for old stores
+    def __init__(
+        self,
+        spec: StoreSpec,
+        identity: dict[str, Any],
+        fingerprints: dict[str, str],
+        scheme: int,
+        legacy: dict[str, str] | Callable[[], dict[str, str]] | None = None,
+    ) -> None:
+        self.spec, self.identity = spec, identity
+        self.fingerprints, self.scheme = fingerprints, scheme
+        self._legacy = legacy if legacy is not None else {}
+
+    @property
+    def legacy(self) -> dict[str, str]:
+        if callable(self._legacy):
+            self._legacy = self._legacy()
+        return self._legacy
 
     def record(self, ids: list[str]) -> dict[str, Any]:
         return ident.make_record(self.identity, ids, self.fingerprints, self.scheme)

@@ -36,6 +36,7 @@ import pandas as pd
 from pipeline.backbones.base import Backbone, BackboneError, backbone_class, derive
 from pipeline.backbones.executor import ClipWork, group_items
 from pipeline.backbones.waveform import WAVEFORM_RECIPE
+from pipeline.core.clip_rows import ClipRows
 from pipeline.core.device import reuse_freed_memory
 from pipeline.core.identity import IDENTITY_FILE, read_json
 from pipeline.core.io import write_json, write_npy
@@ -283,14 +284,17 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     groups: dict[str, list[Backbone]] = {}
     for backbone in backbones:
         groups.setdefault(backbone.inputs, []).append(backbone)
+    rows = ClipRows(segments)  # grouped by clip once for every per-clip pass below
     for inputs, group in groups.items():
         kinds = "+".join(b.kind for b in group)
         try:
             asked, owner = {}, {}
             for b in group:
-                scheme_fps, scheme = lifecycle.fingerprints(segments, inputs, cfg.layout, b.kind)
-                legacy = lifecycle.legacy_fingerprints(segments, inputs, b.kind)
+                scheme_fps, scheme = lifecycle.fingerprints(rows, inputs, cfg.layout, b.kind)
                 identity = store_identity(b, cfg, fps, ffmpeg)
+                legacy = functools.partial(
+                    lifecycle.legacy_fingerprints, rows, inputs, b.kind
+                )  # if asked
                 for name, spec in b.stores().items():
                     asked[name] = lifecycle.Asked(spec, identity, scheme_fps, scheme, legacy)
                     owner[name] = b
@@ -305,7 +309,7 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
                 summary["stores"][name] = existing_report(cfg, name)
             if plan.build:
                 reports = extract(
-                    cfg, group, owner, asked, plan, segments, fps, device, executor, kinds
+                    cfg, group, owner, asked, plan, rows, fps, device, executor, kinds
                 )
                 for name, report in reports.items():
                     lifecycle.finish_record(cfg.layout, name, asked[name], ids)
@@ -334,7 +338,7 @@ def extract(
     owner: dict[str, Backbone],
     asked: dict[str, lifecycle.Asked],
     plan: lifecycle.Plan,
-    segments: pd.DataFrame,
+    rows: ClipRows,
     fps: int,
     device: str,
     executor: Any,
@@ -344,7 +348,7 @@ def extract(
     writers = {}
     for name in plan.build:
         b = owner[name]
-        meta = store_meta(b, name, asked[name].identity, cfg, fps, device, segments)
+        meta = store_meta(b, name, asked[name].identity, cfg, fps, device, rows.table)
         writers[name] = StoreWriter.open(
             cfg.data_dir,
             name,
@@ -372,7 +376,7 @@ def extract(
     running = [b for b in group if set(b.stores()) & set(writers)]
     stats: dict[str, float] = {}
     if work:
-        items = work_items(cfg, running, work, segments)
+        items = work_items(cfg, running, work, rows)
         groups = group_items(items, running)  # the same groups in every executor: equal stores
         with progress(len(items), cfg.progress, desc) as bar:
             for item, outputs in executor.run(cfg, running, groups, device, stats):
@@ -410,7 +414,7 @@ def work_items(
     cfg: FeaturesConfig,
     backbones: list[Backbone],
     work: list[tuple[int, str]],
-    segments: pd.DataFrame,
+    segments: pd.DataFrame | ClipRows,
 ) -> list[ClipWork]:
     plans = {b.network: b.frame_plans(segments) for b in backbones if b.inputs == "frames"}
     patches = any(b.inputs == "patches" for b in backbones)
