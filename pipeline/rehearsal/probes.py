@@ -22,6 +22,7 @@ on its last line of output.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -215,6 +216,7 @@ def features_plan(data_dir: str, shard_size: int) -> dict[str, Any]:
     """The features driver's planning of the visual store, step by step (see the docstring)."""
     from pipeline.backbones.base import backbone_class
     from pipeline.backbones.executor import group_items
+    from pipeline.core.clip_rows import ClipRows
     from pipeline.stages.features import lifecycle
     from pipeline.stages.features.core import FeaturesConfig
     from pipeline.stages.features.ray_engine import write_plan
@@ -236,10 +238,12 @@ def features_plan(data_dir: str, shard_size: int) -> dict[str, Any]:
     step("read_segments")
     cls = backbone_class("visual")
     backbone = cls(cfg, cfg.layout.weights(cls.network), FRAMES_PER_SEGMENT)
-    scheme_fps, scheme = lifecycle.fingerprints(segs, "frames", cfg.layout, backbone.kind)
+    rows = ClipRows(segs)
+    step("group_by_clip")
+    scheme_fps, scheme = lifecycle.fingerprints(rows, "frames", cfg.layout, backbone.kind)
     step("fingerprints")
-    legacy = lifecycle.legacy_fingerprints(segs, "frames", backbone.kind)
-    step("legacy_fingerprints")
+    # as the driver: scheme-1 fingerprints only if a store of the previous version asks for them
+    legacy = functools.partial(lifecycle.legacy_fingerprints, rows, "frames", backbone.kind)
     identity = {"probe": True}
     asked = {
         name: lifecycle.Asked(spec, identity, scheme_fps, scheme, legacy)
@@ -255,7 +259,7 @@ def features_plan(data_dir: str, shard_size: int) -> dict[str, Any]:
     todo = sorted({s for w in writers.values() for s, _ in w.pending_shards(0, 1)})
     work = Shards(writers, todo).to_compute()
     step("store_plan")
-    items = work_items(cfg, [backbone], work, segs)
+    items = work_items(cfg, [backbone], work, rows)
     step("work_items")
     groups = group_items(items, [backbone])
     step("groups")
