@@ -233,7 +233,7 @@ def features_plan(data_dir: str, shard_size: int) -> dict[str, Any]:
         last = now
 
     cfg = FeaturesConfig(data_dir=Path(data_dir), features=["visual"], shard_size=shard_size)
-    segs = load_segments(data_dir)
+    segs = load_segments(data_dir, lifecycle.READ_COLUMNS)
     ids = list(dict.fromkeys(segs["clip_id"]))
     step("read_segments")
     cls = backbone_class("visual")

@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -592,9 +592,10 @@ SEGMENT_COLUMNS = [
 ]
 
 
-def load_segments(data_dir: str | Path) -> pd.DataFrame:
-    """``DATA_DIR/segments.parquet``, with a clear error when the stage has not run."""
-    return _read_table(DataLayout(data_dir).segments_table, data_dir)
+def load_segments(data_dir: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """``DATA_DIR/segments.parquet`` (only those of ``columns`` it has, when given: at AudioSet's
+    size the whole table is gigabytes in pandas), with a clear error when the stage has not run."""
+    return _read_table(DataLayout(data_dir).segments_table, data_dir, columns)
 
 
 def load_segment_failures(data_dir: str | Path) -> pd.DataFrame:
@@ -602,7 +603,9 @@ def load_segment_failures(data_dir: str | Path) -> pd.DataFrame:
     return _read_table(DataLayout(data_dir).segments_failed, data_dir)
 
 
-def _read_table(path: Path, data_dir: str | Path) -> pd.DataFrame:
+def _read_table(
+    path: Path, data_dir: str | Path, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
     """One of the stage's tables, keyed ``clip_id`` whatever version wrote it."""
     if not path.is_file():
         raise FileNotFoundError(
@@ -611,7 +614,9 @@ def _read_table(path: Path, data_dir: str | Path) -> pd.DataFrame:
     remedy = (
         f"rebuild it with `make segments DATA_DIR={shell_word(data_dir)}` (finished clips are kept)"
     )
-    return keyed_by_clip_id(read_parquet(path, remedy))
+    if columns is not None:
+        columns = list(dict.fromkeys(["clip_id", LEGACY_CLIP_KEY, *columns]))
+    return keyed_by_clip_id(read_parquet(path, remedy, columns))
 
 
 def frame_plan(segments: pd.DataFrame, clip_id: str) -> np.ndarray:

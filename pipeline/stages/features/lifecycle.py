@@ -55,6 +55,18 @@ LEGACY_COLUMNS = {
     "c3d": ("clip_bytes", "clip_mtime_ns", "num_frames", "frame_rule", "frame_indices"),
 }
 LEGACY_PREFIX = "segments-v1"
+#: The segments table's columns the features stage reads (the rest stay on disk).
+READ_COLUMNS = tuple(
+    dict.fromkeys(
+        [
+            "clip_id",
+            "second",
+            "frame_indices",
+            *(c for cols in CONTENT_COLUMNS.values() for c in cols),
+            *(c for cols in LEGACY_COLUMNS.values() for c in cols),
+        ]
+    )
+)
 
 
 class LifecycleError(RuntimeError):

@@ -261,7 +261,7 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     cfg.data_dir = Path(cfg.data_dir)
     _check(cfg)
     reuse_freed_memory()
-    segments = load_segments(cfg.data_dir)
+    segments = load_segments(cfg.data_dir, lifecycle.READ_COLUMNS)
     ids = list(dict.fromkeys(segments["clip_id"]))
     if not ids:
         raise FeaturesError(
