@@ -178,20 +178,7 @@ def decode_unique_sizes(
     sizes = [(int(w), int(h)) for w, h in sizes]
     if not sizes:
         raise ValueError("no frame size asked for")
-    n = len(unique)
-    width = max(w for w, _ in sizes)
-    height = sum(h for _, h in sizes)
-    k = len(sizes)
-    branches = []
-    for j, (w, h) in enumerate(sizes):
-        pad = f",pad={width}:{h}" if w < width else ""
-        branches.append(f"[s{j}]scale={w}:{h}:flags=bilinear,format=rgb24{pad}[p{j}]")
-    split = "".join(f"[s{j}]" for j in range(k))
-    stacked = "".join(f"[p{j}]" for j in range(k))
-    tail = f";{stacked}vstack=inputs={k}[out]" if k > 1 else ""
-    graph = f"[0:v:0]{_select_expr(unique)},split={k}{split};" + ";".join(branches) + tail
-    if k == 1:
-        graph = graph.replace("[p0]", "[out]")
+    graph, width, height = _stacked_graph(unique, sizes)
     tall = _decode_raw(
         path,
         unique,
@@ -200,7 +187,39 @@ def decode_unique_sizes(
         threads,
         timeout,
     )
-    tall = tall.reshape(n, height, width, 3)
+    return _cut(tall, len(unique), sizes)
+
+
+def _stacked_graph(
+    unique: np.ndarray, sizes: list[tuple[int, int]], native: bool = False
+) -> tuple[str, int, int]:
+    """``(filter graph, width, height)``: ``select`` -> ``split`` -> per size ``scale`` (bilinear,
+    straight to rgb24) padded to the widest -> ``vstack`` as ``[out]`` (width x height: the sizes
+    stacked); with ``native``, one more branch ``[native]``: the frames as decoded, in rgb24."""
+    k = len(sizes)
+    width = max((w for w, _ in sizes), default=0)
+    height = sum(h for _, h in sizes)
+    branches = []
+    for j, (w, h) in enumerate(sizes):
+        pad = f",pad={width}:{h}" if w < width else ""
+        branches.append(f"[s{j}]scale={w}:{h}:flags=bilinear,format=rgb24{pad}[p{j}]")
+    if native:
+        branches.append(f"[s{k}]format=rgb24[native]")
+    outputs = k + int(native)
+    split = "".join(f"[s{j}]" for j in range(outputs))
+    graph = f"[0:v:0]{_select_expr(unique)},split={outputs}{split};" + ";".join(branches)
+    if k > 1:
+        stacked = "".join(f"[p{j}]" for j in range(k))
+        graph += f";{stacked}vstack=inputs={k}[out]"
+    elif k == 1:
+        graph = graph.replace("[p0]", "[out]")
+    return graph, width, height
+
+
+def _cut(raw: np.ndarray, n: int, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """The stacked frames of :func:`_stacked_graph` (flat uint8) cut apart: one array per size."""
+    width = max(w for w, _ in sizes)
+    tall = raw[: n * width * sum(h for _, h in sizes) * 3].reshape(n, -1, width, 3)
     out, top = [], 0
     for w, h in sizes:
         out.append(np.ascontiguousarray(tall[:, top : top + h, :w]))
@@ -262,44 +281,62 @@ def decode_unique_native(
     sizes = [(int(w), int(h)) for w, h in sizes]
     n = len(unique)
     k = len(sizes)
-    width = max((w for w, _ in sizes), default=0)
-    height = sum(h for _, h in sizes)
-    branches = []
-    for j, (w, h) in enumerate(sizes):
-        pad = f",pad={width}:{h}" if w < width else ""
-        branches.append(f"[s{j}]scale={w}:{h}:flags=bilinear,format=rgb24{pad}[p{j}]")
-    branches.append(f"[s{k}]format=rgb24[native]")
-    split = "".join(f"[s{j}]" for j in range(k + 1))
-    stacked = "".join(f"[p{j}]" for j in range(k))
-    graph = f"[0:v:0]{_select_expr(unique)},split={k + 1}{split};" + ";".join(branches)
-    if k > 1:
-        graph += f";{stacked}vstack=inputs={k}[out]"
-    elif k == 1:
-        graph = graph.replace("[p0]", "[out]")
-    each = ["-fps_mode", "passthrough", "-frames:v", str(n)]
-    read_native, write_native = os.pipe()
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path)]
-    cmd += ["-filter_complex", graph]
+    graph, width, height = _stacked_graph(unique, sizes, native=True)
+    for passthrough in ("-fps_mode", "-vsync"):  # ffmpeg < 5.1 spells it -vsync
+        each = [passthrough, "passthrough", "-frames:v", str(n)]
+        head = ["ffmpeg", "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path)]
+        scaled = ["-map", "[out]", *each, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+        raw, err, code, data = _two_outputs(
+            [*head, "-filter_complex", graph, *(scaled if k else [])],
+            ["-map", "[native]", *each, "-f", "image2pipe", "-c:v", "ppm"],
+            path,
+            timeout,
+        )
+        if not (code != 0 and b"fps_mode" in err):
+            break
+    if code != 0 and not data:
+        lines = err.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
+        raise FrameDecodeError(f"{path}: ffmpeg could not decode the clip ({lines[0]})")
+    native = _ppm_frames(data, n, path)
+    out = []
     if k:
-        cmd += ["-map", "[out]", *each, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    cmd += ["-map", "[native]", *each, "-f", "image2pipe", "-c:v", "ppm", f"pipe:{write_native}"]
-    native_bytes: list[bytearray] = []  # writable: the frames' arrays are views of it
+        frame_bytes = width * height * 3
+        if len(raw) // frame_bytes < n:
+            raise FrameDecodeError(
+                f"{path}: only {len(raw) // frame_bytes} of the {n} planned frames could be "
+                "decoded; the clip is shorter than the plan, re-run the segments stage"
+            )
+        out = _cut(np.frombuffer(raw, np.uint8), n, sizes)
+    return out, native
+
+
+def _two_outputs(
+    cmd: list[str], native: list[str], path: str | os.PathLike, timeout: float
+) -> tuple[bytes, bytes, int, bytearray]:
+    """Run ffmpeg ``cmd`` with one more output, ``native`` + a pipe of its own, read alongside
+    stdout: ``(stdout, stderr, return code, the second pipe's bytes)`` (writable: the frames'
+    arrays are views of them)."""
+    read_native, write_native = os.pipe()
+    received: list[bytearray] = []
 
     def drain() -> None:
         buffer = bytearray()
         with os.fdopen(read_native, "rb") as f:
             while chunk := f.read(1 << 20):
                 buffer += chunk
-        native_bytes.append(buffer)
+        received.append(buffer)
 
     try:
         proc = subprocess.Popen(
-            cmd,
+            [*cmd, *native, f"pipe:{write_native}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             pass_fds=(write_native,),
         )
+    except OSError:
+        os.close(read_native)
+        raise
     finally:
         os.close(write_native)
     reader = threading.Thread(target=drain, daemon=True)
@@ -312,25 +349,7 @@ def decode_unique_native(
         raise FrameDecodeError(f"{path}: ffmpeg timed out after {timeout:.0f} s") from exc
     finally:
         reader.join(timeout=timeout)
-    data = native_bytes[0] if native_bytes else bytearray()
-    if proc.returncode != 0 and not data:
-        lines = err.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
-        raise FrameDecodeError(f"{path}: ffmpeg could not decode the clip ({lines[0]})")
-    native = _ppm_frames(data, n, path)
-    out = []
-    if k:
-        frame_bytes = width * height * 3
-        if len(raw) // frame_bytes < n:
-            raise FrameDecodeError(
-                f"{path}: only {len(raw) // frame_bytes} of the {n} planned frames could be "
-                "decoded; the clip is shorter than the plan, re-run the segments stage"
-            )
-        tall = np.frombuffer(raw, np.uint8, n * frame_bytes).reshape(n, height, width, 3)
-        top = 0
-        for w, h in sizes:
-            out.append(np.ascontiguousarray(tall[:, top : top + h, :w]))
-            top += h
-    return out, native
+    return raw, err, proc.returncode, received[0] if received else bytearray()
 
 
 def decode_planned_native(

@@ -83,7 +83,7 @@ def _benchmarks(
                 n_clips=16 if gpu else 2,
                 per_second=16 if gpu else (1 if quick else 4),
                 device=device,
-                precision="auto",
+                precision="fp32",  # the stage's default: rows comparable across hosts
                 batch_size=default_batch(device) if gpu else 16,
                 num_workers=default_workers(device) if gpu else 2,
                 model_frames=512 if gpu else (8 if quick else 16),

@@ -10,7 +10,8 @@ its children (PSS), sampled; plus CUDA peak allocation on a GPU), GPU utilisatio
 and optimised/naive ratios. Against the machine's limits: the decode probe (every frame of the clip to
 ``null``, one ffmpeg per core, :func:`pipeline.bench.peak.decode_probe`) and VGG-19's FLOPs per frame
 (FlopCounterMode) for its achieved GFLOP/s; the reduced-precision probe (speed and pool5 error against
-fp32) decides ``precision="auto"`` as the features stage does.
+fp32) is reported beside the row, which runs at the features stage's default, fp32, on every host
+(``precision="auto"`` lets the probe choose, as ``--precision auto`` does).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def bench_visual(
     per_second: int = 1,
     size: int = 224,
     device: str = "cpu",
-    precision: str = "auto",
+    precision: str = "fp32",
     batch_size: int = 32,
     num_workers: int = 2,
     model_frames: int = 4,
@@ -210,7 +211,7 @@ def bench_visual(
     probes = {
         low: probe_vgg19_precision(model, record, device, low, size=size)
         for low in (("fp16", "bf16") if cuda else ("bf16",))
-        if native(device, low) and precision == "auto"
+        if native(device, low)
     }
     if precision == "auto":
         chosen = [choose_precision(p) for p in probes.values()]

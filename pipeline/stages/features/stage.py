@@ -262,7 +262,8 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     _check(cfg)
     reuse_freed_memory()
     segments = load_segments(cfg.data_dir, lifecycle.READ_COLUMNS)
-    ids = list(dict.fromkeys(segments["clip_id"]))
+    rows = ClipRows(segments)  # grouped by clip once for every per-clip pass below
+    ids = rows.ids
     if not ids:
         raise FeaturesError(
             f"{DataLayout(cfg.data_dir).segments_table} lists no segmented clip: nothing to extract"
@@ -284,7 +285,6 @@ def run_features(cfg: FeaturesConfig) -> dict[str, Any]:
     groups: dict[str, list[Backbone]] = {}
     for backbone in backbones:
         groups.setdefault(backbone.inputs, []).append(backbone)
-    rows = ClipRows(segments)  # grouped by clip once for every per-clip pass below
     for inputs, group in groups.items():
         kinds = "+".join(b.kind for b in group)
         try:
